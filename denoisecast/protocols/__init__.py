@@ -1,0 +1,3 @@
+"""
+Autobahn WebSocket protocols: presence and WebRTC signaling.
+"""

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Idempotent set-up of everything DenoiseCast needs on a Debian machine:
+# system packages, a virtual environment in .venv and the package itself
+# (editable, with its compiled extensions).  Safe to run again and again:
+# it only does what is missing or out of date.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+# Debian packages.  The test suite also uses PostgreSQL and Redis servers and
+# the audio tools; a server-only machine can set DENOISECAST_SERVER_ONLY=1.
+DEBS=(python3-venv postgresql redis-server espeak-ng sox libsox-fmt-all)
+missing=()
+if command -v dpkg-query >/dev/null 2>&1; then
+    for pkg in "${DEBS[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+fi
+if ((${#missing[@]})); then
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    echo "setup: installing Debian packages: ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv"
+    "$PYTHON" -m venv .venv
+fi
+PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
+
+# Reinstall only when the package definition or the extension sources
+# changed since the last run.
+stamp=$(cat pyproject.toml setup.py scripts/setup.sh denoisecast/dsp/*.pyx 2>/dev/null | sha256sum | cut -c1-16)
+if [ "$(cat .venv/.setup-stamp 2>/dev/null)" != "$stamp" ]; then
+    echo "setup: installing Python packages into .venv"
+    "${PIP[@]}" install --upgrade pip setuptools wheel Cython
+    # The CPU build of torch, pinned: an unpinned requirement pulls a
+    # multi-gigabyte CUDA build.
+    "${PIP[@]}" install "torch==2.13.0"
+    "${PIP[@]}" install -e ".[test]" --config-settings editable_mode=compat
+    echo "$stamp" > .venv/.setup-stamp
+fi
