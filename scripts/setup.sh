@@ -32,13 +32,19 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 
 # Reinstall only when the package definition or the extension sources
 # changed since the last run.
-stamp=$(cat pyproject.toml setup.py scripts/setup.sh denoisecast/dsp/*.pyx 2>/dev/null | sha256sum | cut -c1-16)
+shopt -s nullglob
+stamp=$(cat pyproject.toml setup.py scripts/setup.sh denoisecast/dsp/*.pyx | sha256sum | cut -c1-16)
 if [ "$(cat .venv/.setup-stamp 2>/dev/null)" != "$stamp" ]; then
     echo "setup: installing Python packages into .venv"
     "${PIP[@]}" install --upgrade pip setuptools wheel Cython
     # The CPU build of torch, pinned: an unpinned requirement pulls a
     # multi-gigabyte CUDA build.
     "${PIP[@]}" install "torch==2.13.0"
-    "${PIP[@]}" install -e ".[test]" --config-settings editable_mode=compat
+    "${PIP[@]}" install -e ".[test]"
+    # twistd finds plugins through sys.path entries holding twisted/plugins/;
+    # an editable install's import hooks hide the checkout's, a path entry
+    # does not.
+    site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    echo "$ROOT" > "$site/denoisecast-checkout.pth"
     echo "$stamp" > .venv/.setup-stamp
 fi
