@@ -1,0 +1,36 @@
+"""
+DenoiseCast's own log events pass through one level filter.
+
+twistd owns the log observers and starts them after the plugin has built
+its services, so the configured level cannot be applied to twistd's
+observers.  Instead every DenoiseCast logger publishes through
+L{observer}, which drops events below the configured level before they
+reach the global publisher.
+"""
+
+from __future__ import annotations
+
+from twisted.logger import (
+    FilteringLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    Logger,
+    globalLogPublisher,
+)
+
+_predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
+observer = FilteringLogObserver(globalLogPublisher, [_predicate])
+
+
+def set_level(level: LogLevel) -> None:
+    _predicate.defaultLogLevel = level
+
+
+def logger(namespace: str | None = None) -> Logger:
+    """
+    A L{Logger} whose events go through DenoiseCast's level filter.
+
+    Use it as a class attribute (C{log = logger()}) so the namespace is
+    the class, as twisted.logger does by default.
+    """
+    return Logger(namespace=namespace, observer=observer)

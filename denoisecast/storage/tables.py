@@ -1,0 +1,104 @@
+"""
+The schema, as SQLAlchemy Core tables.
+
+Production code never calls ``create_all``: the schema is created and
+upgraded by the Alembic migrations in ``migrations/``.  A test checks that
+the migrated database and these tables agree, so they cannot drift.
+Constraints that keep the data sane (one friendship per pair, one request
+per direction, no self-requests, case-insensitively unique usernames) live
+here, in the database, not only in code.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    func,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("username", String(32), nullable=False),
+    Column("password_hash", String(255), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("password_changed_at", DateTime(timezone=True), nullable=False),
+)
+Index("uq_users_username_lower", func.lower(users.c.username), unique=True)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column(
+        "user_id",
+        Integer,
+        ForeignKey("users.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+friend_requests = Table(
+    "friend_requests",
+    metadata,
+    Column(
+        "from_user_id",
+        Integer,
+        ForeignKey("users.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column(
+        "to_user_id",
+        Integer,
+        ForeignKey("users.id", ondelete="CASCADE"),
+        primary_key=True,
+        index=True,
+    ),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("from_user_id <> to_user_id", name="not_self"),
+)
+
+#: A friendship is stored once, as the ordered pair (lower id, higher id),
+#: so "A and B are friends" has exactly one row whoever asked first.
+friendships = Table(
+    "friendships",
+    metadata,
+    Column(
+        "user_low_id",
+        Integer,
+        ForeignKey("users.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column(
+        "user_high_id",
+        Integer,
+        ForeignKey("users.id", ondelete="CASCADE"),
+        primary_key=True,
+        index=True,
+    ),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("user_low_id < user_high_id", name="ordered_pair"),
+)

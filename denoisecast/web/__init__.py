@@ -1,0 +1,3 @@
+"""
+The Twisted Web resource tree: pages, the JSON API, static files, metrics.
+"""

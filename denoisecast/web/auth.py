@@ -1,0 +1,98 @@
+"""
+API routes for accounts: register, log in, log out, who am I, password.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.web.server import Request
+
+from denoisecast.accounts import SESSION_LIFETIME, Accounts
+from denoisecast.storage.store import User
+from denoisecast.web.parse import Field
+from denoisecast.web.resource import (
+    SESSION_COOKIE,
+    ApiCall,
+    Response,
+    Route,
+    csrf_token,
+    secure_cookie,
+)
+
+CREDENTIALS = {"username": Field(str, max_length=64), "password": Field(str, max_length=1024)}
+
+
+def public_user(user: User) -> dict[str, Any]:
+    return {"username": user["username"], "created_at": user["created_at"]}
+
+
+def set_session(request: Request, token: str) -> None:
+    secure_cookie(
+        request,
+        SESSION_COOKIE,
+        token.encode(),
+        httpOnly=True,
+        sameSite="lax",
+        max_age=str(int(SESSION_LIFETIME.total_seconds())),
+    )
+
+
+def clear_session(request: Request) -> None:
+    secure_cookie(request, SESSION_COOKIE, b"", httpOnly=True, sameSite="lax", max_age="0")
+
+
+def client_address(request: Request) -> str:
+    peer = request.getClientAddress()
+    return getattr(peer, "host", "unknown")
+
+
+class AuthRoutes:
+    def __init__(self, accounts: Accounts) -> None:
+        self._accounts = accounts
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("GET", "/api/csrf", self.csrf, auth=False),
+            Route("POST", "/api/auth/register", self.register, auth=False),
+            Route("POST", "/api/auth/login", self.login, auth=False),
+            Route("POST", "/api/auth/logout", self.logout),
+            Route("POST", "/api/auth/password", self.change_password),
+            Route("GET", "/api/me", self.me),
+        ]
+
+    async def csrf(self, call: ApiCall) -> Response:
+        return 200, {"csrf_token": csrf_token(call.request)}
+
+    async def register(self, call: ApiCall) -> Response:
+        body = call.body(CREDENTIALS)
+        user, token = await self._accounts.register(body["username"], body["password"])
+        set_session(call.request, token)
+        return 201, {"user": public_user(user)}
+
+    async def login(self, call: ApiCall) -> Response:
+        body = call.body(CREDENTIALS)
+        user, token = await self._accounts.login(
+            body["username"], body["password"], client_address(call.request)
+        )
+        set_session(call.request, token)
+        return 200, {"user": public_user(user)}
+
+    async def logout(self, call: ApiCall) -> Response:
+        assert call.session_token is not None
+        await self._accounts.logout(call.session_token)
+        clear_session(call.request)
+        return 204, None
+
+    async def change_password(self, call: ApiCall) -> Response:
+        body = call.body(
+            {"current_password": Field(str), "new_password": Field(str)}
+        )
+        token = await self._accounts.change_password(
+            call.me, body["current_password"], body["new_password"]
+        )
+        set_session(call.request, token)
+        return 204, None
+
+    async def me(self, call: ApiCall) -> Response:
+        return 200, {"user": public_user(call.me)}

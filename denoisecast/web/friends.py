@@ -1,0 +1,73 @@
+"""
+API routes for finding people and for friendship.
+"""
+
+from __future__ import annotations
+
+from denoisecast.friends import SEARCH_PAGE_MAX, Friends
+from denoisecast.web.auth import public_user
+from denoisecast.web.parse import Field, query_int, query_string
+from denoisecast.web.resource import ApiCall, Response, Route
+
+
+class FriendRoutes:
+    def __init__(self, friends: Friends) -> None:
+        self._friends = friends
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("GET", "/api/users", self.search),
+            Route("GET", "/api/friends", self.list_friends),
+            Route("DELETE", "/api/friends/{username}", self.unfriend),
+            Route("GET", "/api/friends/requests", self.list_requests),
+            Route("POST", "/api/friends/requests", self.send_request),
+            Route("DELETE", "/api/friends/requests/{username}", self.cancel),
+            Route("POST", "/api/friends/requests/{username}/accept", self.accept),
+            Route("POST", "/api/friends/requests/{username}/reject", self.reject),
+        ]
+
+    async def search(self, call: ApiCall) -> Response:
+        prefix = query_string(call.request, "q", "", max_length=32) or ""
+        after = query_string(call.request, "after", None, max_length=32)
+        limit = query_int(call.request, "limit", 20, 1, SEARCH_PAGE_MAX)
+        page, cursor = await self._friends.search(call.me, prefix, after, limit)
+        return 200, {
+            "users": [
+                {**public_user(user), "relationship": user["relationship"]} for user in page
+            ],
+            "next": cursor,
+        }
+
+    async def list_friends(self, call: ApiCall) -> Response:
+        friends = await self._friends.list_friends(call.me)
+        return 200, {
+            "friends": [{**public_user(f), "since": f["since"]} for f in friends]
+        }
+
+    async def list_requests(self, call: ApiCall) -> Response:
+        requests = await self._friends.list_requests(call.me)
+        return 200, {
+            direction: [{**public_user(r), "sent_at": r["sent_at"]} for r in listed]
+            for direction, listed in requests.items()
+        }
+
+    async def send_request(self, call: ApiCall) -> Response:
+        body = call.body({"username": Field(str, max_length=64)})
+        status = await self._friends.send_request(call.me, body["username"])
+        return (201 if status == "requested" else 200), {"status": status}
+
+    async def accept(self, call: ApiCall) -> Response:
+        await self._friends.accept(call.me, call.params["username"])
+        return 200, {"status": "friends"}
+
+    async def reject(self, call: ApiCall) -> Response:
+        await self._friends.reject(call.me, call.params["username"])
+        return 204, None
+
+    async def cancel(self, call: ApiCall) -> Response:
+        await self._friends.cancel(call.me, call.params["username"])
+        return 204, None
+
+    async def unfriend(self, call: ApiCall) -> Response:
+        await self._friends.unfriend(call.me, call.params["username"])
+        return 204, None

@@ -1,0 +1,380 @@
+"""
+The OpenAPI 3 description of the JSON API, served at /api/openapi.json.
+
+It is written by hand, next to the routes it describes; a test walks the
+route table and this document both ways and validates real responses
+against the schemas, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from denoisecast import __version__
+from denoisecast.web.resource import ApiCall, Response, Route
+
+JSON = "application/json"
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {JSON: {"schema": schema}}}
+
+
+def ok(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    if schema is None:
+        return {"description": description}
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def error(description: str) -> dict[str, Any]:
+    return ok(description, ref("Error"))
+
+
+COMMON_ERRORS = {
+    "400": error("Malformed input: bad JSON, wrong types, missing or unknown fields."),
+    "401": error("Not logged in."),
+    "403": error("CSRF token or Origin check failed, or not allowed."),
+    "413": error("Body too large."),
+}
+PUBLIC_ERRORS = {k: v for k, v in COMMON_ERRORS.items() if k != "401"}
+USERNAME_PARAM = {
+    "name": "username",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "maxLength": 64},
+}
+
+
+def credentials() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["username", "password"],
+        "properties": {
+            "username": {"type": "string", "pattern": "^[a-z0-9_.-]{3,32}$"},
+            "password": {"type": "string", "minLength": 8, "maxLength": 1024},
+        },
+    }
+
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "additionalProperties": False,
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "additionalProperties": False,
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+            }
+        },
+    },
+    "User": {
+        "type": "object",
+        "required": ["username", "created_at"],
+        "additionalProperties": False,
+        "properties": {
+            "username": {"type": "string"},
+            "created_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "UserEnvelope": {
+        "type": "object",
+        "required": ["user"],
+        "additionalProperties": False,
+        "properties": {"user": ref("User")},
+    },
+    "SearchResult": {
+        "type": "object",
+        "required": ["users", "next"],
+        "additionalProperties": False,
+        "properties": {
+            "users": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["username", "created_at", "relationship"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "username": {"type": "string"},
+                        "created_at": {"type": "string", "format": "date-time"},
+                        "relationship": {
+                            "type": "string",
+                            "enum": ["none", "friend", "incoming", "outgoing"],
+                        },
+                    },
+                },
+            },
+            "next": {"type": ["string", "null"]},
+        },
+    },
+    "FriendList": {
+        "type": "object",
+        "required": ["friends"],
+        "additionalProperties": False,
+        "properties": {
+            "friends": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["username", "created_at", "since"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "username": {"type": "string"},
+                        "created_at": {"type": "string", "format": "date-time"},
+                        "since": {"type": "string", "format": "date-time"},
+                    },
+                },
+            }
+        },
+    },
+    "RequestList": {
+        "type": "object",
+        "required": ["incoming", "outgoing"],
+        "additionalProperties": False,
+        "properties": {
+            direction: {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["username", "created_at", "sent_at"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "username": {"type": "string"},
+                        "created_at": {"type": "string", "format": "date-time"},
+                        "sent_at": {"type": "string", "format": "date-time"},
+                    },
+                },
+            }
+            for direction in ("incoming", "outgoing")
+        },
+    },
+    "FriendStatus": {
+        "type": "object",
+        "required": ["status"],
+        "additionalProperties": False,
+        "properties": {"status": {"type": "string", "enum": ["requested", "friends"]}},
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status", "database", "version"],
+        "additionalProperties": False,
+        "properties": {
+            "status": {"type": "string", "enum": ["ok", "degraded"]},
+            "database": {"type": "string"},
+            "version": {"type": "string"},
+        },
+    },
+    "CsrfToken": {
+        "type": "object",
+        "required": ["csrf_token"],
+        "additionalProperties": False,
+        "properties": {"csrf_token": {"type": "string"}},
+    },
+}
+
+PATHS: dict[str, Any] = {
+    "/api/openapi.json": {
+        "get": {
+            "summary": "This document.",
+            "security": [],
+            "responses": {"200": ok("The OpenAPI document.", {"type": "object"})},
+        }
+    },
+    "/api/health": {
+        "get": {
+            "summary": "Whether the server and its database work, and its version.",
+            "security": [],
+            "responses": {
+                "200": ok("Healthy.", ref("Health")),
+                "503": ok("The database is unreachable.", ref("Health")),
+            },
+        }
+    },
+    "/api/csrf": {
+        "get": {
+            "summary": "The CSRF token to repeat in the X-CSRF-Token header; also set as the dc_csrf cookie.",
+            "security": [],
+            "responses": {"200": ok("The token.", ref("CsrfToken"))},
+        }
+    },
+    "/api/auth/register": {
+        "post": {
+            "summary": "Create an account and log in.",
+            "security": [],
+            "requestBody": body(credentials()),
+            "responses": {
+                "201": ok("Registered; the dc_session cookie is set.", ref("UserEnvelope")),
+                "409": error("The username is taken."),
+                **PUBLIC_ERRORS,
+            },
+        }
+    },
+    "/api/auth/login": {
+        "post": {
+            "summary": "Log in; the same error for unknown users and wrong passwords.",
+            "security": [],
+            "requestBody": body(credentials()),
+            "responses": {
+                "200": ok("Logged in; the dc_session cookie is set.", ref("UserEnvelope")),
+                "401": error("Wrong username or password."),
+                "429": error("Too many failed logins; see Retry-After."),
+                **PUBLIC_ERRORS,
+            },
+        }
+    },
+    "/api/auth/logout": {
+        "post": {
+            "summary": "End this session.",
+            "responses": {"204": ok("Logged out."), **COMMON_ERRORS},
+        }
+    },
+    "/api/auth/password": {
+        "post": {
+            "summary": "Change the password; ends every session and opens a new one for this client.",
+            "requestBody": body(
+                {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["current_password", "new_password"],
+                    "properties": {
+                        "current_password": {"type": "string"},
+                        "new_password": {"type": "string", "minLength": 8, "maxLength": 1024},
+                    },
+                }
+            ),
+            "responses": {"204": ok("Changed."), **COMMON_ERRORS},
+        }
+    },
+    "/api/me": {
+        "get": {
+            "summary": "The logged-in user.",
+            "responses": {"200": ok("The user.", ref("UserEnvelope")), **COMMON_ERRORS},
+        }
+    },
+    "/api/users": {
+        "get": {
+            "summary": "Search users by case-insensitive name prefix; never includes yourself.",
+            "parameters": [
+                {"name": "q", "in": "query", "schema": {"type": "string", "maxLength": 32}},
+                {"name": "after", "in": "query", "schema": {"type": "string"}},
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 50, "default": 20},
+                },
+            ],
+            "responses": {"200": ok("One page of users.", ref("SearchResult")), **COMMON_ERRORS},
+        }
+    },
+    "/api/friends": {
+        "get": {
+            "summary": "Your friends.",
+            "responses": {"200": ok("Friends.", ref("FriendList")), **COMMON_ERRORS},
+        }
+    },
+    "/api/friends/{username}": {
+        "delete": {
+            "summary": "Unfriend someone.",
+            "parameters": [USERNAME_PARAM],
+            "responses": {
+                "204": ok("No longer friends."),
+                "404": error("No such user, or not friends."),
+                **COMMON_ERRORS,
+            },
+        }
+    },
+    "/api/friends/requests": {
+        "get": {
+            "summary": "Incoming and outgoing friend requests.",
+            "responses": {"200": ok("Requests.", ref("RequestList")), **COMMON_ERRORS},
+        },
+        "post": {
+            "summary": "Ask someone to be friends; if they already asked you, you become friends.",
+            "requestBody": body(
+                {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["username"],
+                    "properties": {"username": {"type": "string"}},
+                }
+            ),
+            "responses": {
+                "201": ok("Requested.", ref("FriendStatus")),
+                "200": ok("They had asked you: now friends.", ref("FriendStatus")),
+                "404": error("No such user."),
+                "409": error("Already friends, or already requested."),
+                **COMMON_ERRORS,
+            },
+        },
+    },
+    "/api/friends/requests/{username}": {
+        "delete": {
+            "summary": "Cancel your request to someone.",
+            "parameters": [USERNAME_PARAM],
+            "responses": {
+                "204": ok("Cancelled."),
+                "404": error("No such user or request."),
+                **COMMON_ERRORS,
+            },
+        }
+    },
+    "/api/friends/requests/{username}/accept": {
+        "post": {
+            "summary": "Accept someone's request.",
+            "parameters": [USERNAME_PARAM],
+            "responses": {
+                "200": ok("Now friends.", ref("FriendStatus")),
+                "404": error("No such user or request."),
+                **COMMON_ERRORS,
+            },
+        }
+    },
+    "/api/friends/requests/{username}/reject": {
+        "post": {
+            "summary": "Reject someone's request.",
+            "parameters": [USERNAME_PARAM],
+            "responses": {
+                "204": ok("Rejected."),
+                "404": error("No such user or request."),
+                **COMMON_ERRORS,
+            },
+        }
+    },
+}
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "DenoiseCast API",
+        "version": __version__,
+        "description": (
+            "JSON API of a DenoiseCast server. Errors always have the shape "
+            '{"error": {"code": ..., "message": ...}}. State-changing requests '
+            "need the X-CSRF-Token header equal to the dc_csrf cookie (GET "
+            "/api/csrf sets it). Bodies are limited in size (413)."
+        ),
+    },
+    "components": {
+        "schemas": SCHEMAS,
+        "securitySchemes": {
+            "session": {"type": "apiKey", "in": "cookie", "name": "dc_session"}
+        },
+    },
+    "security": [{"session": []}],
+    "paths": PATHS,
+}
+
+
+async def serve_document(call: ApiCall) -> Response:
+    return 200, DOCUMENT
+
+
+def routes() -> list[Route]:
+    return [Route("GET", "/api/openapi.json", serve_document, auth=False)]

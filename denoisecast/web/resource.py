@@ -1,0 +1,242 @@
+"""
+The JSON API resource: one route table, one dispatcher, one error shape.
+
+Routes are declared as L{Route} values (method, path template, handler);
+the same table drives dispatch, the metric labels and the OpenAPI test.
+The dispatcher applies, in order: route lookup (404, 405), CSRF and Origin
+checks on state-changing methods (403), authentication where the route
+needs it (401), then the handler.  A L{DenoiseCastError} becomes its JSON
+error; anything else is logged and becomes a generic 500 that leaks nothing.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import unquote
+
+from twisted.internet.defer import ensureDeferred
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from denoisecast.errors import DenoiseCastError, forbidden, unauthenticated
+from denoisecast.logs import logger
+from denoisecast.storage.store import User
+from denoisecast.web.parse import Field, parse_json_object
+
+SESSION_COOKIE = b"dc_session"
+CSRF_COOKIE = b"dc_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = {b"GET", b"HEAD", b"OPTIONS"}
+
+JsonValue = Any
+Response = tuple[int, JsonValue]
+
+
+@dataclass
+class ApiCall:
+    """
+    What a handler gets: the request, the path parameters, the logged-in
+    user (when the route requires one) and the session token.
+    """
+
+    request: Request
+    params: dict[str, str]
+    user: User | None = None
+    session_token: str | None = None
+
+    def body(self, fields: dict[str, Field]) -> dict[str, Any]:
+        return parse_json_object(self.request, fields)
+
+    @property
+    def me(self) -> User:
+        assert self.user is not None, "route does not require login"
+        return self.user
+
+
+Handler = Callable[[ApiCall], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    template: str
+    handler: Handler = field(compare=False)
+    auth: bool = True
+
+    @property
+    def segments(self) -> list[str]:
+        return self.template.strip("/").split("/")
+
+    def match(self, parts: Sequence[str]) -> dict[str, str] | None:
+        segments = self.segments
+        if len(segments) != len(parts):
+            return None
+        params = {}
+        for segment, part in zip(segments, parts):
+            if segment.startswith("{") and segment.endswith("}"):
+                if not part:
+                    return None
+                params[segment[1:-1]] = part
+            elif segment != part:
+                return None
+        return params
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def dump_json(value: JsonValue) -> bytes:
+    return json.dumps(value, default=_json_default, separators=(",", ":")).encode()
+
+
+def secure_cookie(request: Request, name: bytes, value: bytes, **attributes: Any) -> None:
+    request.addCookie(
+        name,
+        value,
+        path=b"/",
+        secure=request.isSecure(),
+        **attributes,
+    )
+
+
+def csrf_token(request: Request) -> str:
+    """
+    The client's CSRF token, minting and setting a new cookie if it has none.
+
+    Double-submit: state-changing requests must repeat the cookie's value in
+    the C{X-CSRF-Token} header, which another site's page can neither read
+    nor forge.
+    """
+    existing = request.getCookie(CSRF_COOKIE)
+    if existing and 16 <= len(existing) <= 128:
+        return existing.decode("ascii", "replace")
+    token = secrets.token_urlsafe(24)
+    secure_cookie(request, CSRF_COOKIE, token.encode(), sameSite="strict")
+    request.received_cookies[CSRF_COOKIE] = token.encode()
+    return token
+
+
+def _check_origin(request: Request) -> None:
+    origin = request.getHeader("origin")
+    if origin is None:
+        return
+    host = request.getHeader("host") or ""
+    scheme = "https" if request.isSecure() else "http"
+    if origin != f"{scheme}://{host}":
+        raise forbidden("bad_origin", "Cross-origin requests are not allowed.")
+
+
+def _check_csrf(request: Request) -> None:
+    cookie = request.getCookie(CSRF_COOKIE) or b""
+    header = (request.getHeader(CSRF_HEADER) or "").encode("utf-8", "replace")
+    if not cookie or not hmac.compare_digest(cookie, header):
+        raise forbidden(
+            "csrf_failed",
+            f"Missing or wrong {CSRF_HEADER} header; repeat the dc_csrf cookie's value in it.",
+        )
+
+
+class JsonApi(Resource):
+    """
+    The C{/api} subtree, dispatching on the route table.
+    """
+
+    isLeaf = True
+    log = logger()
+
+    def __init__(
+        self,
+        routes: Sequence[Route],
+        authenticate: Callable[[str], Awaitable[User | None]],
+    ) -> None:
+        super().__init__()
+        self.routes = list(routes)
+        self._authenticate = authenticate
+
+    def render(self, request: Request) -> int:
+        ensureDeferred(self._dispatch(request)).addErrback(self._internal_error, request)
+        return NOT_DONE_YET
+
+    def _find(self, request: Request) -> tuple[Route, dict[str, str]]:
+        raw_parts = request.path.split(b"?")[0].decode("latin-1").strip("/").split("/")
+        try:
+            parts = [unquote(part, errors="strict") for part in raw_parts]
+        except UnicodeDecodeError:
+            raise DenoiseCastError(404, "not_found", "No such API route.") from None
+        method = request.method.decode("latin-1")
+        allowed = []
+        for route in self.routes:
+            params = route.match(parts)
+            if params is None:
+                continue
+            if route.method == method or (method == "HEAD" and route.method == "GET"):
+                return route, params
+            allowed.append(route.method)
+        if allowed:
+            raise DenoiseCastError(
+                405,
+                "method_not_allowed",
+                f"Use {', '.join(sorted(set(allowed)))} here.",
+                {"Allow": ", ".join(sorted(set(allowed)))},
+            )
+        raise DenoiseCastError(404, "not_found", "No such API route.")
+
+    async def _dispatch(self, request: Request) -> None:
+        csrf_token(request)
+        try:
+            route, params = self._find(request)
+            request.route = route.template  # type: ignore[attr-defined]
+            call = ApiCall(request, params)
+            if request.method not in SAFE_METHODS:
+                _check_origin(request)
+                _check_csrf(request)
+            if route.auth:
+                token = request.getCookie(SESSION_COOKIE)
+                user = None
+                if token and len(token) <= 128:
+                    call.session_token = token.decode("ascii", "replace")
+                    user = await self._authenticate(call.session_token)
+                if user is None:
+                    raise unauthenticated()
+                call.user = user
+            status, body = await route.handler(call)
+        except DenoiseCastError as error:
+            self._write(request, error.status, error.to_json(), error.headers)
+            return
+        self._write(request, status, body)
+
+    def _write(
+        self,
+        request: Request,
+        status: int,
+        body: JsonValue,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        if request.finished or request._disconnected:
+            return
+        request.setResponseCode(status)
+        request.setHeader(b"cache-control", b"no-store")
+        for name, value in (headers or {}).items():
+            request.setHeader(name, value)
+        if body is not None and status != 204:
+            request.setHeader(b"content-type", b"application/json")
+            request.write(dump_json(body))
+        request.finish()
+
+    def _internal_error(self, failure: Failure, request: Request) -> None:
+        self.log.failure("Unhandled error serving {path}", failure, path=request.path)
+        self._write(
+            request,
+            500,
+            {"error": {"code": "internal_error", "message": "Something went wrong on the server."}},
+        )
