@@ -1,0 +1,189 @@
+"""
+Shared pieces of the tests: an in-process server on a real TCP port, an
+HTTP client that keeps cookies and sends the CSRF header, and databases.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from http.cookiejar import CookieJar
+from pathlib import Path
+from typing import Any
+
+from treq.client import HTTPClient
+from argon2 import PasswordHasher
+from sqlalchemy import create_engine, text
+from twisted.internet import reactor
+from twisted.trial.unittest import SkipTest, TestCase
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from denoisecast.config import Config
+from denoisecast.server import DenoiseCastServer
+from denoisecast.service import DatabaseService
+
+
+def cheap_hasher() -> PasswordHasher:
+    """
+    argon2id with the smallest cost: the tests hash many passwords and the
+    algorithm, not its cost, is what they check.
+    """
+    return PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+
+
+def sqlite_url(testcase: TestCase) -> str:
+    path = Path(testcase.mktemp())
+    path.mkdir(parents=True)
+    return f"sqlite:///{path / 'test.sqlite3'}"
+
+
+POSTGRES_ENV = "DENOISECAST_TEST_POSTGRES_URL"
+DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+_postgres_problem: str | None = None
+
+
+def postgres_url(testcase: TestCase) -> str:
+    """
+    A fresh, empty PostgreSQL database for one test, dropped afterwards.
+
+    The server comes from C{DENOISECAST_TEST_POSTGRES_URL} (``scripts/test``
+    sets it, starting a server of its own when none runs); the test is
+    skipped, saying why, only if no server can be reached.
+    """
+    global _postgres_problem
+    admin_url = os.environ.get(POSTGRES_ENV, DEFAULT_POSTGRES)
+    if _postgres_problem is not None:
+        raise SkipTest(_postgres_problem)
+    name = "dc_test_" + uuid.uuid4().hex[:12]
+    try:
+        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as error:
+        _postgres_problem = f"no PostgreSQL server at {admin_url}: {error}"
+        raise SkipTest(_postgres_problem) from None
+
+    def drop() -> None:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    testcase.addCleanup(drop)
+    base, _, _ = admin_url.rpartition("/")
+    return f"{base}/{name}"
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any
+    headers: Any
+
+    def header(self, name: str) -> str | None:
+        values = self.headers.getRawHeaders(name)
+        return values[0] if values else None
+
+    @property
+    def error_code(self) -> str | None:
+        if isinstance(self.body, dict) and "error" in self.body:
+            return self.body["error"]["code"]
+        return None
+
+
+class Client:
+    """
+    A browser-like API client: a cookie jar, and the CSRF header on every
+    state-changing request.
+    """
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.cookies = CookieJar()
+        self._pool = HTTPConnectionPool(reactor, persistent=False)
+        self._http = HTTPClient(Agent(reactor, pool=self._pool), cookiejar=self.cookies)
+
+    def cookie(self, name: str) -> str | None:
+        for cookie in self.cookies:
+            if cookie.name == name:
+                return cookie.value
+        return None
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        csrf: bool = True,
+    ) -> Reply:
+        sent: dict[str, str] = {}
+        if method not in ("GET", "HEAD") and csrf:
+            if self.cookie("dc_csrf") is None:
+                await self.request("GET", "/api/csrf")
+            sent["X-CSRF-Token"] = self.cookie("dc_csrf") or ""
+        data = raw
+        if body is not None:
+            data = json.dumps(body).encode()
+            sent["Content-Type"] = "application/json"
+        sent.update(headers or {})
+        response = await self._http.request(
+            method, self.base + path, data=data, headers={k: [v] for k, v in sent.items()}
+        )
+        content = await response.content()
+        kind = (response.headers.getRawHeaders("content-type") or [""])[0]
+        parsed: Any = content
+        if kind.startswith("application/json") and content:
+            parsed = json.loads(content)
+        return Reply(response.code, parsed, response.headers)
+
+    async def get(self, path: str, **kw: Any) -> Reply:
+        return await self.request("GET", path, **kw)
+
+    async def post(self, path: str, body: Any = None, **kw: Any) -> Reply:
+        return await self.request("POST", path, body, **kw)
+
+    async def delete(self, path: str, **kw: Any) -> Reply:
+        return await self.request("DELETE", path, **kw)
+
+    async def register(self, username: str, password: str = "correct horse") -> Reply:
+        reply = await self.post("/api/auth/register", {"username": username, "password": password})
+        assert reply.status == 201, reply
+        return reply
+
+    async def login(self, username: str, password: str = "correct horse") -> Reply:
+        return await self.post("/api/auth/login", {"username": username, "password": password})
+
+
+class RunningServer:
+    def __init__(self, server: DenoiseCastServer, port: int) -> None:
+        self.server = server
+        self.base = f"http://127.0.0.1:{port}"
+
+    def client(self) -> Client:
+        return Client(self.base)
+
+
+async def start_server(
+    testcase: TestCase, database_url: str | None = None, **config: Any
+) -> RunningServer:
+    """
+    A DenoiseCast server in this process, migrated and listening on a free
+    loopback port, stopped when the test ends.
+    """
+    data_dir = Path(testcase.mktemp())
+    data_dir.mkdir(parents=True)
+    settings = Config(
+        data_dir=data_dir, database_url=database_url or sqlite_url(testcase), **config
+    )
+    server = DenoiseCastServer(settings, reactor, password_hasher=cheap_hasher())
+    database = DatabaseService(server.database)
+    database.startService()
+    testcase.addCleanup(database.stopService)
+    await database.ready
+    port = reactor.listenTCP(0, server.site, interface="127.0.0.1")
+    testcase.addCleanup(port.stopListening)
+    return RunningServer(server, port.getHost().port)

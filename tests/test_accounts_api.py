@@ -1,0 +1,215 @@
+"""
+Accounts over HTTP: registration, login, logout, sessions, passwords, CSRF,
+login rate limiting.  Each test runs a real server in-process on a loopback
+port with a fresh SQLite database.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from twisted.trial.unittest import TestCase
+
+from denoisecast.accounts import hash_token
+from denoisecast.storage.tables import sessions, users
+from tests.support import start_server
+
+
+class RegistrationTests(TestCase):
+    async def test_register_logs_in(self) -> None:
+        """
+        Registering creates the account, opens a session and GET /api/me
+        names the new user.
+        """
+        running = await start_server(self)
+        alice = running.client()
+        reply = await alice.register("alice")
+        self.assertEqual(reply.body["user"]["username"], "alice")
+        me = await alice.get("/api/me")
+        self.assertEqual(me.status, 200)
+        self.assertEqual(me.body["user"]["username"], "alice")
+
+    async def test_session_cookie_flags(self) -> None:
+        """
+        The session cookie is HttpOnly and SameSite=Lax, and not Secure over
+        plain HTTP.
+        """
+        running = await start_server(self)
+        reply = await running.client().register("alice")
+        cookies = [c for c in reply.headers.getRawHeaders("set-cookie") if c.startswith("dc_session=")]
+        self.assertEqual(len(cookies), 1)
+        self.assertIn("HttpOnly", cookies[0])
+        self.assertIn("SameSite=lax", cookies[0])
+        self.assertNotIn("Secure", cookies[0])
+
+    async def test_usernames_validated(self) -> None:
+        """
+        Usernames must be 3 to 32 characters of [a-z0-9_.-]; anything else
+        is a 400 invalid_username and creates nothing.
+        """
+        running = await start_server(self)
+        client = running.client()
+        for bad in ["ab", "x" * 33, "Alice", "al ice", "al/ice", "ålice", "a\x00b", ""]:
+            reply = await client.post("/api/auth/register", {"username": bad, "password": "longenough"})
+            self.assertEqual((reply.status, reply.error_code), (400, "invalid_username"), bad)
+        for good in ["abc", "a.b-c_d", "x" * 32, "007"]:
+            reply = await client.post("/api/auth/register", {"username": good, "password": "longenough"})
+            self.assertEqual(reply.status, 201, good)
+        count = await running.server.database.read(
+            lambda c: len(c.execute(select(users.c.id)).all())
+        )
+        self.assertEqual(count, 4)
+
+    async def test_short_password_refused(self) -> None:
+        """
+        Passwords under 8 characters are refused with 400 weak_password.
+        """
+        running = await start_server(self)
+        reply = await running.client().post(
+            "/api/auth/register", {"username": "alice", "password": "1234567"}
+        )
+        self.assertEqual((reply.status, reply.error_code), (400, "weak_password"))
+
+    async def test_username_unique(self) -> None:
+        """
+        A taken username gets 409 username_taken, whatever the case of the
+        login attempt afterwards.
+        """
+        running = await start_server(self)
+        await running.client().register("alice")
+        reply = await running.client().post(
+            "/api/auth/register", {"username": "alice", "password": "whatever123"}
+        )
+        self.assertEqual((reply.status, reply.error_code), (409, "username_taken"))
+        login = await running.client().login("ALICE")
+        self.assertEqual(login.status, 200)
+
+    async def test_password_hashed_with_argon2id(self) -> None:
+        """
+        The stored password is an argon2id hash, never the password.
+        """
+        running = await start_server(self)
+        await running.client().register("alice", "correct horse")
+        stored = await running.server.database.read(
+            lambda c: c.execute(select(users.c.password_hash)).scalar_one()
+        )
+        self.assertTrue(stored.startswith("$argon2id$"), stored)
+        self.assertNotIn("correct horse", stored)
+
+
+class SessionTests(TestCase):
+    async def test_login_logout(self) -> None:
+        """
+        Logging in opens a session; logging out ends it server-side, so even
+        a client that kept the old cookie is logged out.
+        """
+        running = await start_server(self)
+        await running.client().register("alice")
+        client = running.client()
+        self.assertEqual((await client.get("/api/me")).status, 401)
+        self.assertEqual((await client.login("alice")).status, 200)
+        token = client.cookie("dc_session")
+        self.assertEqual((await client.get("/api/me")).status, 200)
+        self.assertEqual((await client.post("/api/auth/logout")).status, 204)
+        self.assertEqual((await client.get("/api/me")).status, 401)
+        replay = running.client()
+        await replay.get("/api/csrf")
+        reply = await replay.get("/api/me", headers={"Cookie": f"dc_session={token}"})
+        self.assertEqual(reply.status, 401)
+
+    async def test_tokens_stored_hashed(self) -> None:
+        """
+        The sessions table holds the SHA-256 of the token, not the token.
+        """
+        running = await start_server(self)
+        client = running.client()
+        await client.register("alice")
+        token = client.cookie("dc_session")
+        stored = await running.server.database.read(
+            lambda c: c.execute(select(sessions.c.token_hash)).scalars().all()
+        )
+        self.assertEqual(stored, [hash_token(token)])
+
+    async def test_no_user_enumeration(self) -> None:
+        """
+        A wrong password and an unknown user get exactly the same answer.
+        """
+        running = await start_server(self)
+        await running.client().register("alice")
+        wrong = await running.client().login("alice", "wrong password")
+        unknown = await running.client().login("nobody", "wrong password")
+        self.assertEqual(wrong.status, 401)
+        self.assertEqual((wrong.status, wrong.body), (unknown.status, unknown.body))
+
+    async def test_failed_logins_rate_limited(self) -> None:
+        """
+        After 5 failed logins for a name, further attempts, even with the
+        right password, get 429 with a Retry-After header.
+        """
+        running = await start_server(self)
+        await running.client().register("alice")
+        client = running.client()
+        for _ in range(5):
+            self.assertEqual((await client.login("alice", "wrong password")).status, 401)
+        limited = await client.login("alice", "correct horse")
+        self.assertEqual((limited.status, limited.error_code), (429, "rate_limited"))
+        retry = int(limited.header("retry-after"))
+        self.assertTrue(1 <= retry <= 300, retry)
+        # Other accounts are not affected by alice's limit.
+        await running.client().register("bob")
+        self.assertEqual((await running.client().login("bob")).status, 200)
+
+    async def test_change_password_ends_sessions(self) -> None:
+        """
+        Changing the password ends every session (another device is logged
+        out), keeps the changing client logged in, and the old password
+        stops working.
+        """
+        running = await start_server(self)
+        laptop = running.client()
+        await laptop.register("alice", "old password")
+        phone = running.client()
+        self.assertEqual((await phone.login("alice", "old password")).status, 200)
+        wrong = await laptop.post(
+            "/api/auth/password", {"current_password": "nope nope", "new_password": "new password"}
+        )
+        self.assertEqual((wrong.status, wrong.error_code), (403, "wrong_password"))
+        changed = await laptop.post(
+            "/api/auth/password",
+            {"current_password": "old password", "new_password": "new password"},
+        )
+        self.assertEqual(changed.status, 204)
+        self.assertEqual((await phone.get("/api/me")).status, 401)
+        self.assertEqual((await laptop.get("/api/me")).status, 200)
+        self.assertEqual((await running.client().login("alice", "old password")).status, 401)
+        self.assertEqual((await running.client().login("alice", "new password")).status, 200)
+
+
+class CsrfTests(TestCase):
+    async def test_state_change_needs_token(self) -> None:
+        """
+        POST without the X-CSRF-Token header, or with a wrong one, is a 403
+        csrf_failed and changes nothing.
+        """
+        running = await start_server(self)
+        client = running.client()
+        await client.get("/api/csrf")
+        body = {"username": "alice", "password": "correct horse"}
+        missing = await client.post("/api/auth/register", body, csrf=False)
+        self.assertEqual((missing.status, missing.error_code), (403, "csrf_failed"))
+        forged = await client.post(
+            "/api/auth/register", body, csrf=False, headers={"X-CSRF-Token": "guessed-token-123456"}
+        )
+        self.assertEqual((forged.status, forged.error_code), (403, "csrf_failed"))
+        self.assertEqual((await client.login("alice")).status, 401)
+
+    async def test_cross_origin_refused(self) -> None:
+        """
+        A state-changing request from another Origin is refused even with
+        the token.
+        """
+        running = await start_server(self)
+        client = running.client()
+        await client.register("alice")
+        reply = await client.post("/api/auth/logout", headers={"Origin": "http://evil.example"})
+        self.assertEqual((reply.status, reply.error_code), (403, "bad_origin"))
+        self.assertEqual((await client.get("/api/me")).status, 200)
