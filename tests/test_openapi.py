@@ -1,0 +1,117 @@
+"""
+The OpenAPI document tells the truth: it is a valid OpenAPI 3.1 document,
+it lists exactly the routes the server has, and real responses of every
+route, success and error, match the schema documented for their status.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from openapi_spec_validator import validate
+from twisted.trial.unittest import TestCase
+
+from denoisecast.web.openapi import DOCUMENT
+from tests.support import Reply, start_server
+
+
+def documented_routes() -> set[tuple[str, str]]:
+    return {
+        (method.upper(), path)
+        for path, operations in DOCUMENT["paths"].items()
+        for method in operations
+    }
+
+
+class DocumentTests(TestCase):
+    def test_valid_openapi(self) -> None:
+        """
+        The document validates as OpenAPI 3.1.
+        """
+        validate(DOCUMENT)
+
+    async def test_routes_match_document(self) -> None:
+        """
+        Every route the server dispatches is documented, and every
+        documented operation is a route.
+        """
+        running = await start_server(self)
+        served = {(route.method, route.template) for route in running.server.routes}
+        self.assertEqual(served, documented_routes())
+
+    async def test_served(self) -> None:
+        """
+        GET /api/openapi.json serves the document without logging in.
+        """
+        running = await start_server(self)
+        reply = await running.client().get("/api/openapi.json")
+        self.assertEqual(reply.status, 200)
+        self.assertEqual(reply.body["paths"].keys(), DOCUMENT["paths"].keys())
+
+
+class ResponseConformanceTests(TestCase):
+    """
+    Drive every route through success and error cases and check each reply.
+    """
+
+    def check(self, method: str, template: str, reply: Reply) -> None:
+        operation = DOCUMENT["paths"][template][method.lower()]
+        documented = operation["responses"].get(str(reply.status))
+        self.assertIsNotNone(
+            documented, f"{method} {template} answered {reply.status}, which is undocumented"
+        )
+        assert documented is not None
+        self.seen.add((method, template))
+        content = documented.get("content")
+        if content is None:
+            self.assertIn(reply.body, (b"", None), f"{method} {template} has an undocumented body")
+            return
+        schema: dict[str, Any] = {**content["application/json"]["schema"], "components": DOCUMENT["components"]}
+        errors = sorted(Draft202012Validator(schema).iter_errors(reply.body), key=str)
+        self.assertEqual(errors, [], f"{method} {template} {reply.status}")
+
+    async def call(self, client: Any, method: str, template: str, path: str | None = None, body: Any = None) -> Reply:
+        reply = await client.request(method, path or template, body)
+        self.check(method, template, reply)
+        return reply
+
+    async def test_every_route(self) -> None:
+        """
+        Success and typical error replies of every route match the document.
+        """
+        self.seen: set[tuple[str, str]] = set()
+        running = await start_server(self)
+        alice, bob, anon = running.client(), running.client(), running.client()
+        creds = {"username": "alice", "password": "correct horse"}
+        await self.call(anon, "GET", "/api/openapi.json")
+        await self.call(anon, "GET", "/api/health")
+        await self.call(anon, "GET", "/api/csrf")
+        await self.call(anon, "GET", "/api/me")
+        await self.call(alice, "POST", "/api/auth/register", body=creds)
+        await self.call(bob, "POST", "/api/auth/register", body={**creds, "username": "bob"})
+        await self.call(anon, "POST", "/api/auth/register", body=creds)
+        await self.call(anon, "POST", "/api/auth/register", body={"username": 1})
+        await self.call(anon, "POST", "/api/auth/login", body={**creds, "password": "wrong pass"})
+        await self.call(alice, "POST", "/api/auth/login", body=creds)
+        await self.call(alice, "GET", "/api/me")
+        await self.call(alice, "GET", "/api/users", "/api/users?q=b")
+        await self.call(alice, "POST", "/api/friends/requests", body={"username": "bob"})
+        await self.call(alice, "POST", "/api/friends/requests", body={"username": "bob"})
+        await self.call(alice, "POST", "/api/friends/requests", body={"username": "nobody"})
+        await self.call(bob, "GET", "/api/friends/requests")
+        await self.call(bob, "POST", "/api/friends/requests/{username}/reject", "/api/friends/requests/alice/reject")
+        await self.call(bob, "POST", "/api/friends/requests/{username}/reject", "/api/friends/requests/alice/reject")
+        await self.call(alice, "POST", "/api/friends/requests", body={"username": "bob"})
+        await self.call(alice, "DELETE", "/api/friends/requests/{username}", "/api/friends/requests/bob")
+        await self.call(alice, "DELETE", "/api/friends/requests/{username}", "/api/friends/requests/bob")
+        await self.call(bob, "POST", "/api/friends/requests", body={"username": "alice"})
+        await self.call(alice, "POST", "/api/friends/requests/{username}/accept", "/api/friends/requests/bob/accept")
+        await self.call(alice, "POST", "/api/friends/requests/{username}/accept", "/api/friends/requests/bob/accept")
+        await self.call(alice, "GET", "/api/friends")
+        await self.call(alice, "DELETE", "/api/friends/{username}", "/api/friends/bob")
+        await self.call(alice, "DELETE", "/api/friends/{username}", "/api/friends/bob")
+        await self.call(alice, "POST", "/api/auth/password", body={"current_password": "correct horse", "new_password": "battery staple"})
+        await self.call(alice, "POST", "/api/auth/logout")
+        await self.call(alice, "POST", "/api/auth/logout")
+        self.assertEqual(self.seen, documented_routes())
