@@ -1,0 +1,43 @@
+# Sourced by scripts/test: make sure a PostgreSQL server the tests may use
+# is running, and export its URL as DENOISECAST_TEST_POSTGRES_URL.
+#
+# Order of preference: a URL already given in the environment; the local
+# server on 127.0.0.1:5432 if it lets user postgres in without a password;
+# otherwise a throwaway cluster of our own (trust auth, port 55432) under
+# /tmp, created and started here, and reused by later runs.
+
+ensure_postgres() {
+    if [ -n "${DENOISECAST_TEST_POSTGRES_URL:-}" ]; then
+        return 0
+    fi
+    if command -v psql >/dev/null 2>&1 &&
+        psql "postgresql://postgres@127.0.0.1:5432/postgres" -tAc "select 1" >/dev/null 2>&1; then
+        export DENOISECAST_TEST_POSTGRES_URL="postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+        return 0
+    fi
+    local bin dir port as
+    bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+    if [ -z "$bin" ]; then
+        echo "test: no PostgreSQL binaries; the PostgreSQL tests will be skipped" >&2
+        return 0
+    fi
+    dir=/tmp/denoisecast-test-postgres
+    port=55432
+    as=()
+    if [ "$(id -u)" = 0 ]; then
+        as=(runuser -u postgres --)
+    fi
+    if ! "$bin/pg_isready" -q -h 127.0.0.1 -p "$port"; then
+        if [ ! -f "$dir/PG_VERSION" ]; then
+            echo "test: creating a PostgreSQL cluster for the tests in $dir"
+            rm -rf "$dir"
+            mkdir -p "$dir"
+            [ "$(id -u)" = 0 ] && chown postgres: "$dir"
+            "${as[@]}" "$bin/initdb" -D "$dir" -U postgres --auth=trust >/dev/null
+        fi
+        echo "test: starting PostgreSQL on 127.0.0.1:$port"
+        "${as[@]}" "$bin/pg_ctl" -D "$dir" -l "$dir/server.log" -w \
+            -o "-p $port -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
+    fi
+    export DENOISECAST_TEST_POSTGRES_URL="postgresql+psycopg://postgres@127.0.0.1:$port/postgres"
+}
