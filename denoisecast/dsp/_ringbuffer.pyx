@@ -39,6 +39,9 @@ cdef enum:
     RAISE = 2
 
 cdef float INT16_TO_FLOAT = 1.0 / 32768.0
+# dtype objects, not scalar types: comparing against these is much cheaper.
+cdef object FLOAT32 = np.dtype(np.float32)
+cdef object INT16 = np.dtype(np.int16)
 
 
 cdef object _checked(object array, object dtype, str name):
@@ -49,13 +52,9 @@ cdef object _checked(object array, object dtype, str name):
     if not isinstance(array, np.ndarray):
         raise TypeError(f"{name} must be a numpy array, got {type(array).__name__}")
     if array.dtype != dtype:
-        raise ValueError(
-            f"{name} must have dtype {np.dtype(dtype).name}, got {array.dtype.name}"
-        )
-    if array.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional, got {array.ndim} dimensions")
-    if not array.flags.c_contiguous:
-        raise ValueError(f"{name} must be contiguous")
+        raise ValueError(f"{name} must have dtype {dtype.name}, got {array.dtype.name}")
+    # ndim and contiguity are checked by the typed memoryview the caller
+    # makes, which raises ValueError just like the twin.
     return array
 
 
@@ -161,7 +160,7 @@ cdef class RingBuffer:
         Append float32 samples and return how many were stored (fewer than
         given only after an overflow).
         """
-        cdef const float[::1] view = _checked(samples, np.float32, "samples")
+        cdef const float[::1] view = _checked(samples, FLOAT32, "samples")
         cdef Py_ssize_t skip, count
         count = self._make_room(view.shape[0], &skip)
         if count == 0:
@@ -181,7 +180,7 @@ cdef class RingBuffer:
         Append int16 samples (as decoded from the network), scaled to
         [-1, 1); return how many were stored.
         """
-        cdef const short[::1] view = _checked(samples, np.int16, "samples")
+        cdef const short[::1] view = _checked(samples, INT16, "samples")
         cdef Py_ssize_t skip, count
         count = self._make_room(view.shape[0], &skip)
         if count == 0:
@@ -235,7 +234,7 @@ cdef class RingBuffer:
                 f"{hops} hops requested, {self._size // self._hop} available"
             )
         cdef Py_ssize_t count = hops * self._hop
-        out = _out(out, np.float32, count)
+        out = _out(out, FLOAT32, count)
         if count == 0:
             return out
         cdef float[::1] view = out
@@ -281,9 +280,9 @@ cdef class RingBuffer:
 
 def int16_to_float32(samples, out=None):
     """Scale int16 samples to float32 in [-1, 1) by dividing by 32768."""
-    cdef const short[::1] src = _checked(samples, np.int16, "samples")
+    cdef const short[::1] src = _checked(samples, INT16, "samples")
     cdef Py_ssize_t count = src.shape[0]
-    out = _out(out, np.float32, count)
+    out = _out(out, FLOAT32, count)
     if count == 0:
         return out
     cdef float[::1] dst = out
@@ -300,9 +299,9 @@ def float32_to_int16(samples, out=None):
     (``rintf`` and the twin's ``numpy.rint`` both round in the FPU's mode,
     which is ties-to-even unless someone changed it.)
     """
-    cdef const float[::1] src = _checked(samples, np.float32, "samples")
+    cdef const float[::1] src = _checked(samples, FLOAT32, "samples")
     cdef Py_ssize_t count = src.shape[0], i
-    out = _out(out, np.int16, count)
+    out = _out(out, INT16, count)
     if count == 0:
         return out
     cdef short[::1] dst = out
@@ -326,8 +325,8 @@ def mix_into(dst, src, float gain=1.0):
     Add ``gain * src`` to ``dst`` in place, in float32 (no saturation here:
     :func:`float32_to_int16` saturates once, at the end of the media path).
     """
-    _checked(dst, np.float32, "dst")
-    _checked(src, np.float32, "src")
+    _checked(dst, FLOAT32, "dst")
+    _checked(src, FLOAT32, "src")
     if not dst.flags.writeable:
         raise ValueError("dst must be writable")
     if dst.shape[0] != src.shape[0]:
@@ -399,12 +398,12 @@ cdef class Crossfader:
         Mix one block of both signals (same length) into ``out`` and advance
         the fade by that many samples.
         """
-        cdef const float[::1] d = _checked(dry, np.float32, "dry")
-        cdef const float[::1] w = _checked(wet, np.float32, "wet")
+        cdef const float[::1] d = _checked(dry, FLOAT32, "dry")
+        cdef const float[::1] w = _checked(wet, FLOAT32, "wet")
         cdef Py_ssize_t count = d.shape[0]
         if w.shape[0] != count:
             raise ValueError(f"dry holds {count} samples, wet {w.shape[0]}")
-        out = _out(out, np.float32, count)
+        out = _out(out, FLOAT32, count)
         if count == 0:
             return out
         cdef float[::1] o = out
