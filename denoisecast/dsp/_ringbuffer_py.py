@@ -161,7 +161,7 @@ class RingBuffer:
         return self._store(_samples(samples, np.int16))
 
     def _store(self, samples: Any) -> int:
-        count = samples.shape[0]
+        count = int(samples.shape[0])
         free = self._capacity - self._size
         if count > free:
             self._overflow_count += 1
@@ -249,7 +249,7 @@ def int16_to_float32(samples: Int16Array, out: Float32Array | None = None) -> Fl
     samples = _samples(samples, np.int16)
     out = _out(out, np.float32, samples.shape[0])
     np.multiply(samples, np.float32(1.0 / INT16_SCALE), out=out, dtype=np.float32)
-    return out  # type: ignore[no-any-return]
+    return out
 
 
 def float32_to_int16(samples: Float32Array, out: Int16Array | None = None) -> Int16Array:
@@ -265,7 +265,7 @@ def float32_to_int16(samples: Float32Array, out: Int16Array | None = None) -> In
     np.clip(scaled, -INT16_SCALE, INT16_SCALE - 1.0, out=scaled)
     np.rint(scaled, out=scaled)
     out[:] = scaled.astype(np.int16)
-    return out  # type: ignore[no-any-return]
+    return out
 
 
 def mix_into(dst: Float32Array, src: Float32Array, gain: float = 1.0) -> None:
@@ -355,7 +355,7 @@ class Crossfader:
             out[:steps] = mixed.astype(np.float32)
             self._position = target if steps == abs(target - start) else int(positions[-1])
         out[steps:] = (wet if self._wet else dry)[steps:]
-        return out  # type: ignore[no-any-return]
+        return out
 
 
 def crossfade(

@@ -52,7 +52,7 @@ if os.environ.get("DENOISECAST_PURE_PYTHON"):
     )
 else:
     try:
-        from denoisecast.dsp._ringbuffer import (  # type: ignore[no-redef]
+        from denoisecast.dsp._ringbuffer import (  # type: ignore[assignment]
             Crossfader,
             RingBuffer,
             crossfade,
@@ -63,7 +63,7 @@ else:
 
         COMPILED = True
     except ImportError as error:
-        from denoisecast.dsp._ringbuffer_py import (  # type: ignore[assignment]
+        from denoisecast.dsp._ringbuffer_py import (
             Crossfader,
             RingBuffer,
             crossfade,
