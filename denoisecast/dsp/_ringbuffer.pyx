@@ -87,6 +87,10 @@ cdef class RingBuffer:
     (:class:`RingBufferOverflow`, nothing stored).  ``overflow_count`` counts
     writes that overflowed and ``dropped_samples`` the samples lost, for the
     metrics; ``clear()`` keeps both.
+
+    A buffer is not safe to use from two threads at once: its owner (the
+    reactor thread in the live path) writes and reads it, and hands the hops
+    it reads, which are copies, to the denoise workers.
     """
 
     cdef float[::1] _data
@@ -351,6 +355,10 @@ cdef class Crossfader:
     the next, and a switch back in mid-fade turns around from where the fade
     is instead of jumping.  ``position`` runs from 0 (all dry) to ``length``
     (all wet) and moves one step per output sample toward the target.
+
+    Equal power keeps the loudness of uncorrelated signals constant; for
+    identical ones the mid-fade sum is up to 3 dB louder (gains 0.707 + 0.707)
+    for a moment, which is heard as a slight swell, never as a click.
     """
 
     cdef double[::1] _table
