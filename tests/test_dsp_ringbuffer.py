@@ -242,6 +242,22 @@ class RingBufferTestsMixin:
         self.assertRaises(TypeError, buffer.write, [0.0, 1.0])
         self.assertEqual(buffer.available, 0)
 
+    def test_write_read_only_frames(self) -> None:
+        """
+        Read-only arrays, such as a frame viewed straight over a decoder's
+        bytes, can be written; the first row of a (1, n) mono frame too.
+        """
+        buffer = self.impl.RingBuffer(2000)
+        frame = np.frombuffer(np.arange(480, dtype=np.int16).tobytes(), np.int16)
+        self.assertFalse(frame.flags.writeable)
+        self.assertEqual(buffer.write_int16(frame), 480)
+        floats = ramp(0, 480)
+        floats.flags.writeable = False
+        self.assertEqual(buffer.write(floats), 480)
+        planar = np.arange(480, dtype=np.int16).reshape(1, 480)
+        self.assertEqual(buffer.write_int16(planar[0]), 480)
+        self.assertEqual(buffer.hops_available, 3)
+
     def test_write_int16_scales_and_wraps(self) -> None:
         """int16 frames are stored scaled by 1/32768, across the wrap too."""
         buffer = self.impl.RingBuffer(1200)
