@@ -15,6 +15,7 @@ from typing import Any
 from unittest import mock
 
 import numpy as np
+from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -30,10 +31,6 @@ else:
     compiled = _compiled
     COMPILED_MISSING = ""
 
-try:
-    from twisted.internet.testing import EventLoggingObserver
-except ImportError:  # pragma: no cover - older Twisted
-    from twisted.test.proto_helpers import EventLoggingObserver  # type: ignore
 
 HOP = 480
 SELECTOR = "denoisecast.dsp.ringbuffer"
