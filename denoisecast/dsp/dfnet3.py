@@ -1,0 +1,157 @@
+"""
+The DeepFilterNet3 network, checkpoint-compatible with the official release.
+
+It maps the two feature views of each frame to three things per frame: 32
+ERB gains in [0, 1] (stage one), ``df_order`` complex deep-filter
+coefficients for the lowest ``nb_df`` bins (stage two) and a local SNR
+estimate in dB that the runtime uses to decide which stages to run.  All
+tensors are ``[batch, ...]``; a batch is many independent streams.  The
+network is causal: frame ``t`` of its outputs depends on feature frames up
+to ``t``; the model's lookahead is the caller's business (see
+``pipeline.py``).  The recurrent states and convolution contexts are the
+only memory, which the forward exposes through ``NetState`` for streaming.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from denoisecast.dsp.config import ModelConfig
+from denoisecast.dsp.features import erb_matrices, erb_widths
+from denoisecast.dsp.layers import Conv2dNormAct, ConvTranspose2dNormAct, GroupedLinear, SqueezedGRU
+
+
+@dataclass
+class NetOutput:
+    gains: Tensor  # [B, T, E]
+    coefs: Tensor  # [B, T, nb_df, df_order] complex
+    lsnr: Tensor  # [B, T]
+
+
+class Encoder(nn.Module):
+    def __init__(self, p: ModelConfig) -> None:
+        super().__init__()
+        ch = p.conv_ch
+        self.erb_conv0 = Conv2dNormAct(1, ch, p.conv_kernel_inp, bias=False, separable=True)
+        self.erb_conv1 = Conv2dNormAct(ch, ch, p.conv_kernel, fstride=2, bias=False, separable=True)
+        self.erb_conv2 = Conv2dNormAct(ch, ch, p.conv_kernel, fstride=2, bias=False, separable=True)
+        self.erb_conv3 = Conv2dNormAct(ch, ch, p.conv_kernel, fstride=1, bias=False, separable=True)
+        self.df_conv0 = Conv2dNormAct(2, ch, p.conv_kernel_inp, bias=False, separable=True)
+        self.df_conv1 = Conv2dNormAct(ch, ch, p.conv_kernel, fstride=2, bias=False, separable=True)
+        emb_dim = ch * p.nb_erb // 4
+        self.df_fc_emb = nn.Sequential(GroupedLinear(ch * p.nb_df // 2, emb_dim, p.enc_linear_groups), nn.ReLU())
+        if p.enc_concat or p.emb_gru_skip_enc != "none":
+            raise NotImplementedError("encoder variants other than the released DeepFilterNet3")
+        self.emb_gru = SqueezedGRU(emb_dim, p.emb_hidden_dim, emb_dim, 1, p.linear_groups)
+        self.lsnr_fc = nn.Sequential(nn.Linear(emb_dim, 1), nn.Sigmoid())
+        self.lsnr_scale = float(p.lsnr_max - p.lsnr_min)
+        self.lsnr_offset = float(p.lsnr_min)
+
+    def forward(
+        self, feat_erb: Tensor, feat_spec: Tensor, h: Tensor | None = None
+    ) -> tuple[list[Tensor], Tensor, Tensor, Tensor, Tensor]:
+        e0 = self.erb_conv0(feat_erb)
+        e1 = self.erb_conv1(e0)
+        e2 = self.erb_conv2(e1)
+        e3 = self.erb_conv3(e2)
+        c0 = self.df_conv0(feat_spec)
+        c1 = self.df_conv1(c0)
+        cemb = self.df_fc_emb(c1.permute(0, 2, 3, 1).flatten(2))
+        emb = e3.permute(0, 2, 3, 1).flatten(2) + cemb
+        emb, h = self.emb_gru(emb, h)
+        lsnr = self.lsnr_fc(emb) * self.lsnr_scale + self.lsnr_offset
+        return [e0, e1, e2, e3], emb, c0, lsnr.squeeze(-1), h
+
+
+class ErbDecoder(nn.Module):
+    def __init__(self, p: ModelConfig) -> None:
+        super().__init__()
+        ch = p.conv_ch
+        emb_dim = ch * p.nb_erb // 4
+        if p.emb_gru_skip != "none":
+            raise NotImplementedError("ERB decoder variants other than the released DeepFilterNet3")
+        self.emb_gru = SqueezedGRU(emb_dim, p.emb_hidden_dim, emb_dim, p.emb_num_layers - 1, p.linear_groups)
+        self.conv3p = Conv2dNormAct(ch, ch, 1, bias=False, separable=True)
+        self.convt3 = Conv2dNormAct(ch, ch, p.conv_kernel, bias=False, separable=True)
+        self.conv2p = Conv2dNormAct(ch, ch, 1, bias=False, separable=True)
+        self.convt2 = ConvTranspose2dNormAct(ch, ch, p.convt_kernel, fstride=2, bias=False, separable=True)
+        self.conv1p = Conv2dNormAct(ch, ch, 1, bias=False, separable=True)
+        self.convt1 = ConvTranspose2dNormAct(ch, ch, p.convt_kernel, fstride=2, bias=False, separable=True)
+        self.conv0p = Conv2dNormAct(ch, ch, 1, bias=False, separable=True)
+        self.conv0_out = Conv2dNormAct(ch, 1, p.conv_kernel, bias=False, separable=True, activation=nn.Sigmoid)
+
+    def forward(self, emb: Tensor, skips: list[Tensor], h: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        e0, e1, e2, e3 = skips
+        b, _, t, f8 = e3.shape
+        emb, h = self.emb_gru(emb, h)
+        emb = emb.reshape(b, t, f8, -1).permute(0, 3, 1, 2)
+        e3 = self.convt3(self.conv3p(e3) + emb)
+        e2 = self.convt2(self.conv2p(e2) + e3)
+        e1 = self.convt1(self.conv1p(e1) + e2)
+        m = self.conv0_out(self.conv0p(e0) + e1)  # [B, 1, T, E]
+        return m.squeeze(1), h
+
+
+class DfDecoder(nn.Module):
+    def __init__(self, p: ModelConfig) -> None:
+        super().__init__()
+        ch = p.conv_ch
+        emb_dim = ch * p.nb_erb // 4
+        self.nb_df = p.nb_df
+        self.df_order = p.df_order
+        out_ch = p.df_order * 2
+        self.df_convp = Conv2dNormAct(ch, out_ch, (p.df_pathway_kernel_size_t, 1), bias=False, separable=True)
+        # The reference leaves this one at its default of 8 groups.
+        self.df_gru = SqueezedGRU(emb_dim, p.df_hidden_dim, None, p.df_num_layers, 8)
+        self.df_skip: nn.Module | None
+        if p.df_gru_skip == "groupedlinear":
+            self.df_skip = GroupedLinear(emb_dim, p.df_hidden_dim, p.linear_groups)
+        elif p.df_gru_skip == "identity":
+            self.df_skip = nn.Identity()
+        else:
+            self.df_skip = None
+        self.df_out = nn.Sequential(GroupedLinear(p.df_hidden_dim, p.nb_df * out_ch, p.linear_groups), nn.Tanh())
+        # Trained but unused at inference; kept so the checkpoint loads strictly.
+        self.df_fc_a = nn.Sequential(nn.Linear(p.df_hidden_dim, 1), nn.Sigmoid())
+
+    def forward(self, emb: Tensor, c0: Tensor, h: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        b, t, _ = emb.shape
+        c, h = self.df_gru(emb, h)
+        if self.df_skip is not None:
+            c = c + self.df_skip(emb)
+        c0 = self.df_convp(c0).permute(0, 2, 3, 1)  # [B, T, F, O*2]
+        c = self.df_out(c).reshape(b, t, self.nb_df, self.df_order * 2) + c0
+        c = c.reshape(b, t, self.nb_df, self.df_order, 2)
+        return torch.view_as_complex(c.contiguous()), h
+
+
+class Mask(nn.Module):
+    """Holds the band-to-bin spreading matrix under the checkpoint's name."""
+
+    def __init__(self, erb_inv_fb: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("erb_inv_fb", erb_inv_fb)
+
+
+class DfNet3(nn.Module):
+    """DeepFilterNet3: ``forward(feat_erb [B,1,T,E], feat_spec [B,2,T,Fdf]) -> NetOutput``."""
+
+    def __init__(self, p: ModelConfig) -> None:
+        super().__init__()
+        self.config = p
+        widths = erb_widths(p.sr, p.fft_size, p.nb_erb, p.min_nb_erb_freqs)
+        band_mean, band_spread = erb_matrices(widths)
+        self.register_buffer("erb_fb", band_mean)
+        self.enc = Encoder(p)
+        self.erb_dec = ErbDecoder(p)
+        self.mask = Mask(band_spread)
+        self.df_dec = DfDecoder(p)
+
+    def forward(self, feat_erb: Tensor, feat_spec: Tensor) -> NetOutput:
+        skips, emb, c0, lsnr, _ = self.enc(feat_erb, feat_spec)
+        gains, _ = self.erb_dec(emb, skips)
+        coefs, _ = self.df_dec(emb, c0)
+        return NetOutput(gains=gains, coefs=coefs, lsnr=lsnr)

@@ -1,0 +1,144 @@
+"""
+The DeepFilterNet signal path around the network, batched over streams:
+STFT, features, network, the realtime runtime's policy, deep filtering,
+ERB masking, attenuation limit, optional post-filter and synthesis.
+
+It reproduces, for whole signals at once, what the official runtime does
+hop by hop.  At step ``t`` the runtime has analysed frame ``t``; the network
+(which has seen features up to ``t``) yields gains and coefficients for
+frame ``t - lookahead``: the gains scale that frame's ERB bands, and the
+deep filter replaces its lowest ``nb_df`` bins by a complex weighted sum of
+the noisy frames ``t - df_order + 1 .. t``.  Frames before the start are
+silence.  The local SNR chooses, per frame, which stages run.  The output
+of step ``t`` is synthesised at once, so the audio lags the input by
+``fft_size - hop_size + lookahead * hop_size`` samples (1440 at 48 kHz).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from denoisecast.dsp.config import ModelConfig
+from denoisecast.dsp.features import FeatureExtractor, NormState, erb_matrices, erb_widths
+from denoisecast.dsp.stft import Stft
+
+
+@dataclass(frozen=True)
+class RuntimePolicy:
+    """
+    The runtime's knobs, with the defaults of its C API (``df_create``):
+    attenuation unlimited (100 dB), no post-filter, and thresholds that run
+    both stages on every frame.
+    """
+
+    atten_lim_db: float = 100.0
+    post_filter_beta: float = 0.0
+    min_db_thresh: float = -15.0
+    max_db_erb_thresh: float = 35.0
+    max_db_df_thresh: float = 35.0
+
+
+def atten_lim_factor(atten_lim_db: float) -> float | None:
+    """Linear share of the noisy signal mixed back; None when unlimited."""
+    lim = abs(atten_lim_db)
+    if lim >= 100.0:
+        return None
+    if lim < 0.01:
+        return 1.0
+    return float(torch.tensor(10.0, dtype=torch.float32).pow(-lim / 20.0))
+
+
+def post_filter(noisy: Tensor, enhanced: Tensor, beta: float) -> Tensor:
+    """
+    Valin's perceptual post-filter as the runtime applies it: it sharpens the
+    effective gain ``|enh| / |noisy|``.  The runtime processes bins in groups
+    of four, so the last (Nyquist) bin of a 481-bin frame is left alone.
+    """
+    eps = 1e-12
+    n = (noisy.shape[-1] // 4) * 4
+    gain = (enhanced[..., :n].abs() / (noisy[..., :n].abs() + eps)).clamp(max=1.0).clamp(min=eps)
+    gain_sin = gain * torch.sin(gain * (torch.pi / 2.0))
+    pf = ((1.0 + beta) * gain / (1.0 + beta * (gain / gain_sin).square())) / gain
+    return torch.cat([enhanced[..., :n] * pf, enhanced[..., n:]], dim=-1)
+
+
+class SignalPath:
+    """Turns noisy ``[B, samples]`` audio into enhanced audio with a given network."""
+
+    def __init__(self, net: torch.nn.Module, config: ModelConfig) -> None:
+        self.net = net
+        self.config = config
+        widths = erb_widths(config.sr, config.fft_size, config.nb_erb, config.min_nb_erb_freqs)
+        self.stft = Stft(config.fft_size, config.hop_size)
+        self.features = FeatureExtractor(widths, config.nb_df, config.norm_alpha)
+        self.band_spread = erb_matrices(widths)[1]
+
+    @property
+    def delay(self) -> int:
+        c = self.config
+        return c.fft_size - c.hop_size + c.lookahead * c.hop_size
+
+    def analyse(self, audio: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Spectrum ``[B, T, F]`` and the two feature views of a fresh stream."""
+        c = self.config
+        spec = self.stft.analysis(audio)
+        state = NormState.initial(audio.shape[0], c.nb_erb, c.nb_df, audio.device)
+        feat_erb, feat_spec, _ = self.features(spec, state)
+        return spec, feat_erb, feat_spec
+
+    def apply(self, spec: Tensor, gains: Tensor, coefs: Tensor, lsnr: Tensor, policy: RuntimePolicy) -> Tensor:
+        """
+        The runtime's per-step combination.  ``spec`` ``[B, T, F]`` noisy
+        frames, network outputs of the same steps; returns the enhanced
+        spectrum of each step (frame ``t - lookahead``).
+        """
+        c = self.config
+        b, t, f = spec.shape
+        la, order = c.lookahead, c.df_order
+        history = max(order, la)
+        past = torch.cat([spec.new_zeros(b, history - 1, f), spec], dim=1)  # frame k at k + history - 1
+        target = past[:, history - 1 - la : history - 1 - la + t]  # noisy frame t - la
+        if self.band_spread.device != spec.device:
+            self.band_spread = self.band_spread.to(spec.device)
+        use_gains = lsnr >= policy.min_db_thresh
+        use_gains &= lsnr <= policy.max_db_erb_thresh
+        zero_gains = lsnr < policy.min_db_thresh
+        use_df = use_gains & (lsnr <= policy.max_db_df_thresh)
+        bin_gains = gains @ self.band_spread  # [B, T, F]
+        bin_gains = torch.where(zero_gains.unsqueeze(-1), torch.zeros_like(bin_gains), bin_gains)
+        scale = torch.where((use_gains | zero_gains).unsqueeze(-1), bin_gains, torch.ones_like(bin_gains))
+        enhanced = target * scale
+        # Deep filter over the df_order newest frames, oldest first.
+        frames = torch.stack([past[:, history - order + i : history - order + i + t, : c.nb_df] for i in range(order)], dim=-1)
+        filtered = (frames * coefs).sum(dim=-1)  # [B, T, nb_df]
+        low = torch.where(use_df.unsqueeze(-1), filtered, enhanced[..., : c.nb_df])
+        enhanced = torch.cat([low, enhanced[..., c.nb_df :]], dim=-1)
+        if policy.post_filter_beta > 0:
+            pf = post_filter(target, enhanced, policy.post_filter_beta)
+            enhanced = torch.where(use_gains.unsqueeze(-1), pf, enhanced)
+        lim = atten_lim_factor(policy.atten_lim_db)
+        if lim is not None:
+            enhanced = enhanced * (1.0 - lim) + target * lim
+        return enhanced
+
+    @torch.inference_mode()
+    def enhance(self, audio: Tensor, policy: RuntimePolicy = RuntimePolicy()) -> Tensor:
+        """
+        Offline enhancement of ``[B, samples]`` float audio at the model's
+        rate.  The output has the input's length and is aligned with it: the
+        runtime's delay is flushed with trailing silence and cut off.
+        """
+        lim = atten_lim_factor(policy.atten_lim_db)
+        if lim == 1.0:
+            return audio.clone()
+        hop = self.config.hop_size
+        n = audio.shape[-1]
+        total = -(-(n + self.delay) // hop) * hop
+        padded = torch.nn.functional.pad(audio, (0, total - n))
+        spec, feat_erb, feat_spec = self.analyse(padded)
+        out = self.net(feat_erb, feat_spec)
+        enhanced = self.apply(spec, out.gains, out.coefs, out.lsnr, policy)
+        return self.stft.synthesis(enhanced)[:, self.delay : self.delay + n]
