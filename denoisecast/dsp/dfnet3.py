@@ -25,6 +25,23 @@ from denoisecast.dsp.layers import Conv2dNormAct, ConvTranspose2dNormAct, Groupe
 
 
 @dataclass
+class NetState:
+    """
+    Everything the network remembers between chunks of a batch of streams:
+    the time context of the three convolutions with a temporal kernel and
+    the hidden states of the three GRU stacks.  ``None`` fields mean the
+    start of a stream (silence before it, zero hidden states).
+    """
+
+    erb_ctx: Tensor | None = None
+    spec_ctx: Tensor | None = None
+    c0_ctx: Tensor | None = None
+    h_enc: Tensor | None = None
+    h_erb: Tensor | None = None
+    h_df: Tensor | None = None
+
+
+@dataclass
 class NetOutput:
     gains: Tensor  # [B, T, E]
     coefs: Tensor  # [B, T, nb_df, df_order] complex
@@ -51,19 +68,19 @@ class Encoder(nn.Module):
         self.lsnr_offset = float(p.lsnr_min)
 
     def forward(
-        self, feat_erb: Tensor, feat_spec: Tensor, h: Tensor | None = None
-    ) -> tuple[list[Tensor], Tensor, Tensor, Tensor, Tensor]:
-        e0 = self.erb_conv0(feat_erb)
+        self, feat_erb: Tensor, feat_spec: Tensor, state: NetState
+    ) -> tuple[list[Tensor], Tensor, Tensor, Tensor]:
+        e0 = self.erb_conv0(feat_erb, state.erb_ctx)
         e1 = self.erb_conv1(e0)
         e2 = self.erb_conv2(e1)
         e3 = self.erb_conv3(e2)
-        c0 = self.df_conv0(feat_spec)
+        c0 = self.df_conv0(feat_spec, state.spec_ctx)
         c1 = self.df_conv1(c0)
         cemb = self.df_fc_emb(c1.permute(0, 2, 3, 1).flatten(2))
         emb = e3.permute(0, 2, 3, 1).flatten(2) + cemb
-        emb, h = self.emb_gru(emb, h)
+        emb, state.h_enc = self.emb_gru(emb, state.h_enc)
         lsnr = self.lsnr_fc(emb) * self.lsnr_scale + self.lsnr_offset
-        return [e0, e1, e2, e3], emb, c0, lsnr.squeeze(-1), h
+        return [e0, e1, e2, e3], emb, c0, lsnr.squeeze(-1)
 
 
 class ErbDecoder(nn.Module):
@@ -117,12 +134,14 @@ class DfDecoder(nn.Module):
         # Trained but unused at inference; kept so the checkpoint loads strictly.
         self.df_fc_a = nn.Sequential(nn.Linear(p.df_hidden_dim, 1), nn.Sigmoid())
 
-    def forward(self, emb: Tensor, c0: Tensor, h: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, emb: Tensor, c0: Tensor, h: Tensor | None = None, c0_ctx: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         b, t, _ = emb.shape
         c, h = self.df_gru(emb, h)
         if self.df_skip is not None:
             c = c + self.df_skip(emb)
-        c0 = self.df_convp(c0).permute(0, 2, 3, 1)  # [B, T, F, O*2]
+        c0 = self.df_convp(c0, c0_ctx).permute(0, 2, 3, 1)  # [B, T, F, O*2]
         c = self.df_out(c).reshape(b, t, self.nb_df, self.df_order * 2) + c0
         c = c.reshape(b, t, self.nb_df, self.df_order, 2)
         return torch.view_as_complex(c.contiguous()), h
@@ -150,8 +169,20 @@ class DfNet3(nn.Module):
         self.mask = Mask(band_spread)
         self.df_dec = DfDecoder(p)
 
-    def forward(self, feat_erb: Tensor, feat_spec: Tensor) -> NetOutput:
-        skips, emb, c0, lsnr, _ = self.enc(feat_erb, feat_spec)
-        gains, _ = self.erb_dec(emb, skips)
-        coefs, _ = self.df_dec(emb, c0)
-        return NetOutput(gains=gains, coefs=coefs, lsnr=lsnr)
+    def forward(self, feat_erb: Tensor, feat_spec: Tensor, state: NetState | None = None) -> NetOutput:
+        """Network outputs for a whole signal (``state`` None) or the next chunk of streams."""
+        return self.forward_stream(feat_erb, feat_spec, state or NetState())[0]
+
+    def forward_stream(self, feat_erb: Tensor, feat_spec: Tensor, state: NetState) -> tuple[NetOutput, NetState]:
+        """
+        One chunk of ``T`` frames of a batch of streams; returns the outputs
+        and the state to continue with.  Chunked and one-shot runs agree.
+        """
+        new = NetState(erb_ctx=state.erb_ctx, spec_ctx=state.spec_ctx, h_enc=state.h_enc)
+        skips, emb, c0, lsnr = self.enc(feat_erb, feat_spec, new)
+        new.erb_ctx = self.enc.erb_conv0.next_context(feat_erb, state.erb_ctx)
+        new.spec_ctx = self.enc.df_conv0.next_context(feat_spec, state.spec_ctx)
+        gains, new.h_erb = self.erb_dec(emb, skips, state.h_erb)
+        coefs, new.h_df = self.df_dec(emb, c0, state.h_df, state.c0_ctx)
+        new.c0_ctx = self.df_dec.df_convp.next_context(c0, state.c0_ctx)
+        return NetOutput(gains=gains, coefs=coefs, lsnr=lsnr), new

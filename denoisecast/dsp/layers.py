@@ -47,6 +47,29 @@ class Conv2dNormAct(nn.Sequential):
         if activation is not None:
             layers.append(activation())
         super().__init__(*layers)
+        self.context_frames = kt - 1
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """
+        ``x`` ``[B, C, T, F]``.  ``context`` holds the ``kt - 1`` frames that
+        precede ``x`` in the stream; without it they are silence (zeros),
+        as at the start of a stream.
+        """
+        layers = list(self)
+        if self.context_frames:
+            pad, layers = layers[0], layers[1:]
+            x = pad(x) if context is None else torch.cat([context, x], dim=2)
+        for layer in layers:
+            x = layer(x)
+        return x
+
+    def next_context(self, x: Tensor, context: Tensor | None) -> Tensor | None:
+        """The context the next chunk needs: the last ``kt - 1`` input frames so far."""
+        if not self.context_frames:
+            return None
+        if context is None:
+            context = x.new_zeros(x.shape[0], x.shape[1], self.context_frames, x.shape[3])
+        return torch.cat([context, x], dim=2)[:, :, -self.context_frames :]
 
 
 class ConvTranspose2dNormAct(nn.Sequential):

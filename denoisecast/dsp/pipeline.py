@@ -17,11 +17,13 @@ of step ``t`` is synthesised at once, so the audio lags the input by
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor
 
 from denoisecast.dsp.config import ModelConfig
+from denoisecast.dsp.dfnet3 import NetState
 from denoisecast.dsp.features import FeatureExtractor, NormState, erb_matrices, erb_widths
 from denoisecast.dsp.stft import Stft
 
@@ -65,6 +67,34 @@ def post_filter(noisy: Tensor, enhanced: Tensor, beta: float) -> Tensor:
     return torch.cat([enhanced[..., :n] * pf, enhanced[..., n:]], dim=-1)
 
 
+@dataclass
+class StreamState:
+    """
+    Per-stream memory of the whole signal path for a batch of streams: the
+    STFT's last input hop and synthesis overlap, the running
+    normalisations, the noisy frames the deep filter still needs, and the
+    network's state.  A fresh state is the start of a stream.
+    """
+
+    previous_hop: Tensor  # [B, hop]
+    overlap: Tensor  # [B, hop]
+    norm: NormState
+    history: Tensor  # [B, max(df_order, lookahead) - 1, F] complex
+    net: NetState
+
+    @classmethod
+    def initial(cls, batch: int, config: ModelConfig, device: torch.device | str = "cpu") -> "StreamState":
+        hop, f = config.hop_size, config.n_freqs
+        frames = max(config.df_order, config.lookahead) - 1
+        return cls(
+            previous_hop=torch.zeros(batch, hop, device=device),
+            overlap=torch.zeros(batch, hop, device=device),
+            norm=NormState.initial(batch, config.nb_erb, config.nb_df, device),
+            history=torch.zeros(batch, frames, f, dtype=torch.complex64, device=device),
+            net=NetState(),
+        )
+
+
 class SignalPath:
     """Turns noisy ``[B, samples]`` audio into enhanced audio with a given network."""
 
@@ -78,6 +108,7 @@ class SignalPath:
 
     @property
     def delay(self) -> int:
+        """Samples by which the runtime's output lags its input."""
         c = self.config
         return c.fft_size - c.hop_size + c.lookahead * c.hop_size
 
@@ -89,22 +120,24 @@ class SignalPath:
         feat_erb, feat_spec, _ = self.features(spec, state)
         return spec, feat_erb, feat_spec
 
-    def apply(self, spec: Tensor, gains: Tensor, coefs: Tensor, lsnr: Tensor, policy: RuntimePolicy) -> Tensor:
+    def combine(
+        self, spec: Tensor, history: Tensor, gains: Tensor, coefs: Tensor, lsnr: Tensor, policy: RuntimePolicy
+    ) -> Tensor:
         """
-        The runtime's per-step combination.  ``spec`` ``[B, T, F]`` noisy
-        frames, network outputs of the same steps; returns the enhanced
-        spectrum of each step (frame ``t - lookahead``).
+        The runtime's per-step combination.  ``spec`` ``[B, T, F]`` are the
+        noisy frames of this chunk, ``history`` the frames before it, the rest
+        the network's outputs for the same steps; returns the enhanced
+        spectrum of each step (that is of frame ``t - lookahead``).
         """
         c = self.config
         b, t, f = spec.shape
         la, order = c.lookahead, c.df_order
-        history = max(order, la)
-        past = torch.cat([spec.new_zeros(b, history - 1, f), spec], dim=1)  # frame k at k + history - 1
-        target = past[:, history - 1 - la : history - 1 - la + t]  # noisy frame t - la
+        past = torch.cat([history, spec], dim=1)  # frame k of the chunk at k + h
+        h = history.shape[1]
+        target = past[:, h - la : h - la + t]
         if self.band_spread.device != spec.device:
             self.band_spread = self.band_spread.to(spec.device)
-        use_gains = lsnr >= policy.min_db_thresh
-        use_gains &= lsnr <= policy.max_db_erb_thresh
+        use_gains = (lsnr >= policy.min_db_thresh) & (lsnr <= policy.max_db_erb_thresh)
         zero_gains = lsnr < policy.min_db_thresh
         use_df = use_gains & (lsnr <= policy.max_db_df_thresh)
         bin_gains = gains @ self.band_spread  # [B, T, F]
@@ -112,7 +145,8 @@ class SignalPath:
         scale = torch.where((use_gains | zero_gains).unsqueeze(-1), bin_gains, torch.ones_like(bin_gains))
         enhanced = target * scale
         # Deep filter over the df_order newest frames, oldest first.
-        frames = torch.stack([past[:, history - order + i : history - order + i + t, : c.nb_df] for i in range(order)], dim=-1)
+        first = h + 1 - order
+        frames = torch.stack([past[:, first + i : first + i + t, : c.nb_df] for i in range(order)], dim=-1)
         filtered = (frames * coefs).sum(dim=-1)  # [B, T, nb_df]
         low = torch.where(use_df.unsqueeze(-1), filtered, enhanced[..., : c.nb_df])
         enhanced = torch.cat([low, enhanced[..., c.nb_df :]], dim=-1)
@@ -125,20 +159,62 @@ class SignalPath:
         return enhanced
 
     @torch.inference_mode()
-    def enhance(self, audio: Tensor, policy: RuntimePolicy = RuntimePolicy()) -> Tensor:
+    def process(
+        self, audio: Tensor, state: StreamState, policy: RuntimePolicy = RuntimePolicy()
+    ) -> tuple[Tensor, Tensor, StreamState]:
+        """
+        The next ``[B, n * hop]`` samples of a batch of streams, as the
+        runtime would process them hop by hop: returns the (delayed) output
+        samples, the local SNR of each hop ``[B, n]`` and the new state.
+        """
+        if atten_lim_factor(policy.atten_lim_db) == 1.0:
+            # The runtime passes the input through untouched at a 0 dB limit.
+            lsnr = audio.new_full((audio.shape[0], audio.shape[1] // self.config.hop_size), 35.0)
+            return audio.clone(), lsnr, state
+        spec = self.stft.analysis(audio, state.previous_hop)
+        feat_erb, feat_spec, norm = self.features(spec, state.norm)
+        out, net_state = self.net.forward_stream(feat_erb, feat_spec, state.net)
+        enhanced = self.combine(spec, state.history, out.gains, out.coefs, out.lsnr, policy)
+        samples = self.stft.synthesis(enhanced, state.overlap)
+        keep = state.history.shape[1]
+        new = StreamState(
+            previous_hop=audio[:, -self.config.hop_size :],
+            overlap=self._next_overlap(enhanced),
+            norm=norm,
+            history=torch.cat([state.history, spec], dim=1)[:, spec.shape[1] :][:, -keep:] if keep else state.history,
+            net=net_state,
+        )
+        return samples, out.lsnr, new
+
+    def _next_overlap(self, enhanced: Tensor) -> Tensor:
+        hop = self.config.hop_size
+        last = torch.fft.irfft(enhanced[:, -1], n=self.config.fft_size, dim=-1) * self.config.fft_size
+        return (last * self.stft._window_on(last))[:, hop:]
+
+    def enhance(
+        self,
+        audio: Tensor,
+        policy: RuntimePolicy = RuntimePolicy(),
+        chunk_frames: int = 1000,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Tensor:
         """
         Offline enhancement of ``[B, samples]`` float audio at the model's
-        rate.  The output has the input's length and is aligned with it: the
-        runtime's delay is flushed with trailing silence and cut off.
+        rate, in chunks of ``chunk_frames`` hops so memory stays bounded.  The
+        output has the input's length and is aligned with it: the runtime's
+        delay is flushed with trailing silence and cut off.  ``progress`` is
+        called with (hops done, hops in all) after each chunk.
         """
-        lim = atten_lim_factor(policy.atten_lim_db)
-        if lim == 1.0:
-            return audio.clone()
         hop = self.config.hop_size
-        n = audio.shape[-1]
+        batch, n = audio.shape
         total = -(-(n + self.delay) // hop) * hop
         padded = torch.nn.functional.pad(audio, (0, total - n))
-        spec, feat_erb, feat_spec = self.analyse(padded)
-        out = self.net(feat_erb, feat_spec)
-        enhanced = self.apply(spec, out.gains, out.coefs, out.lsnr, policy)
-        return self.stft.synthesis(enhanced)[:, self.delay : self.delay + n]
+        state = StreamState.initial(batch, self.config, audio.device)
+        pieces = []
+        step = chunk_frames * hop
+        for start in range(0, total, step):
+            out, _, state = self.process(padded[:, start : start + step], state, policy)
+            pieces.append(out)
+            if progress is not None:
+                progress(min(start + step, total) // hop, total // hop)
+        return torch.cat(pieces, dim=1)[:, self.delay : self.delay + n]
