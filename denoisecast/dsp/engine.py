@@ -1,0 +1,125 @@
+"""
+The DeepFilterNet engine: one loaded model on one device, enhancing
+batches of independent streams.
+
+It is the single adapter between DenoiseCast and the model code: it
+resolves the model choice, loads the weights, reports which model, which
+weights (with their SHA-256) and which device are in use, and runs the
+signal path.  An engine holds mutable per-call tensors only; stream state
+lives in the ``StreamState`` its caller keeps, so one engine per thread is
+the rule and engines are cheap to copy from a loaded network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from twisted.logger import Logger
+
+from denoisecast.dsp import models
+from denoisecast.dsp.config import ModelConfig
+from denoisecast.dsp.pipeline import RuntimePolicy, SignalPath, StreamState
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """``auto`` takes CUDA when torch sees a GPU, else the CPU; ``cuda`` without one is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("CUDA was requested but torch sees no GPU")
+    return torch.device(device)
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    model: str
+    weights: str
+    weights_sha256: str
+    device: str
+    sample_rate: int
+
+
+class DenoiseEngine:
+    log = Logger()
+
+    def __init__(self, net: torch.nn.Module, config: ModelConfig, info: EngineInfo) -> None:
+        self.net = net
+        self.config = config
+        self.info = info
+        self.device = torch.device(info.device)
+        self.path = SignalPath(net, config)
+
+    @classmethod
+    def load(
+        cls,
+        model: str = "auto",
+        model_dir: Path | None = None,
+        cache_dir: Path | None = None,
+        device: str = "auto",
+    ) -> "DenoiseEngine":
+        source = models.resolve(model, model_dir, cache_dir)
+        if source.kind == "onnx":
+            from denoisecast.dsp.onnx_weights import load_onnx_dfnet3
+
+            net, config, sha = load_onnx_dfnet3(source.path)
+            weights = source.path
+        else:
+            from denoisecast.dsp.checkpoints import load_release_dir
+
+            net, config, weights, sha = load_release_dir(source.path)
+        dev = pick_device(device)
+        net = net.to(dev).eval()
+        info = EngineInfo(source.name, str(weights), sha, str(dev), config.sr)
+        cls.log.info(
+            "DeepFilterNet engine ready: {model} weights {weights} (sha256 {sha256}) on {device}",
+            model=info.model,
+            weights=info.weights,
+            sha256=info.weights_sha256,
+            device=info.device,
+        )
+        return cls(net, config, info)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sr
+
+    def describe(self) -> dict[str, object]:
+        """What is in use, for logs, health endpoints and the CLI."""
+        return {
+            "model": self.info.model,
+            "weights": self.info.weights,
+            "weights_sha256": self.info.weights_sha256,
+            "device": self.info.device,
+            "sample_rate": self.info.sample_rate,
+        }
+
+    def new_streams(self, count: int) -> StreamState:
+        """Fresh state for ``count`` streams processed together."""
+        return StreamState.initial(count, self.config, self.device)
+
+    def enhance(
+        self,
+        signals: Sequence[np.ndarray],
+        atten_lim_db: float = 100.0,
+        progress: Callable[[int, int], None] | None = None,
+        chunk_frames: int = 1000,
+    ) -> list[np.ndarray]:
+        """
+        Denoises several mono float signals at the model's rate as one
+        batch.  Shorter signals are padded with silence after their end,
+        which cannot affect them (the path is causal), and cut back.
+        """
+        if not signals:
+            return []
+        longest = max(len(s) for s in signals)
+        batch = np.zeros((len(signals), longest), dtype=np.float32)
+        for row, signal in zip(batch, signals):
+            row[: len(signal)] = signal
+        audio = torch.from_numpy(batch).to(self.device)
+        out = self.path.enhance(audio, RuntimePolicy(atten_lim_db=atten_lim_db), chunk_frames, progress)
+        result = out.cpu().numpy()
+        return [result[i, : len(s)].copy() for i, s in enumerate(signals)]
