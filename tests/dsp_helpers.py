@@ -87,3 +87,28 @@ def speech(text: str, voice: str = "en-us") -> np.ndarray:
     out_spec[:m] = spectrum[:m]
     out = np.fft.irfft(out_spec, n_out) * (n_out / len(data))
     return (0.5 * out / np.max(np.abs(out))).astype(np.float32)
+
+
+def have_sox() -> bool:
+    return shutil.which("sox") is not None
+
+
+@functools.lru_cache(maxsize=4)
+def _sox_noise(kind: str, seconds: int) -> np.ndarray:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "n.raw"
+        subprocess.run(
+            ["sox", "-R", "-n", "-r", str(SR), "-b", "32", "-e", "floating-point", "-c", "1", str(out),
+             "synth", str(seconds), f"{kind}noise"],
+            check=True,
+            capture_output=True,
+        )
+        return np.fromfile(out, dtype=np.float32)
+
+
+def sox_noise(kind: str, n: int, offset_s: float = 0.0) -> np.ndarray:
+    """White, pink or brown noise from sox's generators (repeatable), ``n`` samples from ``offset_s``."""
+    start = int(offset_s * SR)
+    seconds = -(-(start + n) // SR)
+    data = _sox_noise(kind, max(seconds, 30))
+    return data[start : start + n].copy()

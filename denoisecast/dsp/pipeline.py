@@ -205,6 +205,8 @@ class SignalPath:
         delay is flushed with trailing silence and cut off.  ``progress`` is
         called with (hops done, hops in all) after each chunk.
         """
+        if atten_lim_factor(policy.atten_lim_db) == 1.0:
+            return audio.clone()
         hop = self.config.hop_size
         batch, n = audio.shape
         total = -(-(n + self.delay) // hop) * hop

@@ -1,0 +1,82 @@
+"""
+Tests for denoisecast.dsp.pipeline: batching is invisible, chunking is
+invisible, and the runtime's policy switches behave as in the runtime.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from twisted.trial.unittest import SynchronousTestCase
+
+from denoisecast.dsp.pipeline import RuntimePolicy, StreamState, atten_lim_factor
+
+from tests.dsp_helpers import SR, bundled_path, mix, noise
+
+
+def signals() -> list[np.ndarray]:
+    """Four different noisy signals of different lengths (0.7 to 1.6 s)."""
+    out = []
+    for i, (kind, seconds) in enumerate([("white", 1.6), ("pink", 0.7), ("brown", 1.25), ("white", 1.0)]):
+        n = int(seconds * SR)
+        t = np.arange(n) / SR
+        tone = (0.2 * np.sin(2 * np.pi * (150 + 60 * i) * t) * (np.sin(2 * np.pi * 2 * t) > 0)).astype(np.float32)
+        out.append(mix(tone, noise(kind, n, seed=i), 3.0 * i))
+    return out
+
+
+class BatchingTests(SynchronousTestCase):
+    def test_batch_equals_alone(self) -> None:
+        """A batch of N different signals gives each the output it gets alone (fp32 CPU, < 1e-5)."""
+        path = bundled_path()
+        items = signals()
+        longest = max(len(s) for s in items)
+        batch = np.zeros((len(items), longest), dtype=np.float32)
+        for row, s in zip(batch, items):
+            row[: len(s)] = s
+        together = path.enhance(torch.from_numpy(batch)).numpy()
+        for i, s in enumerate(items):
+            alone = path.enhance(torch.from_numpy(s)[None]).numpy()[0]
+            self.assertLess(float(np.abs(together[i, : len(s)] - alone).max()), 1e-5, i)
+
+    def test_chunks_equal_one_pass(self) -> None:
+        """Processing in chunks of 1, 7 or 50 hops with carried state equals one pass (< 1e-5)."""
+        path = bundled_path()
+        audio = torch.from_numpy(np.stack([signals()[1]] * 2))
+        whole = path.enhance(audio, chunk_frames=10_000)
+        for frames in (1, 7, 50):
+            chunked = path.enhance(audio, chunk_frames=frames)
+            self.assertLess(float((whole - chunked).abs().max()), 1e-5, frames)
+
+
+class PolicyTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.path = bundled_path()
+        self.audio = torch.from_numpy(signals()[0])[None]
+
+    def test_atten_lim_factor(self) -> None:
+        """100 dB or more is no limit; below 0.01 dB the noisy signal passes; else 10^(-dB/20)."""
+        self.assertIsNone(atten_lim_factor(100.0))
+        self.assertEqual(atten_lim_factor(0.0), 1.0)
+        self.assertAlmostEqual(atten_lim_factor(-20.0) or 0.0, 0.1, places=6)
+
+    def test_zero_db_limit_passes_input(self) -> None:
+        """At a 0 dB limit the runtime hands the input through untouched, and so does the engine."""
+        out = self.path.enhance(self.audio, RuntimePolicy(atten_lim_db=0.0))
+        torch.testing.assert_close(out, self.audio)
+
+    def test_low_snr_threshold_silences(self) -> None:
+        """Frames under min_db_thresh get a zero mask and no deep filter: with it above 35 dB the output is silent."""
+        out = self.path.enhance(self.audio, RuntimePolicy(min_db_thresh=40.0))
+        self.assertEqual(float(out.abs().max()), 0.0)
+
+    def test_high_snr_threshold_passes(self) -> None:
+        """Frames over max_db_erb_thresh are left as they are: with it below -15 dB the output is the input."""
+        out = self.path.enhance(self.audio, RuntimePolicy(max_db_erb_thresh=-20.0, max_db_df_thresh=-20.0))
+        torch.testing.assert_close(out, self.audio, atol=1e-5, rtol=0)
+
+    def test_state_shapes(self) -> None:
+        """A fresh StreamState holds one row per stream and the deep filter's four past frames."""
+        state = StreamState.initial(3, self.path.config)
+        self.assertEqual(tuple(state.history.shape), (3, 4, 481))
+        self.assertEqual(tuple(state.previous_hop.shape), (3, 480))
