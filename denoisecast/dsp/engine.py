@@ -106,7 +106,7 @@ class DenoiseEngine:
         signals: Sequence[np.ndarray],
         atten_lim_db: float = 100.0,
         progress: Callable[[int, int], None] | None = None,
-        chunk_frames: int = 1000,
+        chunk_frames: int | None = None,
     ) -> list[np.ndarray]:
         """
         Denoises several mono float signals at the model's rate as one

@@ -95,6 +95,16 @@ class StreamState:
         )
 
 
+def auto_chunk_frames(batch: int, device: torch.device) -> int:
+    """
+    Chunk length for offline work.  On the CPU the activations of a chunk
+    should stay cache-sized: about 800 stream-frames per chunk measured
+    fastest on a 2-core machine (docs/performance.md); a GPU wants larger.
+    """
+    budget = 800 if device.type == "cpu" else 16000
+    return max(32, min(400 if device.type == "cpu" else 4000, budget // max(batch, 1)))
+
+
 class SignalPath:
     """Turns noisy ``[B, samples]`` audio into enhanced audio with a given network."""
 
@@ -195,12 +205,13 @@ class SignalPath:
         self,
         audio: Tensor,
         policy: RuntimePolicy = RuntimePolicy(),
-        chunk_frames: int = 1000,
+        chunk_frames: int | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> Tensor:
         """
         Offline enhancement of ``[B, samples]`` float audio at the model's
-        rate, in chunks of ``chunk_frames`` hops so memory stays bounded.  The
+        rate, in chunks of ``chunk_frames`` hops so memory stays bounded
+        (by default sized to the batch, see ``auto_chunk_frames``).  The
         output has the input's length and is aligned with it: the runtime's
         delay is flushed with trailing silence and cut off.  ``progress`` is
         called with (hops done, hops in all) after each chunk.
@@ -212,6 +223,8 @@ class SignalPath:
         total = -(-(n + self.delay) // hop) * hop
         padded = torch.nn.functional.pad(audio, (0, total - n))
         state = StreamState.initial(batch, self.config, audio.device)
+        if chunk_frames is None:
+            chunk_frames = auto_chunk_frames(batch, audio.device)
         pieces = []
         step = chunk_frames * hop
         for start in range(0, total, step):
