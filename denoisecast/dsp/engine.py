@@ -111,7 +111,9 @@ class DenoiseEngine:
         """
         Denoises several mono float signals at the model's rate as one
         batch.  Shorter signals are padded with silence after their end,
-        which cannot affect them (the path is causal), and cut back.
+        which cannot affect them (the DeepFilterNet3 path is causal; the
+        whole-signal DeepFilterNet2 path is told each signal's length), and
+        cut back.
         """
         if not signals:
             return []
@@ -120,6 +122,7 @@ class DenoiseEngine:
         for row, signal in zip(batch, signals):
             row[: len(signal)] = signal
         audio = torch.from_numpy(batch).to(self.device)
-        out = self.path.enhance(audio, RuntimePolicy(atten_lim_db=atten_lim_db), chunk_frames, progress)
+        lengths = [len(s) for s in signals]
+        out = self.path.enhance(audio, RuntimePolicy(atten_lim_db=atten_lim_db), chunk_frames, progress, lengths)
         result = out.cpu().numpy()
         return [result[i, : len(s)].copy() for i, s in enumerate(signals)]

@@ -142,8 +142,15 @@ class SqueezedGRU(nn.Module):
         num_layers: int = 1,
         linear_groups: int = 8,
         skip: nn.Module | None = None,
+        skip_inner: bool = False,
     ) -> None:
+        """
+        ``skip_inner`` selects DeepFilterNet2's variant, whose skip adds the
+        output of ``linear_in`` to the GRU output before ``linear_out``;
+        DeepFilterNet3 adds the skip of the raw input at the very end.
+        """
         super().__init__()
+        self.skip_inner = skip_inner
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.linear_in = nn.Sequential(GroupedLinear(input_size, hidden_size, linear_groups), nn.ReLU())
@@ -156,8 +163,11 @@ class SqueezedGRU(nn.Module):
             self.linear_out = nn.Identity()
 
     def forward(self, x: Tensor, h: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        y, h = self.gru(self.linear_in(x), h)
+        inner = self.linear_in(x)
+        y, h = self.gru(inner, h)
+        if self.gru_skip is not None and self.skip_inner:
+            y = y + self.gru_skip(inner)
         y = self.linear_out(y)
-        if self.gru_skip is not None:
+        if self.gru_skip is not None and not self.skip_inner:
             y = y + self.gru_skip(x)
         return y, h

@@ -177,6 +177,8 @@ class SignalPath:
         runtime would process them hop by hop: returns the (delayed) output
         samples, the local SNR of each hop ``[B, n]`` and the new state.
         """
+        if self.config.model != "deepfilternet3":
+            raise NotImplementedError(f"streaming is implemented for DeepFilterNet3 only, not {self.config.model}")
         if atten_lim_factor(policy.atten_lim_db) == 1.0:
             # The runtime passes the input through untouched at a 0 dB limit.
             lsnr = audio.new_full((audio.shape[0], audio.shape[1] // self.config.hop_size), 35.0)
@@ -207,6 +209,7 @@ class SignalPath:
         policy: RuntimePolicy = RuntimePolicy(),
         chunk_frames: int | None = None,
         progress: Callable[[int, int], None] | None = None,
+        lengths: list[int] | None = None,
     ) -> Tensor:
         """
         Offline enhancement of ``[B, samples]`` float audio at the model's
@@ -214,10 +217,14 @@ class SignalPath:
         (by default sized to the batch, see ``auto_chunk_frames``).  The
         output has the input's length and is aligned with it: the runtime's
         delay is flushed with trailing silence and cut off.  ``progress`` is
-        called with (hops done, hops in all) after each chunk.
+        called with (hops done, hops in all) after each chunk.  ``lengths``
+        are the rows' own lengths when shorter rows were padded to share the
+        batch (only the whole-signal DeepFilterNet2 path needs them).
         """
         if atten_lim_factor(policy.atten_lim_db) == 1.0:
             return audio.clone()
+        if self.config.model == "deepfilternet2":
+            return self._enhance_whole(audio, policy, lengths)
         hop = self.config.hop_size
         batch, n = audio.shape
         total = -(-(n + self.delay) // hop) * hop
@@ -233,3 +240,28 @@ class SignalPath:
             if progress is not None:
                 progress(min(start + step, total) // hop, total // hop)
         return torch.cat(pieces, dim=1)[:, self.delay : self.delay + n]
+
+    @torch.inference_mode()
+    def _enhance_whole(self, audio: Tensor, policy: RuntimePolicy, lengths: list[int] | None) -> Tensor:
+        """
+        The reference implementation's offline path, for DeepFilterNet2: the
+        whole signal at once, features shifted by the lookahead, the deep
+        filter over masked frames (it needs four frames of lookahead, which
+        is why the realtime runtime dropped this model), attenuation limit.
+        """
+        from denoisecast.dsp.offline import reference_forward
+
+        c = self.config
+        n = audio.shape[-1]
+        total = -(-(n + c.fft_size) // c.hop_size) * c.hop_size
+        padded = torch.nn.functional.pad(audio, (0, total - n))
+        spec, feat_erb, feat_spec = self.analyse(padded)
+        frames = None
+        if lengths is not None:
+            frames = [-(-(length + c.fft_size) // c.hop_size) for length in lengths]
+        enhanced, _, _ = reference_forward(self.net, c, spec, feat_erb, feat_spec, frames)
+        lim = atten_lim_factor(policy.atten_lim_db)
+        if lim is not None:
+            enhanced = spec * lim + enhanced * (1.0 - lim)
+        delay = c.fft_size - c.hop_size
+        return self.stft.synthesis(enhanced)[:, delay : delay + n]
