@@ -79,8 +79,12 @@ def plan(paths: list[Path]) -> list[Job]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=PROG, description="Remove background noise from audio files with DeepFilterNet.")
-    parser.add_argument("paths", nargs="+", type=Path, metavar="IN ... OUT", help="input file(s), then an output file or directory")
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        usage="%(prog)s [options] IN OUT | IN... OUTDIR",
+        description="Remove background noise from audio files with DeepFilterNet.",
+    )
+    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="input file(s), then an output file or directory")
     parser.add_argument("--model", default="auto", help="auto (default), deepfilternet2, deepfilternet3 or a model path")
     parser.add_argument("--model-dir", type=Path, default=None, help="directory with official model releases")
     parser.add_argument("--atten-lim-db", type=float, default=100.0, help="limit the noise attenuation (dB; 100 = no limit)")

@@ -12,6 +12,12 @@ the noisy frames ``t - df_order + 1 .. t``.  Frames before the start are
 silence.  The local SNR chooses, per frame, which stages run.  The output
 of step ``t`` is synthesised at once, so the audio lags the input by
 ``fft_size - hop_size + lookahead * hop_size`` samples (1440 at 48 kHz).
+
+One runtime rule is not modelled: the runtime stops processing (outputs
+zeros and freezes its state) after more than five consecutive hops that are
+digitally silent or skipped for a local SNR above ``max_db_erb_thresh``.
+With the C API's thresholds every hop yields gains, which resets that
+count, so it never triggers there.
 """
 
 from __future__ import annotations
