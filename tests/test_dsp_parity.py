@@ -57,7 +57,7 @@ class FramewiseParityTests(SynchronousTestCase):
         try:
             import onnxruntime as ort
         except ImportError:
-            raise self.skipTest("onnxruntime is not installed (pip install -e '.[test]')")
+            raise self.skipTest("onnxruntime is not installed (pip install -e '.[test]')") from None
         from denoisecast.dsp.onnx_weights import read_archive
         from denoisecast.dsp.reference import bundled_model_path
 
