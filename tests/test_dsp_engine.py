@@ -60,3 +60,29 @@ class CudaTests(SynchronousTestCase):
         cpu = DenoiseEngine.load("deepfilternet3", device="cpu").enhance([signal])[0]
         gpu = DenoiseEngine.load("deepfilternet3", device="cuda").enhance([signal])[0]
         self.assertLess(float(np.abs(cpu - gpu).max()), 1e-4)
+
+
+class FallbackTests(SynchronousTestCase):
+    def test_auto_survives_broken_release(self) -> None:
+        """auto with unusable DeepFilterNet2 weights logs the failure and starts with the bundled model."""
+        from pathlib import Path
+
+        base = Path(self.mktemp())
+        (base / "DeepFilterNet2" / "checkpoints").mkdir(parents=True)
+        (base / "DeepFilterNet2" / "config.ini").write_text("[train]\nmodel = deepfilternet2\n")
+        (base / "DeepFilterNet2" / "checkpoints" / "model_1.ckpt.best").write_bytes(b"not a checkpoint")
+        engine = DenoiseEngine.load("auto", model_dir=base, cache_dir=base / "cache", device="cpu")
+        self.assertEqual(engine.describe()["model"], "deepfilternet3")
+        self.assertEqual(len(self.flushLoggedErrors()), 1)
+
+    def test_streaming_process(self) -> None:
+        """process() carries state: two chunks give what one chunk of both gives."""
+        import torch
+
+        engine = DenoiseEngine.load("deepfilternet3", device="cpu")
+        audio = torch.randn(2, 480 * 20, generator=torch.Generator().manual_seed(0)) * 0.05
+        whole, lsnr, _ = engine.process(audio, engine.new_streams(2))
+        first, _, state = engine.process(audio[:, : 480 * 8], engine.new_streams(2))
+        second, _, _ = engine.process(audio[:, 480 * 8 :], state)
+        self.assertEqual(tuple(lsnr.shape), (2, 20))
+        self.assertLess(float((torch.cat([first, second], 1) - whole).abs().max()), 1e-5)

@@ -62,15 +62,19 @@ class DenoiseEngine:
         device: str = "auto",
     ) -> "DenoiseEngine":
         source = models.resolve(model, model_dir, cache_dir)
-        if source.kind == "onnx":
-            from denoisecast.dsp.onnx_weights import load_onnx_dfnet3
-
-            net, config, sha = load_onnx_dfnet3(source.path)
-            weights = source.path
-        else:
-            from denoisecast.dsp.checkpoints import load_release_dir
-
-            net, config, weights, sha = load_release_dir(source.path)
+        try:
+            net, config, weights, sha = cls._load_source(source)
+        except Exception:
+            if model.strip().lower() != "auto" or source.kind == "onnx":
+                raise
+            # auto never fails a start: unusable release weights give way to the bundled model.
+            cls.log.failure(
+                "Could not load {model} from {path}; using the bundled DeepFilterNet3",
+                model=source.name,
+                path=str(source.path),
+            )
+            source = models.ModelSource("deepfilternet3", models.bundled_onnx(), "onnx")
+            net, config, weights, sha = cls._load_source(source)
         dev = pick_device(device)
         net = net.to(dev).eval()
         info = EngineInfo(source.name, str(weights), sha, str(dev), config.sr)
@@ -82,6 +86,17 @@ class DenoiseEngine:
             device=info.device,
         )
         return cls(net, config, info)
+
+    @staticmethod
+    def _load_source(source: models.ModelSource) -> tuple[torch.nn.Module, ModelConfig, Path, str]:
+        if source.kind == "onnx":
+            from denoisecast.dsp.onnx_weights import load_onnx_dfnet3
+
+            net, config, sha = load_onnx_dfnet3(source.path)
+            return net, config, source.path, sha
+        from denoisecast.dsp.checkpoints import load_release_dir
+
+        return load_release_dir(source.path)
 
     @property
     def sample_rate(self) -> int:
@@ -100,6 +115,15 @@ class DenoiseEngine:
     def new_streams(self, count: int) -> StreamState:
         """Fresh state for ``count`` streams processed together."""
         return StreamState.initial(count, self.config, self.device)
+
+    def process(
+        self, audio: torch.Tensor, state: StreamState, atten_lim_db: float = 100.0
+    ) -> tuple[torch.Tensor, torch.Tensor, StreamState]:
+        """
+        The next whole hops ``[B, n * 480]`` of ``B`` live streams: the
+        runtime's (delayed) output, the local SNR per hop and the new state.
+        """
+        return self.path.process(audio.to(self.device), state, RuntimePolicy(atten_lim_db=atten_lim_db))
 
     def enhance(
         self,
