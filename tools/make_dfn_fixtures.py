@@ -26,6 +26,7 @@ import json
 import sys
 import types
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -108,13 +109,13 @@ def install_shims(wheel_dir: Path) -> None:
 
     original_view = torch.Tensor.view
 
-    def view(self: torch.Tensor, *shape: object) -> torch.Tensor:
+    def view(self: torch.Tensor, *shape: Any) -> torch.Tensor:
         try:
             return original_view(self, *shape)
         except RuntimeError:
-            return self.reshape(*shape)  # type: ignore[arg-type]
+            return self.reshape(*shape)
 
-    torch.Tensor.view = view  # type: ignore[method-assign]
+    torch.Tensor.view = view  # type: ignore[method-assign,assignment]
 
 
 def make(name: str, config_text: str, tmp: Path) -> None:

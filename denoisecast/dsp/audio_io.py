@@ -62,7 +62,9 @@ def write_audio(path: Path, audio: np.ndarray, rate: int = 48000) -> None:
     try:
         with av.open(str(path), mode="w", format=container_format) as container:
             stream = container.add_stream(codec, rate=rate, layout=layout)
-            stream.options = options
+            if not isinstance(stream, av.audio.stream.AudioStream):
+                raise AudioFileError(f"{path}: {codec} is not an audio codec")
+            stream.options = dict(options)
             frame_size = 4800
             for start in range(0, clipped.shape[1], frame_size):
                 block = np.ascontiguousarray(clipped[:, start : start + frame_size])

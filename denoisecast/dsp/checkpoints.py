@@ -9,11 +9,14 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
-
 from denoisecast.dsp.config import ModelConfig
+
+if TYPE_CHECKING:
+    from denoisecast.dsp.dfnet2 import DfNet2
+    from denoisecast.dsp.dfnet3 import DfNet3
 
 
 class CheckpointError(ValueError):
@@ -32,7 +35,7 @@ def pick_checkpoint(directory: Path) -> Path:
     return max(found)[2]
 
 
-def build_network(config: ModelConfig) -> nn.Module:
+def build_network(config: ModelConfig) -> "DfNet2 | DfNet3":
     if config.model == "deepfilternet3":
         from denoisecast.dsp.dfnet3 import DfNet3
 
@@ -44,7 +47,7 @@ def build_network(config: ModelConfig) -> nn.Module:
     raise CheckpointError(f"unsupported model type {config.model!r}")
 
 
-def load_release_dir(directory: Path) -> tuple[nn.Module, ModelConfig, Path, str]:
+def load_release_dir(directory: Path) -> tuple["DfNet2 | DfNet3", ModelConfig, Path, str]:
     """Returns the network in eval mode, its configuration, the checkpoint file and its SHA-256."""
     config = ModelConfig.from_ini_text((directory / "config.ini").read_text())
     checkpoint = pick_checkpoint(directory)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import configparser
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 
@@ -86,9 +87,10 @@ class ModelConfig:
         parser.read_string(text)
         values: dict[str, object] = {}
         sections = {name.lower(): parser[name] for name in parser.sections()}
-        df = sections.get("df", {})
-        net = sections.get("deepfilternet", {})
-        train = sections.get("train", {})
+        empty: dict[str, str] = {}
+        df: Mapping[str, str] = sections.get("df", empty)
+        net: Mapping[str, str] = sections.get("deepfilternet", empty)
+        train: Mapping[str, str] = sections.get("train", empty)
         types = {f: type(getattr(cls(), f)) for f in cls.__dataclass_fields__ if f != "extra"}
         for source in (net, df):
             for key, raw in source.items():

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
@@ -23,6 +23,10 @@ from twisted.logger import Logger
 from denoisecast.dsp import models
 from denoisecast.dsp.config import ModelConfig
 from denoisecast.dsp.pipeline import RuntimePolicy, SignalPath, StreamState
+
+if TYPE_CHECKING:
+    from denoisecast.dsp.dfnet2 import DfNet2
+    from denoisecast.dsp.dfnet3 import DfNet3
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -46,7 +50,7 @@ class EngineInfo:
 class DenoiseEngine:
     log = Logger()
 
-    def __init__(self, net: torch.nn.Module, config: ModelConfig, info: EngineInfo) -> None:
+    def __init__(self, net: "DfNet2 | DfNet3", config: ModelConfig, info: EngineInfo) -> None:
         self.net = net
         self.config = config
         self.info = info
@@ -88,7 +92,7 @@ class DenoiseEngine:
         return cls(net, config, info)
 
     @staticmethod
-    def _load_source(source: models.ModelSource) -> tuple[torch.nn.Module, ModelConfig, Path, str]:
+    def _load_source(source: models.ModelSource) -> tuple["DfNet2 | DfNet3", ModelConfig, Path, str]:
         if source.kind == "onnx":
             from denoisecast.dsp.onnx_weights import load_onnx_dfnet3
 

@@ -60,7 +60,7 @@ def reference_forward(
         erb_in = erb_in * valid[:, None, :, None]
         spec_in = spec_in * valid[:, None, :, None]
     out = net(erb_in, spec_in)
-    masked = spec * (out.gains @ net.mask.erb_inv_fb)
+    masked = spec * (out.gains @ net.get_buffer("mask.erb_inv_fb"))
     source = masked if config.model == "deepfilternet2" else spec
     low = deep_filter(source, out.coefs, config.df_order, config.df_lookahead, config.nb_df)
     enhanced = torch.cat([low, masked[..., config.nb_df :]], dim=-1)

@@ -19,6 +19,7 @@ import io
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import onnx
@@ -107,6 +108,7 @@ def _load_convs(graph: _Graph, blocks: list[nn.Sequential]) -> None:
             _copy(conv.weight, graph.get(node.input[1]), node.name)
         last = taken[-1]
         bias = graph.get(last.input[2]) if len(last.input) > 2 and last.input[2] else torch.zeros(norm.num_features)
+        assert norm.running_mean is not None and norm.running_var is not None
         with torch.no_grad():
             norm.weight.fill_(1.0)
             norm.running_mean.zero_()
@@ -162,12 +164,12 @@ def load_onnx_dfnet3(path: Path) -> tuple[DfNet3, ModelConfig, str]:
     _load_convs(enc, _conv_blocks(net.enc))
     _load_named(enc, net.enc)
     _load_gru(enc, net.enc.emb_gru.gru)
-    _load_linear(enc, net.enc.lsnr_fc[0], "lsnr_fc.0")
+    _load_linear(enc, cast(nn.Linear, net.enc.lsnr_fc[0]), "lsnr_fc.0")
     _load_convs(erb, _conv_blocks(net.erb_dec))
     _load_named(erb, net.erb_dec)
     _load_gru(erb, net.erb_dec.emb_gru.gru)
     _load_convs(dfd, _conv_blocks(net.df_dec))
     _load_named(dfd, net.df_dec)
     _load_gru(dfd, net.df_dec.df_gru.gru)
-    _load_linear(dfd, net.df_dec.df_fc_a[0], "df_fc_a.0")
+    _load_linear(dfd, cast(nn.Linear, net.df_dec.df_fc_a[0]), "df_fc_a.0")
     return net.eval(), config, archive.sha256

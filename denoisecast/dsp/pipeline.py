@@ -23,15 +23,18 @@ count, so it never triggers there.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import Tensor
 
 from denoisecast.dsp.config import ModelConfig
-from denoisecast.dsp.dfnet3 import NetState
+from denoisecast.dsp.dfnet3 import DfNet3, NetState
 from denoisecast.dsp.features import FeatureExtractor, NormState, erb_matrices, erb_widths
 from denoisecast.dsp.stft import Stft
+
+if TYPE_CHECKING:
+    from denoisecast.dsp.dfnet2 import DfNet2
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,7 @@ def auto_chunk_frames(batch: int, device: torch.device) -> int:
 class SignalPath:
     """Turns noisy ``[B, samples]`` audio into enhanced audio with a given network."""
 
-    def __init__(self, net: torch.nn.Module, config: ModelConfig) -> None:
+    def __init__(self, net: "DfNet2 | DfNet3", config: ModelConfig) -> None:
         self.net = net
         self.config = config
         widths = erb_widths(config.sr, config.fft_size, config.nb_erb, config.min_nb_erb_freqs)
