@@ -115,3 +115,36 @@ class AudioParityTests(SynchronousTestCase):
         reference = reference[1440 : 1440 + n]
         ours = self.path.enhance(torch.from_numpy(self.noisy[:n])[None], RuntimePolicy(post_filter_beta=0.02))[0].numpy()
         self.assertGreaterEqual(si_sdr(reference, ours), 35.0)
+
+
+_RAW_PROBE = """
+import ctypes, numpy as np
+from denoisecast.dsp.reference import OfficialRuntime
+rt = OfficialRuntime()
+lib = rt._lib
+fp = ctypes.POINTER(ctypes.c_float)
+lib.df_process_frame_raw.restype = ctypes.c_float
+lib.df_process_frame_raw.argtypes = [ctypes.c_void_p, fp, ctypes.POINTER(fp), ctypes.POINTER(fp)]
+spec = np.zeros((481, 2), np.float32)
+gains = np.zeros(32, np.float32)
+coefs = np.zeros((5, 96, 2), np.float32)
+gp = ctypes.pointer(gains.ctypes.data_as(fp))
+cp = ctypes.pointer(coefs.ctypes.data_as(fp))
+print(lib.df_process_frame_raw(rt._state, spec.ctypes.data_as(fp), gp, cp))
+"""
+
+
+class RawApiTests(SynchronousTestCase):
+    def test_raw_api_aborts_in_shipped_runtime(self) -> None:
+        """
+        df_process_frame_raw of the shipped runtime aborts on any input (a
+        shape error while storing the spectrum), which is why the ONNX graphs
+        are the per-frame reference.  Should a fixed runtime ship, this fails
+        as a reminder to compare against it directly.
+        """
+        import subprocess
+        import sys
+
+        probe = subprocess.run([sys.executable, "-c", _RAW_PROBE], capture_output=True, text=True, timeout=120)
+        self.assertNotEqual(probe.returncode, 0, "df_process_frame_raw works now: use it as the per-frame reference")
+        self.assertIn("Failed to set input spectrum", probe.stderr)
