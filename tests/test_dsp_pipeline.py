@@ -80,3 +80,53 @@ class PolicyTests(SynchronousTestCase):
         state = StreamState.initial(3, self.path.config)
         self.assertEqual(tuple(state.history.shape), (3, 4, 481))
         self.assertEqual(tuple(state.previous_hop.shape), (3, 480))
+
+
+class Dfn2StreamingTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        from denoisecast.dsp.checkpoints import build_network
+        from denoisecast.dsp.config import ModelConfig
+        from denoisecast.dsp.pipeline import SignalPath
+
+        from tests.dsp_fixtures import seeded_init
+        from tests.test_dsp_reference_fixtures import DFN2_INI
+
+        self.config = ModelConfig.from_ini_text(DFN2_INI)
+        net = build_network(self.config).eval()
+        seeded_init(net)
+        self.path = SignalPath(net, self.config)
+        self.audio = torch.randn(2, 48000, generator=torch.Generator().manual_seed(0)) * 0.1
+        n = self.audio.shape[1]
+        total = -(-(n + self.path.delay) // 480) * 480
+        self.padded = torch.nn.functional.pad(self.audio, (0, total - n))
+
+    def _stream(self, chunk_frames: int) -> torch.Tensor:
+        state = StreamState.initial(2, self.config)
+        pieces = []
+        for start in range(0, self.padded.shape[1], chunk_frames * 480):
+            out, _, state = self.path.process(self.padded[:, start : start + chunk_frames * 480], state)
+            pieces.append(out)
+        n = self.audio.shape[1]
+        return torch.cat(pieces, dim=1)[:, self.path.delay : self.path.delay + n]
+
+    def test_delay(self) -> None:
+        """DeepFilterNet2 filters masked frames, so its lookaheads add: 480 + 4 * 480 samples of delay."""
+        self.assertEqual(self.path.delay, 2400)
+
+    def test_chunks_equal_one_pass(self) -> None:
+        """Streaming DeepFilterNet2 in chunks of 1, 3 or 17 hops equals one pass (< 1e-5)."""
+        whole = self._stream(10_000)
+        for frames in (1, 3, 17):
+            self.assertLess(float((self._stream(frames) - whole).abs().max()), 1e-5, frames)
+
+    def test_stream_equals_reference_path_after_start(self) -> None:
+        """
+        Streaming equals the reference's whole-signal path (< 1e-5) once the
+        start-up differs no more (the reference never shows the network the
+        first two frames) and before the last 0.1 s (where the reference
+        feeds zero features).
+        """
+        whole = self.path.enhance(self.audio)
+        stream = self._stream(50)
+        n = self.audio.shape[1]
+        self.assertLess(float((whole - stream)[:, 24000 : n - 4800].abs().max()), 1e-5)

@@ -63,7 +63,14 @@ class ModelConfig:
 
     @property
     def lookahead(self) -> int:
-        """Frames the enhanced output lags the newest analysed frame."""
+        """
+        Frames the enhanced output lags the newest analysed frame.
+        DeepFilterNet3 filters noisy frames, so its two lookaheads overlap;
+        DeepFilterNet2 filters masked frames, whose gains need their own
+        lookahead first, so they add up.
+        """
+        if self.model == "deepfilternet2":
+            return self.conv_lookahead + self.df_lookahead
         return max(self.conv_lookahead, self.df_lookahead)
 
     @property

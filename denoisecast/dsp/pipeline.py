@@ -90,17 +90,28 @@ class StreamState:
     norm: NormState
     history: Tensor  # [B, max(df_order, lookahead) - 1, F] complex
     net: NetState
+    # DeepFilterNet2 only: masked frames and coefficients awaiting their lookahead.
+    masked: Tensor | None = None  # [B, df_order - 1, F] complex
+    pending_coefs: Tensor | None = None  # [B, df_lookahead, nb_df, df_order] complex
 
     @classmethod
     def initial(cls, batch: int, config: ModelConfig, device: torch.device | str = "cpu") -> "StreamState":
         hop, f = config.hop_size, config.n_freqs
         frames = max(config.df_order, config.lookahead) - 1
+        masked = pending = None
+        if config.model == "deepfilternet2":
+            masked = torch.zeros(batch, config.df_order - 1, f, dtype=torch.complex64, device=device)
+            pending = torch.zeros(
+                batch, config.df_lookahead, config.nb_df, config.df_order, dtype=torch.complex64, device=device
+            )
         return cls(
             previous_hop=torch.zeros(batch, hop, device=device),
             overlap=torch.zeros(batch, hop, device=device),
             norm=NormState.initial(batch, config.nb_erb, config.nb_df, device),
             history=torch.zeros(batch, frames, f, dtype=torch.complex64, device=device),
             net=NetState(),
+            masked=masked,
+            pending_coefs=pending,
         )
 
 
@@ -177,6 +188,41 @@ class SignalPath:
             enhanced = enhanced * (1.0 - lim) + target * lim
         return enhanced
 
+    def combine_masked(
+        self, spec: Tensor, state: StreamState, gains: Tensor, coefs: Tensor, policy: RuntimePolicy
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """
+        DeepFilterNet2's combination, step by step: step ``t`` masks frame
+        ``t - conv_lookahead`` and stores its coefficients; it outputs frame
+        ``j = t - conv_lookahead - df_lookahead``, deep-filtered over the masked
+        frames ``j - df_order + 1 + df_lookahead .. j + df_lookahead`` (the
+        reference implementation's formulation, causal).  No local-SNR
+        gating: the reference applies both stages to every frame.  Returns
+        the enhanced frames and the masked and pending-coefficient history.
+        """
+        c = self.config
+        assert state.masked is not None and state.pending_coefs is not None
+        b, t, f = spec.shape
+        la, dl, order = c.conv_lookahead, c.df_lookahead, c.df_order
+        past = torch.cat([state.history, spec], dim=1)
+        h = state.history.shape[1]
+        if self.band_spread.device != spec.device:
+            self.band_spread = self.band_spread.to(spec.device)
+        masked = past[:, h - la : h - la + t] * (gains @ self.band_spread)  # frames t - la
+        all_masked = torch.cat([state.masked, masked], dim=1)  # frame t_s - la at index s + order - 1
+        all_coefs = torch.cat([state.pending_coefs, coefs], dim=1)  # coefs of frame t_s - la - dl at index s
+        m = state.masked.shape[1]
+        start = m - (order - 1 - dl) - dl  # first masked frame of step 0's filter window
+        frames = torch.stack([all_masked[:, start + i : start + i + t, : c.nb_df] for i in range(order)], dim=-1)
+        low = (frames * all_coefs[:, :t]).sum(dim=-1)
+        upper = all_masked[:, m - dl : m - dl + t, c.nb_df :]
+        enhanced = torch.cat([low, upper], dim=-1)
+        lim = atten_lim_factor(policy.atten_lim_db)
+        if lim is not None:
+            noisy = past[:, h - la - dl : h - la - dl + t]
+            enhanced = noisy * lim + enhanced * (1.0 - lim)
+        return enhanced, all_masked[:, -m:], all_coefs[:, -dl:] if dl else all_coefs[:, :0]
+
     @torch.inference_mode()
     def process(
         self, audio: Tensor, state: StreamState, policy: RuntimePolicy = RuntimePolicy()
@@ -186,8 +232,6 @@ class SignalPath:
         runtime would process them hop by hop: returns the (delayed) output
         samples, the local SNR of each hop ``[B, n]`` and the new state.
         """
-        if self.config.model != "deepfilternet3":
-            raise NotImplementedError(f"streaming is implemented for DeepFilterNet3 only, not {self.config.model}")
         if atten_lim_factor(policy.atten_lim_db) == 1.0:
             # The runtime passes the input through untouched at a 0 dB limit.
             lsnr = audio.new_full((audio.shape[0], audio.shape[1] // self.config.hop_size), 35.0)
@@ -195,7 +239,11 @@ class SignalPath:
         spec = self.stft.analysis(audio, state.previous_hop)
         feat_erb, feat_spec, norm = self.features(spec, state.norm)
         out, net_state = self.net.forward_stream(feat_erb, feat_spec, state.net)
-        enhanced = self.combine(spec, state.history, out.gains, out.coefs, out.lsnr, policy)
+        masked = pending = None
+        if self.config.model == "deepfilternet2":
+            enhanced, masked, pending = self.combine_masked(spec, state, out.gains, out.coefs, policy)
+        else:
+            enhanced = self.combine(spec, state.history, out.gains, out.coefs, out.lsnr, policy)
         samples = self.stft.synthesis(enhanced, state.overlap)
         keep = state.history.shape[1]
         new = StreamState(
@@ -204,6 +252,8 @@ class SignalPath:
             norm=norm,
             history=torch.cat([state.history, spec], dim=1)[:, spec.shape[1] :][:, -keep:] if keep else state.history,
             net=net_state,
+            masked=masked,
+            pending_coefs=pending,
         )
         return samples, out.lsnr, new
 
