@@ -130,3 +130,26 @@ class Dfn2StreamingTests(SynchronousTestCase):
         stream = self._stream(50)
         n = self.audio.shape[1]
         self.assertLess(float((whole - stream)[:, 24000 : n - 4800].abs().max()), 1e-5)
+
+
+class StreamRegroupingTests(SynchronousTestCase):
+    def test_streams_can_join_and_leave(self) -> None:
+        """
+        Streams regrouped between chunks (one leaves, a new one joins) get
+        exactly the output they get when processed alone from their start.
+        """
+        path = bundled_path()
+        g = torch.Generator().manual_seed(5)
+        a, b, c = (torch.randn(1, 480 * 12, generator=g) * 0.05 for _ in range(3))
+        hop = 480 * 6
+
+        def alone(x: torch.Tensor) -> torch.Tensor:
+            return path.process(x, StreamState.initial(1, path.config))[0]
+
+        # chunk 1: a and b together; chunk 2: b continues, c joins (fresh), a has left.
+        out1, _, state = path.process(torch.cat([a[:, :hop], b[:, :hop]]), StreamState.initial(2, path.config))
+        joined = StreamState.concat([state.select([1]), StreamState.initial(1, path.config)])
+        out2, _, _ = path.process(torch.cat([b[:, hop:], c[:, :hop]]), joined)
+        self.assertLess(float((out1[0] - alone(a[:, :hop])[0]).abs().max()), 1e-5)
+        self.assertLess(float((torch.cat([out1[1], out2[0]]) - alone(b)[0]).abs().max()), 1e-5)
+        self.assertLess(float((out2[1] - alone(c[:, :hop])[0]).abs().max()), 1e-5)

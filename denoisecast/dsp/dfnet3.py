@@ -40,6 +40,55 @@ class NetState:
     h_erb: Tensor | None = None
     h_df: Tensor | None = None
 
+    #: Batch axis of each field: contexts are [B, C, T, F], GRU states [layers, B, H].
+    AXES = {"erb_ctx": 0, "spec_ctx": 0, "c0_ctx": 0, "h_enc": 1, "h_erb": 1, "h_df": 1}
+
+    @classmethod
+    def initial(cls, batch: int, p: ModelConfig, device: torch.device | str = "cpu") -> "NetState":
+        """
+        The start of ``batch`` streams with every field materialised (silent
+        context, zero hidden states), which is what ``None`` means, but can
+        be selected and concatenated with other streams' states.
+        """
+
+        def zeros(*shape: int) -> Tensor:
+            return torch.zeros(*shape, device=device)
+
+        kt_inp = p.conv_kernel_inp[0] - 1
+        return cls(
+            erb_ctx=zeros(batch, 1, kt_inp, p.nb_erb),
+            spec_ctx=zeros(batch, 2, kt_inp, p.nb_df),
+            c0_ctx=zeros(batch, p.conv_ch, p.df_pathway_kernel_size_t - 1, p.nb_df),
+            h_enc=zeros(1, batch, p.emb_hidden_dim),
+            h_erb=zeros(p.emb_num_layers - 1, batch, p.emb_hidden_dim),
+            h_df=zeros(p.df_num_layers, batch, p.df_hidden_dim),
+        )
+
+    def select(self, rows: Tensor) -> "NetState":
+        """The state of some streams of the batch (``rows``: indices)."""
+        fields = {
+            name: None if getattr(self, name) is None else getattr(self, name).index_select(axis, rows)
+            for name, axis in self.AXES.items()
+        }
+        return NetState(**fields)
+
+    @staticmethod
+    def concat(states: "list[NetState]") -> "NetState":
+        """
+        Streams of several batches as one batch.  ``None`` fields (a fresh
+        state not made by ``initial``) cannot be mixed with tensors.
+        """
+        fields: dict[str, Tensor | None] = {}
+        for name, axis in NetState.AXES.items():
+            values = [getattr(s, name) for s in states]
+            if all(v is None for v in values):
+                fields[name] = None
+            elif any(v is None for v in values):
+                raise ValueError("cannot concatenate fresh and advanced network states")
+            else:
+                fields[name] = torch.cat(values, dim=axis)  # type: ignore[arg-type]
+        return NetState(**fields)
+
 
 @dataclass
 class NetOutput:

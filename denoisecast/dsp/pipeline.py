@@ -109,9 +109,45 @@ class StreamState:
             overlap=torch.zeros(batch, hop, device=device),
             norm=NormState.initial(batch, config.nb_erb, config.nb_df, device),
             history=torch.zeros(batch, frames, f, dtype=torch.complex64, device=device),
-            net=NetState(),
+            net=NetState.initial(batch, config, device),
             masked=masked,
             pending_coefs=pending,
+        )
+
+    def select(self, rows: Tensor | list[int]) -> "StreamState":
+        """The state of some of the streams (``rows``: their indices in this batch)."""
+        index = torch.as_tensor(rows, dtype=torch.long, device=self.history.device)
+
+        def pick(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.index_select(0, index)
+
+        return StreamState(
+            previous_hop=self.previous_hop.index_select(0, index),
+            overlap=self.overlap.index_select(0, index),
+            norm=NormState(self.norm.mean.index_select(0, index), self.norm.unit.index_select(0, index)),
+            history=self.history.index_select(0, index),
+            net=self.net.select(index),
+            masked=pick(self.masked),
+            pending_coefs=pick(self.pending_coefs),
+        )
+
+    @staticmethod
+    def concat(states: "list[StreamState]") -> "StreamState":
+        """Streams from several batches as one batch, in order (e.g. a stream joining a running batch)."""
+
+        def cat(values: list[Tensor | None]) -> Tensor | None:
+            if all(v is None for v in values):
+                return None
+            return torch.cat(values, dim=0)  # type: ignore[arg-type]
+
+        return StreamState(
+            previous_hop=torch.cat([s.previous_hop for s in states]),
+            overlap=torch.cat([s.overlap for s in states]),
+            norm=NormState(torch.cat([s.norm.mean for s in states]), torch.cat([s.norm.unit for s in states])),
+            history=torch.cat([s.history for s in states]),
+            net=NetState.concat([s.net for s in states]),
+            masked=cat([s.masked for s in states]),
+            pending_coefs=cat([s.pending_coefs for s in states]),
         )
 
 
