@@ -3,8 +3,9 @@ The DeepFilterNet signal path around the network, batched over streams:
 STFT, features, network, the realtime runtime's policy, deep filtering,
 ERB masking, attenuation limit, optional post-filter and synthesis.
 
-It reproduces, for whole signals at once, what the official runtime does
-hop by hop.  At step ``t`` the runtime has analysed frame ``t``; the network
+It reproduces, for chunks of any number of hops (one hop or a whole
+signal) of many streams at once, what the official runtime does hop by hop
+for one stream.  For DeepFilterNet3: at step ``t`` the runtime has analysed frame ``t``; the network
 (which has seen features up to ``t``) yields gains and coefficients for
 frame ``t - lookahead``: the gains scale that frame's ERB bands, and the
 deep filter replaces its lowest ``nb_df`` bins by a complex weighted sum of
@@ -12,6 +13,7 @@ the noisy frames ``t - df_order + 1 .. t``.  Frames before the start are
 silence.  The local SNR chooses, per frame, which stages run.  The output
 of step ``t`` is synthesised at once, so the audio lags the input by
 ``fft_size - hop_size + lookahead * hop_size`` samples (1440 at 48 kHz).
+DeepFilterNet2 differs in its deep filter, see ``combine_masked``.
 
 One runtime rule is not modelled: the runtime stops processing (outputs
 zeros and freezes its state) after more than five consecutive hops that are
