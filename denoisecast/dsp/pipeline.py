@@ -5,11 +5,11 @@ ERB masking, attenuation limit, optional post-filter and synthesis.
 
 It reproduces, for chunks of any number of hops (one hop or a whole
 signal) of many streams at once, what the official runtime does hop by hop
-for one stream.  For DeepFilterNet3: at step ``t`` the runtime has analysed frame ``t``; the network
-(which has seen features up to ``t``) yields gains and coefficients for
-frame ``t - lookahead``: the gains scale that frame's ERB bands, and the
-deep filter replaces its lowest ``nb_df`` bins by a complex weighted sum of
-the noisy frames ``t - df_order + 1 .. t``.  Frames before the start are
+for one stream.  For DeepFilterNet3: at step ``t`` the runtime has analysed
+frame ``t``; the network (which has seen features up to ``t``) yields gains
+and coefficients for frame ``t - lookahead``: the gains scale that frame's
+ERB bands, and the deep filter replaces its lowest ``nb_df`` bins by a
+complex weighted sum of the noisy frames ``t - df_order + 1 .. t``.  Frames before the start are
 silence.  The local SNR chooses, per frame, which stages run.  The output
 of step ``t`` is synthesised at once, so the audio lags the input by
 ``fft_size - hop_size + lookahead * hop_size`` samples (1440 at 48 kHz).
