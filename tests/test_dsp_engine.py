@@ -86,3 +86,15 @@ class FallbackTests(SynchronousTestCase):
         second, _, _ = engine.process(audio[:, 480 * 8 :], state)
         self.assertEqual(tuple(lsnr.shape), (2, 20))
         self.assertLess(float((torch.cat([first, second], 1) - whole).abs().max()), 1e-5)
+
+
+class ForkTests(SynchronousTestCase):
+    def test_fork_shares_weights(self) -> None:
+        """A forked engine shares the network, reports the same, and denoises identically."""
+        engine = DenoiseEngine.load("deepfilternet3", device="cpu")
+        other = engine.fork()
+        self.assertIs(other.net, engine.net)
+        self.assertIsNot(other.path, engine.path)
+        self.assertEqual(other.describe(), engine.describe())
+        signal = np.random.default_rng(2).standard_normal(9600).astype(np.float32) * 0.05
+        np.testing.assert_array_equal(other.enhance([signal])[0], engine.enhance([signal])[0])

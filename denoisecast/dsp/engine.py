@@ -5,9 +5,10 @@ batches of independent streams.
 It is the single adapter between DenoiseCast and the model code: it
 resolves the model choice, loads the weights, reports which model, which
 weights (with their SHA-256) and which device are in use, and runs the
-signal path.  An engine holds mutable per-call tensors only; stream state
-lives in the ``StreamState`` its caller keeps, so one engine per thread is
-the rule and engines are cheap to copy from a loaded network.
+signal path.  Stream state lives in the ``StreamState`` its caller keeps,
+not in the engine.  The network's weights are only read, so threads may
+share them; each thread takes its own engine from ``fork()``, which keeps
+the (small) per-engine buffers apart without loading the model again.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ class EngineInfo:
 
 
 class DenoiseEngine:
+    """A loaded DeepFilterNet on one device; ``load()`` makes one from a model choice."""
+
     log = Logger()
 
     def __init__(self, net: "DfNet2 | DfNet3", config: ModelConfig, info: EngineInfo) -> None:
@@ -101,6 +104,10 @@ class DenoiseEngine:
         from denoisecast.dsp.checkpoints import load_release_dir
 
         return load_release_dir(source.path)
+
+    def fork(self) -> "DenoiseEngine":
+        """Another engine on the same (read-only) weights, for another thread."""
+        return DenoiseEngine(self.net, self.config, self.info)
 
     @property
     def sample_rate(self) -> int:
