@@ -98,4 +98,7 @@ class FetchTests(SynchronousTestCase):
         self.patch(models, "RELEASES", {"deepfilternet2": ("DeepFilterNet2", models.git_blob_sha1(archive.read_bytes()))})
         installed = models.fetch("deepfilternet2", cache, url=archive.as_uri())
         self.assertTrue((installed / "config.ini").is_file())
+        again = models.fetch("deepfilternet2", cache, url=archive.as_uri())
+        self.assertEqual(again, installed)
+        self.assertEqual(sorted(p.name for p in cache.iterdir()), ["DeepFilterNet2"])
         self.assertEqual(models.resolve("auto", None, cache).path, installed)

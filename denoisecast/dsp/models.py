@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shutil
 import sys
 import tempfile
 import urllib.request
@@ -169,10 +170,12 @@ def fetch(name: str, cache_dir: Path | None = None, url: str | None = None) -> P
         if unpacked is None:
             raise ValueError(f"{url}: archive holds no config.ini with checkpoints/")
         destination = cache / folder
+        backup = cache / f".{folder}.old"
+        shutil.rmtree(backup, ignore_errors=True)
         if destination.exists():
-            backup = cache / f".{folder}.old"
             os.replace(destination, backup)
         os.replace(unpacked.parent, destination)
+        shutil.rmtree(backup, ignore_errors=True)
     log.info("Installed {model} into {path}", model=name, path=str(destination))
     return destination
 
