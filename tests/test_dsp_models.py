@@ -92,7 +92,7 @@ class FetchTests(SynchronousTestCase):
         self.assertFalse((cache / "DeepFilterNet2").exists())
 
     def test_fetch_unpacks_verified_archive(self) -> None:
-        """A download matching the pin is unpacked into the cache, where resolve then finds it."""
+        """A download matching the pin is unpacked into the cache, where resolve finds it; fetching again replaces it."""
         archive = self._archive("DeepFilterNet2")
         cache = Path(self.mktemp())
         self.patch(models, "RELEASES", {"deepfilternet2": ("DeepFilterNet2", models.git_blob_sha1(archive.read_bytes()))})

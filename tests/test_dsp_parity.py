@@ -148,3 +148,17 @@ class RawApiTests(SynchronousTestCase):
         probe = subprocess.run([sys.executable, "-c", _RAW_PROBE], capture_output=True, text=True, timeout=120)
         self.assertNotEqual(probe.returncode, 0, "df_process_frame_raw works now: use it as the per-frame reference")
         self.assertIn("Failed to set input spectrum", probe.stderr)
+
+
+class CudaParityTests(SynchronousTestCase):
+    def test_cuda_audio_matches_runtime(self) -> None:
+        """On CUDA the engine's audio still matches the official runtime (SI-SDR >= 35 dB) at 100, 12 and 6 dB."""
+        if not torch.cuda.is_available():
+            raise self.skipTest("no CUDA device: torch.cuda.is_available() is False")
+        from denoisecast.dsp.engine import DenoiseEngine
+
+        noisy = _test_signal()
+        engine = DenoiseEngine.load("deepfilternet3", device="cuda")
+        for limit in (100.0, 12.0, 6.0):
+            ours = engine.enhance([noisy], atten_lim_db=limit)[0]
+            self.assertGreaterEqual(si_sdr(official_enhance(noisy, limit), ours), 35.0, limit)
