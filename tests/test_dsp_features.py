@@ -1,4 +1,4 @@
-"""Tests for denoisecast.dsp.features and config: ERB bands, initial norm states, feature recursion."""
+"""Tests for denoisecast.dsp.features: ERB bands, initial norm states, feature recursion."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import numpy as np
 import torch
 from twisted.trial.unittest import SynchronousTestCase
 
-from denoisecast.dsp.config import ModelConfig
 from denoisecast.dsp.features import (
     FeatureExtractor,
     NormState,
@@ -30,20 +29,6 @@ class ErbTests(SynchronousTestCase):
         mean, spread = erb_matrices(DFN_WIDTHS)
         torch.testing.assert_close(mean.sum(0), torch.ones(32))
         torch.testing.assert_close(spread.sum(0), torch.ones(481))
-
-
-class ConfigTests(SynchronousTestCase):
-    def test_alpha_rounding(self) -> None:
-        """tau = 1 s at a 10 ms hop gives alpha 0.99, rounded as the runtime does."""
-        self.assertEqual(ModelConfig().norm_alpha, 0.99)
-
-    def test_from_ini(self) -> None:
-        """config.ini values override the defaults, lists and booleans included."""
-        c = ModelConfig.from_ini_text(
-            "[train]\nmodel = deepfilternet3\n[df]\nnb_df = 64\n[deepfilternet]\nconv_kernel = 1,5\n"
-            "enc_concat = true\nlinear_groups = 8\n"
-        )
-        self.assertEqual((c.nb_df, c.conv_kernel, c.enc_concat, c.linear_groups), (64, (1, 5), True, 8))
 
 
 class FeatureTests(SynchronousTestCase):
