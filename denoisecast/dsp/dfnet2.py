@@ -1,0 +1,147 @@
+"""
+The DeepFilterNet2 network, checkpoint-compatible with the official release
+(``DeepFilterNet2.zip``: the "squeeze" GRU variant with grouped linear
+layers, concatenated encoder embeddings and multi-frame deep filtering).
+
+It shares DeepFilterNet3's convolutional encoder and ERB decoder layout and
+its output contract (``NetOutput``); the differences are in the recurrent
+parts (skips around the GRUs, no output layer on the DF path, the two
+encoder embeddings concatenated instead of added) and in how the signal
+path combines the outputs: DeepFilterNet2 filters the ERB-masked spectrum,
+see ``offline.py``.  The official realtime runtime does not run
+DeepFilterNet2; the reference implementation's offline path is its
+yardstick.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from denoisecast.dsp.config import ModelConfig
+from denoisecast.dsp.dfnet3 import Mask, NetOutput, NetState
+from denoisecast.dsp.features import erb_matrices, erb_widths
+from denoisecast.dsp.layers import Conv2dNormAct, ConvTranspose2dNormAct, GroupedLinear, SqueezedGRU
+
+
+class Encoder2(nn.Module):
+    def __init__(self, p: ModelConfig) -> None:
+        super().__init__()
+        ch = p.conv_ch
+        self.erb_conv0 = Conv2dNormAct(1, ch, p.conv_kernel_inp, bias=False, separable=True)
+        self.erb_conv1 = Conv2dNormAct(ch, ch, p.conv_kernel, fstride=2, bias=False, separable=True)
+        self.erb_conv2 = Conv2dNormAct(ch, ch, p.conv_kernel, fstride=2, bias=False, separable=True)
+        self.erb_conv3 = Conv2dNormAct(ch, ch, p.conv_kernel, fstride=1, bias=False, separable=True)
+        self.df_conv0 = Conv2dNormAct(2, ch, p.conv_kernel_inp, bias=False, separable=True)
+        self.df_conv1 = Conv2dNormAct(ch, ch, p.conv_kernel, fstride=2, bias=False, separable=True)
+        emb_dim = ch * p.nb_erb // 4
+        self.df_fc_emb = nn.Sequential(GroupedLinear(ch * p.nb_df // 2, emb_dim, p.linear_groups), nn.ReLU())
+        self.concat = p.enc_concat
+        gru_in = emb_dim * 2 if p.enc_concat else emb_dim
+        self.emb_gru = SqueezedGRU(gru_in, p.emb_hidden_dim, None, 1, p.linear_groups)
+        self.lsnr_fc = nn.Sequential(nn.Linear(p.emb_hidden_dim, 1), nn.Sigmoid())
+        self.lsnr_scale = float(p.lsnr_max - p.lsnr_min)
+        self.lsnr_offset = float(p.lsnr_min)
+
+    def forward(
+        self, feat_erb: Tensor, feat_spec: Tensor, state: NetState
+    ) -> tuple[list[Tensor], Tensor, Tensor, Tensor]:
+        e0 = self.erb_conv0(feat_erb, state.erb_ctx)
+        e1 = self.erb_conv1(e0)
+        e2 = self.erb_conv2(e1)
+        e3 = self.erb_conv3(e2)
+        c0 = self.df_conv0(feat_spec, state.spec_ctx)
+        c1 = self.df_conv1(c0)
+        cemb = self.df_fc_emb(c1.permute(0, 2, 3, 1).flatten(2))
+        emb = e3.permute(0, 2, 3, 1).flatten(2)
+        emb = torch.cat([emb, cemb], dim=-1) if self.concat else emb + cemb
+        emb, state.h_enc = self.emb_gru(emb, state.h_enc)
+        lsnr = self.lsnr_fc(emb) * self.lsnr_scale + self.lsnr_offset
+        return [e0, e1, e2, e3], emb, c0, lsnr.squeeze(-1)
+
+
+class ErbDecoder2(nn.Module):
+    def __init__(self, p: ModelConfig) -> None:
+        super().__init__()
+        ch = p.conv_ch
+        hidden = p.emb_hidden_dim
+        self.emb_gru = SqueezedGRU(
+            hidden, hidden, ch * p.nb_erb // 4, p.emb_num_layers - 1, p.linear_groups, skip=nn.Identity(), skip_inner=True
+        )
+        self.conv3p = Conv2dNormAct(ch, ch, 1, bias=False, separable=True)
+        self.convt3 = Conv2dNormAct(ch, ch, p.conv_kernel, bias=False, separable=True)
+        self.conv2p = Conv2dNormAct(ch, ch, 1, bias=False, separable=True)
+        self.convt2 = ConvTranspose2dNormAct(ch, ch, p.conv_kernel, fstride=2, bias=False, separable=True)
+        self.conv1p = Conv2dNormAct(ch, ch, 1, bias=False, separable=True)
+        self.convt1 = ConvTranspose2dNormAct(ch, ch, p.conv_kernel, fstride=2, bias=False, separable=True)
+        self.conv0p = Conv2dNormAct(ch, ch, 1, bias=False, separable=True)
+        self.conv0_out = Conv2dNormAct(ch, 1, p.conv_kernel, bias=False, separable=True, activation=nn.Sigmoid)
+
+    def forward(self, emb: Tensor, skips: list[Tensor], h: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        e0, e1, e2, e3 = skips
+        b, _, t, f8 = e3.shape
+        emb, h = self.emb_gru(emb, h)
+        emb = emb.reshape(b, t, f8, -1).permute(0, 3, 1, 2)
+        e3 = self.convt3(self.conv3p(e3) + emb)
+        e2 = self.convt2(self.conv2p(e2) + e3)
+        e1 = self.convt1(self.conv1p(e1) + e2)
+        m = self.conv0_out(self.conv0p(e0) + e1)
+        return m.squeeze(1), h
+
+
+class DfDecoder2(nn.Module):
+    def __init__(self, p: ModelConfig) -> None:
+        super().__init__()
+        ch = p.conv_ch
+        self.nb_df = p.nb_df
+        self.df_order = p.df_order
+        out_ch = p.df_order * 2
+        self.df_convp = Conv2dNormAct(ch, out_ch, (p.df_pathway_kernel_size_t, 1), bias=False, separable=True)
+        # The reference leaves the GRU's input layer at its default of 8 groups.
+        self.df_gru = SqueezedGRU(p.emb_hidden_dim, p.df_hidden_dim, None, p.df_num_layers, 8, nn.Identity(), True)
+        if p.df_gru_skip != "none":
+            raise NotImplementedError("DeepFilterNet2 variants with a DF GRU skip")
+        self.df_out = nn.Sequential(GroupedLinear(p.df_hidden_dim, p.nb_df * out_ch, p.linear_groups), nn.Tanh())
+        self.df_fc_a = nn.Sequential(nn.Linear(p.df_hidden_dim, 1), nn.Sigmoid())
+
+    def forward(
+        self, emb: Tensor, c0: Tensor, h: Tensor | None = None, c0_ctx: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        b, t, _ = emb.shape
+        c, h = self.df_gru(emb, h)
+        c0 = self.df_convp(c0, c0_ctx).permute(0, 2, 3, 1)
+        c = self.df_out(c).reshape(b, t, self.nb_df, self.df_order * 2) + c0
+        c = c.reshape(b, t, self.nb_df, self.df_order, 2)
+        return torch.view_as_complex(c.contiguous()), h
+
+
+class DfNet2(nn.Module):
+    """DeepFilterNet2: ``forward(feat_erb [B,1,T,E], feat_spec [B,2,T,Fdf]) -> NetOutput``."""
+
+    def __init__(self, p: ModelConfig) -> None:
+        super().__init__()
+        if p.extra.get("deepfilternet.gru_type", "squeeze") != "squeeze" or p.extra.get(
+            "deepfilternet.dfop_method", "df"
+        ) != "df":
+            raise NotImplementedError("only the released DeepFilterNet2 variant (squeeze GRUs, df op) is supported")
+        self.config = p
+        widths = erb_widths(p.sr, p.fft_size, p.nb_erb, p.min_nb_erb_freqs)
+        band_mean, band_spread = erb_matrices(widths)
+        self.register_buffer("erb_fb", band_mean)
+        self.enc = Encoder2(p)
+        self.erb_dec = ErbDecoder2(p)
+        self.mask = Mask(band_spread)
+        self.df_dec = DfDecoder2(p)
+
+    def forward(self, feat_erb: Tensor, feat_spec: Tensor, state: NetState | None = None) -> NetOutput:
+        return self.forward_stream(feat_erb, feat_spec, state or NetState())[0]
+
+    def forward_stream(self, feat_erb: Tensor, feat_spec: Tensor, state: NetState) -> tuple[NetOutput, NetState]:
+        new = NetState(erb_ctx=state.erb_ctx, spec_ctx=state.spec_ctx, h_enc=state.h_enc)
+        skips, emb, c0, lsnr = self.enc(feat_erb, feat_spec, new)
+        new.erb_ctx = self.enc.erb_conv0.next_context(feat_erb, state.erb_ctx)
+        new.spec_ctx = self.enc.df_conv0.next_context(feat_spec, state.spec_ctx)
+        gains, new.h_erb = self.erb_dec(emb, skips, state.h_erb)
+        coefs, new.h_df = self.df_dec(emb, c0, state.h_df, state.c0_ctx)
+        new.c0_ctx = self.df_dec.df_convp.next_context(c0, state.c0_ctx)
+        return NetOutput(gains=gains, coefs=coefs, lsnr=lsnr), new

@@ -1,0 +1,1 @@
+DenoiseCast carries its own DeepFilterNet2/DeepFilterNet3 engine in PyTorch, batched on CPU and CUDA, matching the official realtime runtime; `denoisecast-enhance` denoises audio files offline and `denoisecast-models fetch` downloads official release weights.
