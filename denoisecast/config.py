@@ -19,6 +19,8 @@ from twisted.logger import LogLevel, InvalidLogLevelError
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
 DEFAULT_DATA_DIR = "denoisecast-data"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
+DEFAULT_SILENCE_TIMEOUT = 10.0
+TURN_CREDENTIAL_TTL = 24 * 3600
 
 #: (option name, environment variable, help text).  The plugin's
 #: ``usage.Options`` is generated from this table, so ``--help`` always
@@ -47,6 +49,27 @@ OPTIONS: list[tuple[str, str, str]] = [
         "Lowest level of DenoiseCast's own log events: debug, info, warn, "
         "error or critical (default info).",
     ),
+    (
+        "stun",
+        "DENOISECAST_STUN",
+        "Comma-separated STUN URLs handed to browsers, e.g. stun:stun.example.org:3478.",
+    ),
+    (
+        "turn",
+        "DENOISECAST_TURN",
+        "Comma-separated TURN URLs, e.g. turn:turn.example.org:3478?transport=udp.",
+    ),
+    (
+        "turn-secret",
+        "DENOISECAST_TURN_SECRET",
+        "Shared secret of the TURN server (coturn use-auth-secret); browsers get "
+        "time-limited credentials made from it.",
+    ),
+    (
+        "silence-timeout",
+        "DENOISECAST_SILENCE_TIMEOUT",
+        f"Seconds without audio from a publisher before the stream ends (default {DEFAULT_SILENCE_TIMEOUT:g}).",
+    ),
 ]
 
 
@@ -63,6 +86,10 @@ class Config:
     database_url: str = ""
     log_level: LogLevel = LogLevel.info
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    stun_urls: tuple[str, ...] = ()
+    turn_urls: tuple[str, ...] = ()
+    turn_secret: str = ""
+    silence_timeout: float = DEFAULT_SILENCE_TIMEOUT
 
     @property
     def effective_database_url(self) -> str:
@@ -103,7 +130,25 @@ class Config:
                 f"Database URL {database_url!r} is not a URL; use e.g. "
                 "sqlite:///path/db.sqlite3 or postgresql+psycopg://user@host/db."
             )
+        def urls(name: str, variable: str) -> tuple[str, ...]:
+            return tuple(u.strip() for u in (pick(name, variable) or "").split(",") if u.strip())
+
+        silence_text = pick("silence-timeout", "DENOISECAST_SILENCE_TIMEOUT")
+        try:
+            silence_timeout = float(silence_text) if silence_text else DEFAULT_SILENCE_TIMEOUT
+        except ValueError:
+            silence_timeout = -1.0
+        if not 0.5 <= silence_timeout <= 3600:
+            raise ConfigError(f"Silence timeout {silence_text!r} is not 0.5 to 3600 seconds.")
+        turn_urls = urls("turn", "DENOISECAST_TURN")
+        turn_secret = pick("turn-secret", "DENOISECAST_TURN_SECRET") or ""
+        if turn_urls and not turn_secret:
+            raise ConfigError("TURN URLs need --turn-secret (the TURN server's shared secret).")
         return cls(
+            stun_urls=urls("stun", "DENOISECAST_STUN"),
+            turn_urls=turn_urls,
+            turn_secret=turn_secret,
+            silence_timeout=silence_timeout,
             listen=listen,
             data_dir=data_dir,
             database_url=database_url,

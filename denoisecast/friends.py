@@ -28,6 +28,15 @@ class Friends:
     def __init__(self, store: Store, clock: Callable[[], datetime]) -> None:
         self._store = store
         self._now = clock
+        #: Called with (user, user, are_friends) after a friendship begins or ends.
+        self.observers: list[Callable[[User, User, bool], None]] = []
+
+    def _notify(self, a: User, b: User, friends: bool) -> None:
+        for observer in self.observers:
+            try:
+                observer(a, b, friends)
+            except Exception:
+                self.log.failure("Friendship observer failed")
 
     async def _other(self, me: User, username: str) -> User:
         other = await self._store.get_user_by_name(username)
@@ -63,6 +72,8 @@ class Friends:
             receiver=other["username"],
             status=status,
         )
+        if status == "friends":
+            self._notify(me, other, True)
         return status
 
     async def accept(self, me: User, username: str) -> None:
@@ -71,6 +82,7 @@ class Friends:
             await self._store.accept_request(me["id"], other["id"], self._now())
         except NoSuchRequest:
             raise not_found("no_such_request", f"{other['username']} has not asked you.") from None
+        self._notify(me, other, True)
 
     async def reject(self, me: User, username: str) -> None:
         other = await self._other(me, username)
@@ -92,6 +104,7 @@ class Friends:
             await self._store.unfriend(me["id"], other["id"])
         except NotFriends:
             raise not_found("not_friends", f"You and {other['username']} are not friends.") from None
+        self._notify(me, other, False)
 
     async def list_friends(self, me: User) -> list[dict[str, Any]]:
         return await self._store.list_friends(me["id"])

@@ -14,6 +14,7 @@ from functools import cached_property
 from typing import Any
 
 from argon2 import PasswordHasher
+from autobahn.twisted.resource import WebSocketResource
 from prometheus_client import CollectorRegistry
 from twisted.internet.threads import deferToThread
 from twisted.web.server import Site
@@ -21,6 +22,12 @@ from twisted.web.server import Site
 from denoisecast.accounts import Accounts, utcnow
 from denoisecast.config import Config
 from denoisecast.friends import Friends
+from denoisecast.live.ice import ice_servers_for
+from denoisecast.live.interim_scheduler import InterimScheduler
+from denoisecast.live.manager import LiveManager
+from denoisecast.live.metrics import LiveMetrics
+from denoisecast.presence import PresenceHub
+from denoisecast.protocols.socket import SignalingFactory
 from denoisecast.ratelimit import FailureLimiter
 from denoisecast.storage.database import Database
 from denoisecast.storage.store import Store
@@ -30,6 +37,7 @@ from denoisecast.web.friends import FriendRoutes
 from denoisecast.web.health import HealthRoutes
 from denoisecast.web.metrics import HttpMetrics
 from denoisecast.web.resource import JsonApi, Route
+from denoisecast.web.streams import StreamRoutes
 from denoisecast.web.tree import build_root, build_site, static_directory
 
 #: Failed logins allowed per username, and per client address, per window.
@@ -83,12 +91,49 @@ class DenoiseCastServer:
         return HttpMetrics(self.metrics_registry)
 
     @cached_property
+    def presence(self) -> PresenceHub:
+        hub = PresenceHub(self.store)
+        self.friends.observers.append(hub.friendship_changed)
+        return hub
+
+    @cached_property
+    def scheduler(self) -> InterimScheduler:
+        return InterimScheduler(reactor=self.reactor)
+
+    @cached_property
+    def live(self) -> LiveManager:
+        manager = LiveManager(
+            self.store,
+            self.presence,
+            self.scheduler,
+            self.clock,
+            self.reactor,
+            self.config.silence_timeout,
+        )
+        self.friends.observers.append(manager.friendship_changed)
+        return manager
+
+    @cached_property
+    def live_metrics(self) -> LiveMetrics:
+        return LiveMetrics(self.metrics_registry, self.live, self.scheduler)
+
+    @cached_property
+    def signaling(self) -> SignalingFactory:
+        return SignalingFactory(
+            self.accounts.user_for_token,
+            self.presence,
+            self.live,
+            ice_servers_for(self.config, self.reactor.seconds),
+        )
+
+    @cached_property
     def routes(self) -> list[Route]:
         return [
             *openapi.routes(),
             *HealthRoutes(self.store).routes(),
             *AuthRoutes(self.accounts).routes(),
             *FriendRoutes(self.friends).routes(),
+            *StreamRoutes(self.store, self.live).routes(),
         ]
 
     @cached_property
@@ -97,5 +142,11 @@ class DenoiseCastServer:
 
     @cached_property
     def site(self) -> Site:
-        root = build_root(self.api, static_directory(), self.metrics_registry)
+        self.live_metrics
+        root = build_root(
+            self.api,
+            static_directory(),
+            self.metrics_registry,
+            {b"ws": WebSocketResource(self.signaling)},
+        )
         return build_site(root, self.http_metrics, self.config.max_body_bytes)

@@ -3,9 +3,11 @@ The service tree twistd runs.
 
 Order matters: the database service starts its pool and migrates the
 schema on a pool thread; only when that has finished do the network
-listeners start, so no request ever meets an unmigrated database.  On stop,
-listeners go first (children stop in reverse order), then the database
-pool drains.
+listeners start, so no request ever meets an unmigrated database.  The
+denoise scheduler loads its model in the background meanwhile.  On stop,
+children stop in reverse order: the web listeners first, then the live
+media (every broadcast ends cleanly), then the scheduler, then the
+database pool drains.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from typing import Any
 from twisted.application import strports
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
 
+from denoisecast.live.manager import LiveManager
 from denoisecast.logs import logger
 from denoisecast.server import DenoiseCastServer
 from denoisecast.storage.database import Database
@@ -88,6 +91,24 @@ class AfterReady(MultiService):
         return MultiService.stopService(self)
 
 
+class LiveService(Service):
+    """
+    Runs the live manager's watchdog; on stop ends every broadcast (so
+    listeners and publishers are told) before the scheduler stops.
+    """
+
+    def __init__(self, live: LiveManager) -> None:
+        self.live = live
+
+    def startService(self) -> None:
+        super().startService()
+        self.live.start()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return ensureDeferred(self.live.shutdown())
+
+
 def make_service(server: DenoiseCastServer) -> MultiService:
     top = MultiService()
     database = DatabaseService(server.database)
@@ -95,6 +116,9 @@ def make_service(server: DenoiseCastServer) -> MultiService:
 
     network = AfterReady(database.ready, server.reactor)
     network.setServiceParent(top)
+    server.scheduler.setName("denoise")
+    server.scheduler.setServiceParent(network)
+    LiveService(server.live).setServiceParent(network)
     web = strports.service(server.config.listen, server.site, reactor=server.reactor)
     web.setName("web")
     web.setServiceParent(network)

@@ -76,7 +76,7 @@ class StoreTestsMixin:
         """
         await self.make_users("alice")
         revision = await self.database.run(thd_upgrade, self.database.engine)
-        self.assertEqual(revision, "0001")
+        self.assertEqual(revision, "0002")
         self.assertIsNotNone(await self.store.get_user_by_name("alice"))
 
     async def test_usernames_unique_ignoring_case_in_database(self) -> None:
@@ -268,3 +268,27 @@ class PostgresApiTests(TestCase):
         found = await alice.get("/api/users?q=B")
         self.assertEqual([(u["username"], u["relationship"]) for u in found.body["users"]], [("bob", "friend")])
 
+
+
+class DenoisePreferenceTests(TestCase):
+    async def test_denoise_preferences_default_and_remembered(self) -> None:
+        """
+        A new user has denoise on with no limit; a stored choice comes back.
+        """
+        from tests.support import sqlite_url
+        from denoisecast.storage.database import Database
+        from denoisecast.service import DatabaseService
+        from denoisecast.storage.store import Store
+        from datetime import datetime, timezone
+
+        database = Database(sqlite_url(self), reactor)
+        service = DatabaseService(database)
+        service.startService()
+        self.addCleanup(service.stopService)
+        await service.ready
+        store = Store(database)
+        now = datetime.now(timezone.utc)
+        user = await store.create_user("prefs", "x", now)
+        self.assertEqual(await store.get_denoise_prefs(user["id"]), {"denoise": True, "atten_lim_db": 100.0})
+        await store.set_denoise_prefs(user["id"], False, 12.0)
+        self.assertEqual(await store.get_denoise_prefs(user["id"]), {"denoise": False, "atten_lim_db": 12.0})

@@ -347,6 +347,23 @@ def thd_list_requests(conn: Connection, me: int) -> dict[str, list[dict[str, Any
     }
 
 
+def thd_get_denoise_prefs(conn: Connection, user_id: int) -> dict[str, Any]:
+    row = conn.execute(
+        select(users.c.denoise_enabled, users.c.denoise_atten_lim_db).where(users.c.id == user_id)
+    ).first()
+    if row is None:
+        return {"denoise": True, "atten_lim_db": 100.0}
+    return {"denoise": bool(row.denoise_enabled), "atten_lim_db": float(row.denoise_atten_lim_db)}
+
+
+def thd_set_denoise_prefs(conn: Connection, user_id: int, enabled: bool, atten_lim_db: float) -> None:
+    conn.execute(
+        update(users)
+        .where(users.c.id == user_id)
+        .values(denoise_enabled=enabled, denoise_atten_lim_db=atten_lim_db)
+    )
+
+
 def thd_ping(conn: Connection) -> bool:
     return conn.execute(text("SELECT 1")).scalar() == 1
 
@@ -419,6 +436,13 @@ class Store:
 
     def list_requests(self, me: int) -> "Deferred[dict[str, list[dict[str, Any]]]]":
         return self.db.read(thd_list_requests, me)
+
+    # live
+    def get_denoise_prefs(self, user_id: int) -> "Deferred[dict[str, Any]]":
+        return self.db.read(thd_get_denoise_prefs, user_id)
+
+    def set_denoise_prefs(self, user_id: int, enabled: bool, atten_lim_db: float) -> "Deferred[None]":
+        return self.db.write(thd_set_denoise_prefs, user_id, enabled, atten_lim_db)
 
     def ping(self) -> "Deferred[bool]":
         return self.db.read(thd_ping)

@@ -12,9 +12,11 @@ here, in the database, not only in code.
 from __future__ import annotations
 
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -22,6 +24,8 @@ from sqlalchemy import (
     String,
     Table,
     func,
+    text,
+    true,
 )
 
 metadata = MetaData(
@@ -42,6 +46,9 @@ users = Table(
     Column("password_hash", String(255), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("password_changed_at", DateTime(timezone=True), nullable=False),
+    # The user's last denoise choice, used when they next go live.
+    Column("denoise_enabled", Boolean, nullable=False, server_default=true()),
+    Column("denoise_atten_lim_db", Float, nullable=False, server_default=text("100.0")),
 )
 Index("uq_users_username_lower", func.lower(users.c.username), unique=True)
 

@@ -62,6 +62,19 @@ def credentials() -> dict[str, Any]:
 
 
 SCHEMAS: dict[str, Any] = {
+    "StreamStatus": {
+        "type": "object",
+        "required": ["user", "live", "live_since", "denoise", "atten_lim_db", "listeners"],
+        "additionalProperties": False,
+        "properties": {
+            "user": {"type": "string"},
+            "live": {"type": "boolean"},
+            "live_since": {"type": ["string", "null"], "format": "date-time"},
+            "denoise": {"type": ["boolean", "null"]},
+            "atten_lim_db": {"type": ["number", "null"], "minimum": 0, "maximum": 100},
+            "listeners": {"type": "integer", "minimum": 0},
+        },
+    },
     "Error": {
         "type": "object",
         "required": ["error"],
@@ -335,6 +348,25 @@ PATHS: dict[str, Any] = {
                 **COMMON_ERRORS,
             },
         }
+    },
+    "/api/streams/{username}": {
+        "get": {
+            "summary": "Whether a user (yourself or a friend) is live, since when, with which denoise setting and how many listeners.",
+            "parameters": [USERNAME_PARAM],
+            "responses": {
+                "200": ok("The stream's status.", ref("StreamStatus")),
+                **COMMON_ERRORS,
+            },
+        },
+        "delete": {
+            "summary": "Stop your own live stream (listeners are told; going live happens on the WebSocket, see docs/live.md).",
+            "parameters": [USERNAME_PARAM],
+            "responses": {
+                "204": ok("Stopped."),
+                "404": error("You are not live."),
+                **COMMON_ERRORS,
+            },
+        },
     },
     "/api/friends/requests/{username}/reject": {
         "post": {

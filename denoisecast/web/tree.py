@@ -18,7 +18,12 @@ from denoisecast.web.request import DenoiseCastRequest
 from denoisecast.web.resource import JsonApi
 
 
-def build_root(api: JsonApi, static_dir: Path, registry: CollectorRegistry) -> Resource:
+def build_root(
+    api: JsonApi,
+    static_dir: Path,
+    registry: CollectorRegistry,
+    extra: dict[bytes, Resource] | None = None,
+) -> Resource:
     table: dict[bytes, Resource] = {
         b"": Page(static_dir / "home.html"),
         b"login": Page(static_dir / "login.html"),
@@ -26,6 +31,7 @@ def build_root(api: JsonApi, static_dir: Path, registry: CollectorRegistry) -> R
         b"static": File(str(static_dir)),
         b"api": api,
         b"metrics": metrics_resource(registry),
+        **(extra or {}),
     }
     root = Resource()
     for path, resource in table.items():

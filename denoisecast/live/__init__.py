@@ -1,0 +1,3 @@
+"""
+Live broadcasts: WebRTC ingest through the denoiser and fan-out to friends.
+"""

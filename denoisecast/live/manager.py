@@ -1,0 +1,407 @@
+"""
+The live manager: owns every broadcast and every peer connection.
+
+A broadcast is one user's microphone, received over WebRTC (aiortc on the
+shared asyncio loop), decoded, converted to 48 kHz mono and pushed into the
+denoise scheduler; the scheduler's output is Opus-encoded once per signal
+and its packets go to every listener's send-only peer connection.  One
+broadcast per user.  A broadcast ends on stop, on its WebSocket closing, on
+ICE/DTLS failure or close, or when no audio arrived for the silence
+timeout; ending always frees the scheduler slot, stops the listeners (who
+are told) and updates presence.  Peer connections are cleaned up on both
+"failed" and "closed".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import av
+import numpy as np
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.task import LoopingCall
+
+from denoisecast.errors import DenoiseCastError, bad_request, conflict, forbidden, not_found
+from denoisecast.live.media import OpusStream, PacketTrack
+from denoisecast.live.seam import aio
+from denoisecast.logs import logger
+from denoisecast.presence import PresenceHub
+from denoisecast.storage.store import Store, User
+
+SIGNALS = ("denoised", "raw")
+
+
+class Peer(Protocol):
+    def send_message(self, message: dict[str, Any]) -> None: ...
+
+
+@dataclass(eq=False)
+class Listener:
+    user: User
+    connection: Peer | None
+    pc: RTCPeerConnection
+    track: PacketTrack
+    signal: str
+
+
+@dataclass(eq=False)
+class Broadcast:
+    stream_id: str
+    user: User
+    connection: Peer | None
+    pc: RTCPeerConnection
+    live_since: datetime
+    denoise: bool
+    atten_lim_db: float
+    handle: Any = None
+    ingest: "asyncio.Task[None] | None" = None
+    last_audio: float = field(default_factory=time.monotonic)
+    frames_in: int = 0
+    listeners: dict[int, Listener] = field(default_factory=dict)
+    encoders: dict[str, OpusStream] = field(default_factory=dict)
+    position: int = 0
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "live_since": self.live_since,
+            "denoise": self.denoise,
+            "atten_lim_db": self.atten_lim_db,
+            "listeners": len(self.listeners),
+        }
+
+    def on_output(self, output: np.ndarray, raw: np.ndarray) -> None:
+        """
+        Scheduler output (reactor thread): encode each signal someone listens
+        to, once, and hand the packets to its listeners.
+        """
+        for signal, block in (("denoised", output), ("raw", raw)):
+            tracks = [l.track for l in self.listeners.values() if l.signal == signal]
+            if not tracks:
+                self.encoders.pop(signal, None)
+                continue
+            encoder = self.encoders.get(signal)
+            if encoder is None:
+                encoder = self.encoders[signal] = OpusStream(self.position)
+            for packet in encoder.encode(block):
+                for track in tracks:
+                    track.offer(packet)
+        self.position += len(output)
+
+
+class LiveManager:
+    log = logger()
+
+    def __init__(
+        self,
+        store: Store,
+        presence: PresenceHub,
+        scheduler: Any,
+        clock: Callable[[], datetime],
+        reactor: Any,
+        silence_timeout: float,
+        ice_servers: list[dict[str, Any]] | None = None,
+    ) -> None:
+        self._store = store
+        self._presence = presence
+        self._scheduler = scheduler
+        self._now = clock
+        self._silence_timeout = silence_timeout
+        self._ice = ice_servers or []
+        self.broadcasts: dict[int, Broadcast] = {}
+        self._starting: set[int] = set()
+        self._peers: set[RTCPeerConnection] = set()
+        self._watchdog = LoopingCall(self._check_silence)
+        self._watchdog.clock = reactor
+        presence.live_status = self.live_status
+        self.observers: list[Callable[[], None]] = []
+
+    # lifecycle -----------------------------------------------------------------
+
+    def start(self) -> None:
+        if not self._watchdog.running:
+            self._watchdog.start(min(1.0, self._silence_timeout / 2), now=False)
+
+    async def shutdown(self) -> None:
+        if self._watchdog.running:
+            self._watchdog.stop()
+        for user_id in list(self.broadcasts):
+            await self._end(user_id, "shutdown")
+        for pc in list(self._peers):
+            await aio(pc.close())
+
+    def live_status(self, user_id: int) -> dict[str, Any] | None:
+        broadcast = self.broadcasts.get(user_id)
+        return None if broadcast is None else broadcast.status()
+
+    def listener_count(self) -> int:
+        return sum(len(b.listeners) for b in self.broadcasts.values())
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        ensureDeferred(coroutine).addErrback(lambda f: self.log.failure("Cleanup failed", f))
+
+    def _changed(self, user_id: int) -> None:
+        self._presence.changed(user_id)
+        for observer in self.observers:
+            observer()
+
+    # peer connections ----------------------------------------------------------
+
+    def _new_peer(self, on_gone: Callable[[], None]) -> RTCPeerConnection:
+        servers = [RTCIceServer(**server) for server in self._ice]
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=servers) if servers else None)
+        self._peers.add(pc)
+
+        @pc.on("connectionstatechange")
+        def state_changed() -> None:
+            if pc.connectionState in ("failed", "closed"):
+                self._peers.discard(pc)
+                on_gone()
+
+        return pc
+
+    async def _close_peer(self, pc: RTCPeerConnection) -> None:
+        self._peers.discard(pc)
+        try:
+            await aio(pc.close())
+        except Exception:
+            self.log.failure("Closing a peer connection failed")
+
+    async def _answer(self, pc: RTCPeerConnection, sdp: str, want: Callable[[], None] | None = None) -> str:
+        """
+        Apply a client's offer and return the answer; a bad offer is a 400.
+        """
+        try:
+            await aio(pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer")))
+        except Exception as error:
+            raise bad_request(f"The offer is not usable SDP: {error}", "bad_sdp") from None
+        if not any(t.kind == "audio" for t in pc.getTransceivers()):
+            raise bad_request("The offer has no audio.", "no_audio")
+        if want is not None:
+            want()
+        answer = await aio(pc.createAnswer())
+        await aio(pc.setLocalDescription(answer))
+        return pc.localDescription.sdp
+
+    # publishing ----------------------------------------------------------------
+
+    async def publish(self, user: User, connection: Peer | None, sdp: str) -> dict[str, Any]:
+        me = user["id"]
+        if me in self.broadcasts or me in self._starting:
+            raise conflict("already_live", "You are already live; stop that stream first.")
+        self._starting.add(me)
+        try:
+            return await self._publish(user, connection, sdp)
+        finally:
+            self._starting.discard(me)
+
+    async def _publish(self, user: User, connection: Peer | None, sdp: str) -> dict[str, Any]:
+        me = user["id"]
+        prefs = await self._store.get_denoise_prefs(me)
+        holder: dict[str, Broadcast] = {}
+        tracks: list[MediaStreamTrack] = []
+
+        def gone() -> None:
+            broadcast = holder.get("b")
+            if broadcast is not None and self.broadcasts.get(me) is broadcast:
+                self._spawn(self._end(me, "connection_lost"))
+
+        pc = self._new_peer(gone)
+        pc.on("track", tracks.append)
+        try:
+            answer = await self._answer(pc, sdp)
+            audio = [t for t in tracks if t.kind == "audio"]
+            if not audio:
+                raise bad_request("The offer sends no audio.", "no_audio")
+        except BaseException:
+            await self._close_peer(pc)
+            raise
+        broadcast = Broadcast(
+            uuid.uuid4().hex, user, connection, pc, self._now(),
+            prefs["denoise"], prefs["atten_lim_db"],
+        )
+        holder["b"] = broadcast
+        broadcast.handle = self._scheduler.open_stream(
+            broadcast.stream_id, broadcast.on_output, broadcast.denoise, broadcast.atten_lim_db,
+        )
+        broadcast.ingest = asyncio.ensure_future(self._ingest(broadcast, audio[0]))
+        self.broadcasts[me] = broadcast
+        self.log.info("{user} is live (stream {stream})", user=user["username"], stream=broadcast.stream_id)
+        self._changed(me)
+        return {"type": "answer", "role": "publish", "sdp": answer, "stream": self.public_status(broadcast)}
+
+    async def _ingest(self, broadcast: Broadcast, track: MediaStreamTrack) -> None:
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=48000)
+        try:
+            while True:
+                frame = await track.recv()
+                broadcast.last_audio = time.monotonic()
+                broadcast.frames_in += 1
+                for out in resampler.resample(frame):
+                    broadcast.handle.push(out.to_ndarray().reshape(-1))
+        except (MediaStreamError, asyncio.CancelledError):
+            return
+
+    def public_status(self, broadcast: Broadcast) -> dict[str, Any]:
+        return {"user": broadcast.user["username"], "live": True, **broadcast.status()}
+
+    async def stop(self, user: User, reason: str) -> dict[str, Any]:
+        if user["id"] not in self.broadcasts:
+            raise not_found("not_live", "You are not live.")
+        await self._end(user["id"], reason)
+        return {"type": "stopped"}
+
+    async def _end(self, user_id: int, reason: str) -> None:
+        broadcast = self.broadcasts.pop(user_id, None)
+        if broadcast is None:
+            return
+        self.log.info(
+            "{user} is no longer live: {reason}", user=broadcast.user["username"], reason=reason
+        )
+        broadcast.handle.close()
+        if broadcast.ingest is not None:
+            broadcast.ingest.cancel()
+        for listener in list(broadcast.listeners.values()):
+            await self._drop_listener(broadcast, listener, reason="ended")
+        if broadcast.connection is not None:
+            broadcast.connection.send_message(
+                {"v": 1, "type": "ended", "role": "publish", "user": broadcast.user["username"], "reason": reason}
+            )
+        self._changed(user_id)
+        await self._close_peer(broadcast.pc)
+
+    def _check_silence(self) -> None:
+        now = time.monotonic()
+        for user_id, broadcast in list(self.broadcasts.items()):
+            if now - broadcast.last_audio > self._silence_timeout:
+                self._spawn(self._end(user_id, "silence"))
+
+    async def set_denoise(self, user: User, enabled: bool | None, atten_lim_db: float | None) -> dict[str, Any]:
+        me = user["id"]
+        prefs = await self._store.get_denoise_prefs(me)
+        if enabled is not None:
+            prefs["denoise"] = enabled
+        if atten_lim_db is not None:
+            prefs["atten_lim_db"] = atten_lim_db
+        await self._store.set_denoise_prefs(me, prefs["denoise"], prefs["atten_lim_db"])
+        broadcast = self.broadcasts.get(me)
+        if broadcast is not None:
+            broadcast.denoise = prefs["denoise"]
+            broadcast.atten_lim_db = prefs["atten_lim_db"]
+            broadcast.handle.set_denoise(broadcast.denoise, broadcast.atten_lim_db)
+            self._changed(me)
+        return {"type": "denoise", "enabled": prefs["denoise"], "atten_lim_db": prefs["atten_lim_db"]}
+
+    # listening -----------------------------------------------------------------
+
+    async def _friend_broadcast(self, user: User, username: str) -> Broadcast:
+        other = await self._store.get_user_by_name(username)
+        # Unknown users and non-friends get the same answer: nothing leaks.
+        if other is None or not await self._store.are_friends(user["id"], other["id"]):
+            raise forbidden("not_friends", "Only friends can listen.")
+        broadcast = self.broadcasts.get(other["id"])
+        if broadcast is None:
+            raise not_found("not_live", f"{other['username']} is not live.")
+        return broadcast
+
+    async def listen(
+        self, user: User, connection: Peer | None, username: str, sdp: str, signal: str
+    ) -> dict[str, Any]:
+        broadcast = await self._friend_broadcast(user, username)
+        me = user["id"]
+        old = broadcast.listeners.get(me)
+        if old is not None:
+            await self._drop_listener(broadcast, old, reason="replaced")
+        track = PacketTrack()
+        holder: dict[str, Listener] = {}
+
+        def gone() -> None:
+            listener = holder.get("l")
+            if listener is not None and broadcast.listeners.get(me) is listener:
+                self._spawn(self._drop_listener(broadcast, listener, reason="connection_lost"))
+
+        pc = self._new_peer(gone)
+        try:
+            answer = await self._answer(pc, sdp, want=lambda: pc.addTrack(track))
+            if self.broadcasts.get(broadcast.user["id"]) is not broadcast:
+                raise not_found("not_live", f"{broadcast.user['username']} is not live.")
+            if me in broadcast.listeners:
+                raise conflict("already_listening", "Another listen request won.")
+        except BaseException:
+            track.stop()
+            await self._close_peer(pc)
+            raise
+        listener = Listener(user, connection, pc, track, signal)
+        holder["l"] = listener
+        broadcast.listeners[me] = listener
+        self._listeners_changed(broadcast)
+        return {
+            "type": "answer", "role": "listen", "user": broadcast.user["username"],
+            "sdp": answer, "signal": signal, "stream": self.public_status(broadcast),
+        }
+
+    def set_signal(self, user: User, username: str, signal: str) -> dict[str, Any]:
+        for broadcast in self.broadcasts.values():
+            if broadcast.user["username"].lower() == username.lower():
+                listener = broadcast.listeners.get(user["id"])
+                if listener is not None:
+                    listener.signal = signal
+                    return {"type": "signal", "user": broadcast.user["username"], "signal": signal}
+        raise not_found("not_listening", f"You are not listening to {username}.")
+
+    async def unlisten(self, user: User, username: str) -> dict[str, Any]:
+        for broadcast in list(self.broadcasts.values()):
+            if broadcast.user["username"].lower() == username.lower():
+                listener = broadcast.listeners.get(user["id"])
+                if listener is not None:
+                    await self._drop_listener(broadcast, listener, reason="unlistened")
+                    return {"type": "unlistened", "user": broadcast.user["username"]}
+        raise not_found("not_listening", f"You are not listening to {username}.")
+
+    async def _drop_listener(self, broadcast: Broadcast, listener: Listener, reason: str) -> None:
+        if broadcast.listeners.get(listener.user["id"]) is listener:
+            del broadcast.listeners[listener.user["id"]]
+            self._listeners_changed(broadcast)
+        listener.track.stop()
+        if listener.connection is not None and reason != "unlistened":
+            listener.connection.send_message(
+                {"v": 1, "type": "ended", "role": "listen", "user": broadcast.user["username"], "reason": reason}
+            )
+        await self._close_peer(listener.pc)
+
+    def _listeners_changed(self, broadcast: Broadcast) -> None:
+        if broadcast.connection is not None:
+            broadcast.connection.send_message(
+                {"v": 1, "type": "listeners", "count": len(broadcast.listeners)}
+            )
+        if self.broadcasts.get(broadcast.user["id"]) is broadcast:
+            self._changed(broadcast.user["id"])
+
+    # events from elsewhere ---------------------------------------------------------
+
+    def connection_closed(self, connection: Peer) -> None:
+        for user_id, broadcast in list(self.broadcasts.items()):
+            if broadcast.connection is connection:
+                self._spawn(self._end(user_id, "closed"))
+                continue
+            for listener in list(broadcast.listeners.values()):
+                if listener.connection is connection:
+                    self._spawn(self._drop_listener(broadcast, listener, reason="closed"))
+
+    def friendship_changed(self, a: User, b: User, friends: bool) -> None:
+        if friends:
+            return
+        for one, other in ((a, b), (b, a)):
+            broadcast = self.broadcasts.get(one["id"])
+            if broadcast is None:
+                continue
+            listener = broadcast.listeners.get(other["id"])
+            if listener is not None:
+                self._spawn(self._drop_listener(broadcast, listener, reason="unfriended"))
