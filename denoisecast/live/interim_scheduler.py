@@ -114,6 +114,9 @@ class InterimScheduler(Service):
 
     def startService(self) -> None:
         super().startService()
+        # One intra-op thread: small live chunks gain nothing from more, and
+        # several threads fighting the reactor for two cores cost 100x.
+        torch.set_num_threads(1)
         started = deferToThread(DenoiseEngine.load, self.model)
 
         def loaded(engine: DenoiseEngine) -> None:

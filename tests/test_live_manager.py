@@ -1,0 +1,97 @@
+"""
+Going live and listening through the live manager, in-process, with real
+aiortc peers, the real engine and the WebSocket: one stream per user,
+friends only, bad offers refused, clean ends.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from twisted.internet import reactor
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
+
+from tests.rtc_support import answer, listener, noisy_speech, publisher
+from tests.support import RunningServer, start_server
+from tests.test_presence import befriend
+from tests.ws_support import WsClient, connect_ws
+
+
+async def start_live(test: TestCase, **config: object) -> RunningServer:
+    running = await start_server(test, **config)
+    server = running.server
+    server.scheduler.startService()
+    test.addCleanup(server.scheduler.stopService)
+    await server.scheduler.ready
+    server.live.start()
+    test.addCleanup(lambda: ensureDeferred(server.live.shutdown()))
+    return running
+
+
+async def wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(int(timeout / 0.05)):
+        if predicate():
+            return
+        await deferLater(reactor, 0.05)
+    raise AssertionError("condition not met in time")
+
+
+class LiveManagerTests(TestCase):
+    timeout = 60
+
+    async def setup_people(self, **config: object) -> tuple[RunningServer, dict[str, WsClient]]:
+        running = await start_live(self, **config)
+        clients = {}
+        for name in ("alice", "bob", "carol"):
+            clients[name] = running.client()
+            await clients[name].register(name)
+        await befriend(clients["alice"], clients["bob"], "bob", "alice")
+        sockets = {}
+        for name, client in clients.items():
+            sockets[name] = await connect_ws(self, running.base, client)
+            await sockets[name].expect("presence")
+        return running, sockets
+
+    async def test_publish_listen_and_stop(self) -> None:
+        """
+        A publisher goes live, a friend listens and hears audio, a second
+        publish is a 409, a non-friend gets 403; stop ends it for everyone.
+        """
+        directory = Path(self.mktemp())
+        directory.mkdir(parents=True)
+        noisy, _, _ = noisy_speech(directory)
+        running, ws = await self.setup_people()
+        pc, offer = await publisher(self, noisy)
+        reply = await ws["alice"].request({"v": 1, "type": "publish", "sdp": offer})
+        self.assertEqual(reply["type"], "answer", reply)
+        self.assertTrue(reply["stream"]["live"])
+        self.assertTrue(reply["stream"]["denoise"])
+        await answer(pc, reply["sdp"])
+        live = await ws["bob"].expect("friend", timeout=1.0)
+        while not live["friend"]["live"]:
+            live = await ws["bob"].expect("friend", timeout=1.0)
+        self.assertIsNotNone(live["friend"]["live_since"])
+        self.assertEqual(await ws["carol"].silent(0.1), [])
+
+        pc2, offer2 = await publisher(self, noisy)
+        again = await ws["alice"].request({"v": 1, "type": "publish", "sdp": offer2})
+        self.assertEqual((again["type"], again["status"], again["code"]), ("error", 409, "already_live"))
+
+        lpc, loffer, recorder = await listener(self)
+        heard = await ws["bob"].request({"v": 1, "type": "listen", "user": "alice", "sdp": loffer})
+        self.assertEqual(heard["type"], "answer", heard)
+        await answer(lpc, heard["sdp"])
+        self.assertEqual((await ws["alice"].expect("listeners"))["count"], 1)
+        _, coffer, _ = await listener(self)
+        refused = await ws["carol"].request({"v": 1, "type": "listen", "user": "alice", "sdp": coffer})
+        self.assertEqual((refused["status"], refused["code"]), (403, "not_friends"))
+        await wait_for(lambda: recorder.samples > 48000, 15)
+
+        stopped = await ws["alice"].request({"v": 1, "type": "stop"})
+        self.assertEqual(stopped["type"], "stopped")
+        ended = await ws["bob"].expect("ended")
+        self.assertEqual((ended["role"], ended["user"]), ("listen", "alice"))
+        self.assertEqual(running.server.live.broadcasts, {})
+        self.assertEqual(running.server.scheduler._streams, {})
