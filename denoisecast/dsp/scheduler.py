@@ -28,7 +28,7 @@ splitting states all happen on the worker.
 from __future__ import annotations
 
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -139,7 +139,8 @@ class StreamHandle:
         self._buffer = RingBuffer(HOP_SAMPLES * hops * 4, HOP_SAMPLES)
         self._fader = Crossfader(scheduler.crossfade_samples, wet=denoise)
         self._raw_tail = np.zeros(scheduler.delay_samples, dtype=np.float32)
-        self._chunks: deque[_Chunk] = deque()
+        self._chunks: deque[_Chunk] = deque()  # in output order, until delivered
+        self._waiting: deque[_Chunk] = deque()  # not yet given to the engine
         self.state: StreamState | None = None  # model state; None until the first chunk runs
         self.in_flight = False
         self._last_sample = np.float32(0.0)
@@ -174,6 +175,8 @@ class StreamHandle:
         """Free the slot; a chunk in flight is finished and dropped."""
         if not self.closed:
             self.closed = True
+            self._scheduler.stats.queue_depth -= len(self._waiting)
+            self._waiting.clear()
             self._chunks.clear()
             self._scheduler._forget(self)
 
@@ -181,35 +184,45 @@ class StreamHandle:
 
     @property
     def waiting(self) -> int:
-        return sum(1 for c in self._chunks if c.audio is not None and not c.submitted)
+        """Chunks waiting for the engine."""
+        return len(self._waiting)
 
     def _add_chunk(self, audio: FloatArray) -> None:
         line = np.concatenate([self._raw_tail, audio])
         raw = line[: len(audio)]
         self._raw_tail = line[len(audio) :]
-        self._chunks.append(_Chunk(raw=raw, audio=audio))
-        limit = self._scheduler.settings.max_waiting_chunks
+        chunk = _Chunk(raw=raw, audio=audio)
+        self._chunks.append(chunk)
+        self._waiting.append(chunk)
+        self._scheduler.stats.queue_depth += 1
         if not self._scheduler.ready:
             self._pass_oldest_waiting("engine not ready")
-        elif self.waiting > limit:
+        elif len(self._waiting) > self._scheduler.settings.max_waiting_chunks:
             self._pass_oldest_waiting("engine behind")
+        if self._waiting and not self.in_flight:
+            self._scheduler._mark_ready(self)
         self._deliver()
 
     def _pass_oldest_waiting(self, reason: str) -> None:
-        for chunk in self._chunks:
-            if chunk.audio is not None and not chunk.submitted:
-                chunk.audio = None
-                self._scheduler._fell_behind(self, reason)
-                return
+        chunk = self._waiting.popleft()
+        chunk.audio = None
+        self._scheduler.stats.queue_depth -= 1
+        self._scheduler._fell_behind(self, reason)
 
-    def next_chunk(self) -> _Chunk | None:
-        """The oldest chunk waiting for the engine, if this stream has none in flight."""
-        if self.in_flight or self.closed:
-            return None
-        for chunk in self._chunks:
-            if chunk.audio is not None and not chunk.submitted:
-                return chunk
-        return None
+    def take_chunk(self) -> _Chunk:
+        """The oldest waiting chunk, now given to the engine."""
+        chunk = self._waiting.popleft()
+        chunk.submitted = True
+        self.in_flight = True
+        self._scheduler.stats.queue_depth -= 1
+        return chunk
+
+    def _finished(self) -> None:
+        """The chunk in flight is back (reactor thread)."""
+        self.in_flight = False
+        if self._waiting and not self.closed:
+            self._scheduler._mark_ready(self)
+        self._deliver()
 
     def _deliver(self) -> None:
         """Hand completed chunks to the listener, in order."""
@@ -225,7 +238,10 @@ class StreamHandle:
                 out = self._fader.process(chunk.raw, chunk.denoised)
             if len(out):
                 self._last_sample = out[-1]
-            self._on_output(out, chunk.raw)
+            try:
+                self._on_output(out, chunk.raw)
+            except Exception:
+                self._scheduler.log.failure("Output callback of stream {stream_id} failed", stream_id=self.stream_id)
 
     def _pass_through(self, raw: FloatArray) -> FloatArray:
         """
@@ -267,6 +283,8 @@ class DenoiseScheduler(Service):
         self._pool = threadpool
         self._free_engines: list[DenoiseEngine] = []
         self._streams: dict[str, StreamHandle] = {}
+        # Streams with a waiting chunk and none in flight, in the order they became ready.
+        self._ready: OrderedDict[str, StreamHandle] = OrderedDict()
         self._in_flight: set[defer.Deferred[None]] = set()
         self.stats = SchedulerStats()
         self.ready = False
@@ -350,9 +368,13 @@ class DenoiseScheduler(Service):
     def _forget(self, handle: StreamHandle) -> None:
         if self._streams.get(handle.stream_id) is handle:
             del self._streams[handle.stream_id]
+        self._ready.pop(handle.stream_id, None)
         self._behind_logged.discard(handle.stream_id)
         self.stats.streams = len(self._streams)
-        self._update_depth()
+
+    def _mark_ready(self, handle: StreamHandle) -> None:
+        if handle.stream_id not in self._ready:
+            self._ready[handle.stream_id] = handle
 
     def _fell_behind(self, handle: StreamHandle, reason: str) -> None:
         self.stats.fallback_chunks += 1
@@ -367,34 +389,22 @@ class DenoiseScheduler(Service):
                 log_id="dsp.scheduler.behind",
             )
 
-    def _update_depth(self) -> None:
-        self.stats.queue_depth = sum(s.waiting for s in self._streams.values())
-
     # -- batching --------------------------------------------------------
 
     def _pump(self) -> None:
         """Start batches while a worker is free and chunks are waiting (reactor thread)."""
-        while self.ready and self._free_engines:
+        while self.ready and self._free_engines and self._ready:
             batch: list[tuple[StreamHandle, _Chunk]] = []
-            for stream in self._streams.values():
-                chunk = stream.next_chunk()
-                if chunk is not None:
-                    batch.append((stream, chunk))
-                    if len(batch) >= self.settings.max_batch:
-                        break
-            if not batch:
-                break
+            while self._ready and len(batch) < self.settings.max_batch:
+                _, stream = self._ready.popitem(last=False)
+                batch.append((stream, stream.take_chunk()))
             self._submit(batch)
-        self._update_depth()
 
     def _submit(self, batch: list[tuple[StreamHandle, _Chunk]]) -> None:
         engine = self._free_engines.pop()
         audio = np.stack([chunk.audio for _, chunk in batch])  # type: ignore[misc]
         limits = np.array([s.atten_lim_db for s, _ in batch], dtype=np.float32)
         states = [s.state for s, _ in batch]
-        for stream, chunk in batch:
-            stream.in_flight = True
-            chunk.submitted = True
         d = deferToThreadPool(self.reactor, self._pool, run_batch, engine, audio, states, limits, self.settings.half)
         self._in_flight.add(d)
         self.stats.in_flight_batches = len(self._in_flight)
@@ -408,19 +418,17 @@ class DenoiseScheduler(Service):
             self.stats.last_model_seconds = seconds
             self.stats.last_model_seconds_per_chunk = seconds / len(batch)
             for row, (stream, chunk) in enumerate(batch):
-                stream.in_flight = False
                 stream.state = new_states[row]
                 chunk.denoised = out[row]
-                stream._deliver()
+                stream._finished()
 
         def failed(failure: Any) -> None:
             self.stats.errors += 1
             self.log.failure("Denoise batch failed; its chunks pass through", failure, log_id="dsp.scheduler.error")
             for stream, chunk in batch:
-                stream.in_flight = False
                 chunk.audio = None
                 self.stats.fallback_chunks += 1
-                stream._deliver()
+                stream._finished()
 
         def finally_(_: object) -> None:
             self._in_flight.discard(d)
