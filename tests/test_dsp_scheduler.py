@@ -60,6 +60,15 @@ class SettingsTests(SynchronousTestCase):
         self.assertEqual(SchedulerSettings(chunk_seconds=8.0).chunk_hops, 800)
         self.assertEqual(SchedulerSettings(chunk_seconds=0.104).chunk_hops, 10)
 
+    def test_from_config(self) -> None:
+        """The server configuration's denoise options become the scheduler's settings."""
+        from denoisecast.config import Config
+
+        config = Config.resolve({"denoise-chunk-seconds": "0.5", "denoise-workers": "2", "denoise-model": "x"}, {})
+        settings = SchedulerSettings.from_config(config)
+        self.assertEqual((settings.chunk_seconds, settings.workers, settings.model), (0.5, 2, "x"))
+        self.assertEqual(SchedulerSettings().chunk_seconds, Config().denoise_chunk_seconds)
+
     def test_latency(self) -> None:
         """The latency reported is one chunk plus the engine's own delay."""
         scheduler, _ = start_scheduler(DelayEngine(delay=960), chunk_seconds=0.2)

@@ -39,6 +39,13 @@ from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
+from denoisecast.config import (
+    DEFAULT_DENOISE_CHUNK_SECONDS,
+    DEFAULT_DENOISE_CROSSFADE_SECONDS,
+    DEFAULT_DENOISE_MAX_BATCH,
+    DEFAULT_DENOISE_WORKERS,
+    Config,
+)
 from denoisecast.dsp.resample import SAMPLE_RATE, StreamResampler
 from denoisecast.dsp.ringbuffer import HOP_SAMPLES, Crossfader, RingBuffer
 from denoisecast.logs import logger
@@ -50,9 +57,6 @@ if TYPE_CHECKING:
 FloatArray = npt.NDArray[np.float32]
 OutputCallback = Callable[[FloatArray, FloatArray], None]
 
-#: The product default chunk length, chosen from bench/engine.py (docs/streaming.md).
-DEFAULT_CHUNK_SECONDS = 0.1
-DEFAULT_CROSSFADE_SECONDS = 0.05
 #: Output lag of DeepFilterNet3 (the bundled model) until an engine reports its own.
 DEFAULT_DELAY_SAMPLES = 1440
 
@@ -61,10 +65,10 @@ DEFAULT_DELAY_SAMPLES = 1440
 class SchedulerSettings:
     """The denoise pool's knobs (resolved from the server configuration)."""
 
-    chunk_seconds: float = DEFAULT_CHUNK_SECONDS
-    crossfade_seconds: float = DEFAULT_CROSSFADE_SECONDS
-    max_batch: int = 64
-    workers: int = 1
+    chunk_seconds: float = DEFAULT_DENOISE_CHUNK_SECONDS
+    crossfade_seconds: float = DEFAULT_DENOISE_CROSSFADE_SECONDS
+    max_batch: int = DEFAULT_DENOISE_MAX_BATCH
+    workers: int = DEFAULT_DENOISE_WORKERS
     device: str = "auto"
     half: bool = False
     model: str = "auto"
@@ -78,6 +82,19 @@ class SchedulerSettings:
             raise ValueError(f"crossfade length {self.crossfade_seconds} s is outside 0.001–1 s")
         if self.max_batch < 1 or self.workers < 1 or self.max_waiting_chunks < 0:
             raise ValueError("max_batch and workers must be at least 1, max_waiting_chunks at least 0")
+
+    @classmethod
+    def from_config(cls, config: Config) -> "SchedulerSettings":
+        """The settings the server configuration resolved."""
+        return cls(
+            chunk_seconds=config.denoise_chunk_seconds,
+            crossfade_seconds=config.denoise_crossfade_seconds,
+            max_batch=config.denoise_max_batch,
+            workers=config.denoise_workers,
+            device=config.denoise_device,
+            half=config.denoise_half,
+            model=config.denoise_model,
+        )
 
     @property
     def chunk_hops(self) -> int:
