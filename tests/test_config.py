@@ -70,3 +70,40 @@ class ConfigTests(SynchronousTestCase):
             Config.resolve({}, {"DENOISECAST_DATABASE_URL": "my.db"})
         with self.assertRaises(usage.UsageError):
             Options().parseOptions(["--log-level", "chatty"])
+
+
+class DenoiseOptionTests(SynchronousTestCase):
+    def test_denoise_defaults_and_values(self) -> None:
+        """
+        The denoise pool's options default sensibly and are read from the
+        command line or the environment.
+        """
+        config = Config.resolve({}, {})
+        self.assertEqual(
+            (config.denoise_chunk_seconds, config.denoise_crossfade_seconds, config.denoise_device, config.denoise_half),
+            (0.1, 0.05, "auto", False),
+        )
+        config = Config.resolve(
+            {"denoise-chunk-seconds": "2", "denoise-half": "on"},
+            {"DENOISECAST_DENOISE_MAX_BATCH": "128", "DENOISECAST_DENOISE_DEVICE": "CUDA"},
+        )
+        self.assertEqual(
+            (config.denoise_chunk_seconds, config.denoise_half, config.denoise_max_batch, config.denoise_device),
+            (2.0, True, 128, "cuda"),
+        )
+
+    def test_denoise_bad_values(self) -> None:
+        """
+        Chunks outside 0.01-8 s, non-numbers, unknown devices and unclear
+        switches are refused with the option's name.
+        """
+        for given in (
+            {"denoise-chunk-seconds": "0.005"},
+            {"denoise-chunk-seconds": "9"},
+            {"denoise-workers": "two"},
+            {"denoise-device": "tpu"},
+            {"denoise-half": "maybe"},
+        ):
+            with self.assertRaises(ConfigError) as caught:
+                Config.resolve(given, {})
+            self.assertIn(next(iter(given)), str(caught.exception))
