@@ -22,9 +22,9 @@ from tests.ws_support import WsClient, connect_ws
 async def start_live(test: TestCase, **config: object) -> RunningServer:
     running = await start_server(test, **config)
     server = running.server
-    server.scheduler.startService()
+    started = server.scheduler.startService()
     test.addCleanup(server.scheduler.stopService)
-    await server.scheduler.ready
+    await started
     server.live.start()
     test.addCleanup(lambda: ensureDeferred(server.live.shutdown()))
     return running
@@ -94,4 +94,4 @@ class LiveManagerTests(TestCase):
         ended = await ws["bob"].expect("ended")
         self.assertEqual((ended["role"], ended["user"]), ("listen", "alice"))
         self.assertEqual(running.server.live.broadcasts, {})
-        self.assertEqual(running.server.scheduler._streams, {})
+        self.assertEqual(running.server.scheduler.stats.streams, 0)

@@ -27,8 +27,13 @@ from tests.ws_support import connect_ws
 
 def noise_floor_db(received: np.ndarray, clean: np.ndarray, lag: int) -> float:
     """
-    RMS level (dBFS) of C{received} in the windows where the clean speech
-    (shifted by C{lag} windows) is silent, away from speech edges.
+    Median level (dBFS) of C{received}'s 20 ms windows where the clean
+    speech (shifted by C{lag} windows) is silent, away from speech edges.
+
+    The median, not the mean: when the network delivers a burst, the
+    scheduler passes a chunk or two through raw rather than fall behind
+    (counted in the metrics and logged by the test), and a mean would
+    measure those instead of the floor.
     """
     quiet = envelope(clean) < 1e-4
     # Keep only windows well inside a pause: 10 windows (200 ms) from speech.
@@ -39,7 +44,7 @@ def noise_floor_db(received: np.ndarray, clean: np.ndarray, lag: int) -> float:
     got = envelope(received)
     levels = [got[i + lag] for i in np.flatnonzero(inside) if i + lag < len(got)]
     assert len(levels) > 20, f"only {len(levels)} quiet windows heard"
-    return float(20 * np.log10(np.sqrt(np.mean(np.square(levels)))))
+    return float(20 * np.log10(np.median(levels)))
 
 
 class LiveTwistdTests(TestCase):
@@ -86,19 +91,24 @@ class LiveTwistdTests(TestCase):
         stopped = await ws["alice"].request({"v": 1, "type": "stop"})
         self.assertEqual(stopped["type"], "stopped")
 
+        metrics = (await clients["bob"].get("/metrics")).body.decode()
+        engine = "\n".join(l for l in metrics.splitlines() if l.startswith("denoisecast_engine"))
+        Logger().info("Server metrics after the broadcast:\n{engine}", engine=engine)
         floors = {}
         for name, recorder in recorders.items():
             audio = recorder.audio()
             self.assertGreater(len(audio), len(clean) * 0.8, f"{name} heard too little")
             correlation, lag = best_correlation(audio, clean)
-            self.assertGreater(correlation, 0.6, f"{name}: envelope correlation {correlation:.2f}")
+            self.assertGreater(correlation, 0.6, f"{name}: envelope correlation {correlation:.2f}\n{engine}")
             floors[name] = noise_floor_db(audio, clean, lag)
             Logger().info(
                 "{name}: correlation {correlation:.2f}, noise floor {floor:.1f} dBFS, lag {lag} windows",
                 name=name, correlation=correlation, floor=floors[name], lag=lag,
             )
         self.assertGreaterEqual(
-            floors["dave"] - floors["bob"], 10.0, f"noise floors (dBFS): {floors}"
+            floors["dave"] - floors["bob"], 10.0,
+            f"noise floors (dBFS): {floors}; server: "
+            + "\n".join(l for l in server.output().splitlines() if "enoise" in l),
         )
         status = await clients["bob"].get("/api/streams/alice")
         self.assertEqual((status.status, status.body["live"]), (200, False))

@@ -61,7 +61,7 @@ class TwistdProcess:
 
     def output(self) -> str:
         text = self.log.read_text() if self.log.exists() else ""
-        return text[-4000:]
+        return text[-20000:]
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -122,6 +122,14 @@ class LiveManager:
         self._watchdog.clock = reactor
         presence.live_status = self.live_status
         self.observers: list[Callable[[], None]] = []
+        #: Packets dropped for listeners of ended broadcasts (live ones are added when read).
+        self._dropped_before = 0
+
+    @property
+    def packets_dropped(self) -> int:
+        return self._dropped_before + sum(
+            l.track.late for b in self.broadcasts.values() for l in b.listeners.values()
+        )
 
     # lifecycle -----------------------------------------------------------------
 
@@ -370,6 +378,8 @@ class LiveManager:
             del broadcast.listeners[listener.user["id"]]
             self._listeners_changed(broadcast)
         listener.track.stop()
+        self._dropped_before += listener.track.late
+        listener.track.late = 0
         if listener.connection is not None and reason != "unlistened":
             listener.connection.send_message(
                 {"v": 1, "type": "ended", "role": "listen", "user": broadcast.user["username"], "reason": reason}
