@@ -186,6 +186,8 @@ class LiveManager:
         """
         Apply a client's offer and return the answer; a bad offer is a 400.
         """
+        if not sdp.lstrip().startswith("v=0"):
+            raise bad_request("The offer is not SDP (it starts with v=0).", "bad_sdp")
         try:
             await aio(pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer")))
         except Exception as error:

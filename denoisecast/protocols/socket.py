@@ -40,8 +40,8 @@ RATE_PER_SECOND = 20.0
 MAX_ERRORS = 50
 
 #: Close codes (also in docs/live.md).
-CLOSE_UNSUPPORTED = 1003
-CLOSE_POLICY = 1008
+CLOSE_UNSUPPORTED = 4003  # autobahn lets applications send only 1000 and 3000-4999
+CLOSE_POLICY = 4008
 
 
 class SignalingProtocol(WebSocketServerProtocol):
@@ -151,7 +151,7 @@ class SignalingFactory(WebSocketServerFactory):
             autoPingTimeout=PING_TIMEOUT,
             openHandshakeTimeout=10.0,
             closeHandshakeTimeout=5.0,
-            failByDrop=True,
+            failByDrop=False,
         )
 
     def register(self, connection: SignalingProtocol) -> None:

@@ -1,0 +1,155 @@
+"""
+The WebSocket's handshake and hostile inputs: no session, wrong Origin,
+garbage, oversized and binary frames, bad offers, requests that are not
+allowed; none of it crashes anything or reaches another user.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
+
+from tests.rtc_support import publisher
+from tests.test_live_manager import start_live
+from tests.test_presence import people
+from tests.ws_support import connect_ws
+
+
+class HandshakeTests(TestCase):
+    timeout = 30
+
+    async def test_refused_before_a_protocol_exists(self) -> None:
+        """
+        No cookie, a forged cookie, a foreign Origin or no Origin: the
+        handshake is refused (401/403) and nothing is registered.
+        """
+        running, c = await people(self)
+        for kwargs in (
+            {"client": None},
+            {"client": None, "cookie": "dc_session=forged"},
+            {"client": c["alice"], "origin": "http://evil.example"},
+            {"client": c["alice"], "origin": None},
+        ):
+            with self.assertRaises(ConnectionError):
+                await connect_ws(self, running.base, **kwargs)  # type: ignore[arg-type]
+        self.assertEqual(running.server.signaling.connections, set())
+        self.assertFalse(running.server.presence.is_online(1))
+
+
+class HostileInputTests(TestCase):
+    timeout = 60
+
+    async def test_bad_messages_get_errors(self) -> None:
+        """
+        Garbage, wrong versions, unknown types and fields, wrong types, and
+        requests nobody may make are answered with error messages; the
+        connection stays usable and a friend sees nothing.
+        """
+        running, c = await people(self)
+        alice = await connect_ws(self, running.base, c["alice"])
+        bob = await connect_ws(self, running.base, c["bob"])
+        await alice.expect("presence")
+        await bob.expect("presence")
+        await alice.expect("friend")
+        cases = [
+            (b"not json", "bad_json"),
+            (b"[1, 2]", "bad_json"),
+            ({"v": 2, "type": "ping"}, "bad_version"),
+            ({"v": 1, "type": "explode"}, "unknown_type"),
+            ({"v": 1, "type": "ping", "extra": 1}, "unknown_field"),
+            ({"v": 1, "type": "listen", "user": "bob"}, "missing_field"),
+            ({"v": 1, "type": "listen", "user": 5, "sdp": "x"}, "bad_field"),
+            ({"v": 1, "type": "denoise", "enabled": "yes"}, "bad_field"),
+            ({"v": 1, "type": "denoise", "atten_lim_db": 500}, "bad_field"),
+            ({"v": 1, "type": "listen", "user": "bob", "sdp": "x", "signal": "loud"}, "bad_field"),
+        ]
+        for message, code in cases:
+            alice.send(message)
+            reply = await alice.expect("error")
+            self.assertEqual(reply["code"], code, message)
+        for message, status, code in [
+            ({"v": 1, "type": "stop"}, 404, "not_live"),
+            ({"v": 1, "type": "listen", "user": "bob", "sdp": "v=0"}, 404, "not_live"),
+            ({"v": 1, "type": "listen", "user": "carol", "sdp": "v=0"}, 403, "not_friends"),
+            ({"v": 1, "type": "listen", "user": "nobody", "sdp": "v=0"}, 403, "not_friends"),
+            ({"v": 1, "type": "unlisten", "user": "bob"}, 404, "not_listening"),
+            ({"v": 1, "type": "signal", "user": "bob", "signal": "raw"}, 404, "not_listening"),
+        ]:
+            reply = await alice.request(message)
+            self.assertEqual((reply["type"], reply["status"], reply["code"]), ("error", status, code))
+        self.assertEqual((await alice.request({"v": 1, "type": "ping"}))["type"], "pong")
+        self.assertEqual(await bob.silent(0.2), [])
+
+    async def test_oversized_and_binary_frames_close(self) -> None:
+        """
+        A message over 64 KiB closes with 1009, a binary frame with 4003,
+        a text frame that is not UTF-8 with 1007; other users' connections
+        are untouched.
+        """
+        running, c = await people(self)
+        # Failing a connection arms a close-handshake timer that outlives
+        # it; keep it short so the test can wait it out.
+        running.server.signaling.setProtocolOptions(closeHandshakeTimeout=0.5)
+        bob = await connect_ws(self, running.base, c["bob"])
+        await bob.expect("presence")
+        big = await connect_ws(self, running.base, c["alice"])
+        big.send(b'{"v":1,"type":"ping","id":"' + b"x" * 70000 + b'"}')
+        self.assertEqual(await big.factory.closed, 1009)
+        binary = await connect_ws(self, running.base, c["alice"])
+        binary.protocol.sendMessage(b"\x00\x01", isBinary=True)
+        self.assertEqual(await binary.factory.closed, 4003)
+        bad_text = await connect_ws(self, running.base, c["alice"])
+        bad_text.send(b"\xff\xfe")
+        self.assertEqual(await bad_text.factory.closed, 1007)
+        self.assertEqual((await bob.request({"v": 1, "type": "ping"}))["type"], "pong")
+        await deferLater(reactor, 0.7)
+
+
+class HostileOfferTests(TestCase):
+    timeout = 60
+
+    async def test_bad_offers_and_vanishing_publisher(self) -> None:
+        """
+        Invalid SDP and an offer with no audio are 400s and leave nothing
+        behind; a publisher whose media stops without a goodbye is ended by
+        the silence timeout, and its friends are told it is no longer live.
+        """
+        running = await start_live(self, silence_timeout=1.0)
+        from tests.support import Client
+        from tests.test_presence import befriend
+
+        alice, bob = running.client(), running.client()
+        await alice.register("alice")
+        await bob.register("bob")
+        await befriend(alice, bob, "bob", "alice")
+        ws = await connect_ws(self, running.base, alice)
+        watcher = await connect_ws(self, running.base, bob)
+        await watcher.expect("presence")
+        reply = await ws.request({"v": 1, "type": "publish", "sdp": "this is not sdp"})
+        self.assertEqual((reply["status"], reply["code"]), (400, "bad_sdp"))
+        _, no_audio = await publisher(self, None)
+        reply = await ws.request({"v": 1, "type": "publish", "sdp": no_audio})
+        self.assertEqual((reply["status"], reply["code"]), (400, "no_audio"))
+        self.assertEqual(running.server.live.broadcasts, {})
+        self.assertEqual(running.server.scheduler.stats.streams, 0)
+
+        # An offer whose sender never connects: no audio ever arrives.
+        from tests.rtc_support import noisy_speech
+        from pathlib import Path
+
+        directory = Path(self.mktemp())
+        directory.mkdir(parents=True)
+        noisy, _, _ = noisy_speech(directory)
+        _, offer = await publisher(self, noisy)
+        reply = await ws.request({"v": 1, "type": "publish", "sdp": offer})
+        self.assertEqual(reply["type"], "answer")
+        live = await watcher.expect("friend")
+        while not live["friend"]["live"]:
+            live = await watcher.expect("friend")
+        ended = await ws.expect("ended", timeout=5.0)
+        self.assertEqual(ended["reason"], "silence")
+        gone = await watcher.expect("friend", timeout=1.0)
+        self.assertFalse(gone["friend"]["live"])
+        self.assertEqual(running.server.scheduler.stats.streams, 0)
+        del Client
