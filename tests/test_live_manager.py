@@ -57,7 +57,10 @@ class LiveManagerTests(TestCase):
     async def test_publish_listen_and_stop(self) -> None:
         """
         A publisher goes live, a friend listens and hears audio, a second
-        publish is a 409, a non-friend gets 403; stop ends it for everyone.
+        publish is a 409, a non-friend gets 403; denoise off and a 12 dB
+        limit are pushed to the friend within 1 s and remembered; the
+        listener switches to the raw signal and keeps hearing; stop ends it
+        for everyone.
         """
         directory = Path(self.mktemp())
         directory.mkdir(parents=True)
@@ -88,6 +91,23 @@ class LiveManagerTests(TestCase):
         refused = await ws["carol"].request({"v": 1, "type": "listen", "user": "alice", "sdp": coffer})
         self.assertEqual((refused["status"], refused["code"]), (403, "not_friends"))
         await wait_for(lambda: recorder.samples > 48000, 15)
+
+        toggled = await ws["alice"].request({"v": 1, "type": "denoise", "enabled": False, "atten_lim_db": 12})
+        self.assertEqual((toggled["type"], toggled["enabled"], toggled["atten_lim_db"]), ("denoise", False, 12.0))
+        pushed = await ws["bob"].expect("friend", timeout=1.0)
+        while pushed["friend"]["denoise"] is not False:
+            pushed = await ws["bob"].expect("friend", timeout=1.0)
+        self.assertEqual(pushed["friend"]["atten_lim_db"], 12.0)
+        alice_id = (await running.server.store.get_user_by_name("alice"))["id"]
+        self.assertEqual(
+            await running.server.store.get_denoise_prefs(alice_id), {"denoise": False, "atten_lim_db": 12.0}
+        )
+        switched = await ws["bob"].request({"v": 1, "type": "signal", "user": "alice", "signal": "raw"})
+        self.assertEqual(switched["signal"], "raw")
+        before = recorder.samples
+        await wait_for(lambda: recorder.samples > before + 24000, 10)
+        status = await ws["carol"].request({"v": 1, "type": "denoise", "enabled": True})
+        self.assertEqual(status["enabled"], True)
 
         stopped = await ws["alice"].request({"v": 1, "type": "stop"})
         self.assertEqual(stopped["type"], "stopped")

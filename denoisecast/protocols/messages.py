@@ -53,7 +53,8 @@ def parse(payload: bytes) -> dict[str, Any]:
         raise BadMessage("bad_json", "Messages are UTF-8 JSON objects.") from None
     if not isinstance(message, dict):
         raise BadMessage("bad_json", "Messages are UTF-8 JSON objects.")
-    if message.get("v") != VERSION:
+    version = message.get("v")
+    if isinstance(version, bool) or version != VERSION:
         raise BadMessage("bad_version", f"This server speaks version {VERSION} (\"v\": {VERSION}).")
     kind = message.get("type")
     if not isinstance(kind, str) or kind not in CLIENT_MESSAGES:

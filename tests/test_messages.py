@@ -1,0 +1,53 @@
+"""
+Validation of the WebSocket's client messages (version 1).
+"""
+
+from __future__ import annotations
+
+import json
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from denoisecast.protocols.messages import BadMessage, parse
+
+
+def encode(message: object) -> bytes:
+    return json.dumps(message).encode()
+
+
+class ParseTests(SynchronousTestCase):
+    def test_valid_messages(self) -> None:
+        """
+        Each message type with its fields parses; null strength means no limit.
+        """
+        self.assertEqual(parse(encode({"v": 1, "type": "ping", "id": 3}))["id"], 3)
+        self.assertEqual(parse(encode({"v": 1, "type": "publish", "sdp": "v=0"}))["sdp"], "v=0")
+        self.assertEqual(parse(encode({"v": 1, "type": "denoise", "atten_lim_db": None}))["atten_lim_db"], 100.0)
+        self.assertEqual(parse(encode({"v": 1, "type": "denoise", "atten_lim_db": 6}))["atten_lim_db"], 6.0)
+        listen = parse(encode({"v": 1, "type": "listen", "user": "bob", "sdp": "v=0", "signal": "raw"}))
+        self.assertEqual(listen["signal"], "raw")
+
+    def test_invalid_messages(self) -> None:
+        """
+        Each kind of malformed message raises BadMessage with its own code.
+        """
+        for payload, code in [
+            (b"{", "bad_json"),
+            (b"\xff", "bad_json"),
+            (b'"text"', "bad_json"),
+            (encode({"type": "ping"}), "bad_version"),
+            (encode({"v": True, "type": "ping"}), "bad_version"),
+            (encode({"v": 1, "type": "nope"}), "unknown_type"),
+            (encode({"v": 1, "type": "stop", "sdp": "x"}), "unknown_field"),
+            (encode({"v": 1, "type": "publish"}), "missing_field"),
+            (encode({"v": 1, "type": "publish", "sdp": 1}), "bad_field"),
+            (encode({"v": 1, "type": "publish", "sdp": "x" * 40000}), "bad_field"),
+            (encode({"v": 1, "type": "denoise", "enabled": 1}), "bad_field"),
+            (encode({"v": 1, "type": "denoise", "atten_lim_db": True}), "bad_field"),
+            (encode({"v": 1, "type": "denoise", "atten_lim_db": -1}), "bad_field"),
+            (encode({"v": 1, "type": "unlisten", "user": ""}), "bad_field"),
+            (encode({"v": 1, "type": "ping", "id": {"a": 1}}), "bad_field"),
+        ]:
+            with self.assertRaises(BadMessage) as raised:
+                parse(payload)
+            self.assertEqual(raised.exception.code, code, payload[:60])
