@@ -1,0 +1,329 @@
+"""
+Live media benchmark: a real ``twistd denoisecast`` on loopback, N
+publishers and M listeners per publisher, each side in its own processes.
+
+    .venv/bin/python bench/media.py --publishers 4 --listeners 8 --seconds 20
+
+Prints the server's CPU per publisher and per listener (from /proc, in a
+phase with publishers only and a phase with listeners added), the frames
+each listener lost or got late, and the latency: the publisher injects a
+click every second, a listener on the raw signal (delay-matched, so the
+same latency as the denoised one) detects it; the total is split into the
+engine's own latency (chunk plus model delay, from the server's metrics)
+and the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fractions
+import http.cookiejar
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+RATE = 48000
+FRAME = 960
+CLICK_EVERY = 1.0
+
+
+# -- HTTP and WebSocket client helpers (plain asyncio, no Twisted) -----------------
+
+
+class Http:
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+
+    def cookie(self, name: str) -> str:
+        return next((c.value for c in self.jar if c.name == name), "")
+
+    def call(self, method: str, path: str, body: Any = None) -> int:
+        if not self.cookie("dc_csrf"):
+            self.opener.open(self.base + "/api/csrf").read()
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.base + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        request.add_header("X-CSRF-Token", self.cookie("dc_csrf"))
+        try:
+            with self.opener.open(request) as reply:
+                return reply.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+
+async def open_socket(base: str, session: str) -> Any:
+    from autobahn.asyncio.websocket import WebSocketClientFactory, WebSocketClientProtocol
+
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    class Proto(WebSocketClientProtocol):
+        def onMessage(self, payload: bytes, isBinary: bool) -> None:
+            inbox.put_nowait(json.loads(payload))
+
+    host, port = base.replace("http://", "").split(":")
+    factory = WebSocketClientFactory(
+        base.replace("http", "ws") + "/ws", origin=base, headers={"Cookie": f"dc_session={session}"}
+    )
+    factory.protocol = Proto
+    _, proto = await asyncio.get_event_loop().create_connection(factory, host, int(port))
+    for _ in range(200):
+        if proto.state == Proto.STATE_OPEN:
+            break
+        await asyncio.sleep(0.01)
+    proto.inbox = inbox
+    return proto
+
+
+async def request(proto: Any, message: dict[str, Any]) -> dict[str, Any]:
+    ref = os.urandom(4).hex()
+    proto.sendMessage(json.dumps({**message, "id": ref}).encode())
+    while True:
+        reply = await asyncio.wait_for(proto.inbox.get(), 30)
+        if reply.get("id") == ref:
+            return reply
+
+
+# -- the publisher and listener processes ---------------------------------------------
+
+
+async def publisher(base: str, user: str, seconds: float, out: Path) -> None:
+    import av
+    import numpy as np
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+    from aiortc.mediastreams import MediaStreamTrack
+
+    clicks: list[float] = []
+
+    class Source(MediaStreamTrack):
+        kind = "audio"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.n = 0
+            self.start = 0.0
+            self.rng = np.random.default_rng(1)
+
+        async def recv(self) -> av.AudioFrame:
+            if not self.start:
+                self.start = time.monotonic()
+            due = self.start + self.n * FRAME / RATE
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            pcm = (self.rng.standard_normal(FRAME) * 0.003 * 32767).astype(np.int16)
+            if self.n % int(CLICK_EVERY * RATE / FRAME) == 0 and self.n:
+                pcm[:240] = 28000
+                clicks.append(time.monotonic())
+            frame = av.AudioFrame.from_ndarray(pcm[None, :], format="s16", layout="mono")
+            frame.sample_rate = RATE
+            frame.pts = self.n * FRAME
+            frame.time_base = fractions.Fraction(1, RATE)
+            self.n += 1
+            return frame
+
+    client = Http(base)
+    client.call("POST", "/api/auth/login", {"username": user, "password": "bench-password"})
+    ws = await open_socket(base, client.cookie("dc_session"))
+    pc = RTCPeerConnection()
+    pc.addTrack(Source())
+    await pc.setLocalDescription(await pc.createOffer())
+    reply = await request(ws, {"v": 1, "type": "publish", "sdp": pc.localDescription.sdp})
+    assert reply["type"] == "answer", reply
+    await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
+    cpu0 = time.process_time()
+    await asyncio.sleep(seconds)
+    out.write_text(json.dumps({"clicks": clicks, "cpu": time.process_time() - cpu0}))
+    await request(ws, {"v": 1, "type": "stop"})
+    await pc.close()
+
+
+async def listeners(base: str, users: list[str], target: str, signal: str, seconds: float, out: Path) -> None:
+    import numpy as np
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+    from aiortc.mediastreams import MediaStreamError
+
+    results: list[dict[str, Any]] = []
+    pcs = []
+
+    async def one(user: str, sig: str) -> None:
+        client = Http(base)
+        client.call("POST", "/api/auth/login", {"username": user, "password": "bench-password"})
+        ws = await open_socket(base, client.cookie("dc_session"))
+        pc = RTCPeerConnection()
+        pcs.append(pc)
+        pc.addTransceiver("audio", direction="recvonly")
+        got: dict[str, Any] = {"frames": 0, "gaps": 0, "clicks": [], "signal": sig}
+        results.append(got)
+
+        async def record(track: Any) -> None:
+            last = 0.0
+            last_click = 0.0
+            try:
+                while True:
+                    frame = await track.recv()
+                    now = time.monotonic()
+                    got["frames"] += 1
+                    if last and now - last > 0.15:
+                        got["gaps"] += 1
+                    last = now
+                    if sig == "raw":
+                        peak = float(np.abs(frame.to_ndarray()).max())
+                        if peak > 12000 and now - last_click > 0.5:
+                            got["clicks"].append(now)
+                            last_click = now
+            except MediaStreamError:
+                pass
+
+        pc.on("track", lambda track: asyncio.ensure_future(record(track)))
+        await pc.setLocalDescription(await pc.createOffer())
+        reply = await request(ws, {"v": 1, "type": "listen", "user": target, "sdp": pc.localDescription.sdp, "signal": sig})
+        assert reply["type"] == "answer", reply
+        await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
+
+    await asyncio.gather(*(one(u, "raw" if i == 0 else signal) for i, u in enumerate(users)))
+    cpu0 = time.process_time()
+    await asyncio.sleep(seconds)
+    out.write_text(json.dumps({"listeners": results, "cpu": time.process_time() - cpu0, "seconds": seconds}))
+    for pc in pcs:
+        await pc.close()
+
+
+# -- the conductor -----------------------------------------------------------------
+
+
+def server_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def metric(base: str, name: str) -> float:
+    text = urllib.request.urlopen(base + "/metrics").read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--publishers", type=int, default=2)
+    parser.add_argument("--listeners", type=int, default=4, help="per publisher")
+    parser.add_argument("--seconds", type=float, default=15.0, help="length of each phase")
+    parser.add_argument("--role", choices=["publisher", "listeners"], help=argparse.SUPPRESS)
+    parser.add_argument("--base", help=argparse.SUPPRESS)
+    parser.add_argument("--users", help=argparse.SUPPRESS)
+    parser.add_argument("--target", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role == "publisher":
+        asyncio.run(publisher(args.base, args.users, args.seconds, Path(args.out)))
+        return
+    if args.role == "listeners":
+        asyncio.run(listeners(args.base, args.users.split(","), args.target, "denoised", args.seconds, Path(args.out)))
+        return
+
+    work = Path(tempfile.mkdtemp(prefix="denoisecast-bench-"))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    twistd = str(Path(sys.executable).with_name("twistd"))
+    server = subprocess.Popen(
+        [twistd, "-n", "--pidfile=", "--logfile", str(work / "server.log"), "denoisecast",
+         "--listen", f"tcp:{port}:interface=127.0.0.1"], cwd=work,
+    )
+    try:
+        for _ in range(300):
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        time.sleep(3)  # the engine loads in the background
+        pubs = [f"pub{i}" for i in range(args.publishers)]
+        subs = {p: [f"{p}l{j}" for j in range(args.listeners)] for p in pubs}
+        for name in pubs + [u for us in subs.values() for u in us]:
+            Http(base).call("POST", "/api/auth/register", {"username": name, "password": "bench-password"})
+        for p, us in subs.items():
+            host = Http(base)
+            host.call("POST", "/api/auth/login", {"username": p, "password": "bench-password"})
+            for u in us:
+                host.call("POST", "/api/friends/requests", {"username": u})
+                friend = Http(base)
+                friend.call("POST", "/api/auth/login", {"username": u, "password": "bench-password"})
+                friend.call("POST", f"/api/friends/requests/{p}/accept")
+        me = [sys.executable, __file__, "--base", base]
+        total = 2 * args.seconds + 8
+        procs = [
+            subprocess.Popen(me + ["--role", "publisher", "--users", p, "--seconds", str(total), "--out", str(work / f"{p}.json")])
+            for p in pubs
+        ]
+        time.sleep(4)
+        c0, t0 = server_cpu(server.pid), time.monotonic()
+        time.sleep(args.seconds)
+        per_pub_phase = (server_cpu(server.pid) - c0) / (time.monotonic() - t0)
+        procs += [
+            subprocess.Popen(me + ["--role", "listeners", "--users", ",".join(us), "--target", p,
+                                   "--seconds", str(args.seconds), "--out", str(work / f"{p}-listeners.json")])
+            for p, us in subs.items() if us
+        ]
+        time.sleep(3)
+        c1, t1 = server_cpu(server.pid), time.monotonic()
+        time.sleep(args.seconds - 2)
+        with_listeners = (server_cpu(server.pid) - c1) / (time.monotonic() - t1)
+        engine_latency = 0.1 + 1440 / RATE
+        model = metric(base, "denoisecast_engine_model_seconds_per_chunk")
+        fallbacks = metric(base, "denoisecast_engine_fallback_chunks_total")
+        for proc in procs:
+            proc.wait(timeout=total + 60)
+    finally:
+        server.terminate()
+        server.wait(30)
+
+    n_listen = args.publishers * args.listeners
+    frames = gaps = 0
+    latencies: list[float] = []
+    client_cpu_listener = 0.0
+    for p in pubs:
+        sent = json.loads((work / f"{p}.json").read_text())["clicks"]
+        path = work / f"{p}-listeners.json"
+        if not path.exists():
+            continue
+        data = json.loads(path.read_text())
+        client_cpu_listener += data["cpu"]
+        for got in data["listeners"]:
+            frames += got["frames"]
+            gaps += got["gaps"]
+            for arrival in got["clicks"]:
+                before = [s for s in sent if s < arrival]
+                if before and arrival - before[-1] < 1.0:
+                    latencies.append(arrival - before[-1])
+    expected = n_listen * args.seconds * RATE / FRAME
+    print(f"publishers {args.publishers}, listeners {n_listen} ({args.listeners} each), {args.seconds:g} s phases")
+    print(f"server CPU, publishers only: {per_pub_phase * 100:.1f} % of a core "
+          f"= {per_pub_phase * 100 / max(1, args.publishers):.2f} % per publisher")
+    if n_listen:
+        print(f"server CPU with listeners: {with_listeners * 100:.1f} % "
+              f"= {(with_listeners - per_pub_phase) * 100 / n_listen:.2f} % per listener")
+        print(f"listener frames: {frames} of about {expected:.0f} expected, {gaps} gaps over 150 ms (output arrives in 100 ms chunks)")
+    print(f"engine: {model * 1000:.1f} ms model time per chunk, {fallbacks:.0f} chunks passed through")
+    if latencies:
+        lat = sorted(latencies)
+        median = lat[len(lat) // 2]
+        print(f"click latency publisher -> listener: median {median * 1000:.0f} ms "
+              f"(min {lat[0] * 1000:.0f}, max {lat[-1] * 1000:.0f}, n={len(lat)}); "
+              f"engine chunk + model delay {engine_latency * 1000:.0f} ms; rest {(median - engine_latency) * 1000:.0f} ms "
+              "(includes two aiortc receive buffers, server's and listener's, 80 ms each)")
+    print(f"files: {work}")
+
+
+if __name__ == "__main__":
+    main()
