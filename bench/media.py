@@ -99,7 +99,7 @@ async def request(proto: Any, message: dict[str, Any]) -> dict[str, Any]:
 async def publisher(base: str, user: str, seconds: float, out: Path) -> None:
     import av
     import numpy as np
-    from aiortc import RTCPeerConnection, RTCSessionDescription
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
     from aiortc.mediastreams import MediaStreamTrack
 
     clicks: list[float] = []
@@ -132,14 +132,17 @@ async def publisher(base: str, user: str, seconds: float, out: Path) -> None:
     client = Http(base)
     client.call("POST", "/api/auth/login", {"username": user, "password": "bench-password"})
     ws = await open_socket(base, client.cookie("dc_session"))
-    pc = RTCPeerConnection()
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     pc.addTrack(Source())
     await pc.setLocalDescription(await pc.createOffer())
     reply = await request(ws, {"v": 1, "type": "publish", "sdp": pc.localDescription.sdp})
     assert reply["type"] == "answer", reply
     await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
     cpu0 = time.process_time()
-    await asyncio.sleep(seconds)
+    stop = out.with_suffix(".stop")
+    deadline = time.monotonic() + seconds
+    while not stop.exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
     out.write_text(json.dumps({"clicks": clicks, "cpu": time.process_time() - cpu0}))
     await request(ws, {"v": 1, "type": "stop"})
     await pc.close()
@@ -147,7 +150,7 @@ async def publisher(base: str, user: str, seconds: float, out: Path) -> None:
 
 async def listeners(base: str, users: list[str], target: str, signal: str, seconds: float, out: Path) -> None:
     import numpy as np
-    from aiortc import RTCPeerConnection, RTCSessionDescription
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
     from aiortc.mediastreams import MediaStreamError
 
     results: list[dict[str, Any]] = []
@@ -157,7 +160,7 @@ async def listeners(base: str, users: list[str], target: str, signal: str, secon
         client = Http(base)
         client.call("POST", "/api/auth/login", {"username": user, "password": "bench-password"})
         ws = await open_socket(base, client.cookie("dc_session"))
-        pc = RTCPeerConnection()
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         pcs.append(pc)
         pc.addTransceiver("audio", direction="recvonly")
         got: dict[str, Any] = {"frames": 0, "gaps": 0, "clicks": [], "signal": sig}
@@ -189,6 +192,7 @@ async def listeners(base: str, users: list[str], target: str, signal: str, secon
         await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
 
     await asyncio.gather(*(one(u, "raw" if i == 0 else signal) for i, u in enumerate(users)))
+    out.with_suffix(".ready").write_text("")
     cpu0 = time.process_time()
     await asyncio.sleep(seconds)
     out.write_text(json.dumps({"listeners": results, "cpu": time.process_time() - cpu0, "seconds": seconds}))
@@ -261,7 +265,7 @@ def main() -> None:
                 friend.call("POST", "/api/auth/login", {"username": u, "password": "bench-password"})
                 friend.call("POST", f"/api/friends/requests/{p}/accept")
         me = [sys.executable, __file__, "--base", base]
-        total = 2 * args.seconds + 8
+        total = 600.0
         procs = [
             subprocess.Popen(me + ["--role", "publisher", "--users", p, "--seconds", str(total), "--out", str(work / f"{p}.json")])
             for p in pubs
@@ -275,15 +279,21 @@ def main() -> None:
                                    "--seconds", str(args.seconds), "--out", str(work / f"{p}-listeners.json")])
             for p, us in subs.items() if us
         ]
-        time.sleep(3)
+        for p in pubs:
+            while args.listeners and not (work / f"{p}-listeners.ready").exists():
+                time.sleep(0.2)
         c1, t1 = server_cpu(server.pid), time.monotonic()
-        time.sleep(args.seconds - 2)
+        time.sleep(args.seconds * 0.8)
         with_listeners = (server_cpu(server.pid) - c1) / (time.monotonic() - t1)
         engine_latency = 0.1 + 1440 / RATE
         model = metric(base, "denoisecast_engine_model_seconds_per_chunk")
         fallbacks = metric(base, "denoisecast_engine_fallback_chunks_total")
-        for proc in procs:
-            proc.wait(timeout=total + 60)
+        for proc in procs[len(pubs):]:
+            proc.wait(timeout=120)
+        for p in pubs:
+            (work / f"{p}.stop").write_text("")
+        for proc in procs[: len(pubs)]:
+            proc.wait(timeout=60)
     finally:
         server.terminate()
         server.wait(30)

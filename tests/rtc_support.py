@@ -13,7 +13,7 @@ from typing import Any
 
 import av
 import numpy as np
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaPlayer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from twisted.trial.unittest import SkipTest, TestCase
@@ -74,7 +74,7 @@ def close_later(test: TestCase, pc: RTCPeerConnection) -> None:
 
 async def publisher(test: TestCase, source: Path | None) -> tuple[RTCPeerConnection, str]:
     """A peer connection sending C{source} (looped off) and its offer SDP."""
-    pc = RTCPeerConnection()
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     close_later(test, pc)
     if source is not None:
         player = MediaPlayer(str(source))
@@ -123,7 +123,7 @@ class Recorder:
 
 
 async def listener(test: TestCase) -> tuple[RTCPeerConnection, str, Recorder]:
-    pc = RTCPeerConnection()
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     close_later(test, pc)
     pc.addTransceiver("audio", direction="recvonly")
     recorder = Recorder(pc)

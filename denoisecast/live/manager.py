@@ -164,7 +164,9 @@ class LiveManager:
 
     def _new_peer(self, on_gone: Callable[[], None]) -> RTCPeerConnection:
         servers = [RTCIceServer(**server) for server in self._ice]
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=servers) if servers else None)
+        # Explicitly empty by default: aiortc would otherwise ask a public
+        # STUN server, which a self-hosted server must not do unasked.
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
         self._peers.add(pc)
 
         @pc.on("connectionstatechange")

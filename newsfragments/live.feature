@@ -1,0 +1,1 @@
+Going live: broadcast your microphone over WebRTC, denoised on the server, to friends who listen live (denoised or raw, their choice); presence of friends (online, live, denoise setting, listeners) over one WebSocket; denoise on/off and strength while live, remembered; `GET /api/streams/<username>`; live and engine metrics; STUN/TURN configuration.
