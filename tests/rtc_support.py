@@ -127,6 +127,7 @@ async def listener(test: TestCase) -> tuple[RTCPeerConnection, str, Recorder]:
     close_later(test, pc)
     pc.addTransceiver("audio", direction="recvonly")
     recorder = Recorder(pc)
+    test.addCleanup(lambda: recorder.task.cancel() if recorder.task is not None else None)
     await aio(pc.setLocalDescription(await aio(pc.createOffer())))
     return pc, pc.localDescription.sdp, recorder
 

@@ -54,6 +54,33 @@ class LiveManagerTests(TestCase):
             await sockets[name].expect("presence")
         return running, sockets
 
+    async def test_unfriend_ends_listening(self) -> None:
+        """
+        A listener who is unfriended is cut off at once (told "unfriended"),
+        the broadcaster's listener count drops, and the broadcast goes on.
+        """
+        directory = Path(self.mktemp())
+        directory.mkdir(parents=True)
+        noisy, _, _ = noisy_speech(directory)
+        running, ws = await self.setup_people()
+        pc, offer = await publisher(self, noisy)
+        reply = await ws["alice"].request({"v": 1, "type": "publish", "sdp": offer})
+        await answer(pc, reply["sdp"])
+        lpc, loffer, recorder = await listener(self)
+        heard = await ws["bob"].request({"v": 1, "type": "listen", "user": "alice", "sdp": loffer})
+        await answer(lpc, heard["sdp"])
+        self.assertEqual((await ws["alice"].expect("listeners"))["count"], 1)
+        alice_http = running.client()
+        await alice_http.login("alice")
+        self.assertEqual((await alice_http.delete("/api/friends/bob")).status, 204)
+        ended = await ws["bob"].expect("ended", timeout=1.0)
+        self.assertEqual((ended["role"], ended["reason"]), ("listen", "unfriended"))
+        self.assertEqual((await ws["alice"].expect("listeners", timeout=1.0))["count"], 0)
+        self.assertEqual(len(running.server.live.broadcasts), 1)
+        metrics = (await alice_http.get("/metrics")).body.decode()
+        self.assertIn("denoisecast_live_streams 1.0", metrics)
+        self.assertIn("denoisecast_live_listeners 0.0", metrics)
+
     async def test_publish_listen_and_stop(self) -> None:
         """
         A publisher goes live, a friend listens and hears audio, a second
