@@ -9,8 +9,9 @@ phase with publishers only and a phase with listeners added), the frames
 each listener lost or got late, and the latency: the publisher injects a
 click every second, a listener on the raw signal (delay-matched, so the
 same latency as the denoised one) detects it; the total is split into the
-engine's own latency (chunk plus model delay, from the server's metrics)
-and the rest.
+engine's own latency (chunk plus model delay) and the rest, and a direct
+aiortc publisher -> listener connection without the server gives the
+clients' own share, so the server's part can be told apart.
 """
 
 from __future__ import annotations
@@ -96,13 +97,11 @@ async def request(proto: Any, message: dict[str, Any]) -> dict[str, Any]:
 # -- the publisher and listener processes ---------------------------------------------
 
 
-async def publisher(base: str, user: str, seconds: float, out: Path) -> None:
+def make_source(clicks: list[float]) -> Any:
+    """A 20 ms-paced audio track: faint noise and a click every second (times noted)."""
     import av
     import numpy as np
-    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
     from aiortc.mediastreams import MediaStreamTrack
-
-    clicks: list[float] = []
 
     class Source(MediaStreamTrack):
         kind = "audio"
@@ -129,11 +128,59 @@ async def publisher(base: str, user: str, seconds: float, out: Path) -> None:
             self.n += 1
             return frame
 
+    return Source()
+
+
+async def baseline(seconds: float) -> list[float]:
+    """
+    Click latency of a direct aiortc publisher -> listener connection in one
+    process (no server): the clients' own share of the latency (encoding, one
+    receive buffer), to subtract from the path through the server.
+    """
+    import numpy as np
+    from aiortc import RTCConfiguration, RTCPeerConnection
+    from aiortc.mediastreams import MediaStreamError
+
+    clicks: list[float] = []
+    arrivals: list[float] = []
+    sender = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    receiver = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    sender.addTrack(make_source(clicks))
+
+    async def record(track: Any) -> None:
+        last = 0.0
+        try:
+            while True:
+                frame = await track.recv()
+                now = time.monotonic()
+                if float(np.abs(frame.to_ndarray()).max()) > 12000 and now - last > 0.5:
+                    arrivals.append(now)
+                    last = now
+        except MediaStreamError:
+            pass
+
+    receiver.on("track", lambda track: asyncio.ensure_future(record(track)))
+    await sender.setLocalDescription(await sender.createOffer())
+    await receiver.setRemoteDescription(sender.localDescription)
+    await receiver.setLocalDescription(await receiver.createAnswer())
+    await sender.setRemoteDescription(receiver.localDescription)
+    await asyncio.sleep(seconds)
+    await sender.close()
+    await receiver.close()
+    return [a - max(c for c in clicks if c < a) for a in arrivals if any(c < a for c in clicks)]
+
+
+async def publisher(base: str, user: str, seconds: float, out: Path) -> None:
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+    clicks: list[float] = []
+    source = make_source(clicks)
+
     client = Http(base)
     client.call("POST", "/api/auth/login", {"username": user, "password": "bench-password"})
     ws = await open_socket(base, client.cookie("dc_session"))
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    pc.addTrack(Source())
+    pc.addTrack(source)
     await pc.setLocalDescription(await pc.createOffer())
     reply = await request(ws, {"v": 1, "type": "publish", "sdp": pc.localDescription.sdp})
     assert reply["type"] == "answer", reply
@@ -332,6 +379,13 @@ def main() -> None:
               f"(min {lat[0] * 1000:.0f}, max {lat[-1] * 1000:.0f}, n={len(lat)}); "
               f"engine chunk + model delay {engine_latency * 1000:.0f} ms; rest {(median - engine_latency) * 1000:.0f} ms "
               "(includes two aiortc receive buffers, server's and listener's, 80 ms each)")
+    direct = sorted(asyncio.run(baseline(8.0)))
+    if direct and latencies:
+        d = direct[len(direct) // 2]
+        print(f"direct aiortc publisher -> listener (no server): median {d * 1000:.0f} ms; "
+              f"so the server adds {(median - d) * 1000:.0f} ms, of which the engine's chunk + model delay "
+              f"{engine_latency * 1000:.0f} ms and the rest {(median - d - engine_latency) * 1000:.0f} ms "
+              "(the server's receive buffer, decode, resample, Opus encode, fan-out)")
     print(f"files: {work}")
 
 
