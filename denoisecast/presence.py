@@ -25,6 +25,9 @@ class Connection(Protocol):
 
     def send_message(self, message: dict[str, Any]) -> None: ...
 
+    @property
+    def still_open(self) -> bool: ...
+
 
 #: Returns the live status of a user id (C{None} when not live).
 LiveStatus = Callable[[int], "dict[str, Any] | None"]
@@ -58,6 +61,8 @@ class PresenceHub:
         first = entry is None
         if entry is None:
             friends = await self._store.list_friends(me)
+            if not connection.still_open:
+                return  # closed while we were loading: never count it
             entry = self._online.get(me)  # another tab may have raced us
             if entry is None:
                 entry = Online(user["username"], friends={f["id"]: f["username"] for f in friends})

@@ -75,12 +75,16 @@ class SignalingProtocol(WebSocketServerProtocol):
     def onOpen(self) -> None:
         self.factory.register(self)
 
+    @property
+    def still_open(self) -> bool:
+        return self.state == WebSocketServerProtocol.STATE_OPEN
+
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if self.user is not None:
             self.factory.unregister(self)
 
     def send_message(self, message: dict[str, Any]) -> None:
-        if self.state == WebSocketServerProtocol.STATE_OPEN:
+        if self.still_open:
             self.sendMessage(dump_json(message), isBinary=False)
 
     def _allow(self) -> bool:
