@@ -30,7 +30,7 @@ from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import LoopingCall
 
 from denoisecast.errors import DenoiseCastError, bad_request, conflict, forbidden, not_found
-from denoisecast.live.media import OpusStream, PacketTrack
+from denoisecast.live.media import OpusStream, PacketTrack, shorten_receive_buffer
 from denoisecast.live.seam import aio
 from denoisecast.logs import logger
 from denoisecast.presence import PresenceHub
@@ -232,6 +232,9 @@ class LiveManager:
             audio = [t for t in tracks if t.kind == "audio"]
             if not audio:
                 raise bad_request("The offer sends no audio.", "no_audio")
+            for transceiver in pc.getTransceivers():
+                if transceiver.kind == "audio" and not shorten_receive_buffer(transceiver.receiver):
+                    self.log.warn("Cannot shorten the receive buffer; aiortc's default applies")
         except BaseException:
             await self._close_peer(pc)
             raise

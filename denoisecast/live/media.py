@@ -15,13 +15,37 @@ import fractions
 
 import av
 import numpy as np
+from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
 RATE = 48000
 FRAME = 960  # 20 ms
 TIME_BASE = fractions.Fraction(1, RATE)
 #: Packets a listener may fall behind before the oldest is dropped (1 s).
 QUEUE_PACKETS = 50
+
+
+#: Frames aiortc's receiver holds before releasing the first (its own
+#: default is 4, 80 ms; the server keeps 2, 40 ms: loopback and LAN
+#: publishers rarely reorder more, and every frame held is latency).
+RECEIVE_PREFETCH = 2
+
+
+def shorten_receive_buffer(receiver: RTCRtpReceiver, prefetch: int = RECEIVE_PREFETCH) -> bool:
+    """
+    Give an audio receiver a jitter buffer that holds C{prefetch} frames.
+
+    aiortc has no setting for it, so this replaces the receiver's private
+    buffer before any packet arrives; if aiortc's internals change, it
+    does nothing and says so (returns False).
+    """
+    name = "_RTCRtpReceiver__jitter_buffer"
+    current = getattr(receiver, name, None)
+    if not isinstance(current, JitterBuffer) or current._is_video:
+        return False
+    setattr(receiver, name, JitterBuffer(capacity=current.capacity, prefetch=prefetch))
+    return True
 
 
 class OpusStream:
