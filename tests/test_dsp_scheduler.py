@@ -405,3 +405,46 @@ class ThreadedTests(TestCase):
             self.assertLess(float(np.abs(got - offline[i]).max()), 1e-4, i)
         self.assertEqual(scheduler.stats.streams, 0)
         self.assertGreater(max(scheduler.stats.batch_sizes), 1)
+
+
+class LoadAndPrecisionTests(SynchronousTestCase):
+    def test_load_failure_passes_through(self) -> None:
+        """A model that cannot load is logged as a failure; live audio then passes through raw."""
+        from tests.scheduler_helpers import ImmediateReactor, SynchronousPool
+
+        def broken() -> Any:
+            raise RuntimeError("no weights")
+
+        scheduler = DenoiseScheduler(ImmediateReactor(), SchedulerSettings(chunk_seconds=0.01), broken, SynchronousPool())
+        scheduler.startService()
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        out = Collector()
+        scheduler.open_stream("a", out).push(np.ones(480, np.float32))
+        self.assertEqual((out.samples, scheduler.stats.fallback_chunks), (480, 1))
+
+    def test_half_needs_cuda(self) -> None:
+        """Half precision asked for on the CPU is a logged warning, and the engine runs fp32 unchanged."""
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        engine = shared_engine("cpu").fork()
+        net = engine.path.net
+        start_scheduler(engine, half=True)
+        self.assertIs(engine.path.net, net)
+        self.assertTrue(any("Half precision" in str(e.get("log_format")) for e in events))
+
+    def test_half_quality_on_cuda(self) -> None:
+        """On CUDA, half precision stays within 30 dB SI-SDR of the fp32 output (its quality cost)."""
+        if not torch.cuda.is_available():
+            raise self.skipTest("no CUDA device: torch.cuda.is_available() is False")
+        from denoisecast.dsp.half import use_half_precision
+
+        from tests.dsp_helpers import si_sdr
+
+        signal = speechlike(1.0, 6)
+        full = shared_engine("cuda")
+        half = full.fork()
+        self.assertTrue(use_half_precision(half))
+        fp32 = full.enhance([signal])[0]
+        fp16 = half.enhance([signal])[0]
+        self.assertGreater(si_sdr(fp32, fp16), 30.0)

@@ -328,13 +328,22 @@ class DenoiseScheduler(Service):
             self._pool = ThreadPool(self.settings.workers, self.settings.workers, "denoise")
         self._pool.start()
         d = deferToThreadPool(self.reactor, self._pool, self._engine_factory)
-        d.addCallback(self._engine_loaded)
+        d.addCallbacks(self._engine_loaded, self._engine_failed)
         return d
 
+    def _engine_failed(self, failure: Any) -> None:
+        self.log.failure(
+            "Could not load the denoise model; live audio passes through raw", failure, log_id="dsp.scheduler.load"
+        )
+
     def _engine_loaded(self, engine: "DenoiseEngine") -> None:
-        if self.settings.half and engine.device.type != "cuda":
-            self.log.warn("Half precision needs a GPU; running fp32 on {device}", device=str(engine.device))
-        self._free_engines = [engine] + [engine.fork() for _ in range(self.settings.workers - 1)]
+        from denoisecast.dsp.half import use_half_precision
+
+        engines = [engine] + [engine.fork() for _ in range(self.settings.workers - 1)]
+        if self.settings.half:
+            if not all([use_half_precision(e) for e in engines]):
+                self.log.warn("Half precision needs a GPU; running fp32 on {device}", device=str(engine.device))
+        self._free_engines = engines
         self.delay_samples = engine.delay
         self.engine_info = engine.describe()
         for stream in self._streams.values():
@@ -422,7 +431,7 @@ class DenoiseScheduler(Service):
         audio = np.stack([chunk.audio for _, chunk in batch])  # type: ignore[misc]
         limits = np.array([s.atten_lim_db for s, _ in batch], dtype=np.float32)
         states = [s.state for s, _ in batch]
-        d = deferToThreadPool(self.reactor, self._pool, run_batch, engine, audio, states, limits, self.settings.half)
+        d = deferToThreadPool(self.reactor, self._pool, run_batch, engine, audio, states, limits)
         self._in_flight.add(d)
         self.stats.in_flight_batches = len(self._in_flight)
 
@@ -462,7 +471,6 @@ def run_batch(
     audio: FloatArray,
     states: "list[StreamState | None]",
     limits: npt.NDArray[np.float32],
-    half: bool = False,
 ) -> tuple[FloatArray, "list[StreamState]", float]:
     """
     One forward pass of a batch on a worker thread: gathers the streams'
@@ -485,10 +493,9 @@ def run_batch(
     step = auto_chunk_frames(len(rows), engine.device) * HOP_SAMPLES
     pieces = []
     new = state
-    with torch.autocast("cuda", dtype=torch.float16, enabled=half and engine.device.type == "cuda"):
-        for start in range(0, tensor.shape[1], step):
-            out, _, new = engine.process(tensor[:, start : start + step], new, limit)
-            pieces.append(out)
+    for start in range(0, tensor.shape[1], step):
+        out, _, new = engine.process(tensor[:, start : start + step], new, limit)
+        pieces.append(out)
     result = (torch.cat(pieces, dim=1) if len(pieces) > 1 else pieces[0]).float().cpu().numpy()
     split = [new.select([i]) for i in range(len(rows))] if len(rows) > 1 else [new]
     return result, split, time.perf_counter() - started
