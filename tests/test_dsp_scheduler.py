@@ -69,6 +69,14 @@ class SettingsTests(SynchronousTestCase):
         self.assertEqual((settings.chunk_seconds, settings.workers, settings.model), (0.5, 2, "x"))
         self.assertEqual(SchedulerSettings().chunk_seconds, Config().denoise_chunk_seconds)
 
+    def test_reports_what_runs(self) -> None:
+        """engine_info names the model and whether the compiled ring buffer runs."""
+        from denoisecast.dsp import ringbuffer
+
+        scheduler, _ = start_scheduler(DelayEngine())
+        self.assertEqual(scheduler.engine_info["model"], "delay")
+        self.assertEqual(scheduler.engine_info["ringbuffer_compiled"], ringbuffer.COMPILED)
+
     def test_latency(self) -> None:
         """The latency reported is one chunk plus the engine's own delay."""
         scheduler, _ = start_scheduler(DelayEngine(delay=960), chunk_seconds=0.2)

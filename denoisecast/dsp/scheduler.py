@@ -47,7 +47,7 @@ from denoisecast.config import (
     Config,
 )
 from denoisecast.dsp.resample import SAMPLE_RATE, StreamResampler
-from denoisecast.dsp.ringbuffer import HOP_SAMPLES, Crossfader, RingBuffer
+from denoisecast.dsp.ringbuffer import COMPILED, HOP_SAMPLES, Crossfader, RingBuffer
 from denoisecast.logs import logger
 
 if TYPE_CHECKING:
@@ -345,17 +345,20 @@ class DenoiseScheduler(Service):
                 self.log.warn("Half precision needs a GPU; running fp32 on {device}", device=str(engine.device))
         self._free_engines = engines
         self.delay_samples = engine.delay
-        self.engine_info = engine.describe()
+        # What runs, for health endpoints: the model, its weights, the device, and whether the
+        # compiled ring buffer runs (the plain-Python twin is a deployment problem).
+        self.engine_info = {**engine.describe(), "ringbuffer_compiled": COMPILED}
         for stream in self._streams.values():
             stream._raw_tail = np.zeros(self.delay_samples, dtype=np.float32)
         self.ready = True
         self.log.info(
             "Denoise pool ready: {workers} workers, chunks of {chunk_seconds} s, batches up to {max_batch}, "
-            "latency {latency_seconds} s",
+            "latency {latency_seconds} s, compiled ring buffer {ringbuffer_compiled}",
             workers=self.settings.workers,
             chunk_seconds=self.settings.chunk_hops * HOP_SAMPLES / SAMPLE_RATE,
             max_batch=self.settings.max_batch,
             latency_seconds=self.latency_seconds,
+            ringbuffer_compiled=COMPILED,
             log_id="dsp.scheduler.ready",
         )
         self._pump()
