@@ -72,6 +72,15 @@ class NetState:
         }
         return NetState(**fields)
 
+    def split(self) -> "list[NetState]":
+        """One state per stream, as views (no copies) of this batch's tensors."""
+        count = next(getattr(self, n).shape[a] for n, a in self.AXES.items() if getattr(self, n) is not None)
+        parts = {
+            name: [None] * count if getattr(self, name) is None else getattr(self, name).split(1, dim=axis)
+            for name, axis in self.AXES.items()
+        }
+        return [NetState(**{name: parts[name][i] for name in self.AXES}) for i in range(count)]
+
     @staticmethod
     def concat(states: "list[NetState]") -> "NetState":
         """

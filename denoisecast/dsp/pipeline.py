@@ -152,6 +152,32 @@ class StreamState:
             pending_coefs=pick(self.pending_coefs),
         )
 
+    def split(self) -> "list[StreamState]":
+        """
+        One state per stream, as views of this batch's tensors: splitting a
+        large batch after every pass costs no copies (the next ``concat``
+        copies once).
+        """
+        count = self.history.shape[0]
+
+        def rows(t: Tensor | None) -> list[Tensor | None]:
+            return [None] * count if t is None else list(t.split(1))
+
+        fields = zip(
+            rows(self.previous_hop),
+            rows(self.overlap),
+            rows(self.norm.mean),
+            rows(self.norm.unit),
+            rows(self.history),
+            self.net.split(),
+            rows(self.masked),
+            rows(self.pending_coefs),
+        )
+        return [
+            StreamState(hop, overlap, NormState(mean, unit), history, net, masked, pending)  # type: ignore[arg-type]
+            for hop, overlap, mean, unit, history, net, masked, pending in fields
+        ]
+
     @staticmethod
     def concat(states: "list[StreamState]") -> "StreamState":
         """Streams from several batches as one batch, in order (e.g. a stream joining a running batch)."""

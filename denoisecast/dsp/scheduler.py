@@ -500,5 +500,5 @@ def run_batch(
         out, _, new = engine.process(tensor[:, start : start + step], new, limit)
         pieces.append(out)
     result = (torch.cat(pieces, dim=1) if len(pieces) > 1 else pieces[0]).float().cpu().numpy()
-    split = [new.select([i]) for i in range(len(rows))] if len(rows) > 1 else [new]
+    split = new.split() if len(rows) > 1 else [new]
     return result, split, time.perf_counter() - started
