@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 from twisted.logger import LogLevel, InvalidLogLevelError
@@ -171,7 +172,7 @@ def _number(name: str, text: str, kind: type[float] | type[int], low: float, hig
     return value
 
 
-def _denoise_options(pick: Callable[[str, str], str | None]) -> dict[str, object]:
+def _denoise_options(pick: Callable[[str, str], str | None]) -> dict[str, Any]:
     """The denoise pool's options (names as in L{OPTIONS}), validated."""
 
     def get(name: str, default: object) -> str:

@@ -364,6 +364,8 @@ class SignalPath:
         are the rows' own lengths when shorter rows were padded to share the
         batch (only the whole-signal DeepFilterNet2 path needs them).
         """
+        if isinstance(policy.atten_lim_db, Tensor):
+            raise TypeError("offline enhancement takes one attenuation limit for the batch")
         if atten_lim_factor(policy.atten_lim_db) == 1.0:
             return audio.clone()
         if self.config.model == "deepfilternet2":
@@ -403,7 +405,7 @@ class SignalPath:
         if lengths is not None:
             frames = [-(-(length + c.fft_size) // c.hop_size) for length in lengths]
         enhanced, _, _ = reference_forward(self.net, c, spec, feat_erb, feat_spec, frames)
-        lim = atten_lim_factor(policy.atten_lim_db)
+        lim = atten_lim_factor(float(policy.atten_lim_db))
         if lim is not None:
             enhanced = spec * lim + enhanced * (1.0 - lim)
         delay = c.fft_size - c.hop_size

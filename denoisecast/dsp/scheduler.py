@@ -302,7 +302,7 @@ class DenoiseScheduler(Service):
         self._streams: dict[str, StreamHandle] = {}
         # Streams with a waiting chunk and none in flight, in the order they became ready.
         self._ready: OrderedDict[str, StreamHandle] = OrderedDict()
-        self._in_flight: set[defer.Deferred[None]] = set()
+        self._in_flight: set[defer.Deferred[Any]] = set()
         self.stats = SchedulerStats()
         self.ready = False
         self.delay_samples = DEFAULT_DELAY_SAMPLES
@@ -322,7 +322,7 @@ class DenoiseScheduler(Service):
 
     # -- service ---------------------------------------------------------
 
-    def startService(self) -> "defer.Deferred[None]":  # type: ignore[override]
+    def startService(self) -> "defer.Deferred[Any]":  # type: ignore[override]
         super().startService()
         if self._pool is None:
             self._pool = ThreadPool(self.settings.workers, self.settings.workers, "denoise")
@@ -430,6 +430,7 @@ class DenoiseScheduler(Service):
             self._submit(batch)
 
     def _submit(self, batch: list[tuple[StreamHandle, _Chunk]]) -> None:
+        assert self._pool is not None
         engine = self._free_engines.pop()
         audio = np.stack([chunk.audio for _, chunk in batch])  # type: ignore[misc]
         limits = np.array([s.atten_lim_db for s, _ in batch], dtype=np.float32)
