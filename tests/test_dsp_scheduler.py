@@ -100,6 +100,8 @@ class BatchingTests(SynchronousTestCase):
         self.assertEqual([o.samples for o in outs], [960, 480, 480, 480, 480])
         self.assertEqual(scheduler.stats.queue_depth, 0)
         self.assertEqual(scheduler.stats.batch_sizes, {1: 1, 3: 1, 2: 1})
+        snapshot = scheduler.stats.snapshot()
+        self.assertEqual((snapshot["batches"], snapshot["batch_size_max"], snapshot["batch_size_mean"]), (3, 3, 2.0))
 
     def test_delay_matched_raw(self) -> None:
         """raw is the input delayed by the engine's delay, denoised the engine's output; block lengths are equal."""

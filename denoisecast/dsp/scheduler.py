@@ -118,6 +118,25 @@ class SchedulerStats:
     fallback_chunks: int = 0  # chunks passed through raw because the engine was behind (or not ready)
     errors: int = 0
 
+    def snapshot(self) -> dict[str, float]:
+        """Plain numbers for a metrics exporter (batch sizes as their mean and maximum)."""
+        sizes = self.batch_sizes
+        total = sum(sizes.values())
+        return {
+            "streams": self.streams,
+            "queue_depth": self.queue_depth,
+            "in_flight_batches": self.in_flight_batches,
+            "batches": self.batches,
+            "chunks_denoised": self.chunks_denoised,
+            "batch_size_mean": sum(k * v for k, v in sizes.items()) / total if total else 0.0,
+            "batch_size_max": max(sizes) if sizes else 0,
+            "model_seconds_total": self.model_seconds_total,
+            "last_model_seconds": self.last_model_seconds,
+            "last_model_seconds_per_chunk": self.last_model_seconds_per_chunk,
+            "fallback_chunks": self.fallback_chunks,
+            "errors": self.errors,
+        }
+
 
 @dataclass
 class _Chunk:
