@@ -400,3 +400,41 @@ class LoadAndPrecisionTests(SynchronousTestCase):
         fp32 = full.enhance([signal])[0]
         fp16 = half.enhance([signal])[0]
         self.assertGreater(si_sdr(fp32, fp16), 30.0)
+
+
+class DeepFilterNet2Tests(SynchronousTestCase):
+    def test_dfn2_streams_like_one_pass(self) -> None:
+        """
+        DeepFilterNet2 (generated weights) streams through the scheduler in
+        0.05 s chunks, two streams sharing batches, exactly as one pass of
+        engine.process over each whole signal (< 1e-4).  Its offline path
+        is the reference's whole-signal one, which differs in the start-up
+        transient (docs/engine.md), so the streaming pass is the reference.
+        """
+        from denoisecast.dsp.checkpoints import build_network
+        from denoisecast.dsp.config import ModelConfig
+        from denoisecast.dsp.engine import DenoiseEngine, EngineInfo
+
+        from tests.dsp_fixtures import seeded_init
+        from tests.test_dsp_reference_fixtures import DFN2_INI
+
+        config = ModelConfig.from_ini_text(DFN2_INI)
+        net = build_network(config)
+        seeded_init(net)
+        engine = DenoiseEngine(net.eval(), config, EngineInfo("deepfilternet2", "-", "-", "cpu", config.sr))
+        self.assertEqual(engine.delay, 2400)
+        signals = [speechlike(0.5, 1), speechlike(0.5, 2)]
+        pool = ManualPool()
+        scheduler, _ = start_scheduler(engine, pool, chunk_seconds=0.05, max_waiting_chunks=10_000)
+        outs = [Collector(), Collector()]
+        handles = [scheduler.open_stream(f"s{i}", outs[i], atten_lim_db=[100.0, 12.0][i]) for i in range(2)]
+        for start in range(0, 24000, 1200):
+            for handle, s in zip(handles, signals):
+                handle.push(s[start : start + 1200])
+        pool.run_all()
+        for i, s in enumerate(signals):
+            whole, _, _ = engine.process(torch.from_numpy(s)[None], engine.new_streams(1), [100.0, 12.0][i])
+            got = outs[i].out()
+            self.assertEqual(len(got), len(s))
+            self.assertLess(float(np.abs(got - whole[0].numpy()).max()), 1e-4, i)
+        self.assertIn(2, scheduler.stats.batch_sizes)
