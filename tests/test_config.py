@@ -70,3 +70,25 @@ class ConfigTests(SynchronousTestCase):
             Config.resolve({}, {"DENOISECAST_DATABASE_URL": "my.db"})
         with self.assertRaises(usage.UsageError):
             Options().parseOptions(["--log-level", "chatty"])
+
+
+class LogLevelTests(SynchronousTestCase):
+    def test_level_filters_denoisecast_events(self) -> None:
+        """
+        Events below the configured level never reach the global publisher;
+        module-level loggers are named after their module.
+        """
+        from twisted.logger import globalLogPublisher
+
+        from denoisecast import logs
+
+        seen: list[dict] = []
+        globalLogPublisher.addObserver(seen.append)
+        self.addCleanup(globalLogPublisher.removeObserver, seen.append)
+        self.addCleanup(logs.set_level, LogLevel.info)
+        log = logs.logger()
+        self.assertEqual(log.namespace, __name__)
+        logs.set_level(LogLevel.warn)
+        log.info("quiet {n}", n=1)
+        log.warn("loud {n}", n=2)
+        self.assertEqual([e["n"] for e in seen if e.get("log_namespace") == __name__], [2])
