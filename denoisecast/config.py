@@ -42,6 +42,17 @@ OPTIONS: list[tuple[str, str, str]] = [
         f"Directory for the database and recordings (default ./{DEFAULT_DATA_DIR}).",
     ),
     (
+        "recording-quota-mb",
+        "DENOISECAST_RECORDING_QUOTA_MB",
+        "Recording storage per user in MiB; 0 means unlimited (default 0).",
+    ),
+    (
+        "recording-max-minutes",
+        "DENOISECAST_RECORDING_MAX_MINUTES",
+        "Longest recording in minutes; the broadcast goes on unrecorded "
+        "after it; 0 means unlimited (default 240).",
+    ),
+    (
         "log-level",
         "DENOISECAST_LOG_LEVEL",
         "Lowest level of DenoiseCast's own log events: debug, info, warn, "
@@ -63,6 +74,8 @@ class Config:
     database_url: str = ""
     log_level: LogLevel = LogLevel.info
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    recording_quota_bytes: int | None = None
+    recording_max_seconds: float | None = 240 * 60.0
 
     @property
     def effective_database_url(self) -> str:
@@ -98,6 +111,10 @@ class Config:
                 f"Unknown log level {level_name!r}; use debug, info, warn, "
                 "error or critical."
             ) from None
+        quota = _non_negative(pick("recording-quota-mb", "DENOISECAST_RECORDING_QUOTA_MB"), "recording quota", 0)
+        longest = _non_negative(
+            pick("recording-max-minutes", "DENOISECAST_RECORDING_MAX_MINUTES"), "recording length", 240
+        )
         if database_url and "://" not in database_url:
             raise ConfigError(
                 f"Database URL {database_url!r} is not a URL; use e.g. "
@@ -108,7 +125,21 @@ class Config:
             data_dir=data_dir,
             database_url=database_url,
             log_level=log_level,
+            recording_quota_bytes=int(quota * 1024 * 1024) or None,
+            recording_max_seconds=(longest * 60.0) or None,
         )
+
+
+def _non_negative(value: str | None, what: str, default: float) -> float:
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"The {what} must be a number, not {value!r}.") from None
+    if not number >= 0:
+        raise ConfigError(f"The {what} cannot be negative.")
+    return number
 
 
 def from_environment(given: Mapping[str, str | None] | None = None) -> Config:
