@@ -13,7 +13,10 @@ from typing import Any
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
 
+from twisted.internet.defer import Deferred
+
 from tests.support import start_server
+from tests.test_recordings import record
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -70,6 +73,24 @@ def browse(base: str, screenshot: Path) -> dict[str, Any]:
             alice.reload()
             alice.wait_for_selector("#friends li:has-text('bob')")
             seen["alice_friends"] = alice.inner_text("#friends")
+            alice.wait_for_selector("#recordings li.recording:has-text('bob')")
+            seen["recordings"] = alice.inner_text("#recordings")
+            playable = alice.evaluate(
+                """async () => {
+                    const audio = document.querySelector('#recordings audio');
+                    audio.preload = 'auto';
+                    audio.load();
+                    await new Promise((ok, fail) => {
+                        audio.addEventListener('loadedmetadata', ok, {once: true});
+                        audio.addEventListener('error', () => fail(audio.error && audio.error.message), {once: true});
+                        setTimeout(() => fail('timeout'), 10000);
+                    });
+                    audio.currentTime = 0.5;
+                    await new Promise(ok => audio.addEventListener('seeked', ok, {once: true}));
+                    return {duration: audio.duration, at: audio.currentTime};
+                }"""
+            )
+            seen["playable"] = playable
             alice.screenshot(path=str(screenshot))
             alice.click("#logout")
             alice.wait_for_url(base + "/login")
@@ -96,7 +117,29 @@ class BrowserPageTests(TestCase):
         running = await start_server(self)
         base = running.base.replace("127.0.0.1", "localhost")
         screenshot = Path(self.mktemp() + ".png")
+        await self.browse_ready(running)
         seen = await deferToThread(browse, base, screenshot)
         self.assertIn("bob", seen["alice_friends"])
         self.assertIn("Wrong username or password", seen["login_error"])
         self.assertTrue(screenshot.exists())
+        self.assertIn("bob", seen["recordings"])
+        self.assertGreater(seen["playable"]["duration"], 1.0)
+        self.assertGreaterEqual(seen["playable"]["at"], 0.4)
+
+    async def browse_ready(self, running) -> None:  # type: ignore[no-untyped-def]
+        """
+        Give bob a recording once he exists, so alice's page can list and
+        play it after they become friends.
+        """
+        from twisted.internet import reactor
+        from twisted.internet.task import deferLater
+
+        async def when_bob_exists() -> None:
+            for _ in range(600):
+                if await running.server.store.get_user_by_name("bob") is not None:
+                    await record(running, "bob", 2.0)
+                    return
+                await deferLater(reactor, 0.05)
+
+        self._recording = Deferred.fromCoroutine(when_bob_exists())
+
