@@ -97,3 +97,26 @@ class WriterTests(SynchronousTestCase):
         path = Path(self.mktemp())
         path.write_bytes(b"not audio at all")
         self.assertEqual(recorded_duration(path), 0.0)
+
+
+class ReprocessTests(SynchronousTestCase):
+    def test_enhance_a_recorded_track(self) -> None:
+        """
+        ``denoisecast-enhance`` denoises a recording's raw track file again
+        (here at a 6 dB attenuation limit) into a new file of the same length.
+        """
+        from denoisecast.dsp.enhance import main
+
+        raw = Path(self.mktemp() + ".raw.ogg")
+        rng = np.random.default_rng(3)
+        noisy = tone(2.0) + (0.05 * rng.standard_normal(2 * RATE)).astype(np.float32)
+        writer = OggOpusWriter(raw)
+        writer.write(noisy)
+        writer.close()
+        out = Path(self.mktemp() + ".wav")
+        self.assertEqual(main([str(raw), str(out), "--atten-lim-db", "6"]), 0)
+        import av
+
+        with av.open(str(out)) as container:
+            frames = sum(frame.samples for frame in container.decode(audio=0))
+        self.assertLess(abs(frames / RATE - recorded_duration(raw)), 0.05)
