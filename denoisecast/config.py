@@ -10,7 +10,7 @@ looks at the environment.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,11 @@ from twisted.logger import LogLevel, InvalidLogLevelError
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
 DEFAULT_DATA_DIR = "denoisecast-data"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
+#: Chosen from bench/engine.py: see docs/streaming.md.
+DEFAULT_DENOISE_CHUNK_SECONDS = 0.1
+DEFAULT_DENOISE_CROSSFADE_SECONDS = 0.05
+DEFAULT_DENOISE_MAX_BATCH = 64
+DEFAULT_DENOISE_WORKERS = 1
 
 #: (option name, environment variable, help text).  The plugin's
 #: ``usage.Options`` is generated from this table, so ``--help`` always
@@ -58,6 +63,43 @@ OPTIONS: list[tuple[str, str, str]] = [
         "Lowest level of DenoiseCast's own log events: debug, info, warn, "
         "error or critical (default info).",
     ),
+    (
+        "denoise-chunk-seconds",
+        "DENOISECAST_DENOISE_CHUNK_SECONDS",
+        "Audio per stream per denoise pass, 0.01-8 s in 10 ms steps; longer "
+        f"chunks batch better but add latency (default {DEFAULT_DENOISE_CHUNK_SECONDS}).",
+    ),
+    (
+        "denoise-crossfade-seconds",
+        "DENOISECAST_DENOISE_CROSSFADE_SECONDS",
+        "Crossfade when denoise is switched or falls back to raw audio "
+        f"(default {DEFAULT_DENOISE_CROSSFADE_SECONDS}).",
+    ),
+    (
+        "denoise-max-batch",
+        "DENOISECAST_DENOISE_MAX_BATCH",
+        f"Most streams denoised in one forward pass (default {DEFAULT_DENOISE_MAX_BATCH}).",
+    ),
+    (
+        "denoise-workers",
+        "DENOISECAST_DENOISE_WORKERS",
+        f"Denoise worker threads, each running whole batches (default {DEFAULT_DENOISE_WORKERS}).",
+    ),
+    (
+        "denoise-device",
+        "DENOISECAST_DENOISE_DEVICE",
+        "Where the network runs: auto, cpu or cuda (default auto: CUDA when present).",
+    ),
+    (
+        "denoise-half",
+        "DENOISECAST_DENOISE_HALF",
+        "Half precision on the GPU: on or off (default off).",
+    ),
+    (
+        "denoise-model",
+        "DENOISECAST_DENOISE_MODEL",
+        "auto, deepfilternet2, deepfilternet3 or a model path (default auto).",
+    ),
 ]
 
 
@@ -76,6 +118,13 @@ class Config:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     recording_quota_bytes: int | None = None
     recording_max_seconds: float | None = 240 * 60.0
+    denoise_chunk_seconds: float = DEFAULT_DENOISE_CHUNK_SECONDS
+    denoise_crossfade_seconds: float = DEFAULT_DENOISE_CROSSFADE_SECONDS
+    denoise_max_batch: int = DEFAULT_DENOISE_MAX_BATCH
+    denoise_workers: int = DEFAULT_DENOISE_WORKERS
+    denoise_device: str = "auto"
+    denoise_half: bool = False
+    denoise_model: str = "auto"
 
     @property
     def effective_database_url(self) -> str:
@@ -111,9 +160,15 @@ class Config:
                 f"Unknown log level {level_name!r}; use debug, info, warn, "
                 "error or critical."
             ) from None
-        quota = _non_negative(pick("recording-quota-mb", "DENOISECAST_RECORDING_QUOTA_MB"), "recording quota", 0)
-        longest = _non_negative(
-            pick("recording-max-minutes", "DENOISECAST_RECORDING_MAX_MINUTES"), "recording length", 240
+        quota = _number(
+            "recording-quota-mb", pick("recording-quota-mb", "DENOISECAST_RECORDING_QUOTA_MB") or "0", float, 0, 1e9
+        )
+        longest = _number(
+            "recording-max-minutes",
+            pick("recording-max-minutes", "DENOISECAST_RECORDING_MAX_MINUTES") or "240",
+            float,
+            0,
+            1e6,
         )
         if database_url and "://" not in database_url:
             raise ConfigError(
@@ -127,19 +182,51 @@ class Config:
             log_level=log_level,
             recording_quota_bytes=int(quota * 1024 * 1024) or None,
             recording_max_seconds=(longest * 60.0) or None,
+            **_denoise_options(pick),
         )
 
 
-def _non_negative(value: str | None, what: str, default: float) -> float:
-    if value is None:
-        return default
+def _number(name: str, text: str, kind: type[float] | type[int], low: float, high: float) -> float | int:
     try:
-        number = float(value)
+        value = kind(text)
     except ValueError:
-        raise ConfigError(f"The {what} must be a number, not {value!r}.") from None
-    if not number >= 0:
-        raise ConfigError(f"The {what} cannot be negative.")
-    return number
+        raise ConfigError(f"--{name} {text!r} is not a number.") from None
+    if not low <= value <= high:
+        raise ConfigError(f"--{name} {value} is outside {low}-{high}.")
+    return value
+
+
+def _denoise_options(pick: Callable[[str, str], str | None]) -> dict[str, object]:
+    """The denoise pool's options (names as in L{OPTIONS}), validated."""
+
+    def get(name: str, default: object) -> str:
+        return pick(name, "DENOISECAST_" + name.upper().replace("-", "_")) or str(default)
+
+    device = get("denoise-device", "auto").lower()
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise ConfigError(f"--denoise-device {device!r}: use auto, cpu or cuda.")
+    half = get("denoise-half", "off").lower()
+    if half not in ("on", "off", "true", "false", "yes", "no", "1", "0"):
+        raise ConfigError(f"--denoise-half {half!r}: use on or off.")
+    return {
+        "denoise_chunk_seconds": _number(
+            "denoise-chunk-seconds", get("denoise-chunk-seconds", DEFAULT_DENOISE_CHUNK_SECONDS), float, 0.01, 8.0
+        ),
+        "denoise_crossfade_seconds": _number(
+            "denoise-crossfade-seconds",
+            get("denoise-crossfade-seconds", DEFAULT_DENOISE_CROSSFADE_SECONDS),
+            float,
+            0.001,
+            1.0,
+        ),
+        "denoise_max_batch": _number(
+            "denoise-max-batch", get("denoise-max-batch", DEFAULT_DENOISE_MAX_BATCH), int, 1, 65536
+        ),
+        "denoise_workers": _number("denoise-workers", get("denoise-workers", DEFAULT_DENOISE_WORKERS), int, 1, 64),
+        "denoise_device": device,
+        "denoise_half": half in ("on", "true", "yes", "1"),
+        "denoise_model": get("denoise-model", "auto"),
+    }
 
 
 def from_environment(given: Mapping[str, str | None] | None = None) -> Config:

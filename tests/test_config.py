@@ -92,3 +92,55 @@ class LogLevelTests(SynchronousTestCase):
         log.info("quiet {n}", n=1)
         log.warn("loud {n}", n=2)
         self.assertEqual([e["n"] for e in seen if e.get("log_namespace") == __name__], [2])
+
+
+class DenoiseOptionTests(SynchronousTestCase):
+    def test_denoise_defaults_and_values(self) -> None:
+        """
+        The denoise pool's options default sensibly and are read from the
+        command line or the environment.
+        """
+        config = Config.resolve({}, {})
+        self.assertEqual(
+            (config.denoise_chunk_seconds, config.denoise_crossfade_seconds, config.denoise_device, config.denoise_half),
+            (0.1, 0.05, "auto", False),
+        )
+        config = Config.resolve(
+            {"denoise-chunk-seconds": "2", "denoise-half": "on"},
+            {"DENOISECAST_DENOISE_MAX_BATCH": "128", "DENOISECAST_DENOISE_DEVICE": "CUDA"},
+        )
+        self.assertEqual(
+            (config.denoise_chunk_seconds, config.denoise_half, config.denoise_max_batch, config.denoise_device),
+            (2.0, True, 128, "cuda"),
+        )
+
+    def test_denoise_bad_values(self) -> None:
+        """
+        Chunks outside 0.01-8 s, non-numbers, unknown devices and unclear
+        switches are refused with the option's name.
+        """
+        for given in (
+            {"denoise-chunk-seconds": "0.005"},
+            {"denoise-chunk-seconds": "9"},
+            {"denoise-workers": "two"},
+            {"denoise-device": "tpu"},
+            {"denoise-half": "maybe"},
+        ):
+            with self.assertRaises(ConfigError) as caught:
+                Config.resolve(given, {})
+            self.assertIn(next(iter(given)), str(caught.exception))
+
+
+class RecordingOptionTests(SynchronousTestCase):
+    def test_recording_limits(self) -> None:
+        """
+        The quota is unlimited and recordings stop at 4 hours by default;
+        0 means unlimited; negative or non-numeric values are refused.
+        """
+        config = Config.resolve({}, {})
+        self.assertEqual((config.recording_quota_bytes, config.recording_max_seconds), (None, 240 * 60.0))
+        config = Config.resolve({"recording-quota-mb": "1.5"}, {"DENOISECAST_RECORDING_MAX_MINUTES": "0"})
+        self.assertEqual((config.recording_quota_bytes, config.recording_max_seconds), (1572864, None))
+        for given in ({"recording-quota-mb": "-1"}, {"recording-max-minutes": "long"}):
+            with self.assertRaises(ConfigError):
+                Config.resolve(given, {})

@@ -98,3 +98,22 @@ class ForkTests(SynchronousTestCase):
         self.assertEqual(other.describe(), engine.describe())
         signal = np.random.default_rng(2).standard_normal(9600).astype(np.float32) * 0.05
         np.testing.assert_array_equal(other.enhance([signal])[0], engine.enhance([signal])[0])
+
+
+class PerStreamLimitTests(SynchronousTestCase):
+    def test_limit_per_row_equals_alone(self) -> None:
+        """A batch with a different attenuation limit per stream gives each row what it gets alone with its limit."""
+        import torch
+
+        engine = DenoiseEngine.load("deepfilternet3", device="cpu")
+        audio = torch.randn(3, 480 * 12, generator=torch.Generator().manual_seed(3)) * 0.05
+        limits = [100.0, 12.0, 0.0]
+        together, _, _ = engine.process(audio, engine.new_streams(3), limits)
+        for row, limit in enumerate(limits):
+            alone, _, _ = engine.process(audio[row : row + 1], engine.new_streams(1), torch.tensor([limit]))
+            self.assertLess(float((together[row] - alone[0]).abs().max()), 1e-5, limit)
+        unlimited, _, _ = engine.process(audio[:1], engine.new_streams(1), 100.0)
+        self.assertLess(float((together[0] - unlimited[0]).abs().max()), 1e-5)
+        # A 0 dB row is the input, delayed by the engine's latency.
+        delayed = audio[2, : audio.shape[1] - engine.delay]
+        self.assertLess(float((together[2, engine.delay :] - delayed).abs().max()), 1e-5)

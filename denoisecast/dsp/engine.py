@@ -127,14 +127,29 @@ class DenoiseEngine:
         """Fresh state for ``count`` streams processed together."""
         return StreamState.initial(count, self.config, self.device)
 
+    @property
+    def delay(self) -> int:
+        """Samples by which ``process()`` output lags its input (1440 for DFN3, 2400 for DFN2)."""
+        return self.path.delay
+
     def process(
-        self, audio: torch.Tensor, state: StreamState, atten_lim_db: float = 100.0
+        self,
+        audio: torch.Tensor,
+        state: StreamState,
+        atten_lim_db: "float | Sequence[float] | torch.Tensor" = 100.0,
     ) -> tuple[torch.Tensor, torch.Tensor, StreamState]:
         """
         The next whole hops ``[B, n * 480]`` of ``B`` live streams: the
         runtime's (delayed) output, the local SNR per hop and the new state.
+        ``atten_lim_db`` is one limit for all, or one per stream (a sequence
+        or a ``[B]`` tensor), so streams of different strengths share a batch.
         """
-        return self.path.process(audio.to(self.device), state, RuntimePolicy(atten_lim_db=atten_lim_db))
+        limit: float | torch.Tensor
+        if isinstance(atten_lim_db, (int, float)):
+            limit = float(atten_lim_db)
+        else:
+            limit = torch.as_tensor(atten_lim_db, dtype=torch.float32, device=self.device)
+        return self.path.process(audio.to(self.device), state, RuntimePolicy(atten_lim_db=limit))
 
     def enhance(
         self,

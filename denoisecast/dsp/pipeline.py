@@ -47,7 +47,7 @@ class RuntimePolicy:
     both stages on every frame.
     """
 
-    atten_lim_db: float = 100.0
+    atten_lim_db: "float | Tensor" = 100.0
     post_filter_beta: float = 0.0
     min_db_thresh: float = -15.0
     max_db_erb_thresh: float = 35.0
@@ -62,6 +62,25 @@ def atten_lim_factor(atten_lim_db: float) -> float | None:
     if lim < 0.01:
         return 1.0
     return float(torch.tensor(10.0, dtype=torch.float32).pow(-lim / 20.0))
+
+
+def atten_lim_rows(atten_lim_db: "float | Tensor", like: Tensor) -> Tensor | float | None:
+    """
+    The noisy share for every row of a batch, shaped to scale ``like``
+    (``[B, T, F]``): a float for one limit, a ``[B, 1, 1]`` tensor when the
+    limit is given per stream (a ``[B]`` tensor of dB), so streams of
+    different strengths share one forward pass.  None when no row is limited,
+    which keeps the unlimited path bit-identical to the one-limit path.
+    """
+    if not isinstance(atten_lim_db, Tensor):
+        return atten_lim_factor(atten_lim_db)
+    lim = atten_lim_db.to(device=like.device, dtype=torch.float32).abs()
+    if bool((lim >= 100.0).all()):
+        return None
+    factor = torch.pow(torch.tensor(10.0, device=like.device), -lim / 20.0)
+    factor = torch.where(lim >= 100.0, torch.zeros_like(factor), factor)
+    factor = torch.where(lim < 0.01, torch.ones_like(factor), factor)
+    return factor.view(-1, *([1] * (like.dim() - 1)))
 
 
 def post_filter(noisy: Tensor, enhanced: Tensor, beta: float) -> Tensor:
@@ -221,7 +240,7 @@ class SignalPath:
         if policy.post_filter_beta > 0:
             pf = post_filter(target, enhanced, policy.post_filter_beta)
             enhanced = torch.where(use_gains.unsqueeze(-1), pf, enhanced)
-        lim = atten_lim_factor(policy.atten_lim_db)
+        lim = atten_lim_rows(policy.atten_lim_db, target)
         if lim is not None:
             enhanced = enhanced * (1.0 - lim) + target * lim
         return enhanced
@@ -255,7 +274,7 @@ class SignalPath:
         low = (frames * all_coefs[:, :t]).sum(dim=-1)
         upper = all_masked[:, m - dl : m - dl + t, c.nb_df :]
         enhanced = torch.cat([low, upper], dim=-1)
-        lim = atten_lim_factor(policy.atten_lim_db)
+        lim = atten_lim_rows(policy.atten_lim_db, spec)
         if lim is not None:
             noisy = past[:, h - la - dl : h - la - dl + t]
             enhanced = noisy * lim + enhanced * (1.0 - lim)
@@ -270,8 +289,9 @@ class SignalPath:
         runtime would process them hop by hop: returns the (delayed) output
         samples, the local SNR of each hop ``[B, n]`` and the new state.
         """
-        if atten_lim_factor(policy.atten_lim_db) == 1.0:
+        if not isinstance(policy.atten_lim_db, Tensor) and atten_lim_factor(policy.atten_lim_db) == 1.0:
             # The runtime passes the input through untouched at a 0 dB limit.
+            # (A per-stream limit keeps every row on the delayed path instead.)
             lsnr = audio.new_full((audio.shape[0], audio.shape[1] // self.config.hop_size), 35.0)
             return audio.clone(), lsnr, state
         spec = self.stft.analysis(audio, state.previous_hop)

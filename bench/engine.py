@@ -1,0 +1,201 @@
+"""
+How many live streams the full streaming path keeps in real time.
+
+    .venv/bin/python bench/engine.py [--models dfn3,dfn2] [--chunks 0.02,0.1,0.5,2]
+                                     [--batches 1,4,16,64] [--threads 2] [--device cpu,cuda]
+
+For each model, device, chunk length and batch size ``B`` it opens ``B``
+streams on a ``DenoiseScheduler`` (ring buffers, features, network,
+synthesis, scheduling, crossfades, delivery: everything but the network
+transport), pushes every stream's audio and waits for all output.  Each
+forward pass then holds exactly ``B`` streams, one chunk each.  It prints:
+
+- ``x real time``: audio seconds processed per wall second, i.e. how many
+  streams that setting serves in real time (it serves ``B`` when this is at
+  least ``B``);
+- ``pass ms``: the wall time of one batch, which the live path adds on top
+  of the chunk and the model's delay (``worker ms``: the part spent in the
+  worker thread: gathering states, network, signal path, splitting);
+- ``latency ms``: chunk + model delay + one pass, what a listener hears.
+
+A ``net alone`` row times only the network's forward pass on 2 s chunks,
+the figure comparable with the reference implementation's.  ``dfn3`` is
+the bundled DeepFilterNet3; ``dfn2`` is DeepFilterNet2 with generated
+(name-seeded) weights of the release's shapes, because its official
+weights are not bundled: speed does not depend on the weights' values.
+CUDA rows appear when torch sees a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import queue
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from twisted.python.threadpool import ThreadPool  # noqa: E402
+
+from denoisecast.dsp.engine import DenoiseEngine, EngineInfo  # noqa: E402
+from denoisecast.dsp.scheduler import DenoiseScheduler, SchedulerSettings  # noqa: E402
+
+SR = 48000
+
+
+class LoopReactor:
+    """Just enough reactor for the scheduler: worker threads hand calls to the bench's main loop."""
+
+    def __init__(self) -> None:
+        self.calls: "queue.Queue[tuple[Callable[..., Any], tuple[Any, ...]]]" = queue.Queue()
+
+    def callFromThread(self, f: Callable[..., Any], *args: Any) -> None:
+        self.calls.put((f, args))
+
+    def run_until(self, done: Callable[[], bool]) -> None:
+        while not done():
+            f, args = self.calls.get()
+            f(*args)
+
+
+def load(model: str, device: str) -> DenoiseEngine:
+    if model == "dfn3":
+        return DenoiseEngine.load("deepfilternet3", device=device)
+    from denoisecast.dsp.checkpoints import build_network
+    from denoisecast.dsp.config import ModelConfig
+
+    from tests.dsp_fixtures import seeded_init
+    from tests.test_dsp_reference_fixtures import DFN2_INI
+
+    config = ModelConfig.from_ini_text(DFN2_INI)
+    net = build_network(config)
+    seeded_init(net)
+    net = net.to(device).eval()
+    return DenoiseEngine(net, config, EngineInfo("deepfilternet2 (generated weights)", "-", "-", device, config.sr))
+
+
+def signal(seconds: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SR)
+    t = np.arange(n) / SR
+    voice = 0.3 * np.sin(2 * np.pi * (150 + seed % 50) * t) * (np.sin(2 * np.pi * 1.3 * t) > 0)
+    return (voice + 0.05 * rng.standard_normal(n)).astype(np.float32)
+
+
+def full_path(
+    engine: DenoiseEngine, chunk: float, batch: int, seconds: float, half: bool, pool: ThreadPool
+) -> tuple[float, float, float]:
+    """Audio seconds per wall second, the mean wall time of one pass, and of its worker part."""
+    reactor = LoopReactor()
+    settings = SchedulerSettings(
+        chunk_seconds=chunk, max_batch=batch, max_waiting_chunks=1_000_000, half=half, device=str(engine.device)
+    )
+    scheduler = DenoiseScheduler(reactor, settings, engine_factory=engine.fork, threadpool=pool)
+    scheduler.startService()
+    reactor.run_until(lambda: scheduler.ready)
+    chunk_samples = settings.chunk_hops * 480
+    chunks = max(2, int(round(seconds / (chunk_samples / SR))))
+    audio = signal(chunk_samples * (chunks + 1) / SR, 0)
+    received = [0]
+
+    def on_output(denoised: np.ndarray, raw: np.ndarray) -> None:
+        received[0] += len(denoised)
+
+    streams = [scheduler.open_stream(f"s{i}", on_output) for i in range(batch)]
+
+    def push_all(block: np.ndarray) -> None:
+        # Hold the workers while pushing, so every pass holds all B streams
+        # (a live server starts a lone chunk at once when a worker is idle).
+        engines, scheduler._free_engines = scheduler._free_engines, []
+        for s in streams:
+            s.push(block)
+        scheduler._free_engines = engines
+        scheduler._pump()
+
+    push_all(audio[:chunk_samples])  # warm-up, not timed
+    reactor.run_until(lambda: received[0] == batch * chunk_samples)
+    batches_before, model_before = scheduler.stats.batches, scheduler.stats.model_seconds_total
+    start = time.perf_counter()
+    push_all(audio[chunk_samples:])
+    reactor.run_until(lambda: received[0] == batch * chunk_samples * (chunks + 1))
+    wall = time.perf_counter() - start
+    scheduler.stopService()
+    passes = max(scheduler.stats.batches - batches_before, 1)
+    model = (scheduler.stats.model_seconds_total - model_before) / passes
+    return batch * chunks * chunk_samples / SR / wall, wall / passes, model
+
+
+def net_alone(engine: DenoiseEngine, batch: int, seconds: float = 2.0, repeats: int = 3) -> float:
+    """Streams the network alone keeps in real time on chunks of ``seconds``."""
+    c = engine.config
+    frames = int(seconds * SR / c.hop_size)
+    erb = torch.randn(batch, 1, frames, c.nb_erb, device=engine.device)
+    spec = torch.randn(batch, 2, frames, c.nb_df, device=engine.device)
+    state = engine.new_streams(batch).net
+    with torch.inference_mode():
+        engine.net.forward_stream(erb, spec, state)
+        if engine.device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            engine.net.forward_stream(erb, spec, state)
+        if engine.device.type == "cuda":
+            torch.cuda.synchronize()
+    return batch * seconds * repeats / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="dfn3,dfn2")
+    parser.add_argument("--chunks", default="0.02,0.1,0.5,2")
+    parser.add_argument("--batches", default="")
+    parser.add_argument("--devices", default="cpu,cuda")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=2.0, help="timed audio per stream (at least 2 chunks)")
+    parser.add_argument("--half", action="store_true", help="half precision on CUDA")
+    parser.add_argument("--repeats", type=int, default=2, help="best of N runs per setting (shared machines are noisy)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    pool = ThreadPool(1, 1, "denoise")  # one worker, reused by every setting
+    pool.start()
+    print(f"# {time.strftime('%Y-%m-%d')} {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{args.threads} threads")
+    for device in args.devices.split(","):
+        if device == "cuda" and not torch.cuda.is_available():
+            print("# cuda: skipped, torch sees no GPU")
+            continue
+        default_batches = "1,4,16,32,64" if device == "cpu" else "1,16,64,256,1024,4096"
+        batches = [int(b) for b in (args.batches or default_batches).split(",")]
+        for model in args.models.split(","):
+            engine = load(model, device)
+            name = engine.info.model
+            print(f"\n## {name} on {device}{' fp16' if args.half and device == 'cuda' else ''}, "
+                  f"model delay {engine.delay / SR * 1000:.0f} ms")
+            print("| chunk s | batch | x real time | pass ms | worker ms | latency ms |")
+            print("| --- | --- | --- | --- | --- | --- |")
+            for chunk in (float(c) for c in args.chunks.split(",")):
+                for batch in batches:
+                    seconds = max(args.seconds, 2 * chunk)
+                    runs = [full_path(engine, chunk, batch, seconds, args.half, pool) for _ in range(args.repeats)]
+                    rt, per_pass, worker = max(runs)
+                    latency = (chunk + engine.delay / SR + per_pass) * 1000
+                    print(
+                        f"| {chunk:g} | {batch} | {rt:.1f} | {per_pass * 1000:.1f} | {worker * 1000:.1f} "
+                        f"| {latency:.0f} |",
+                        flush=True,
+                    )
+            for batch in batches:
+                best = max(net_alone(engine, batch) for _ in range(args.repeats))
+                print(f"| net alone, 2 s | {batch} | {best:.1f} | | | |", flush=True)
+    print(f"# load average at the end: {open('/proc/loadavg').read().split()[:3]}")
+    pool.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,501 @@
+"""
+The batched denoise worker pool of the live path.
+
+Every live stream pushes its audio on the reactor thread; the scheduler
+resamples it to 48 kHz mono, collects it in the stream's ring buffer and
+cuts it into chunks of whole 10 ms hops.  Ready chunks of all streams are
+gathered into batched forward passes (one chunk per stream per pass, up to
+``max_batch`` streams) that run on a worker thread pool, each worker with
+its own engine on the shared weights.  Results come back on the reactor
+thread, where each stream's output is crossfaded between the denoised
+signal and the delay-matched raw input and handed to ``on_output``.
+
+Each stream's model state (``StreamState``) travels with its chunk to the
+worker and back, so a stream can join or leave between any two passes, and
+a stream has at most one chunk in flight: its chunks are processed in
+order, each with the state the previous one left.  The concatenated output
+is therefore the engine's offline output delayed by ``engine.delay``.
+
+When the engine falls behind real time, a stream's chunks pile up; rather
+than letting the queue grow, the oldest waiting chunk beyond
+``max_waiting_chunks`` is passed through raw (counted, logged), spliced
+onto what the stream played before so there is no click, and the stream
+fades back to denoised audio as soon as the engine catches up.  The reactor
+thread never runs model code: concatenating states, the forward pass and
+splitting states all happen on the worker.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+import numpy.typing as npt
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+from denoisecast.config import (
+    DEFAULT_DENOISE_CHUNK_SECONDS,
+    DEFAULT_DENOISE_CROSSFADE_SECONDS,
+    DEFAULT_DENOISE_MAX_BATCH,
+    DEFAULT_DENOISE_WORKERS,
+    Config,
+)
+from denoisecast.dsp.resample import SAMPLE_RATE, StreamResampler
+from denoisecast.dsp.ringbuffer import HOP_SAMPLES, Crossfader, RingBuffer
+from denoisecast.logs import logger
+
+if TYPE_CHECKING:
+    from denoisecast.dsp.engine import DenoiseEngine
+    from denoisecast.dsp.pipeline import StreamState
+
+FloatArray = npt.NDArray[np.float32]
+OutputCallback = Callable[[FloatArray, FloatArray], None]
+
+#: Output lag of DeepFilterNet3 (the bundled model) until an engine reports its own.
+DEFAULT_DELAY_SAMPLES = 1440
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    """The denoise pool's knobs (resolved from the server configuration)."""
+
+    chunk_seconds: float = DEFAULT_DENOISE_CHUNK_SECONDS
+    crossfade_seconds: float = DEFAULT_DENOISE_CROSSFADE_SECONDS
+    max_batch: int = DEFAULT_DENOISE_MAX_BATCH
+    workers: int = DEFAULT_DENOISE_WORKERS
+    device: str = "auto"
+    half: bool = False
+    model: str = "auto"
+    #: Chunks a stream may have waiting (besides the one in flight) before the oldest passes through raw.
+    max_waiting_chunks: int = 2
+
+    def __post_init__(self) -> None:
+        if not 0.01 <= self.chunk_seconds <= 8.0:
+            raise ValueError(f"chunk length {self.chunk_seconds} s is outside 0.01–8 s")
+        if not 0.001 <= self.crossfade_seconds <= 1.0:
+            raise ValueError(f"crossfade length {self.crossfade_seconds} s is outside 0.001–1 s")
+        if self.max_batch < 1 or self.workers < 1 or self.max_waiting_chunks < 0:
+            raise ValueError("max_batch and workers must be at least 1, max_waiting_chunks at least 0")
+
+    @classmethod
+    def from_config(cls, config: Config) -> "SchedulerSettings":
+        """The settings the server configuration resolved."""
+        return cls(
+            chunk_seconds=config.denoise_chunk_seconds,
+            crossfade_seconds=config.denoise_crossfade_seconds,
+            max_batch=config.denoise_max_batch,
+            workers=config.denoise_workers,
+            device=config.denoise_device,
+            half=config.denoise_half,
+            model=config.denoise_model,
+        )
+
+    @property
+    def chunk_hops(self) -> int:
+        """The chunk in whole 10 ms hops (rounded to the nearest, at least one)."""
+        return max(1, round(self.chunk_seconds * SAMPLE_RATE / HOP_SAMPLES))
+
+
+@dataclass
+class SchedulerStats:
+    """Counters for the metrics endpoint; read on the reactor thread."""
+
+    streams: int = 0
+    queue_depth: int = 0  # chunks waiting for a worker, all streams
+    in_flight_batches: int = 0
+    batches: int = 0
+    chunks_denoised: int = 0
+    batch_sizes: Counter[int] = field(default_factory=Counter)
+    model_seconds_total: float = 0.0
+    last_model_seconds: float = 0.0  # wall time of the last forward pass (whole batch)
+    last_model_seconds_per_chunk: float = 0.0
+    fallback_chunks: int = 0  # chunks passed through raw because the engine was behind (or not ready)
+    errors: int = 0
+
+
+@dataclass
+class _Chunk:
+    raw: FloatArray  # delay-matched raw input
+    audio: FloatArray | None  # input for the engine; None once passed through
+    denoised: FloatArray | None = None
+    submitted: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.audio is None or self.denoised is not None
+
+
+class StreamHandle:
+    """One live stream's slot in the scheduler; every method runs on the reactor thread."""
+
+    def __init__(
+        self,
+        scheduler: "DenoiseScheduler",
+        stream_id: str,
+        on_output: OutputCallback,
+        denoise: bool,
+        atten_lim_db: float,
+        input_rate: int,
+        input_channels: int,
+    ) -> None:
+        self.stream_id = stream_id
+        self._scheduler = scheduler
+        self._on_output = on_output
+        self.denoise = denoise
+        self.atten_lim_db = float(atten_lim_db)
+        self.closed = False
+        self._resampler = StreamResampler(input_rate, input_channels)
+        hops = scheduler.settings.chunk_hops
+        self._chunk_hops = hops
+        self._buffer = RingBuffer(HOP_SAMPLES * hops * 4, HOP_SAMPLES)
+        self._fader = Crossfader(scheduler.crossfade_samples, wet=denoise)
+        self._raw_tail = np.zeros(scheduler.delay_samples, dtype=np.float32)
+        self._chunks: deque[_Chunk] = deque()  # in output order, until delivered
+        self._waiting: deque[_Chunk] = deque()  # not yet given to the engine
+        self.state: StreamState | None = None  # model state; None until the first chunk runs
+        self.in_flight = False
+        self._last_sample = np.float32(0.0)
+        self._passing_through = False
+
+    # -- the live path's interface --------------------------------------
+
+    def push(self, pcm: np.ndarray) -> None:
+        """Input samples at the stream's rate (int16 or float32, interleaved if stereo)."""
+        if self.closed:
+            return
+        samples = self._resampler.process(pcm)
+        hops = self._chunk_hops
+        while len(samples):
+            taken = self._buffer.write(samples[: self._buffer.free])
+            samples = samples[taken:]
+            while self._buffer.hops_available >= hops:
+                self._add_chunk(self._buffer.read_hops(hops))
+        self._scheduler._pump()
+
+    def set_denoise(self, enabled: bool, atten_lim_db: float | None = None) -> None:
+        """
+        Switch denoising (and optionally its strength) mid-stream: the next
+        output block starts a crossfade, and a new strength applies from the
+        next chunk given to the engine.
+        """
+        self.denoise = bool(enabled)
+        if atten_lim_db is not None:
+            self.atten_lim_db = float(atten_lim_db)
+
+    def close(self) -> None:
+        """Free the slot; a chunk in flight is finished and dropped."""
+        if not self.closed:
+            self.closed = True
+            self._scheduler.stats.queue_depth -= len(self._waiting)
+            self._waiting.clear()
+            self._chunks.clear()
+            self._scheduler._forget(self)
+
+    # -- the scheduler's side --------------------------------------------
+
+    @property
+    def waiting(self) -> int:
+        """Chunks waiting for the engine."""
+        return len(self._waiting)
+
+    def _add_chunk(self, audio: FloatArray) -> None:
+        line = np.concatenate([self._raw_tail, audio])
+        raw = line[: len(audio)]
+        self._raw_tail = line[len(audio) :]
+        chunk = _Chunk(raw=raw, audio=audio)
+        self._chunks.append(chunk)
+        self._waiting.append(chunk)
+        self._scheduler.stats.queue_depth += 1
+        if not self._scheduler.ready:
+            self._pass_oldest_waiting("engine not ready")
+        elif len(self._waiting) > self._scheduler.settings.max_waiting_chunks:
+            self._pass_oldest_waiting("engine behind")
+        if self._waiting and not self.in_flight:
+            self._scheduler._mark_ready(self)
+        self._deliver()
+
+    def _pass_oldest_waiting(self, reason: str) -> None:
+        chunk = self._waiting.popleft()
+        chunk.audio = None
+        self._scheduler.stats.queue_depth -= 1
+        self._scheduler._fell_behind(self, reason)
+
+    def take_chunk(self) -> _Chunk:
+        """The oldest waiting chunk, now given to the engine."""
+        chunk = self._waiting.popleft()
+        chunk.submitted = True
+        self.in_flight = True
+        self._scheduler.stats.queue_depth -= 1
+        return chunk
+
+    def _finished(self) -> None:
+        """The chunk in flight is back (reactor thread)."""
+        self.in_flight = False
+        if self._waiting and not self.closed:
+            self._scheduler._mark_ready(self)
+        self._deliver()
+
+    def _deliver(self) -> None:
+        """Hand completed chunks to the listener, in order."""
+        while self._chunks and self._chunks[0].done and not self.closed:
+            chunk = self._chunks.popleft()
+            if chunk.denoised is None:
+                out = self._pass_through(chunk.raw)
+            else:
+                if self._passing_through:
+                    self._passing_through = False
+                    self._fader.reset(False)
+                self._fader.wet = self.denoise
+                out = self._fader.process(chunk.raw, chunk.denoised)
+            if len(out):
+                self._last_sample = out[-1]
+            try:
+                self._on_output(out, chunk.raw)
+            except Exception:
+                self._scheduler.log.failure("Output callback of stream {stream_id} failed", stream_id=self.stream_id)
+
+    def _pass_through(self, raw: FloatArray) -> FloatArray:
+        """
+        Raw audio in place of denoised audio the engine could not make: there
+        is no denoised continuation to crossfade from, so the first samples
+        are bent from the last sample played onto the raw signal (a raised-
+        cosine correction over the crossfade length), which removes the step.
+        """
+        out = raw.copy()
+        if not self._passing_through and self._fader.position > 0:
+            n = min(len(out), max(1, self._fader.length))
+            ramp = 0.5 + 0.5 * np.cos(np.pi * np.arange(n, dtype=np.float32) / n)
+            out[:n] += (self._last_sample - raw[0]) * ramp.astype(np.float32)
+        self._passing_through = True
+        self._fader.reset(False)
+        return out
+
+
+class DenoiseScheduler(Service):
+    """
+    Owns the worker thread pool, one engine per worker and the batching.
+    ``startService`` loads the model in a thread; ``stopService`` waits for
+    the batches in flight.
+    """
+
+    log = logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        settings: SchedulerSettings | None = None,
+        engine_factory: "Callable[[], DenoiseEngine] | None" = None,
+        threadpool: ThreadPool | None = None,
+    ) -> None:
+        self.reactor = reactor
+        self.settings = settings or SchedulerSettings()
+        self._engine_factory = engine_factory or self._load_engine
+        self._own_pool = threadpool is None
+        self._pool = threadpool
+        self._free_engines: list[DenoiseEngine] = []
+        self._streams: dict[str, StreamHandle] = {}
+        # Streams with a waiting chunk and none in flight, in the order they became ready.
+        self._ready: OrderedDict[str, StreamHandle] = OrderedDict()
+        self._in_flight: set[defer.Deferred[None]] = set()
+        self.stats = SchedulerStats()
+        self.ready = False
+        self.delay_samples = DEFAULT_DELAY_SAMPLES
+        self.crossfade_samples = round(self.settings.crossfade_seconds * SAMPLE_RATE)
+        self.engine_info: dict[str, object] = {}
+        self._behind_logged: set[str] = set()
+
+    @property
+    def latency_seconds(self) -> float:
+        """The fixed latency the path adds: one chunk plus the model's own delay."""
+        return (self.settings.chunk_hops * HOP_SAMPLES + self.delay_samples) / SAMPLE_RATE
+
+    def _load_engine(self) -> "DenoiseEngine":
+        from denoisecast.dsp.engine import DenoiseEngine
+
+        return DenoiseEngine.load(self.settings.model, device=self.settings.device)
+
+    # -- service ---------------------------------------------------------
+
+    def startService(self) -> "defer.Deferred[None]":  # type: ignore[override]
+        super().startService()
+        if self._pool is None:
+            self._pool = ThreadPool(self.settings.workers, self.settings.workers, "denoise")
+        self._pool.start()
+        d = deferToThreadPool(self.reactor, self._pool, self._engine_factory)
+        d.addCallbacks(self._engine_loaded, self._engine_failed)
+        return d
+
+    def _engine_failed(self, failure: Any) -> None:
+        self.log.failure(
+            "Could not load the denoise model; live audio passes through raw", failure, log_id="dsp.scheduler.load"
+        )
+
+    def _engine_loaded(self, engine: "DenoiseEngine") -> None:
+        from denoisecast.dsp.half import use_half_precision
+
+        engines = [engine] + [engine.fork() for _ in range(self.settings.workers - 1)]
+        if self.settings.half:
+            if not all([use_half_precision(e) for e in engines]):
+                self.log.warn("Half precision needs a GPU; running fp32 on {device}", device=str(engine.device))
+        self._free_engines = engines
+        self.delay_samples = engine.delay
+        self.engine_info = engine.describe()
+        for stream in self._streams.values():
+            stream._raw_tail = np.zeros(self.delay_samples, dtype=np.float32)
+        self.ready = True
+        self.log.info(
+            "Denoise pool ready: {workers} workers, chunks of {chunk_seconds} s, batches up to {max_batch}, "
+            "latency {latency_seconds} s",
+            workers=self.settings.workers,
+            chunk_seconds=self.settings.chunk_hops * HOP_SAMPLES / SAMPLE_RATE,
+            max_batch=self.settings.max_batch,
+            latency_seconds=self.latency_seconds,
+            log_id="dsp.scheduler.ready",
+        )
+        self._pump()
+
+    def stopService(self) -> "defer.Deferred[None]":  # type: ignore[override]
+        super().stopService()
+        self.ready = False
+        d: defer.Deferred[Any] = defer.DeferredList(list(self._in_flight))
+
+        def stop_pool(_: object) -> None:
+            if self._own_pool and self._pool is not None:
+                self._pool.stop()
+
+        d.addCallback(stop_pool)
+        return d
+
+    # -- streams ---------------------------------------------------------
+
+    def open_stream(
+        self,
+        stream_id: str,
+        on_output: OutputCallback,
+        denoise: bool = True,
+        atten_lim_db: float = 100.0,
+        input_rate: int = SAMPLE_RATE,
+        input_channels: int = 1,
+    ) -> StreamHandle:
+        """A slot for a new live stream; ``on_output(denoised, raw)`` is called on the reactor thread."""
+        if stream_id in self._streams:
+            raise ValueError(f"stream {stream_id!r} is already open")
+        handle = StreamHandle(self, stream_id, on_output, denoise, atten_lim_db, input_rate, input_channels)
+        self._streams[stream_id] = handle
+        self.stats.streams = len(self._streams)
+        return handle
+
+    def _forget(self, handle: StreamHandle) -> None:
+        if self._streams.get(handle.stream_id) is handle:
+            del self._streams[handle.stream_id]
+        self._ready.pop(handle.stream_id, None)
+        self._behind_logged.discard(handle.stream_id)
+        self.stats.streams = len(self._streams)
+
+    def _mark_ready(self, handle: StreamHandle) -> None:
+        if handle.stream_id not in self._ready:
+            self._ready[handle.stream_id] = handle
+
+    def _fell_behind(self, handle: StreamHandle, reason: str) -> None:
+        self.stats.fallback_chunks += 1
+        if handle.stream_id not in self._behind_logged:
+            self._behind_logged.add(handle.stream_id)
+            self.log.warn(
+                "Denoise pool cannot serve stream {stream_id} in real time ({reason}); passing its audio through",
+                stream_id=handle.stream_id,
+                reason=reason,
+                queue_depth=self.stats.queue_depth,
+                fallback_chunks=self.stats.fallback_chunks,
+                log_id="dsp.scheduler.behind",
+            )
+
+    # -- batching --------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Start batches while a worker is free and chunks are waiting (reactor thread)."""
+        while self.ready and self._free_engines and self._ready:
+            batch: list[tuple[StreamHandle, _Chunk]] = []
+            while self._ready and len(batch) < self.settings.max_batch:
+                _, stream = self._ready.popitem(last=False)
+                batch.append((stream, stream.take_chunk()))
+            self._submit(batch)
+
+    def _submit(self, batch: list[tuple[StreamHandle, _Chunk]]) -> None:
+        engine = self._free_engines.pop()
+        audio = np.stack([chunk.audio for _, chunk in batch])  # type: ignore[misc]
+        limits = np.array([s.atten_lim_db for s, _ in batch], dtype=np.float32)
+        states = [s.state for s, _ in batch]
+        d = deferToThreadPool(self.reactor, self._pool, run_batch, engine, audio, states, limits)
+        self._in_flight.add(d)
+        self.stats.in_flight_batches = len(self._in_flight)
+
+        def done(result: tuple[FloatArray, list["StreamState"], float]) -> None:
+            out, new_states, seconds = result
+            self.stats.batches += 1
+            self.stats.chunks_denoised += len(batch)
+            self.stats.batch_sizes[len(batch)] += 1
+            self.stats.model_seconds_total += seconds
+            self.stats.last_model_seconds = seconds
+            self.stats.last_model_seconds_per_chunk = seconds / len(batch)
+            for row, (stream, chunk) in enumerate(batch):
+                stream.state = new_states[row]
+                chunk.denoised = out[row]
+                stream._finished()
+
+        def failed(failure: Any) -> None:
+            self.stats.errors += 1
+            self.log.failure("Denoise batch failed; its chunks pass through", failure, log_id="dsp.scheduler.error")
+            for stream, chunk in batch:
+                chunk.audio = None
+                self.stats.fallback_chunks += 1
+                stream._finished()
+
+        def finally_(_: object) -> None:
+            self._in_flight.discard(d)
+            self.stats.in_flight_batches = len(self._in_flight)
+            self._free_engines.append(engine)
+            self._pump()
+
+        d.addCallbacks(done, failed)
+        d.addBoth(finally_)
+
+
+def run_batch(
+    engine: "DenoiseEngine",
+    audio: FloatArray,
+    states: "list[StreamState | None]",
+    limits: npt.NDArray[np.float32],
+) -> tuple[FloatArray, "list[StreamState]", float]:
+    """
+    One forward pass of a batch on a worker thread: gathers the streams'
+    states (fresh ones for streams that start), runs the engine with a
+    per-stream attenuation limit and splits the new state per stream.
+    A long chunk is run as consecutive pieces of ``auto_chunk_frames`` hops
+    (the result is the same, streaming is exact): on the CPU a pass over
+    about 800 stream-hops keeps the activations in cache and measured up to
+    1.6x faster than one pass over a 2 s chunk of 16 streams.
+    """
+    import torch
+
+    from denoisecast.dsp.pipeline import auto_chunk_frames
+
+    started = time.perf_counter()
+    rows = [s if s is not None else engine.new_streams(1) for s in states]
+    state = type(rows[0]).concat(rows) if len(rows) > 1 else rows[0]
+    tensor = torch.from_numpy(audio).to(engine.device)
+    limit = torch.from_numpy(limits).to(engine.device)
+    step = auto_chunk_frames(len(rows), engine.device) * HOP_SAMPLES
+    pieces = []
+    new = state
+    for start in range(0, tensor.shape[1], step):
+        out, _, new = engine.process(tensor[:, start : start + step], new, limit)
+        pieces.append(out)
+    result = (torch.cat(pieces, dim=1) if len(pieces) > 1 else pieces[0]).float().cpu().numpy()
+    split = [new.select([i]) for i in range(len(rows))] if len(rows) > 1 else [new]
+    return result, split, time.perf_counter() - started
