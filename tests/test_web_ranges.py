@@ -144,3 +144,20 @@ class ServeTests(TestCase):
         self.assertEqual(reply.status, 206)
         self.assertEqual(reply.header("content-length"), "100")
         self.assertEqual(reply.body, b"")
+
+
+class GoneClientTests(SynchronousTestCase):
+    def test_client_gone_before_serving(self) -> None:
+        """
+        A client that disconnected before the file is served (players abort
+        requests when they seek) is not an error.
+        """
+        from twisted.web.server import NOT_DONE_YET
+        from twisted.web.test.requesthelper import DummyRequest
+
+        path = Path(self.mktemp())
+        path.write_bytes(CONTENT)
+        request = DummyRequest([b""])
+        request.channel = None
+        self.assertIs(serve_file(request, path, "audio/ogg"), NOT_DONE_YET)
+        self.assertEqual(request.written, [])

@@ -159,6 +159,11 @@ def serve_file(request: Request, path: Path, content_type: str) -> int | bytes:
     if request.method == b"HEAD":
         handle.close()
         return b""
+    if request.channel is None:
+        # The client went away while the access check ran (players abort
+        # requests when they seek); nothing to send.
+        handle.close()
+        return NOT_DONE_YET
     producer.start()
     return NOT_DONE_YET
 
