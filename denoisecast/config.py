@@ -48,6 +48,17 @@ OPTIONS: list[tuple[str, str, str]] = [
         f"Directory for the database and recordings (default ./{DEFAULT_DATA_DIR}).",
     ),
     (
+        "recording-quota-mb",
+        "DENOISECAST_RECORDING_QUOTA_MB",
+        "Recording storage per user in MiB; 0 means unlimited (default 0).",
+    ),
+    (
+        "recording-max-minutes",
+        "DENOISECAST_RECORDING_MAX_MINUTES",
+        "Longest recording in minutes; the broadcast goes on unrecorded "
+        "after it; 0 means unlimited (default 240).",
+    ),
+    (
         "log-level",
         "DENOISECAST_LOG_LEVEL",
         "Lowest level of DenoiseCast's own log events: debug, info, warn, "
@@ -106,6 +117,8 @@ class Config:
     database_url: str = ""
     log_level: LogLevel = LogLevel.info
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    recording_quota_bytes: int | None = None
+    recording_max_seconds: float | None = 240 * 60.0
     denoise_chunk_seconds: float = DEFAULT_DENOISE_CHUNK_SECONDS
     denoise_crossfade_seconds: float = DEFAULT_DENOISE_CROSSFADE_SECONDS
     denoise_max_batch: int = DEFAULT_DENOISE_MAX_BATCH
@@ -148,6 +161,16 @@ class Config:
                 f"Unknown log level {level_name!r}; use debug, info, warn, "
                 "error or critical."
             ) from None
+        quota = _number(
+            "recording-quota-mb", pick("recording-quota-mb", "DENOISECAST_RECORDING_QUOTA_MB") or "0", float, 0, 1e9
+        )
+        longest = _number(
+            "recording-max-minutes",
+            pick("recording-max-minutes", "DENOISECAST_RECORDING_MAX_MINUTES") or "240",
+            float,
+            0,
+            1e6,
+        )
         if database_url and "://" not in database_url:
             raise ConfigError(
                 f"Database URL {database_url!r} is not a URL; use e.g. "
@@ -158,6 +181,8 @@ class Config:
             data_dir=data_dir,
             database_url=database_url,
             log_level=log_level,
+            recording_quota_bytes=int(quota * 1024 * 1024) or None,
+            recording_max_seconds=(longest * 60.0) or None,
             **_denoise_options(pick),
         )
 
