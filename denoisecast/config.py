@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 from twisted.logger import LogLevel, InvalidLogLevelError
@@ -47,6 +48,17 @@ OPTIONS: list[tuple[str, str, str]] = [
         "data-dir",
         "DENOISECAST_DATA_DIR",
         f"Directory for the database and recordings (default ./{DEFAULT_DATA_DIR}).",
+    ),
+    (
+        "recording-quota-mb",
+        "DENOISECAST_RECORDING_QUOTA_MB",
+        "Recording storage per user in MiB; 0 means unlimited (default 0).",
+    ),
+    (
+        "recording-max-minutes",
+        "DENOISECAST_RECORDING_MAX_MINUTES",
+        "Longest recording in minutes; the broadcast goes on unrecorded "
+        "after it; 0 means unlimited (default 240).",
     ),
     (
         "log-level",
@@ -132,6 +144,8 @@ class Config:
     turn_urls: tuple[str, ...] = ()
     turn_secret: str = ""
     silence_timeout: float = DEFAULT_SILENCE_TIMEOUT
+    recording_quota_bytes: int | None = None
+    recording_max_seconds: float | None = 240 * 60.0
     denoise_chunk_seconds: float = DEFAULT_DENOISE_CHUNK_SECONDS
     denoise_crossfade_seconds: float = DEFAULT_DENOISE_CROSSFADE_SECONDS
     denoise_max_batch: int = DEFAULT_DENOISE_MAX_BATCH
@@ -174,6 +188,16 @@ class Config:
                 f"Unknown log level {level_name!r}; use debug, info, warn, "
                 "error or critical."
             ) from None
+        quota = _number(
+            "recording-quota-mb", pick("recording-quota-mb", "DENOISECAST_RECORDING_QUOTA_MB") or "0", float, 0, 1e9
+        )
+        longest = _number(
+            "recording-max-minutes",
+            pick("recording-max-minutes", "DENOISECAST_RECORDING_MAX_MINUTES") or "240",
+            float,
+            0,
+            1e6,
+        )
         if database_url and "://" not in database_url:
             raise ConfigError(
                 f"Database URL {database_url!r} is not a URL; use e.g. "
@@ -203,6 +227,8 @@ class Config:
             data_dir=data_dir,
             database_url=database_url,
             log_level=log_level,
+            recording_quota_bytes=int(quota * 1024 * 1024) or None,
+            recording_max_seconds=(longest * 60.0) or None,
             **_denoise_options(pick),
         )
 
@@ -217,7 +243,7 @@ def _number(name: str, text: str, kind: type[float] | type[int], low: float, hig
     return value
 
 
-def _denoise_options(pick: Callable[[str, str], str | None]) -> dict[str, object]:
+def _denoise_options(pick: Callable[[str, str], str | None]) -> dict[str, Any]:
     """The denoise pool's options (names as in L{OPTIONS}), validated."""
 
     def get(name: str, default: object) -> str:

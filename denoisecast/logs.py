@@ -10,6 +10,8 @@ reach the global publisher.
 
 from __future__ import annotations
 
+import sys
+
 from twisted.logger import (
     FilteringLogObserver,
     LogLevel,
@@ -23,7 +25,7 @@ observer = FilteringLogObserver(globalLogPublisher, [_predicate])
 
 
 def set_level(level: LogLevel) -> None:
-    _predicate.defaultLogLevel = level
+    _predicate.setLogLevelForNamespace(None, level)
 
 
 def logger(namespace: str | None = None) -> Logger:
@@ -31,6 +33,9 @@ def logger(namespace: str | None = None) -> Logger:
     A L{Logger} whose events go through DenoiseCast's level filter.
 
     Use it as a class attribute (C{log = logger()}) so the namespace is
-    the class, as twisted.logger does by default.
+    the class, as twisted.logger does by default; at module level the
+    namespace is the calling module.
     """
+    if namespace is None:
+        namespace = sys._getframe(1).f_globals.get("__name__", "denoisecast")
     return Logger(namespace=namespace, observer=observer)

@@ -29,6 +29,8 @@ from denoisecast.live.metrics import LiveMetrics
 from denoisecast.presence import PresenceHub
 from denoisecast.protocols.socket import SignalingFactory
 from denoisecast.ratelimit import FailureLimiter
+from denoisecast.recordings.library import RecordingLibrary
+from denoisecast.recordings.recorder import Recorder
 from denoisecast.storage.database import Database
 from denoisecast.storage.store import Store
 from denoisecast.web import openapi
@@ -36,6 +38,7 @@ from denoisecast.web.auth import AuthRoutes
 from denoisecast.web.friends import FriendRoutes
 from denoisecast.web.health import HealthRoutes
 from denoisecast.web.metrics import HttpMetrics
+from denoisecast.web.recordings import RecordingRoutes
 from denoisecast.web.resource import JsonApi, Route
 from denoisecast.web.streams import StreamRoutes
 from denoisecast.web.tree import build_root, build_site, static_directory
@@ -108,6 +111,21 @@ class DenoiseCastServer:
         return Friends(self.store, self.clock)
 
     @cached_property
+    def recorder(self) -> Recorder:
+        return Recorder(
+            self.store,
+            self.reactor,
+            self.config.data_dir,
+            self.clock,
+            quota_bytes=self.config.recording_quota_bytes,
+            max_seconds=self.config.recording_max_seconds,
+        )
+
+    @cached_property
+    def recordings(self) -> RecordingLibrary:
+        return RecordingLibrary(self.store, self.recorder, self.store.get_user_by_name)
+
+    @cached_property
     def metrics_registry(self) -> CollectorRegistry:
         return CollectorRegistry()
 
@@ -160,6 +178,7 @@ class DenoiseCastServer:
             *AuthRoutes(self.accounts).routes(),
             *FriendRoutes(self.friends).routes(),
             *StreamRoutes(self.store, self.live).routes(),
+            *RecordingRoutes(self.recordings).routes(),
         ]
 
     @cached_property

@@ -2,12 +2,12 @@
 The service tree twistd runs.
 
 Order matters: the database service starts its pool and migrates the
-schema on a pool thread; only when that has finished do the network
-listeners start, so no request ever meets an unmigrated database.  The
-denoise scheduler loads its model in the background meanwhile.  On stop,
-children stop in reverse order: the web listeners first, then the live
-media (every broadcast ends cleanly), then the scheduler, then the
-database pool drains.
+schema on a pool thread; only when that has finished do the denoise
+scheduler (loading its model), the recorder (which repairs interrupted
+recordings) and the network listeners start, so no request ever meets an
+unmigrated database.  On stop, one after another: the web listeners, the
+live media (every broadcast ends cleanly), the recorder finalising open
+recordings, the scheduler, then the database pool.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 
 from denoisecast.live.manager import LiveManager
 from denoisecast.logs import logger
+from denoisecast.recordings.recorder import Recorder
 from denoisecast.server import DenoiseCastServer
 from denoisecast.storage.database import Database
 from denoisecast.storage.migrations import thd_upgrade
@@ -62,7 +63,52 @@ class DatabaseService(Service):
         self.database.stop()
 
 
-class AfterReady(MultiService):
+class InOrder(MultiService):
+    """
+    Stops its children one after another, last-started first, each waiting
+    for the one before it (a plain MultiService stops them all at once,
+    which would close the database under a recorder still finalising).
+    """
+
+    def stopService(self) -> Deferred[None]:
+        Service.stopService(self)
+        done: Deferred[Any] = Deferred()
+        chain = done
+        for child in reversed(list(self)):
+            chain.addCallback(lambda _, child=child: child.stopService())
+        done.callback(None)
+        return chain
+
+
+class RecorderService(Service):
+    """
+    Repairs recordings a crash left unfinished when the server starts, and
+    finalises every open recording when it stops.
+    """
+
+    log = logger()
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+
+    def startService(self) -> None:
+        super().startService()
+        self.recorder.start_pool()
+        Deferred.fromCoroutine(self.recorder.repair()).addErrback(
+            lambda f: self.log.failure("Repairing interrupted recordings failed", f)
+        )
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+
+        def stop_pool(result: object) -> object:
+            self.recorder.stop_pool()
+            return result
+
+        return Deferred.fromCoroutine(self.recorder.finish_all()).addBoth(stop_pool)
+
+
+class AfterReady(InOrder):
     """
     Starts its children only once C{ready} has fired; if it fails, logs why
     and stops the reactor instead of serving a broken database.
@@ -88,7 +134,7 @@ class AfterReady(MultiService):
     def stopService(self) -> Deferred[None] | None:
         if not self.running:
             return None
-        return MultiService.stopService(self)
+        return InOrder.stopService(self)
 
 
 class LiveService(Service):
@@ -110,7 +156,7 @@ class LiveService(Service):
 
 
 def make_service(server: DenoiseCastServer) -> MultiService:
-    top = MultiService()
+    top = InOrder()
     database = DatabaseService(server.database)
     database.setServiceParent(top)
 
@@ -118,6 +164,7 @@ def make_service(server: DenoiseCastServer) -> MultiService:
     network.setServiceParent(top)
     server.scheduler.setName("denoise")
     server.scheduler.setServiceParent(network)
+    RecorderService(server.recorder).setServiceParent(network)
     LiveService(server.live).setServiceParent(network)
     web = strports.service(server.config.listen, server.site, reactor=server.reactor)
     web.setName("web")

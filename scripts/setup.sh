@@ -9,7 +9,7 @@ ROOT=$PWD
 
 # Debian packages.  The test suite also uses PostgreSQL and Redis servers and
 # the audio tools; a server-only machine can set DENOISECAST_SERVER_ONLY=1.
-DEBS=(python3-venv postgresql redis-server espeak-ng sox libsox-fmt-all)
+DEBS=(python3-venv postgresql redis-server espeak-ng sox libsox-fmt-all chromium)
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
     for pkg in "${DEBS[@]}"; do
@@ -29,6 +29,8 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
+# Quiet pip's notes about unused local package indexes some machines configure.
+pip_() { "${PIP[@]}" "$@" 2>&1 | sed '/^WARNING: Location .* is ignored/d'; }
 
 # Reinstall only when the package definition or the extension sources
 # changed since the last run.
@@ -36,11 +38,11 @@ shopt -s nullglob
 stamp=$(cat pyproject.toml setup.py scripts/setup.sh denoisecast/dsp/*.pyx | sha256sum | cut -c1-16)
 if [ "$(cat .venv/.setup-stamp 2>/dev/null)" != "$stamp" ]; then
     echo "setup: installing Python packages into .venv"
-    "${PIP[@]}" install --upgrade pip setuptools wheel Cython
+    pip_ install --upgrade pip setuptools wheel Cython
     # The CPU build of torch, pinned: an unpinned requirement pulls a
     # multi-gigabyte CUDA build.
-    "${PIP[@]}" install "torch==2.13.0"
-    "${PIP[@]}" install -e ".[test]"
+    pip_ install "torch==2.13.0"
+    pip_ install -e ".[test]"
     # twistd finds plugins through sys.path entries holding twisted/plugins/;
     # an editable install's import hooks hide the checkout's, a path entry
     # does not.

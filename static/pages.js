@@ -71,6 +71,61 @@ async function refresh() {
   ])), "None.");
 }
 
+let recordingsCursor = null;
+let me = null;
+
+function formatDuration(seconds) {
+  const whole = Math.round(seconds);
+  return `${Math.floor(whole / 60)}:${String(whole % 60).padStart(2, "0")}`;
+}
+
+function recordingItem(r) {
+  const li = document.createElement("li");
+  li.className = "recording";
+  const label = document.createElement("span");
+  const when = new Date(r.started_at).toLocaleString();
+  label.textContent = `${r.owner} · ${when} · ${formatDuration(r.duration_seconds)}` +
+    (r.status === "complete" ? "" : ` · ${r.status}`);
+  const audio = document.createElement("audio");
+  audio.controls = true;
+  audio.preload = "none";
+  const source = (track) => `/api/recordings/${enc(r.id)}/audio?track=${track}`;
+  audio.src = source("denoised");
+  const track = document.createElement("select");
+  for (const name of ["denoised", "raw"]) {
+    const option = document.createElement("option");
+    option.value = option.textContent = name;
+    track.appendChild(option);
+  }
+  track.addEventListener("change", () => {
+    const at = audio.currentTime, playing = !audio.paused;
+    audio.src = source(track.value);
+    audio.currentTime = at;
+    if (playing) audio.play();
+  });
+  li.append(label, audio, track);
+  if (me && r.owner === me.username) {
+    const remove = document.createElement("button");
+    remove.textContent = "Delete";
+    remove.addEventListener("click", async () => {
+      try { showError(null); await api("DELETE", `/api/recordings/${enc(r.id)}`); li.remove(); } catch (e) { showError(e); }
+    });
+    li.appendChild(remove);
+  }
+  return li;
+}
+
+async function loadRecordings(append) {
+  const params = new URLSearchParams({ limit: "20" });
+  if (append && recordingsCursor) params.set("cursor", recordingsCursor);
+  const page = await api("GET", `/api/recordings?${params}`);
+  const items = page.recordings.map(recordingItem);
+  if (append) items.forEach(i => document.getElementById("recordings").appendChild(i));
+  else fill("recordings", items, "No recordings yet.");
+  recordingsCursor = page.next;
+  document.getElementById("more-recordings").hidden = !page.next;
+}
+
 let searchCursor = null;
 let searchQuery = "";
 
@@ -91,6 +146,7 @@ async function search(append) {
 async function home() {
   try {
     const { user } = await api("GET", "/api/me");
+    me = user;
     document.getElementById("me").textContent = user.username;
   } catch (e) {
     if (e.status === 401) { location.href = "/login"; return; }
@@ -106,7 +162,8 @@ async function home() {
     try { showError(null); await search(false); } catch (e) { showError(e); }
   });
   document.getElementById("more").addEventListener("click", () => search(true).catch(showError));
-  await refresh();
+  document.getElementById("more-recordings").addEventListener("click", () => loadRecordings(true).catch(showError));
+  await Promise.all([refresh(), loadRecordings(false)]);
 }
 
 function credentialsForm(id, path) {

@@ -69,8 +69,8 @@ class DelayState:
     def concat(states: "list[DelayState]") -> "DelayState":
         return DelayState(torch.cat([s.tail for s in states]))
 
-    def select(self, rows: list[int]) -> "DelayState":
-        return DelayState(self.tail[rows])
+    def split(self) -> "list[DelayState]":
+        return [DelayState(t) for t in self.tail.split(1)]
 
 
 class DelayEngine:

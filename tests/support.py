@@ -17,6 +17,7 @@ from treq.client import HTTPClient
 from argon2 import PasswordHasher
 from sqlalchemy import create_engine, text
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 
@@ -184,6 +185,9 @@ async def start_server(
     database.startService()
     testcase.addCleanup(database.stopService)
     await database.ready
+    server.recorder.start_pool()
+    testcase.addCleanup(server.recorder.stop_pool)
+    testcase.addCleanup(lambda: Deferred.fromCoroutine(server.recorder.finish_all()))
     port = reactor.listenTCP(0, server.site, interface="127.0.0.1")
     testcase.addCleanup(port.stopListening)
     return RunningServer(server, port.getHost().port)

@@ -72,6 +72,28 @@ class ConfigTests(SynchronousTestCase):
             Options().parseOptions(["--log-level", "chatty"])
 
 
+class LogLevelTests(SynchronousTestCase):
+    def test_level_filters_denoisecast_events(self) -> None:
+        """
+        Events below the configured level never reach the global publisher;
+        module-level loggers are named after their module.
+        """
+        from twisted.logger import globalLogPublisher
+
+        from denoisecast import logs
+
+        seen: list[dict] = []
+        globalLogPublisher.addObserver(seen.append)
+        self.addCleanup(globalLogPublisher.removeObserver, seen.append)
+        self.addCleanup(logs.set_level, LogLevel.info)
+        log = logs.logger()
+        self.assertEqual(log.namespace, __name__)
+        logs.set_level(LogLevel.warn)
+        log.info("quiet {n}", n=1)
+        log.warn("loud {n}", n=2)
+        self.assertEqual([e["n"] for e in seen if e.get("log_namespace") == __name__], [2])
+
+
 class DenoiseOptionTests(SynchronousTestCase):
     def test_denoise_defaults_and_values(self) -> None:
         """
@@ -107,3 +129,18 @@ class DenoiseOptionTests(SynchronousTestCase):
             with self.assertRaises(ConfigError) as caught:
                 Config.resolve(given, {})
             self.assertIn(next(iter(given)), str(caught.exception))
+
+
+class RecordingOptionTests(SynchronousTestCase):
+    def test_recording_limits(self) -> None:
+        """
+        The quota is unlimited and recordings stop at 4 hours by default;
+        0 means unlimited; negative or non-numeric values are refused.
+        """
+        config = Config.resolve({}, {})
+        self.assertEqual((config.recording_quota_bytes, config.recording_max_seconds), (None, 240 * 60.0))
+        config = Config.resolve({"recording-quota-mb": "1.5"}, {"DENOISECAST_RECORDING_MAX_MINUTES": "0"})
+        self.assertEqual((config.recording_quota_bytes, config.recording_max_seconds), (1572864, None))
+        for given in ({"recording-quota-mb": "-1"}, {"recording-max-minutes": "long"}):
+            with self.assertRaises(ConfigError):
+                Config.resolve(given, {})

@@ -153,3 +153,19 @@ class StreamRegroupingTests(SynchronousTestCase):
         self.assertLess(float((out1[0] - alone(a[:, :hop])[0]).abs().max()), 1e-5)
         self.assertLess(float((torch.cat([out1[1], out2[0]]) - alone(b)[0]).abs().max()), 1e-5)
         self.assertLess(float((out2[1] - alone(c[:, :hop])[0]).abs().max()), 1e-5)
+
+
+class SplitTests(SynchronousTestCase):
+    def test_split_then_concat(self) -> None:
+        """split() gives each stream its own state (equal to select) and concat() joins them back unchanged."""
+        path = bundled_path()
+        audio = torch.from_numpy(np.stack([s[:4800] for s in signals()[:3]]))
+        _, _, state = path.process(audio, StreamState.initial(3, path.config))
+        parts = state.split()
+        self.assertEqual(len(parts), 3)
+        alone = state.select([1])
+        torch.testing.assert_close(parts[1].history, alone.history)
+        torch.testing.assert_close(parts[1].net.h_df, alone.net.h_df)
+        joined = StreamState.concat(parts)
+        torch.testing.assert_close(joined.overlap, state.overlap)
+        torch.testing.assert_close(joined.net.c0_ctx, state.net.c0_ctx)

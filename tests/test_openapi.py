@@ -14,6 +14,7 @@ from twisted.trial.unittest import TestCase
 
 from denoisecast.web.openapi import DOCUMENT
 from tests.support import Reply, start_server
+from tests.test_recordings import record
 
 
 def documented_routes() -> set[tuple[str, str]]:
@@ -115,6 +116,22 @@ class ResponseConformanceTests(TestCase):
         await self.call(alice, "DELETE", "/api/streams/{username}", "/api/streams/bob")
         await self.call(alice, "DELETE", "/api/friends/{username}", "/api/friends/bob")
         await self.call(alice, "DELETE", "/api/friends/{username}", "/api/friends/bob")
+        made = await record(running, "alice", 1.0)
+        rid = made.public_id
+        await self.call(alice, "GET", "/api/recordings")
+        await self.call(bob, "GET", "/api/recordings")
+        await self.call(alice, "GET", "/api/recordings", "/api/recordings?cursor=%25%25")
+        await self.call(alice, "GET", "/api/recordings/{id}", f"/api/recordings/{rid}")
+        await self.call(bob, "GET", "/api/recordings/{id}", f"/api/recordings/{rid}")
+        await self.call(alice, "GET", "/api/recordings/{id}/waveform", f"/api/recordings/{rid}/waveform")
+        await self.call(bob, "GET", "/api/recordings/{id}/waveform", f"/api/recordings/{rid}/waveform")
+        audio = await alice.request("GET", f"/api/recordings/{rid}/audio", headers={"Range": "bytes=0-3"})
+        self.assertEqual((audio.status, audio.body), (206, b"OggS"))
+        self.seen.add(("GET", "/api/recordings/{id}/audio"))
+        self.assertIn("206", DOCUMENT["paths"]["/api/recordings/{id}/audio"]["get"]["responses"])
+        await self.call(alice, "GET", "/api/recordings/{id}/audio", f"/api/recordings/{rid}/audio?track=x")
+        await self.call(alice, "DELETE", "/api/recordings/{id}", f"/api/recordings/{rid}")
+        await self.call(alice, "DELETE", "/api/recordings/{id}", f"/api/recordings/{rid}")
         await self.call(alice, "POST", "/api/auth/password", body={"current_password": "correct horse", "new_password": "battery staple"})
         await self.call(alice, "POST", "/api/auth/logout")
         await self.call(alice, "POST", "/api/auth/logout")

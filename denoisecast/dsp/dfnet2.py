@@ -19,9 +19,9 @@ import torch
 from torch import Tensor, nn
 
 from denoisecast.dsp.config import ModelConfig
-from denoisecast.dsp.dfnet3 import Mask, NetOutput, NetState
+from denoisecast.dsp.dfnet3 import ErbDecoderStack, Mask, NetOutput, NetState
 from denoisecast.dsp.features import erb_matrices, erb_widths
-from denoisecast.dsp.layers import Conv2dNormAct, ConvTranspose2dNormAct, GroupedLinear, SqueezedGRU
+from denoisecast.dsp.layers import Conv2dNormAct, GroupedLinear, SqueezedGRU
 
 
 class Encoder2(nn.Module):
@@ -60,33 +60,13 @@ class Encoder2(nn.Module):
         return [e0, e1, e2, e3], emb, c0, lsnr.squeeze(-1)
 
 
-class ErbDecoder2(nn.Module):
+class ErbDecoder2(ErbDecoderStack):
     def __init__(self, p: ModelConfig) -> None:
-        super().__init__()
-        ch = p.conv_ch
         hidden = p.emb_hidden_dim
-        self.emb_gru = SqueezedGRU(
-            hidden, hidden, ch * p.nb_erb // 4, p.emb_num_layers - 1, p.linear_groups, skip=nn.Identity(), skip_inner=True
+        gru = SqueezedGRU(
+            hidden, hidden, p.conv_ch * p.nb_erb // 4, p.emb_num_layers - 1, p.linear_groups, skip=nn.Identity(), skip_inner=True
         )
-        self.conv3p = Conv2dNormAct(ch, ch, 1, bias=False, separable=True)
-        self.convt3 = Conv2dNormAct(ch, ch, p.conv_kernel, bias=False, separable=True)
-        self.conv2p = Conv2dNormAct(ch, ch, 1, bias=False, separable=True)
-        self.convt2 = ConvTranspose2dNormAct(ch, ch, p.conv_kernel, fstride=2, bias=False, separable=True)
-        self.conv1p = Conv2dNormAct(ch, ch, 1, bias=False, separable=True)
-        self.convt1 = ConvTranspose2dNormAct(ch, ch, p.conv_kernel, fstride=2, bias=False, separable=True)
-        self.conv0p = Conv2dNormAct(ch, ch, 1, bias=False, separable=True)
-        self.conv0_out = Conv2dNormAct(ch, 1, p.conv_kernel, bias=False, separable=True, activation=nn.Sigmoid)
-
-    def forward(self, emb: Tensor, skips: list[Tensor], h: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        e0, e1, e2, e3 = skips
-        b, _, t, f8 = e3.shape
-        emb, h = self.emb_gru(emb, h)
-        emb = emb.reshape(b, t, f8, -1).permute(0, 3, 1, 2)
-        e3 = self.convt3(self.conv3p(e3) + emb)
-        e2 = self.convt2(self.conv2p(e2) + e3)
-        e1 = self.convt1(self.conv1p(e1) + e2)
-        m = self.conv0_out(self.conv0p(e0) + e1)
-        return m.squeeze(1), h
+        super().__init__(p, gru, p.conv_kernel)
 
 
 class DfDecoder2(nn.Module):

@@ -72,6 +72,15 @@ class NetState:
         }
         return NetState(**fields)
 
+    def split(self) -> "list[NetState]":
+        """One state per stream, as views (no copies) of this batch's tensors."""
+        count = next(getattr(self, n).shape[a] for n, a in self.AXES.items() if getattr(self, n) is not None)
+        parts = {
+            name: [None] * count if getattr(self, name) is None else getattr(self, name).split(1, dim=axis)
+            for name, axis in self.AXES.items()
+        }
+        return [NetState(**{name: parts[name][i] for name in self.AXES}) for i in range(count)]
+
     @staticmethod
     def concat(states: "list[NetState]") -> "NetState":
         """
@@ -132,20 +141,23 @@ class Encoder(nn.Module):
         return [e0, e1, e2, e3], emb, c0, lsnr.squeeze(-1)
 
 
-class ErbDecoder(nn.Module):
-    def __init__(self, p: ModelConfig) -> None:
+class ErbDecoderStack(nn.Module):
+    """
+    The ERB decoder's transposed-convolution stack, shared by DeepFilterNet2
+    and DeepFilterNet3 (they differ in the embedding GRU and, in the
+    configs, the transposed kernel); attribute names follow the checkpoints.
+    """
+
+    def __init__(self, p: ModelConfig, emb_gru: nn.Module, convt_kernel: tuple[int, int]) -> None:
         super().__init__()
         ch = p.conv_ch
-        emb_dim = ch * p.nb_erb // 4
-        if p.emb_gru_skip != "none":
-            raise NotImplementedError("ERB decoder variants other than the released DeepFilterNet3")
-        self.emb_gru = SqueezedGRU(emb_dim, p.emb_hidden_dim, emb_dim, p.emb_num_layers - 1, p.linear_groups)
+        self.emb_gru = emb_gru
         self.conv3p = Conv2dNormAct(ch, ch, 1, bias=False, separable=True)
         self.convt3 = Conv2dNormAct(ch, ch, p.conv_kernel, bias=False, separable=True)
         self.conv2p = Conv2dNormAct(ch, ch, 1, bias=False, separable=True)
-        self.convt2 = ConvTranspose2dNormAct(ch, ch, p.convt_kernel, fstride=2, bias=False, separable=True)
+        self.convt2 = ConvTranspose2dNormAct(ch, ch, convt_kernel, fstride=2, bias=False, separable=True)
         self.conv1p = Conv2dNormAct(ch, ch, 1, bias=False, separable=True)
-        self.convt1 = ConvTranspose2dNormAct(ch, ch, p.convt_kernel, fstride=2, bias=False, separable=True)
+        self.convt1 = ConvTranspose2dNormAct(ch, ch, convt_kernel, fstride=2, bias=False, separable=True)
         self.conv0p = Conv2dNormAct(ch, ch, 1, bias=False, separable=True)
         self.conv0_out = Conv2dNormAct(ch, 1, p.conv_kernel, bias=False, separable=True, activation=nn.Sigmoid)
 
@@ -159,6 +171,15 @@ class ErbDecoder(nn.Module):
         e1 = self.convt1(self.conv1p(e1) + e2)
         m = self.conv0_out(self.conv0p(e0) + e1)  # [B, 1, T, E]
         return m.squeeze(1), h
+
+
+class ErbDecoder(ErbDecoderStack):
+    def __init__(self, p: ModelConfig) -> None:
+        emb_dim = p.conv_ch * p.nb_erb // 4
+        if p.emb_gru_skip != "none":
+            raise NotImplementedError("ERB decoder variants other than the released DeepFilterNet3")
+        gru = SqueezedGRU(emb_dim, p.emb_hidden_dim, emb_dim, p.emb_num_layers - 1, p.linear_groups)
+        super().__init__(p, gru, p.convt_kernel)
 
 
 class DfDecoder(nn.Module):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
-from twisted.logger import Logger
+from denoisecast.logs import logger
 
 from denoisecast.dsp import models
 from denoisecast.dsp.config import ModelConfig
@@ -51,7 +51,7 @@ class EngineInfo:
 class DenoiseEngine:
     """A loaded DeepFilterNet on one device; ``load()`` makes one from a model choice."""
 
-    log = Logger()
+    log = logger()
 
     def __init__(self, net: "DfNet2 | DfNet3", config: ModelConfig, info: EngineInfo) -> None:
         self.net = net

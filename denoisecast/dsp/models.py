@@ -27,9 +27,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from twisted.logger import Logger
+from denoisecast.logs import logger
 
-log = Logger()
+log = logger()
 
 #: Release archives in the DeepFilterNet repository at the commit the
 #: bundled runtime was built from.  The pin is the archive's git blob hash

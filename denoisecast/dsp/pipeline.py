@@ -152,6 +152,32 @@ class StreamState:
             pending_coefs=pick(self.pending_coefs),
         )
 
+    def split(self) -> "list[StreamState]":
+        """
+        One state per stream, as views of this batch's tensors: splitting a
+        large batch after every pass costs no copies (the next ``concat``
+        copies once).
+        """
+        count = self.history.shape[0]
+
+        def rows(t: Tensor | None) -> list[Tensor | None]:
+            return [None] * count if t is None else list(t.split(1))
+
+        fields = zip(
+            rows(self.previous_hop),
+            rows(self.overlap),
+            rows(self.norm.mean),
+            rows(self.norm.unit),
+            rows(self.history),
+            self.net.split(),
+            rows(self.masked),
+            rows(self.pending_coefs),
+        )
+        return [
+            StreamState(hop, overlap, NormState(mean, unit), history, net, masked, pending)  # type: ignore[arg-type]
+            for hop, overlap, mean, unit, history, net, masked, pending in fields
+        ]
+
     @staticmethod
     def concat(states: "list[StreamState]") -> "StreamState":
         """Streams from several batches as one batch, in order (e.g. a stream joining a running batch)."""
@@ -338,6 +364,8 @@ class SignalPath:
         are the rows' own lengths when shorter rows were padded to share the
         batch (only the whole-signal DeepFilterNet2 path needs them).
         """
+        if isinstance(policy.atten_lim_db, Tensor):
+            raise TypeError("offline enhancement takes one attenuation limit for the batch")
         if atten_lim_factor(policy.atten_lim_db) == 1.0:
             return audio.clone()
         if self.config.model == "deepfilternet2":
@@ -377,7 +405,7 @@ class SignalPath:
         if lengths is not None:
             frames = [-(-(length + c.fft_size) // c.hop_size) for length in lengths]
         enhanced, _, _ = reference_forward(self.net, c, spec, feat_erb, feat_spec, frames)
-        lim = atten_lim_factor(policy.atten_lim_db)
+        lim = atten_lim_factor(float(policy.atten_lim_db))
         if lim is not None:
             enhanced = spec * lim + enhanced * (1.0 - lim)
         delay = c.fft_size - c.hop_size

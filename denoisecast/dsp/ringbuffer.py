@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import warnings
 
-from twisted.logger import Logger
+from denoisecast.logs import logger
 
 from denoisecast.dsp._ringbuffer_common import (
     DROP_NEWEST,
@@ -26,7 +26,7 @@ from denoisecast.dsp._ringbuffer_common import (
     RingBufferOverflow,
 )
 
-log = Logger()
+log = logger()
 
 #: Whether the compiled module runs (``False``: the plain-Python twin does).
 COMPILED: bool

@@ -28,7 +28,7 @@ splitting states all happen on the worker.
 from __future__ import annotations
 
 import time
-from collections import Counter, OrderedDict, deque
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -46,16 +46,16 @@ from denoisecast.config import (
     DEFAULT_DENOISE_WORKERS,
     Config,
 )
-from denoisecast.dsp.resample import SAMPLE_RATE, StreamResampler
-from denoisecast.dsp.ringbuffer import HOP_SAMPLES, Crossfader, RingBuffer
+from denoisecast.dsp.resample import SAMPLE_RATE
+from denoisecast.dsp.ringbuffer import COMPILED, HOP_SAMPLES
+from denoisecast.dsp.stream import FloatArray, OutputCallback, StreamHandle, Chunk
 from denoisecast.logs import logger
 
 if TYPE_CHECKING:
     from denoisecast.dsp.engine import DenoiseEngine
     from denoisecast.dsp.pipeline import StreamState
 
-FloatArray = npt.NDArray[np.float32]
-OutputCallback = Callable[[FloatArray, FloatArray], None]
+__all__ = ["DenoiseScheduler", "SchedulerSettings", "SchedulerStats", "StreamHandle", "run_batch"]
 
 #: Output lag of DeepFilterNet3 (the bundled model) until an engine reports its own.
 DEFAULT_DELAY_SAMPLES = 1440
@@ -118,163 +118,24 @@ class SchedulerStats:
     fallback_chunks: int = 0  # chunks passed through raw because the engine was behind (or not ready)
     errors: int = 0
 
-
-@dataclass
-class _Chunk:
-    raw: FloatArray  # delay-matched raw input
-    audio: FloatArray | None  # input for the engine; None once passed through
-    denoised: FloatArray | None = None
-    submitted: bool = False
-
-    @property
-    def done(self) -> bool:
-        return self.audio is None or self.denoised is not None
-
-
-class StreamHandle:
-    """One live stream's slot in the scheduler; every method runs on the reactor thread."""
-
-    def __init__(
-        self,
-        scheduler: "DenoiseScheduler",
-        stream_id: str,
-        on_output: OutputCallback,
-        denoise: bool,
-        atten_lim_db: float,
-        input_rate: int,
-        input_channels: int,
-    ) -> None:
-        self.stream_id = stream_id
-        self._scheduler = scheduler
-        self._on_output = on_output
-        self.denoise = denoise
-        self.atten_lim_db = float(atten_lim_db)
-        self.closed = False
-        self._resampler = StreamResampler(input_rate, input_channels)
-        hops = scheduler.settings.chunk_hops
-        self._chunk_hops = hops
-        self._buffer = RingBuffer(HOP_SAMPLES * hops * 4, HOP_SAMPLES)
-        self._fader = Crossfader(scheduler.crossfade_samples, wet=denoise)
-        self._raw_tail = np.zeros(scheduler.delay_samples, dtype=np.float32)
-        self._chunks: deque[_Chunk] = deque()  # in output order, until delivered
-        self._waiting: deque[_Chunk] = deque()  # not yet given to the engine
-        self.state: StreamState | None = None  # model state; None until the first chunk runs
-        self.in_flight = False
-        self._last_sample = np.float32(0.0)
-        self._passing_through = False
-
-    # -- the live path's interface --------------------------------------
-
-    def push(self, pcm: np.ndarray) -> None:
-        """Input samples at the stream's rate (int16 or float32, interleaved if stereo)."""
-        if self.closed:
-            return
-        samples = self._resampler.process(pcm)
-        hops = self._chunk_hops
-        while len(samples):
-            taken = self._buffer.write(samples[: self._buffer.free])
-            samples = samples[taken:]
-            while self._buffer.hops_available >= hops:
-                self._add_chunk(self._buffer.read_hops(hops))
-        self._scheduler._pump()
-
-    def set_denoise(self, enabled: bool, atten_lim_db: float | None = None) -> None:
-        """
-        Switch denoising (and optionally its strength) mid-stream: the next
-        output block starts a crossfade, and a new strength applies from the
-        next chunk given to the engine.
-        """
-        self.denoise = bool(enabled)
-        if atten_lim_db is not None:
-            self.atten_lim_db = float(atten_lim_db)
-
-    def close(self) -> None:
-        """Free the slot; a chunk in flight is finished and dropped."""
-        if not self.closed:
-            self.closed = True
-            self._scheduler.stats.queue_depth -= len(self._waiting)
-            self._waiting.clear()
-            self._chunks.clear()
-            self._scheduler._forget(self)
-
-    # -- the scheduler's side --------------------------------------------
-
-    @property
-    def waiting(self) -> int:
-        """Chunks waiting for the engine."""
-        return len(self._waiting)
-
-    def _add_chunk(self, audio: FloatArray) -> None:
-        line = np.concatenate([self._raw_tail, audio])
-        raw = line[: len(audio)]
-        self._raw_tail = line[len(audio) :]
-        chunk = _Chunk(raw=raw, audio=audio)
-        self._chunks.append(chunk)
-        self._waiting.append(chunk)
-        self._scheduler.stats.queue_depth += 1
-        if not self._scheduler.ready:
-            self._pass_oldest_waiting("engine not ready")
-        elif len(self._waiting) > self._scheduler.settings.max_waiting_chunks:
-            self._pass_oldest_waiting("engine behind")
-        if self._waiting and not self.in_flight:
-            self._scheduler._mark_ready(self)
-        self._deliver()
-
-    def _pass_oldest_waiting(self, reason: str) -> None:
-        chunk = self._waiting.popleft()
-        chunk.audio = None
-        self._scheduler.stats.queue_depth -= 1
-        self._scheduler._fell_behind(self, reason)
-
-    def take_chunk(self) -> _Chunk:
-        """The oldest waiting chunk, now given to the engine."""
-        chunk = self._waiting.popleft()
-        chunk.submitted = True
-        self.in_flight = True
-        self._scheduler.stats.queue_depth -= 1
-        return chunk
-
-    def _finished(self) -> None:
-        """The chunk in flight is back (reactor thread)."""
-        self.in_flight = False
-        if self._waiting and not self.closed:
-            self._scheduler._mark_ready(self)
-        self._deliver()
-
-    def _deliver(self) -> None:
-        """Hand completed chunks to the listener, in order."""
-        while self._chunks and self._chunks[0].done and not self.closed:
-            chunk = self._chunks.popleft()
-            if chunk.denoised is None:
-                out = self._pass_through(chunk.raw)
-            else:
-                if self._passing_through:
-                    self._passing_through = False
-                    self._fader.reset(False)
-                self._fader.wet = self.denoise
-                out = self._fader.process(chunk.raw, chunk.denoised)
-            if len(out):
-                self._last_sample = out[-1]
-            try:
-                self._on_output(out, chunk.raw)
-            except Exception:
-                self._scheduler.log.failure("Output callback of stream {stream_id} failed", stream_id=self.stream_id)
-
-    def _pass_through(self, raw: FloatArray) -> FloatArray:
-        """
-        Raw audio in place of denoised audio the engine could not make: there
-        is no denoised continuation to crossfade from, so the first samples
-        are bent from the last sample played onto the raw signal (a raised-
-        cosine correction over the crossfade length), which removes the step.
-        """
-        out = raw.copy()
-        if not self._passing_through and self._fader.position > 0:
-            n = min(len(out), max(1, self._fader.length))
-            ramp = 0.5 + 0.5 * np.cos(np.pi * np.arange(n, dtype=np.float32) / n)
-            out[:n] += (self._last_sample - raw[0]) * ramp.astype(np.float32)
-        self._passing_through = True
-        self._fader.reset(False)
-        return out
+    def snapshot(self) -> dict[str, float]:
+        """Plain numbers for a metrics exporter (batch sizes as their mean and maximum)."""
+        sizes = self.batch_sizes
+        total = sum(sizes.values())
+        return {
+            "streams": self.streams,
+            "queue_depth": self.queue_depth,
+            "in_flight_batches": self.in_flight_batches,
+            "batches": self.batches,
+            "chunks_denoised": self.chunks_denoised,
+            "batch_size_mean": sum(k * v for k, v in sizes.items()) / total if total else 0.0,
+            "batch_size_max": max(sizes) if sizes else 0,
+            "model_seconds_total": self.model_seconds_total,
+            "last_model_seconds": self.last_model_seconds,
+            "last_model_seconds_per_chunk": self.last_model_seconds_per_chunk,
+            "fallback_chunks": self.fallback_chunks,
+            "errors": self.errors,
+        }
 
 
 class DenoiseScheduler(Service):
@@ -302,7 +163,7 @@ class DenoiseScheduler(Service):
         self._streams: dict[str, StreamHandle] = {}
         # Streams with a waiting chunk and none in flight, in the order they became ready.
         self._ready: OrderedDict[str, StreamHandle] = OrderedDict()
-        self._in_flight: set[defer.Deferred[None]] = set()
+        self._in_flight: set[defer.Deferred[Any]] = set()
         self.stats = SchedulerStats()
         self.ready = False
         self.delay_samples = DEFAULT_DELAY_SAMPLES
@@ -322,31 +183,43 @@ class DenoiseScheduler(Service):
 
     # -- service ---------------------------------------------------------
 
-    def startService(self) -> "defer.Deferred[None]":  # type: ignore[override]
+    def startService(self) -> "defer.Deferred[Any]":  # type: ignore[override]
         super().startService()
         if self._pool is None:
             self._pool = ThreadPool(self.settings.workers, self.settings.workers, "denoise")
         self._pool.start()
         d = deferToThreadPool(self.reactor, self._pool, self._engine_factory)
-        d.addCallback(self._engine_loaded)
+        d.addCallbacks(self._engine_loaded, self._engine_failed)
         return d
 
+    def _engine_failed(self, failure: Any) -> None:
+        self.log.failure(
+            "Could not load the denoise model; live audio passes through raw", failure, log_id="dsp.scheduler.load"
+        )
+
     def _engine_loaded(self, engine: "DenoiseEngine") -> None:
-        if self.settings.half and engine.device.type != "cuda":
-            self.log.warn("Half precision needs a GPU; running fp32 on {device}", device=str(engine.device))
-        self._free_engines = [engine] + [engine.fork() for _ in range(self.settings.workers - 1)]
+        from denoisecast.dsp.half import use_half_precision
+
+        engines = [engine] + [engine.fork() for _ in range(self.settings.workers - 1)]
+        if self.settings.half:
+            if not all([use_half_precision(e) for e in engines]):
+                self.log.warn("Half precision needs a GPU; running fp32 on {device}", device=str(engine.device))
+        self._free_engines = engines
         self.delay_samples = engine.delay
-        self.engine_info = engine.describe()
+        # What runs, for health endpoints: the model, its weights, the device, and whether the
+        # compiled ring buffer runs (the plain-Python twin is a deployment problem).
+        self.engine_info = {**engine.describe(), "ringbuffer_compiled": COMPILED}
         for stream in self._streams.values():
             stream._raw_tail = np.zeros(self.delay_samples, dtype=np.float32)
         self.ready = True
         self.log.info(
             "Denoise pool ready: {workers} workers, chunks of {chunk_seconds} s, batches up to {max_batch}, "
-            "latency {latency_seconds} s",
+            "latency {latency_seconds} s, compiled ring buffer {ringbuffer_compiled}",
             workers=self.settings.workers,
             chunk_seconds=self.settings.chunk_hops * HOP_SAMPLES / SAMPLE_RATE,
             max_batch=self.settings.max_batch,
             latency_seconds=self.latency_seconds,
+            ringbuffer_compiled=COMPILED,
             log_id="dsp.scheduler.ready",
         )
         self._pump()
@@ -411,18 +284,19 @@ class DenoiseScheduler(Service):
     def _pump(self) -> None:
         """Start batches while a worker is free and chunks are waiting (reactor thread)."""
         while self.ready and self._free_engines and self._ready:
-            batch: list[tuple[StreamHandle, _Chunk]] = []
+            batch: list[tuple[StreamHandle, Chunk]] = []
             while self._ready and len(batch) < self.settings.max_batch:
                 _, stream = self._ready.popitem(last=False)
                 batch.append((stream, stream.take_chunk()))
             self._submit(batch)
 
-    def _submit(self, batch: list[tuple[StreamHandle, _Chunk]]) -> None:
+    def _submit(self, batch: list[tuple[StreamHandle, Chunk]]) -> None:
+        assert self._pool is not None
         engine = self._free_engines.pop()
         audio = np.stack([chunk.audio for _, chunk in batch])  # type: ignore[misc]
         limits = np.array([s.atten_lim_db for s, _ in batch], dtype=np.float32)
         states = [s.state for s, _ in batch]
-        d = deferToThreadPool(self.reactor, self._pool, run_batch, engine, audio, states, limits, self.settings.half)
+        d = deferToThreadPool(self.reactor, self._pool, run_batch, engine, audio, states, limits)
         self._in_flight.add(d)
         self.stats.in_flight_batches = len(self._in_flight)
 
@@ -462,7 +336,6 @@ def run_batch(
     audio: FloatArray,
     states: "list[StreamState | None]",
     limits: npt.NDArray[np.float32],
-    half: bool = False,
 ) -> tuple[FloatArray, "list[StreamState]", float]:
     """
     One forward pass of a batch on a worker thread: gathers the streams'
@@ -485,10 +358,9 @@ def run_batch(
     step = auto_chunk_frames(len(rows), engine.device) * HOP_SAMPLES
     pieces = []
     new = state
-    with torch.autocast("cuda", dtype=torch.float16, enabled=half and engine.device.type == "cuda"):
-        for start in range(0, tensor.shape[1], step):
-            out, _, new = engine.process(tensor[:, start : start + step], new, limit)
-            pieces.append(out)
+    for start in range(0, tensor.shape[1], step):
+        out, _, new = engine.process(tensor[:, start : start + step], new, limit)
+        pieces.append(out)
     result = (torch.cat(pieces, dim=1) if len(pieces) > 1 else pieces[0]).float().cpu().numpy()
-    split = [new.select([i]) for i in range(len(rows))] if len(rows) > 1 else [new]
+    split = new.split() if len(rows) > 1 else [new]
     return result, split, time.perf_counter() - started

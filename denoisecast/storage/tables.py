@@ -23,6 +23,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     func,
     text,
     true,
@@ -109,3 +110,33 @@ friendships = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     CheckConstraint("user_low_id < user_high_id", name="ordered_pair"),
 )
+
+#: One row per broadcast recording.  C{public_id} is what URLs carry: random,
+#: so ids cannot be guessed or enumerated; file names derive from it and the
+#: owner's id, never from anything a client sends.
+recordings = Table(
+    "recordings",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("public_id", String(32), nullable=False, unique=True),
+    Column(
+        "user_id",
+        Integer,
+        ForeignKey("users.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("ended_at", DateTime(timezone=True), nullable=True),
+    Column("duration_seconds", Float, nullable=False),
+    Column("denoised_bytes", Integer, nullable=False),
+    Column("raw_bytes", Integer, nullable=False),
+    Column("model", String(64), nullable=False),
+    #: recording, complete, interrupted (found unfinished after a crash) or
+    #: stopped_early (quota or maximum length reached mid-broadcast).
+    Column("status", String(16), nullable=False),
+    #: JSON list of {"t": seconds, "denoise": bool, "atten_lim_db": float}.
+    Column("timeline", Text, nullable=False),
+    #: JSON list of peak magnitudes, computed once when asked for.
+    Column("peaks", Text, nullable=True),
+)
+Index("ix_recordings_user_id_started_at", recordings.c.user_id, recordings.c.started_at)

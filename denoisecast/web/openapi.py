@@ -184,6 +184,40 @@ SCHEMAS: dict[str, Any] = {
             "version": {"type": "string"},
         },
     },
+    "Recording": {
+        "type": "object",
+        "required": [
+            "id", "owner", "started_at", "ended_at", "duration_seconds", "denoised_bytes",
+            "raw_bytes", "model", "status", "denoise", "timeline",
+        ],
+        "additionalProperties": False,
+        "properties": {
+            "id": {"type": "string"},
+            "owner": {"type": "string"},
+            "started_at": {"type": "string", "format": "date-time"},
+            "ended_at": {"type": ["string", "null"], "format": "date-time"},
+            "duration_seconds": {"type": "number"},
+            "denoised_bytes": {"type": "integer"},
+            "raw_bytes": {"type": "integer"},
+            "model": {"type": "string"},
+            "status": {"type": "string", "enum": ["recording", "complete", "interrupted", "stopped_early"]},
+            "denoise": {"type": "boolean", "description": "Whether denoise was on when the broadcast began."},
+            "timeline": {
+                "type": "array",
+                "description": "Denoise settings over time, seconds from the start.",
+                "items": {
+                    "type": "object",
+                    "required": ["t", "denoise", "atten_lim_db"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "t": {"type": "number"},
+                        "denoise": {"type": "boolean"},
+                        "atten_lim_db": {"type": "number"},
+                    },
+                },
+            },
+        },
+    },
     "CsrfToken": {
         "type": "object",
         "required": ["csrf_token"],
@@ -380,6 +414,108 @@ PATHS: dict[str, Any] = {
         }
     },
 }
+
+RECORDING_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 64}}
+NO_RECORDING = error("No such recording, or not the owner's or a friend's: the same answer either way.")
+
+PATHS.update(
+    {
+        "/api/recordings": {
+            "get": {
+                "summary": "Your and your friends' recordings, newest first.",
+                "parameters": [
+                    {"name": "owner", "in": "query", "schema": {"type": "string"}},
+                    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 50, "default": 20},
+                    },
+                ],
+                "responses": {
+                    "200": ok(
+                        "One page.",
+                        {
+                            "type": "object",
+                            "required": ["recordings", "next"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "recordings": {"type": "array", "items": ref("Recording")},
+                                "next": {"type": ["string", "null"]},
+                            },
+                        },
+                    ),
+                    **COMMON_ERRORS,
+                },
+            }
+        },
+        "/api/recordings/{id}": {
+            "get": {
+                "summary": "One recording's details.",
+                "parameters": [RECORDING_ID],
+                "responses": {
+                    "200": ok(
+                        "The recording.",
+                        {
+                            "type": "object",
+                            "required": ["recording"],
+                            "additionalProperties": False,
+                            "properties": {"recording": ref("Recording")},
+                        },
+                    ),
+                    "404": NO_RECORDING,
+                    **COMMON_ERRORS,
+                },
+            },
+            "delete": {
+                "summary": "Delete your recording: its row and both files.",
+                "parameters": [RECORDING_ID],
+                "responses": {"204": ok("Deleted."), "404": NO_RECORDING, **COMMON_ERRORS},
+            },
+        },
+        "/api/recordings/{id}/audio": {
+            "get": {
+                "summary": "A track as Ogg/Opus, with HTTP Range and If-Range for seeking.",
+                "parameters": [
+                    RECORDING_ID,
+                    {
+                        "name": "track",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": ["denoised", "raw"], "default": "denoised"},
+                    },
+                ],
+                "responses": {
+                    "200": {"description": "The whole file.", "content": {"audio/ogg": {}}},
+                    "206": {"description": "The requested range(s).", "content": {"audio/ogg": {}}},
+                    "404": NO_RECORDING,
+                    "416": error("The range is malformed or outside the file."),
+                    **COMMON_ERRORS,
+                },
+            }
+        },
+        "/api/recordings/{id}/waveform": {
+            "get": {
+                "summary": "Peak magnitudes of the denoised track at a fixed resolution, for drawing.",
+                "parameters": [RECORDING_ID],
+                "responses": {
+                    "200": ok(
+                        "The peaks, each in [0, 1].",
+                        {
+                            "type": "object",
+                            "required": ["points"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "points": {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}}
+                            },
+                        },
+                    ),
+                    "404": NO_RECORDING,
+                    **COMMON_ERRORS,
+                },
+            }
+        },
+    }
+)
 
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",

@@ -17,6 +17,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -29,6 +30,7 @@ from denoisecast.errors import DenoiseCastError, forbidden, unauthenticated
 from denoisecast.logs import logger
 from denoisecast.storage.store import User
 from denoisecast.web.parse import Field, parse_json_object
+from denoisecast.web.ranges import serve_file
 
 SESSION_COOKIE = b"dc_session"
 CSRF_COOKIE = b"dc_csrf"
@@ -37,6 +39,16 @@ SAFE_METHODS = {b"GET", b"HEAD", b"OPTIONS"}
 
 JsonValue = Any
 Response = tuple[int, JsonValue]
+
+
+@dataclass(frozen=True)
+class FileBody:
+    """
+    A handler's answer that is a file, served with Range support.
+    """
+
+    path: Path
+    content_type: str
 
 
 @dataclass
@@ -212,6 +224,12 @@ class JsonApi(Resource):
             status, body = await route.handler(call)
         except DenoiseCastError as error:
             self._write(request, error.status, error.to_json(), error.headers)
+            return
+        if isinstance(body, FileBody):
+            served = serve_file(request, body.path, body.content_type)
+            if isinstance(served, bytes):
+                request.write(served)
+                request.finish()
             return
         self._write(request, status, body)
 

@@ -1,0 +1,3 @@
+"""
+Recordings: every broadcast written to browser-playable files as it happens.
+"""

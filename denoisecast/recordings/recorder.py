@@ -1,0 +1,328 @@
+"""
+The write side of recordings: each broadcast's two tracks written as it
+happens, its row kept current, and unfinished recordings repaired at start.
+
+Encoding and file writes happen on a small thread pool, never the reactor
+thread; each recording's blocks go through its own L{SerialJobs} queue, so
+they reach the file in order even though the pool has several threads.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+from collections import deque
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+from denoisecast.logs import logger
+from denoisecast.recordings.files import RATE, OggOpusWriter, recorded_duration
+from denoisecast.storage.store import Store, User
+
+#: How often (seconds of audio) a live recording's row is brought up to date.
+PROGRESS_EVERY = 5.0
+
+
+class SerialJobs:
+    """
+    Runs callables on a shared thread pool one after another, in order.
+    """
+
+    def __init__(self, pool: ThreadPool) -> None:
+        self._pool = pool
+        self._jobs: deque[Callable[[], None]] = deque()
+        self._lock = threading.Lock()
+        self._running = False
+        self._idle = threading.Event()
+        self._idle.set()
+        self.failure: BaseException | None = None
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            self._jobs.append(job)
+            if self._running:
+                return
+            self._running = True
+            self._idle.clear()
+        self._pool.callInThread(self._drain)
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._jobs:
+                    self._running = False
+                    self._idle.set()
+                    return
+                job = self._jobs.popleft()
+            try:
+                job()
+            except BaseException as error:  # kept for finish() to report
+                self.failure = error
+
+    def wait(self) -> None:
+        """
+        Block until every submitted job has run (call from a pool thread).
+        """
+        self._idle.wait()
+
+
+def recording_paths(data_dir: Path, owner_id: int, public_id: str) -> tuple[Path, Path]:
+    """
+    Where a recording's denoised and raw tracks live.  Built from the
+    owner's numeric id and the server-made public id only.
+    """
+    if not public_id.replace("-", "").replace("_", "").isalnum():
+        raise ValueError("not a recording id")
+    folder = data_dir / "recordings" / str(owner_id)
+    return folder / f"{public_id}.denoised.ogg", folder / f"{public_id}.raw.ogg"
+
+
+class Recording:
+    """
+    One broadcast being recorded.  Methods are called on the reactor thread.
+    """
+
+    log = logger()
+
+    def __init__(
+        self,
+        recorder: "Recorder",
+        public_id: str,
+        owner: User,
+        started_at: datetime,
+        budget_bytes: int | None,
+        on_stopped: Callable[[str], None],
+    ) -> None:
+        self.recorder = recorder
+        self.public_id = public_id
+        self.owner = owner
+        self.started_at = started_at
+        self.timeline: list[dict[str, Any]] = []
+        self.samples = 0
+        self.denoised_path, self.raw_path = recording_paths(recorder.data_dir, owner["id"], public_id)
+        self._budget = budget_bytes
+        self._on_stopped = on_stopped
+        self._jobs = SerialJobs(recorder.pool)
+        self._writers: tuple[OggOpusWriter, OggOpusWriter] | None = None
+        self._bytes = 0
+        self._sizes = (0, 0)
+        self._last_progress = 0.0
+        self.finished: Deferred[None] | None = None
+        self.stopped_reason: str | None = None
+        self._jobs.submit(self._open)
+
+    def _open(self) -> None:
+        self.denoised_path.parent.mkdir(parents=True, exist_ok=True)
+        self._writers = (OggOpusWriter(self.denoised_path), OggOpusWriter(self.raw_path))
+
+    def _write(self, denoised: np.ndarray, raw: np.ndarray) -> None:
+        assert self._writers is not None
+        self._writers[0].write(denoised)
+        self._writers[1].write(raw)
+        self._sizes = (self.denoised_path.stat().st_size, self.raw_path.stat().st_size)
+        self._bytes = sum(self._sizes)
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / RATE
+
+    @property
+    def active(self) -> bool:
+        return self.finished is None
+
+    def note(self, denoise: bool, atten_lim_db: float) -> None:
+        """
+        Record a denoise setting taking effect now.
+        """
+        self.timeline.append({"t": round(self.seconds, 3), "denoise": denoise, "atten_lim_db": atten_lim_db})
+
+    def write(self, denoised: np.ndarray, raw: np.ndarray) -> None:
+        """
+        Append one block of both tracks (equal length, 48 kHz mono float32).
+        """
+        if not self.active:
+            return
+        limit = self.recorder.max_seconds
+        if limit is not None and self.seconds >= limit:
+            self.stop_early("max_length")
+            return
+        if self._budget is not None and self._bytes >= self._budget:
+            self.stop_early("quota")
+            return
+        self.samples += len(denoised)
+        self._jobs.submit(lambda: self._write(denoised.copy(), raw.copy()))
+        if self.seconds - self._last_progress >= PROGRESS_EVERY:
+            self._last_progress = self.seconds
+            self.recorder.store.update_recording(
+                self.public_id,
+                duration_seconds=self.seconds,
+                denoised_bytes=self._sizes[0],
+                raw_bytes=self._sizes[1],
+                timeline=json.dumps(self.timeline),
+            ).addErrback(lambda f: self.log.failure("Recording progress not saved", f))
+
+    def stop_early(self, reason: str) -> None:
+        self.stopped_reason = reason
+        self.log.info(
+            "Recording {public_id} of {owner} stopped: {reason}",
+            public_id=self.public_id,
+            owner=self.owner["username"],
+            reason=reason,
+        )
+        self.finish("stopped_early")
+        self._on_stopped(reason)
+
+    def finish(self, status: str = "complete") -> "Deferred[None]":
+        """
+        Close both files and write the final row; idempotent.
+        """
+        if self.finished is not None:
+            return self.finished
+        done: Deferred[None] = Deferred()
+        self.finished = done
+
+        def close() -> None:
+            if self._writers is not None:
+                for writer in self._writers:
+                    writer.close()
+
+        self._jobs.submit(close)
+
+        def closed_sizes() -> tuple[float, int, int]:
+            self._jobs.wait()
+            if self._jobs.failure is not None:
+                raise self._jobs.failure
+            return (
+                recorded_duration(self.denoised_path),
+                self.denoised_path.stat().st_size,
+                self.raw_path.stat().st_size,
+            )
+
+        async def finalise() -> None:
+            duration, denoised_bytes, raw_bytes = await deferToThreadPool(
+                self.recorder.reactor, self.recorder.pool, closed_sizes
+            )
+            await self.recorder.store.update_recording(
+                self.public_id,
+                ended_at=self.recorder.clock(),
+                duration_seconds=duration,
+                denoised_bytes=denoised_bytes,
+                raw_bytes=raw_bytes,
+                status=status,
+                timeline=json.dumps(self.timeline),
+            )
+            self.recorder.active.pop(self.public_id, None)
+
+        Deferred.fromCoroutine(finalise()).chainDeferred(done)
+        return done
+
+
+class Recorder:
+    """
+    Starts recordings, repairs unfinished ones, finalises all at shutdown.
+    """
+
+    log = logger()
+
+    def __init__(
+        self,
+        store: Store,
+        reactor: Any,
+        data_dir: Path,
+        clock: Callable[[], datetime],
+        quota_bytes: int | None = None,
+        max_seconds: float | None = None,
+        threads: int = 2,
+    ) -> None:
+        self.store = store
+        self.reactor = reactor
+        self.data_dir = data_dir
+        self.clock = clock
+        self.quota_bytes = quota_bytes
+        self.max_seconds = max_seconds
+        self.pool = ThreadPool(minthreads=0, maxthreads=threads, name="denoisecast-recorder")
+        self.active: dict[str, Recording] = {}
+
+    def start_pool(self) -> None:
+        self.pool.start()
+
+    async def start(
+        self,
+        owner: User,
+        model: str,
+        denoise: bool,
+        atten_lim_db: float,
+        on_stopped: Callable[[str], None],
+    ) -> Recording | None:
+        """
+        Begin recording a broadcast, or return C{None} when the owner's
+        quota is already used up (the broadcast goes on unrecorded).
+        """
+        budget = None
+        if self.quota_bytes is not None:
+            used = await self.store.storage_used(owner["id"])
+            budget = self.quota_bytes - used
+            if budget <= 0:
+                return None
+        public_id = secrets.token_urlsafe(12)
+        started = self.clock()
+        recording = Recording(self, public_id, owner, started, budget, on_stopped)
+        recording.note(denoise, atten_lim_db)
+        await self.store.create_recording(
+            public_id, owner["id"], started, model, json.dumps(recording.timeline)
+        )
+        self.active[public_id] = recording
+        return recording
+
+    async def finish_all(self) -> None:
+        for recording in list(self.active.values()):
+            await recording.finish("complete")
+
+    def stop_pool(self) -> None:
+        self.pool.stop()
+
+    def pool_wait(self, recording: Recording) -> "Deferred[None]":
+        """
+        Fires once every block queued for C{recording} is in its files.
+        """
+        return deferToThreadPool(self.reactor, self.pool, recording._jobs.wait)
+
+    async def repair(self) -> int:
+        """
+        Find recordings a crash left unfinished, correct their duration and
+        sizes from what is on disk, and mark them interrupted.
+        """
+        repaired = 0
+        for row in await self.store.unfinished_recordings():
+            if row["public_id"] in self.active:
+                continue
+            denoised, raw = recording_paths(self.data_dir, row["user_id"], row["public_id"])
+
+            def measure(denoised: Path = denoised, raw: Path = raw) -> tuple[float, int, int]:
+                size = lambda path: path.stat().st_size if path.exists() else 0  # noqa: E731
+                return recorded_duration(denoised), size(denoised), size(raw)
+
+            duration, denoised_bytes, raw_bytes = await deferToThreadPool(self.reactor, self.pool, measure)
+            await self.store.update_recording(
+                row["public_id"],
+                status="interrupted",
+                duration_seconds=duration,
+                denoised_bytes=denoised_bytes,
+                raw_bytes=raw_bytes,
+            )
+            self.log.warn(
+                "Recording {public_id} of {owner} was interrupted; kept {seconds:.1f} s",
+                public_id=row["public_id"],
+                owner=row["owner"],
+                seconds=duration,
+            )
+            repaired += 1
+        return repaired

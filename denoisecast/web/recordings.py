@@ -1,0 +1,49 @@
+"""
+API routes for recordings: list, metadata, audio (seekable), waveform, delete.
+"""
+
+from __future__ import annotations
+
+from denoisecast.recordings.library import PAGE_MAX, RecordingLibrary
+from denoisecast.web.parse import query_int, query_string
+from denoisecast.web.resource import ApiCall, FileBody, Response, Route
+
+AUDIO_TYPE = "audio/ogg; codecs=opus"
+
+
+class RecordingRoutes:
+    def __init__(self, library: RecordingLibrary) -> None:
+        self._library = library
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("GET", "/api/recordings", self.list),
+            Route("GET", "/api/recordings/{id}", self.get),
+            Route("DELETE", "/api/recordings/{id}", self.delete),
+            Route("GET", "/api/recordings/{id}/audio", self.audio),
+            Route("GET", "/api/recordings/{id}/waveform", self.waveform),
+        ]
+
+    async def list(self, call: ApiCall) -> Response:
+        owner = query_string(call.request, "owner", None, max_length=64)
+        cursor = query_string(call.request, "cursor", None, max_length=256)
+        limit = query_int(call.request, "limit", 20, 1, PAGE_MAX)
+        page, next_cursor = await self._library.list(call.me, owner, cursor, limit)
+        return 200, {"recordings": page, "next": next_cursor}
+
+    async def get(self, call: ApiCall) -> Response:
+        row = await self._library.get(call.me, call.params["id"])
+        return 200, {"recording": self._library.public(row)}
+
+    async def delete(self, call: ApiCall) -> Response:
+        await self._library.delete(call.me, call.params["id"])
+        return 204, None
+
+    async def audio(self, call: ApiCall) -> Response:
+        track = query_string(call.request, "track", "denoised", max_length=16) or "denoised"
+        path = await self._library.audio_path(call.me, call.params["id"], track)
+        return 200, FileBody(path, AUDIO_TYPE)
+
+    async def waveform(self, call: ApiCall) -> Response:
+        points = await self._library.waveform(call.me, call.params["id"])
+        return 200, {"points": points}

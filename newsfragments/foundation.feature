@@ -1,0 +1,1 @@
+DenoiseCast runs as `twistd denoisecast` on the asyncio reactor: accounts with argon2id passwords and server-side sessions, mutual friendships with requests, a JSON API described by an OpenAPI document at `/api/openapi.json`, login/register/home pages, `/api/health` and Prometheus `/metrics`, on SQLite or PostgreSQL with automatic migrations.
