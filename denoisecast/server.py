@@ -153,6 +153,7 @@ class DenoiseCastServer:
             self.clock,
             self.reactor,
             self.config.silence_timeout,
+            recorder=self.recorder,
         )
         self.friends.observers.append(manager.friendship_changed)
         return manager

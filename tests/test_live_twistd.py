@@ -54,7 +54,8 @@ class LiveTwistdTests(TestCase):
         """
         Two friends hear the broadcast (envelope correlation with the clean
         speech above 0.6); the denoised listener's noise floor is at least
-        10 dB below the raw listener's; a non-friend is refused with 403.
+        10 dB below the raw listener's; a non-friend is refused with 403;
+        the broadcast is recorded and the friend sees the recording.
         """
         workdir = Path(tempfile.mkdtemp(prefix="denoisecast-live-"))
         self.addCleanup(shutil.rmtree, workdir, True)
@@ -112,3 +113,7 @@ class LiveTwistdTests(TestCase):
         )
         status = await clients["bob"].get("/api/streams/alice")
         self.assertEqual((status.status, status.body["live"]), (200, False))
+        recorded = await clients["bob"].get("/api/recordings?owner=alice")
+        self.assertEqual(recorded.status, 200, recorded.body)
+        self.assertEqual(len(recorded.body["recordings"]), 1, recorded.body)
+        Logger().info("Recording: {recording}", recording=recorded.body["recordings"][0])

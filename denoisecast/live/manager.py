@@ -26,7 +26,7 @@ import av
 import numpy as np
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.task import LoopingCall
 
 from denoisecast.errors import DenoiseCastError, bad_request, conflict, forbidden, not_found
@@ -68,6 +68,7 @@ class Broadcast:
     listeners: dict[int, Listener] = field(default_factory=dict)
     encoders: dict[str, OpusStream] = field(default_factory=dict)
     position: int = 0
+    recording: Any = None
 
     def status(self) -> dict[str, Any]:
         return {
@@ -79,9 +80,12 @@ class Broadcast:
 
     def on_output(self, output: np.ndarray, raw: np.ndarray) -> None:
         """
-        Scheduler output (reactor thread): encode each signal someone listens
-        to, once, and hand the packets to its listeners.
+        Scheduler output (reactor thread): hand both signals to the
+        recording, encode each signal someone listens to, once, and hand the
+        packets to its listeners.
         """
+        if self.recording is not None:
+            self.recording.write(output, raw)
         for signal, block in (("denoised", output), ("raw", raw)):
             tracks = [l.track for l in self.listeners.values() if l.signal == signal]
             if not tracks:
@@ -108,7 +112,9 @@ class LiveManager:
         reactor: Any,
         silence_timeout: float,
         ice_servers: list[dict[str, Any]] | None = None,
+        recorder: Any = None,
     ) -> None:
+        self._recorder = recorder
         self._store = store
         self._presence = presence
         self._scheduler = scheduler
@@ -118,6 +124,7 @@ class LiveManager:
         self.broadcasts: dict[int, Broadcast] = {}
         self._starting: set[int] = set()
         self._peers: set[RTCPeerConnection] = set()
+        self._cleanups: set[Deferred[None]] = set()
         self._watchdog = LoopingCall(self._check_silence)
         self._watchdog.clock = reactor
         presence.live_status = self.live_status
@@ -142,6 +149,8 @@ class LiveManager:
             self._watchdog.stop()
         for user_id in list(self.broadcasts):
             await self._end(user_id, "shutdown")
+        while self._cleanups:
+            await DeferredList(list(self._cleanups))
         for pc in list(self._peers):
             await aio(pc.close())
 
@@ -153,7 +162,13 @@ class LiveManager:
         return sum(len(b.listeners) for b in self.broadcasts.values())
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        ensureDeferred(coroutine).addErrback(lambda f: self.log.failure("Cleanup failed", f))
+        """
+        Run a cleanup started by an event; shutdown waits for those still running.
+        """
+        running = ensureDeferred(coroutine)
+        self._cleanups.add(running)
+        running.addErrback(lambda f: self.log.failure("Cleanup failed", f))
+        running.addBoth(lambda _: self._cleanups.discard(running))
 
     def _changed(self, user_id: int) -> None:
         self._presence.changed(user_id)
@@ -248,9 +263,28 @@ class LiveManager:
         )
         broadcast.ingest = asyncio.ensure_future(self._ingest(broadcast, audio[0]))
         self.broadcasts[me] = broadcast
+        await self._record(broadcast)
         self.log.info("{user} is live (stream {stream})", user=user["username"], stream=broadcast.stream_id)
         self._changed(me)
         return {"type": "answer", "role": "publish", "sdp": answer, "stream": self.public_status(broadcast)}
+
+    async def _record(self, broadcast: Broadcast) -> None:
+        """
+        Start recording the broadcast; without a recorder, or when the owner's
+        quota is used up or the recorder fails, the broadcast goes on unrecorded.
+        """
+        if self._recorder is None:
+            return
+        model = str(getattr(self._scheduler, "engine_info", {}).get("model", ""))
+        try:
+            broadcast.recording = await self._recorder.start(
+                broadcast.user, model, broadcast.denoise, broadcast.atten_lim_db,
+                on_stopped=lambda reason: None,
+            )
+        except Exception:
+            self.log.failure("Cannot record {user}'s broadcast", user=broadcast.user["username"])
+        if self.broadcasts.get(broadcast.user["id"]) is not broadcast and broadcast.recording is not None:
+            await broadcast.recording.finish("complete")  # ended while the row was being made
 
     async def _ingest(self, broadcast: Broadcast, track: MediaStreamTrack) -> None:
         resampler = av.AudioResampler(format="s16", layout="mono", rate=48000)
@@ -291,6 +325,11 @@ class LiveManager:
             )
         self._changed(user_id)
         await self._close_peer(broadcast.pc)
+        if broadcast.recording is not None:
+            try:
+                await broadcast.recording.finish("complete")
+            except Exception:
+                self.log.failure("Finishing the recording of {user} failed", user=broadcast.user["username"])
 
     def _check_silence(self) -> None:
         now = time.monotonic()
@@ -311,6 +350,8 @@ class LiveManager:
             broadcast.denoise = prefs["denoise"]
             broadcast.atten_lim_db = prefs["atten_lim_db"]
             broadcast.handle.set_denoise(broadcast.denoise, broadcast.atten_lim_db)
+            if broadcast.recording is not None:
+                broadcast.recording.note(broadcast.denoise, broadcast.atten_lim_db)
             self._changed(me)
         return {"type": "denoise", "enabled": prefs["denoise"], "atten_lim_db": prefs["atten_lim_db"]}
 

@@ -200,6 +200,8 @@ class Recording:
             self._jobs.wait()
             if self._jobs.failure is not None:
                 raise self._jobs.failure
+            if not self.denoised_path.exists() or not self.raw_path.exists():
+                return (0.0, 0, 0)  # a broadcast that ended before any audio came
             return (
                 recorded_duration(self.denoised_path),
                 self.denoised_path.stat().st_size,
