@@ -123,3 +123,64 @@ class RecordedBroadcastTests(TestCase):
         self.assertLess(abs(row["duration_seconds"] - survived), 0.05)
         self.assertGreater(row["duration_seconds"], 2.0)
         self.assertEqual(row["denoised_bytes"], files[0].stat().st_size)
+
+    async def test_sigterm_finalises(self) -> None:
+        """
+        SIGTERM mid-broadcast: the server finalises the recording (status
+        complete, duration from the file) before it exits.
+        """
+        workdir = self.workdir()
+        server = TwistdProcess(self, workdir)
+        await server.ready()
+        alice, ws, _ = await self.go_live(workdir, server)
+        await deferLater(reactor, 3.0)
+        server.process.send_signal(signal.SIGTERM)
+        for _ in range(200):
+            if server.process.poll() is not None:
+                break
+            await deferLater(reactor, 0.1)
+        # twistd ends a clean signal-initiated shutdown by exiting with that
+        # signal, as Unix programs should.
+        self.assertIn(server.process.returncode, (0, -signal.SIGTERM), server.output())
+        self.assertIn("Server Shut Down", server.output())
+        files = sorted((workdir / "denoisecast-data" / "recordings").glob("*/*.denoised.ogg"))
+        again = TwistdProcess(self, workdir)
+        await again.ready()
+        alice.base = again.base
+        (row,) = (await alice.get("/api/recordings")).body["recordings"]
+        self.assertEqual(row["status"], "complete")
+        self.assertGreater(row["duration_seconds"], 1.5)
+        self.assertLess(abs(row["duration_seconds"] - recorded_duration(files[0])), 0.05)
+
+
+class RecordingLimitTests(TestCase):
+    timeout = 120
+
+    async def test_quota_reached_broadcaster_told(self) -> None:
+        """
+        With a tiny quota the broadcast goes on, the broadcaster is told it
+        is no longer recorded, and the recording ends stopped_early; the
+        next broadcast is not recorded at all and says so at once.
+        """
+        workdir = Path(tempfile.mkdtemp(prefix="denoisecast-quota-"))
+        self.addCleanup(shutil.rmtree, workdir, True)
+        server = TwistdProcess(self, workdir, "--recording-quota-mb", "0.01")
+        await server.ready()
+        alice, ws, _ = await RecordedBroadcastTests.go_live(self, workdir, server)  # type: ignore[arg-type]
+        told = await ws.expect("recording", timeout=20)
+        self.assertEqual((told["recording"], told["reason"]), (False, "quota"))
+        status = await alice.get("/api/streams/alice")
+        self.assertTrue(status.body["live"])
+        rows = (await alice.get("/api/recordings")).body["recordings"]
+        self.assertEqual([r["status"] for r in rows], ["stopped_early"])
+        await ws.request({"v": 1, "type": "stop"})
+        pc, offer = await publisher(self, workdir / "noisy.wav")
+        ws.send({"v": 1, "type": "publish", "sdp": offer, "id": "again"})
+        seen = [await ws.next(10)]
+        while seen[-1].get("id") != "again":
+            seen.append(await ws.next(10))
+        self.assertEqual(seen[-1]["type"], "answer", seen)
+        told = [m for m in seen if m["type"] == "recording"]
+        self.assertEqual([(m["recording"], m["reason"]) for m in told], [(False, "quota")])
+        rows = (await alice.get("/api/recordings")).body["recordings"]
+        self.assertEqual(len(rows), 1)

@@ -276,13 +276,25 @@ class LiveManager:
         if self._recorder is None:
             return
         model = str(getattr(self._scheduler, "engine_info", {}).get("model", ""))
+
+        def not_recording(reason: str) -> None:
+            # The broadcast goes on; its owner learns it is no longer recorded.
+            if broadcast.connection is not None:
+                broadcast.connection.send_message(
+                    {"v": 1, "type": "recording", "recording": False, "reason": reason}
+                )
+
         try:
             broadcast.recording = await self._recorder.start(
                 broadcast.user, model, broadcast.denoise, broadcast.atten_lim_db,
-                on_stopped=lambda reason: None,
+                on_stopped=not_recording,
             )
         except Exception:
             self.log.failure("Cannot record {user}'s broadcast", user=broadcast.user["username"])
+            not_recording("error")
+        else:
+            if broadcast.recording is None:
+                not_recording("quota")
         if self.broadcasts.get(broadcast.user["id"]) is not broadcast and broadcast.recording is not None:
             await broadcast.recording.finish("complete")  # ended while the row was being made
 
