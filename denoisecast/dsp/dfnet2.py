@@ -19,45 +19,17 @@ import torch
 from torch import Tensor, nn
 
 from denoisecast.dsp.config import ModelConfig
-from denoisecast.dsp.dfnet3 import ErbDecoderStack, Mask, NetOutput, NetState
+from denoisecast.dsp.dfnet3 import EncoderStack, ErbDecoderStack, Mask, NetOutput, NetState
 from denoisecast.dsp.features import erb_matrices, erb_widths
 from denoisecast.dsp.layers import Conv2dNormAct, GroupedLinear, SqueezedGRU
 
 
-class Encoder2(nn.Module):
+class Encoder2(EncoderStack):
     def __init__(self, p: ModelConfig) -> None:
-        super().__init__()
-        ch = p.conv_ch
-        self.erb_conv0 = Conv2dNormAct(1, ch, p.conv_kernel_inp, bias=False, separable=True)
-        self.erb_conv1 = Conv2dNormAct(ch, ch, p.conv_kernel, fstride=2, bias=False, separable=True)
-        self.erb_conv2 = Conv2dNormAct(ch, ch, p.conv_kernel, fstride=2, bias=False, separable=True)
-        self.erb_conv3 = Conv2dNormAct(ch, ch, p.conv_kernel, fstride=1, bias=False, separable=True)
-        self.df_conv0 = Conv2dNormAct(2, ch, p.conv_kernel_inp, bias=False, separable=True)
-        self.df_conv1 = Conv2dNormAct(ch, ch, p.conv_kernel, fstride=2, bias=False, separable=True)
-        emb_dim = ch * p.nb_erb // 4
-        self.df_fc_emb = nn.Sequential(GroupedLinear(ch * p.nb_df // 2, emb_dim, p.linear_groups), nn.ReLU())
-        self.concat = p.enc_concat
+        emb_dim = p.conv_ch * p.nb_erb // 4
         gru_in = emb_dim * 2 if p.enc_concat else emb_dim
-        self.emb_gru = SqueezedGRU(gru_in, p.emb_hidden_dim, None, 1, p.linear_groups)
-        self.lsnr_fc = nn.Sequential(nn.Linear(p.emb_hidden_dim, 1), nn.Sigmoid())
-        self.lsnr_scale = float(p.lsnr_max - p.lsnr_min)
-        self.lsnr_offset = float(p.lsnr_min)
-
-    def forward(
-        self, feat_erb: Tensor, feat_spec: Tensor, state: NetState
-    ) -> tuple[list[Tensor], Tensor, Tensor, Tensor]:
-        e0 = self.erb_conv0(feat_erb, state.erb_ctx)
-        e1 = self.erb_conv1(e0)
-        e2 = self.erb_conv2(e1)
-        e3 = self.erb_conv3(e2)
-        c0 = self.df_conv0(feat_spec, state.spec_ctx)
-        c1 = self.df_conv1(c0)
-        cemb = self.df_fc_emb(c1.permute(0, 2, 3, 1).flatten(2))
-        emb = e3.permute(0, 2, 3, 1).flatten(2)
-        emb = torch.cat([emb, cemb], dim=-1) if self.concat else emb + cemb
-        emb, state.h_enc = self.emb_gru(emb, state.h_enc)
-        lsnr = self.lsnr_fc(emb) * self.lsnr_scale + self.lsnr_offset
-        return [e0, e1, e2, e3], emb, c0, lsnr.squeeze(-1)
+        gru = SqueezedGRU(gru_in, p.emb_hidden_dim, None, 1, p.linear_groups)
+        super().__init__(p, p.linear_groups, gru, p.emb_hidden_dim, concat=p.enc_concat)
 
 
 class ErbDecoder2(ErbDecoderStack):

@@ -106,8 +106,16 @@ class NetOutput:
     lsnr: Tensor  # [B, T]
 
 
-class Encoder(nn.Module):
-    def __init__(self, p: ModelConfig) -> None:
+class EncoderStack(nn.Module):
+    """
+    The encoder shared by DeepFilterNet2 and DeepFilterNet3: ERB and
+    complex-spectrum convolutions, their embeddings joined (summed, or
+    concatenated in some DeepFilterNet2 configs) into a GRU, and the local
+    SNR head.  The variants differ only in the GRU, the linear groups and
+    the join; attribute names follow the checkpoints.
+    """
+
+    def __init__(self, p: ModelConfig, fc_groups: int, emb_gru: nn.Module, lsnr_in: int, concat: bool) -> None:
         super().__init__()
         ch = p.conv_ch
         self.erb_conv0 = Conv2dNormAct(1, ch, p.conv_kernel_inp, bias=False, separable=True)
@@ -117,11 +125,10 @@ class Encoder(nn.Module):
         self.df_conv0 = Conv2dNormAct(2, ch, p.conv_kernel_inp, bias=False, separable=True)
         self.df_conv1 = Conv2dNormAct(ch, ch, p.conv_kernel, fstride=2, bias=False, separable=True)
         emb_dim = ch * p.nb_erb // 4
-        self.df_fc_emb = nn.Sequential(GroupedLinear(ch * p.nb_df // 2, emb_dim, p.enc_linear_groups), nn.ReLU())
-        if p.enc_concat or p.emb_gru_skip_enc != "none":
-            raise NotImplementedError("encoder variants other than the released DeepFilterNet3")
-        self.emb_gru = SqueezedGRU(emb_dim, p.emb_hidden_dim, emb_dim, 1, p.linear_groups)
-        self.lsnr_fc = nn.Sequential(nn.Linear(emb_dim, 1), nn.Sigmoid())
+        self.df_fc_emb = nn.Sequential(GroupedLinear(ch * p.nb_df // 2, emb_dim, fc_groups), nn.ReLU())
+        self.concat = concat
+        self.emb_gru = emb_gru
+        self.lsnr_fc = nn.Sequential(nn.Linear(lsnr_in, 1), nn.Sigmoid())
         self.lsnr_scale = float(p.lsnr_max - p.lsnr_min)
         self.lsnr_offset = float(p.lsnr_min)
 
@@ -135,10 +142,20 @@ class Encoder(nn.Module):
         c0 = self.df_conv0(feat_spec, state.spec_ctx)
         c1 = self.df_conv1(c0)
         cemb = self.df_fc_emb(c1.permute(0, 2, 3, 1).flatten(2))
-        emb = e3.permute(0, 2, 3, 1).flatten(2) + cemb
+        emb = e3.permute(0, 2, 3, 1).flatten(2)
+        emb = torch.cat([emb, cemb], dim=-1) if self.concat else emb + cemb
         emb, state.h_enc = self.emb_gru(emb, state.h_enc)
         lsnr = self.lsnr_fc(emb) * self.lsnr_scale + self.lsnr_offset
         return [e0, e1, e2, e3], emb, c0, lsnr.squeeze(-1)
+
+
+class Encoder(EncoderStack):
+    def __init__(self, p: ModelConfig) -> None:
+        if p.enc_concat or p.emb_gru_skip_enc != "none":
+            raise NotImplementedError("encoder variants other than the released DeepFilterNet3")
+        emb_dim = p.conv_ch * p.nb_erb // 4
+        gru = SqueezedGRU(emb_dim, p.emb_hidden_dim, emb_dim, 1, p.linear_groups)
+        super().__init__(p, p.enc_linear_groups, gru, emb_dim, concat=False)
 
 
 class ErbDecoderStack(nn.Module):
