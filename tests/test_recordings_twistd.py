@@ -85,6 +85,8 @@ class RecordedBroadcastTests(TestCase):
             tracks[track] = decode(path)
             self.assertLess(abs(len(tracks[track]) / RATE - broadcast), 0.2, track)
         self.assertLess(abs(row["duration_seconds"] - broadcast), 0.2)
+        self.assertEqual(row["model"], "deepfilternet3")
+        self.assertEqual(row["timeline"][0]["denoise"], True)
         floors = {}
         for track, audio in tracks.items():
             correlation, lag = best_correlation(audio, clean)

@@ -275,7 +275,8 @@ class LiveManager:
         """
         if self._recorder is None:
             return
-        model = str(getattr(self._scheduler, "engine_info", {}).get("model", ""))
+        def model() -> str:
+            return str(getattr(self._scheduler, "engine_info", {}).get("model", ""))
 
         def not_recording(reason: str) -> None:
             # The broadcast goes on; its owner learns it is no longer recorded.

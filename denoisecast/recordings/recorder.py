@@ -100,8 +100,10 @@ class Recording:
         started_at: datetime,
         budget_bytes: int | None,
         on_stopped: Callable[[str], None],
+        model: Callable[[], str],
     ) -> None:
         self.recorder = recorder
+        self._model = model
         self.public_id = public_id
         self.owner = owner
         self.started_at = started_at
@@ -220,6 +222,7 @@ class Recording:
                 raw_bytes=raw_bytes,
                 status=status,
                 timeline=json.dumps(self.timeline),
+                model=self._model(),
             )
             self.recorder.active.pop(self.public_id, None)
 
@@ -259,7 +262,7 @@ class Recorder:
     async def start(
         self,
         owner: User,
-        model: str,
+        model: str | Callable[[], str],
         denoise: bool,
         atten_lim_db: float,
         on_stopped: Callable[[str], None],
@@ -267,7 +270,11 @@ class Recorder:
         """
         Begin recording a broadcast, or return C{None} when the owner's
         quota is already used up (the broadcast goes on unrecorded).
+
+        C{model} may be a callable: the engine may still be loading when a
+        broadcast starts, so its name is asked again when the recording ends.
         """
+        model_name = model if callable(model) else (lambda: model)
         budget = None
         if self.quota_bytes is not None:
             used = await self.store.storage_used(owner["id"])
@@ -276,10 +283,10 @@ class Recorder:
                 return None
         public_id = secrets.token_urlsafe(12)
         started = self.clock()
-        recording = Recording(self, public_id, owner, started, budget, on_stopped)
+        recording = Recording(self, public_id, owner, started, budget, on_stopped, model_name)
         recording.note(denoise, atten_lim_db)
         await self.store.create_recording(
-            public_id, owner["id"], started, model, json.dumps(recording.timeline)
+            public_id, owner["id"], started, model_name(), json.dumps(recording.timeline)
         )
         self.active[public_id] = recording
         return recording
