@@ -1,0 +1,1 @@
+Every broadcast is recorded as it happens into denoised and raw Ogg/Opus files that survive a crash (repaired and marked interrupted at the next start); owners and friends list, play (seekable, HTTP Range) and see waveforms of recordings; owners delete them; per-user quota and maximum length.
