@@ -49,6 +49,28 @@ USERNAME_PARAM = {
 }
 
 
+DATE_TIME = {"type": "string", "format": "date-time"}
+
+
+def closed_object(**properties: Any) -> dict[str, Any]:
+    """
+    A JSON object with exactly these members, all required.
+    """
+    return {
+        "type": "object",
+        "required": list(properties),
+        "additionalProperties": False,
+        "properties": properties,
+    }
+
+
+def user_with(**extra: Any) -> dict[str, Any]:
+    """
+    A user as the API shows one, with the members a listing adds.
+    """
+    return closed_object(username={"type": "string"}, created_at=DATE_TIME, **extra)
+
+
 def credentials() -> dict[str, Any]:
     return {
         "type": "object",
@@ -88,15 +110,7 @@ SCHEMAS: dict[str, Any] = {
             }
         },
     },
-    "User": {
-        "type": "object",
-        "required": ["username", "created_at"],
-        "additionalProperties": False,
-        "properties": {
-            "username": {"type": "string"},
-            "created_at": {"type": "string", "format": "date-time"},
-        },
-    },
+    "User": user_with(),
     "UserEnvelope": {
         "type": "object",
         "required": ["user"],
@@ -110,64 +124,18 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "users": {
                 "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["username", "created_at", "relationship"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "username": {"type": "string"},
-                        "created_at": {"type": "string", "format": "date-time"},
-                        "relationship": {
-                            "type": "string",
-                            "enum": ["none", "friend", "incoming", "outgoing"],
-                        },
-                    },
-                },
+                "items": user_with(
+                    relationship={"type": "string", "enum": ["none", "friend", "incoming", "outgoing"]}
+                ),
             },
             "next": {"type": ["string", "null"]},
         },
     },
-    "FriendList": {
-        "type": "object",
-        "required": ["friends"],
-        "additionalProperties": False,
-        "properties": {
-            "friends": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["username", "created_at", "since"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "username": {"type": "string"},
-                        "created_at": {"type": "string", "format": "date-time"},
-                        "since": {"type": "string", "format": "date-time"},
-                    },
-                },
-            }
-        },
-    },
-    "RequestList": {
-        "type": "object",
-        "required": ["incoming", "outgoing"],
-        "additionalProperties": False,
-        "properties": {
-            direction: {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["username", "created_at", "sent_at"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "username": {"type": "string"},
-                        "created_at": {"type": "string", "format": "date-time"},
-                        "sent_at": {"type": "string", "format": "date-time"},
-                    },
-                },
-            }
-            for direction in ("incoming", "outgoing")
-        },
-    },
+    "FriendList": closed_object(friends={"type": "array", "items": user_with(since=DATE_TIME)}),
+    "RequestList": closed_object(
+        incoming={"type": "array", "items": user_with(sent_at=DATE_TIME)},
+        outgoing={"type": "array", "items": user_with(sent_at=DATE_TIME)},
+    ),
     "FriendStatus": {
         "type": "object",
         "required": ["status"],
