@@ -19,8 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from denoisecast.dsp.config import ModelConfig
-from denoisecast.dsp.dfnet3 import EncoderStack, ErbDecoderStack, Mask, NetOutput, NetState
-from denoisecast.dsp.features import erb_matrices, erb_widths
+from denoisecast.dsp.dfnet3 import DfNet, EncoderStack, ErbDecoderStack
 from denoisecast.dsp.layers import Conv2dNormAct, GroupedLinear, SqueezedGRU
 
 
@@ -67,33 +66,16 @@ class DfDecoder2(nn.Module):
         return torch.view_as_complex(c.contiguous()), h
 
 
-class DfNet2(nn.Module):
-    """DeepFilterNet2: ``forward(feat_erb [B,1,T,E], feat_spec [B,2,T,Fdf]) -> NetOutput``."""
+class DfNet2(DfNet):
+    """DeepFilterNet2 (the released variant: squeezed GRUs, the deep-filter operator)."""
+
+    encoder = Encoder2
+    erb_decoder = ErbDecoder2
+    df_decoder = DfDecoder2
 
     def __init__(self, p: ModelConfig) -> None:
-        super().__init__()
         if p.extra.get("deepfilternet.gru_type", "squeeze") != "squeeze" or p.extra.get(
             "deepfilternet.dfop_method", "df"
         ) != "df":
             raise NotImplementedError("only the released DeepFilterNet2 variant (squeeze GRUs, df op) is supported")
-        self.config = p
-        widths = erb_widths(p.sr, p.fft_size, p.nb_erb, p.min_nb_erb_freqs)
-        band_mean, band_spread = erb_matrices(widths)
-        self.register_buffer("erb_fb", band_mean)
-        self.enc = Encoder2(p)
-        self.erb_dec = ErbDecoder2(p)
-        self.mask = Mask(band_spread)
-        self.df_dec = DfDecoder2(p)
-
-    def forward(self, feat_erb: Tensor, feat_spec: Tensor, state: NetState | None = None) -> NetOutput:
-        return self.forward_stream(feat_erb, feat_spec, state or NetState())[0]
-
-    def forward_stream(self, feat_erb: Tensor, feat_spec: Tensor, state: NetState) -> tuple[NetOutput, NetState]:
-        new = NetState(erb_ctx=state.erb_ctx, spec_ctx=state.spec_ctx, h_enc=state.h_enc)
-        skips, emb, c0, lsnr = self.enc(feat_erb, feat_spec, new)
-        new.erb_ctx = self.enc.erb_conv0.next_context(feat_erb, state.erb_ctx)
-        new.spec_ctx = self.enc.df_conv0.next_context(feat_spec, state.spec_ctx)
-        gains, new.h_erb = self.erb_dec(emb, skips, state.h_erb)
-        coefs, new.h_df = self.df_dec(emb, c0, state.h_df, state.c0_ctx)
-        new.c0_ctx = self.df_dec.df_convp.next_context(c0, state.c0_ctx)
-        return NetOutput(gains=gains, coefs=coefs, lsnr=lsnr), new
+        super().__init__(p)

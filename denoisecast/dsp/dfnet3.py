@@ -242,8 +242,17 @@ class Mask(nn.Module):
         self.register_buffer("erb_inv_fb", erb_inv_fb)
 
 
-class DfNet3(nn.Module):
-    """DeepFilterNet3: ``forward(feat_erb [B,1,T,E], feat_spec [B,2,T,Fdf]) -> NetOutput``."""
+class DfNet(nn.Module):
+    """
+    The DeepFilterNet network shape shared by versions 2 and 3:
+    ``forward(feat_erb [B,1,T,E], feat_spec [B,2,T,Fdf]) -> NetOutput``.
+    Subclasses name their encoder and decoders; attribute names follow the
+    checkpoints.
+    """
+
+    encoder: type[nn.Module]
+    erb_decoder: type[nn.Module]
+    df_decoder: type[nn.Module]
 
     def __init__(self, p: ModelConfig) -> None:
         super().__init__()
@@ -251,10 +260,10 @@ class DfNet3(nn.Module):
         widths = erb_widths(p.sr, p.fft_size, p.nb_erb, p.min_nb_erb_freqs)
         band_mean, band_spread = erb_matrices(widths)
         self.register_buffer("erb_fb", band_mean)
-        self.enc = Encoder(p)
-        self.erb_dec = ErbDecoder(p)
+        self.enc = self.encoder(p)
+        self.erb_dec = self.erb_decoder(p)
         self.mask = Mask(band_spread)
-        self.df_dec = DfDecoder(p)
+        self.df_dec = self.df_decoder(p)
 
     def forward(self, feat_erb: Tensor, feat_spec: Tensor, state: NetState | None = None) -> NetOutput:
         """Network outputs for a whole signal (``state`` None) or the next chunk of streams."""
@@ -273,3 +282,11 @@ class DfNet3(nn.Module):
         coefs, new.h_df = self.df_dec(emb, c0, state.h_df, state.c0_ctx)
         new.c0_ctx = self.df_dec.df_convp.next_context(c0, state.c0_ctx)
         return NetOutput(gains=gains, coefs=coefs, lsnr=lsnr), new
+
+
+class DfNet3(DfNet):
+    """DeepFilterNet3."""
+
+    encoder = Encoder
+    erb_decoder = ErbDecoder
+    df_decoder = DfDecoder
