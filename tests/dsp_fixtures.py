@@ -49,3 +49,45 @@ def fixture_input(frames: int = 25, seed: int = 7) -> torch.Tensor:
     t = torch.arange(n) / 48000
     tone = 0.3 * torch.sin(2 * math.pi * 440 * t) * (t > 0.05)
     return (tone + 0.05 * torch.randn(n, generator=g)).unsqueeze(0)
+
+
+#: config.ini of the official DeepFilterNet2 release (DeepFilterNet2.zip), model sections.
+DFN2_INI = """[train]
+model = deepfilternet2
+[df]
+sr = 48000
+fft_size = 960
+hop_size = 480
+nb_erb = 32
+nb_df = 96
+norm_tau = 1
+lsnr_max = 35
+lsnr_min = -15
+min_nb_erb_freqs = 2
+pad_mode = input_specf
+[deepfilternet]
+conv_lookahead = 2
+conv_ch = 64
+conv_depthwise = True
+emb_hidden_dim = 256
+emb_num_layers = 3
+gru_groups = 8
+linear_groups = 8
+conv_dec_mode = transposed
+convt_depthwise = True
+mask_pf = False
+df_order = 5
+df_lookahead = 2
+df_hidden_dim = 256
+df_num_layers = 2
+dfop_method = df
+group_shuffle = False
+conv_kernel = 1,3
+df_gru_skip = none
+df_output_layer = groupedlinear
+gru_type = squeeze
+df_pathway_kernel_size_t = 5
+df_n_iter = 1
+enc_concat = True
+conv_kernel_inp = 3,3
+"""

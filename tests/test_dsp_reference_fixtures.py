@@ -19,41 +19,8 @@ from denoisecast.dsp.features import FeatureExtractor, NormState, erb_widths
 from denoisecast.dsp.offline import reference_forward
 from denoisecast.dsp.stft import Stft
 
-from tests.dsp_fixtures import FIXTURES, seeded_init
+from tests.dsp_fixtures import DFN2_INI, FIXTURES, seeded_init
 
-DFN2_INI = """[train]
-model = deepfilternet2
-[df]
-sr = 48000
-fft_size = 960
-hop_size = 480
-nb_erb = 32
-nb_df = 96
-norm_tau = 1
-lsnr_max = 35
-lsnr_min = -15
-min_nb_erb_freqs = 2
-[deepfilternet]
-conv_lookahead = 2
-conv_ch = 64
-emb_hidden_dim = 256
-emb_num_layers = 3
-gru_groups = 8
-linear_groups = 8
-df_order = 5
-df_lookahead = 2
-df_hidden_dim = 256
-df_num_layers = 2
-dfop_method = df
-conv_kernel = 1,3
-df_gru_skip = none
-df_output_layer = groupedlinear
-gru_type = squeeze
-df_pathway_kernel_size_t = 5
-df_n_iter = 1
-enc_concat = True
-conv_kernel_inp = 3,3
-"""
 
 
 def dfn3_config() -> ModelConfig:
