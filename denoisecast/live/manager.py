@@ -29,7 +29,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.task import LoopingCall
 
-from denoisecast.errors import DenoiseCastError, bad_request, conflict, forbidden, not_found
+from denoisecast.errors import bad_request, conflict, forbidden, not_found
 from denoisecast.live.media import OpusStream, PacketTrack, shorten_receive_buffer
 from denoisecast.live.seam import aio
 from denoisecast.logs import logger

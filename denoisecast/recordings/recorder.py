@@ -114,7 +114,6 @@ class Recording:
         self._on_stopped = on_stopped
         self._jobs = SerialJobs(recorder.pool)
         self._writers: tuple[OggOpusWriter, OggOpusWriter] | None = None
-        self._bytes = 0
         self._sizes = (0, 0)
         self._last_progress = 0.0
         self.finished: Deferred[None] | None = None
@@ -130,7 +129,6 @@ class Recording:
         self._writers[0].write(denoised)
         self._writers[1].write(raw)
         self._sizes = (self.denoised_path.stat().st_size, self.raw_path.stat().st_size)
-        self._bytes = sum(self._sizes)
 
     @property
     def seconds(self) -> float:
@@ -156,7 +154,7 @@ class Recording:
         if limit is not None and self.seconds >= limit:
             self.stop_early("max_length")
             return
-        if self._budget is not None and self._bytes >= self._budget:
+        if self._budget is not None and sum(self._sizes) >= self._budget:
             self.stop_early("quota")
             return
         self.samples += len(denoised)

@@ -125,15 +125,21 @@ def thd_set_password(
     conn.execute(delete(sessions).where(sessions.c.user_id == user_id))
 
 
+def _friendship_between(me: int, other: Any) -> Any:
+    """
+    The condition that a friendships row pairs C{me} with C{other} (a
+    column), whichever of the two has the lower id.
+    """
+    return or_(
+        and_(friendships.c.user_low_id == me, friendships.c.user_high_id == other),
+        and_(friendships.c.user_high_id == me, friendships.c.user_low_id == other),
+    )
+
+
 def _relationship_columns(me: int) -> list[Any]:
     friend = (
         select(1)
-        .where(
-            or_(
-                and_(friendships.c.user_low_id == me, friendships.c.user_high_id == users.c.id),
-                and_(friendships.c.user_high_id == me, friendships.c.user_low_id == users.c.id),
-            )
-        )
+        .where(_friendship_between(me, users.c.id))
         .exists()
     )
     outgoing = (
@@ -319,13 +325,7 @@ def thd_are_friends(conn: Connection, a: int, b: int) -> bool:
 def thd_list_friends(conn: Connection, me: int) -> list[dict[str, Any]]:
     rows = conn.execute(
         select(users.c.id, users.c.username, users.c.created_at, friendships.c.created_at.label("since"))
-        .join(
-            friendships,
-            or_(
-                and_(friendships.c.user_low_id == me, friendships.c.user_high_id == users.c.id),
-                and_(friendships.c.user_high_id == me, friendships.c.user_low_id == users.c.id),
-            ),
-        )
+        .join(friendships, _friendship_between(me, users.c.id))
         .order_by(users.c.username)
     )
     return [{**_user(row), "since": utc(row.since)} for row in rows]
@@ -393,16 +393,7 @@ def _visible_to(viewer: int) -> Any:
     """
     Recordings the viewer may see: their own and their friends'.
     """
-    friend = (
-        select(1)
-        .where(
-            or_(
-                and_(friendships.c.user_low_id == viewer, friendships.c.user_high_id == recordings.c.user_id),
-                and_(friendships.c.user_high_id == viewer, friendships.c.user_low_id == recordings.c.user_id),
-            )
-        )
-        .exists()
-    )
+    friend = select(1).where(_friendship_between(viewer, recordings.c.user_id)).exists()
     return or_(recordings.c.user_id == viewer, friend)
 
 
