@@ -23,6 +23,7 @@ from denoisecast.logs import logger
 
 from denoisecast.dsp import models
 from denoisecast.dsp.config import ModelConfig
+from denoisecast.dsp.layers import fold_batch_norms
 from denoisecast.dsp.pipeline import RuntimePolicy, SignalPath, StreamState
 
 if TYPE_CHECKING:
@@ -54,6 +55,9 @@ class DenoiseEngine:
     log = logger()
 
     def __init__(self, net: "DfNet2 | DfNet3", config: ModelConfig, info: EngineInfo) -> None:
+        # The engine only ever runs inference, so it takes the faster,
+        # equivalent layout of the network (idempotent: forks share it).
+        fold_batch_norms(net.eval())
         self.net = net
         self.config = config
         self.info = info

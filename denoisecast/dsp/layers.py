@@ -65,11 +65,15 @@ class Conv2dNormAct(nn.Sequential):
 
     def next_context(self, x: Tensor, context: Tensor | None) -> Tensor | None:
         """The context the next chunk needs: the last ``kt - 1`` input frames so far."""
-        if not self.context_frames:
+        k = self.context_frames
+        if not k:
             return None
+        if x.shape[2] >= k:
+            # Copied, so the state does not keep the whole chunk alive.
+            return x[:, :, -k:].clone()
         if context is None:
-            context = x.new_zeros(x.shape[0], x.shape[1], self.context_frames, x.shape[3])
-        return torch.cat([context, x], dim=2)[:, :, -self.context_frames :]
+            context = x.new_zeros(x.shape[0], x.shape[1], k, x.shape[3])
+        return torch.cat([context[:, :, x.shape[2] :], x], dim=2)
 
 
 class ConvTranspose2dNormAct(nn.Sequential):
@@ -171,3 +175,45 @@ class SqueezedGRU(nn.Module):
         if self.gru_skip is not None and not self.skip_inner:
             y = y + self.gru_skip(x)
         return y, h
+
+
+def fold_batch_norms(net: nn.Module) -> None:
+    """
+    Folds every inference-mode batch norm that directly follows a
+    convolution into that convolution's weights and bias, and lets ReLUs
+    work in place.
+
+    Both are pure inference rewrites: the outputs stay equal to rounding,
+    and a profile of DeepFilterNet2 on the CPU spent about an eighth of a
+    forward pass in the separate batch-norm and activation passes over the
+    largest tensors.  The folded batch norm becomes an ``nn.Identity`` so the
+    remaining layers keep their indices; the network no longer matches the
+    checkpoint's layout, so fold only after loading weights.
+    """
+    if net.training:
+        raise ValueError("batch norms can only be folded in eval mode")
+    for module in net.modules():
+        if isinstance(module, nn.ReLU):
+            module.inplace = True
+        if not isinstance(module, nn.Sequential):
+            continue
+        for i in range(1, len(module)):
+            conv, norm = module[i - 1], module[i]
+            if isinstance(norm, nn.BatchNorm2d) and type(conv) is nn.Conv2d and norm.track_running_stats:
+                _fold_into(conv, norm)
+                module[i] = nn.Identity()
+
+
+@torch.no_grad()
+def _fold_into(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> None:
+    assert norm.running_mean is not None and norm.running_var is not None
+    scale = torch.rsqrt(norm.running_var + norm.eps)
+    if norm.affine:
+        scale = scale * norm.weight
+    shift = -norm.running_mean * scale
+    if norm.affine:
+        shift = shift + norm.bias
+    if conv.bias is not None:
+        shift = shift + conv.bias * scale
+    conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
+    conv.bias = nn.Parameter(shift.to(conv.weight.dtype), requires_grad=False)
