@@ -3,11 +3,14 @@ The service tree twistd runs.
 
 Order matters: the database service starts its pool and migrates the
 schema on a pool thread; only when that has finished do the denoise
-scheduler (loading its model), the recorder (which repairs interrupted
-recordings) and the network listeners start, so no request ever meets an
-unmigrated database.  On stop, one after another: the web listeners, the
-live media (every broadcast ends cleanly), the recorder finalising open
-recordings, the scheduler, then the database pool.
+scheduler (loading its model) and the recorder (which repairs interrupted
+recordings) start, so no request ever meets an unmigrated database; and
+only when the model has loaded (or failed to, then audio passes through
+raw) do the live manager and the network listeners start, so a broadcast
+right after a start is denoised from its first chunk.  On stop, one after
+another: the web listeners, the live media (every broadcast ends cleanly),
+the recorder finalising open recordings, the scheduler, then the database
+pool.
 """
 
 from __future__ import annotations
@@ -120,18 +123,22 @@ class AfterReady(InOrder):
         super().__init__()
         self._ready = ready
         self._reactor = reactor
+        self._stopping = False
 
     def startService(self) -> None:
         self._ready.addCallbacks(self._start, self._fail)
 
     def _start(self, _: object) -> None:
-        MultiService.startService(self)
+        if not self._stopping:
+            MultiService.startService(self)
 
     def _fail(self, failure: Failure) -> None:
         self.log.failure("Cannot prepare the database; stopping", failure)
         self._reactor.stop()
 
     def stopService(self) -> Deferred[None] | None:
+        # A stop before the start condition fired must keep the children from starting later.
+        self._stopping = True
         if not self.running:
             return None
         return InOrder.stopService(self)
@@ -160,11 +167,14 @@ def make_service(server: DenoiseCastServer) -> MultiService:
     database = DatabaseService(server.database)
     database.setServiceParent(top)
 
-    network = AfterReady(database.ready, server.reactor)
-    network.setServiceParent(top)
+    engine = AfterReady(database.ready, server.reactor)
+    engine.setServiceParent(top)
     server.scheduler.setName("denoise")
-    server.scheduler.setServiceParent(network)
-    RecorderService(server.recorder).setServiceParent(network)
+    server.scheduler.setServiceParent(engine)
+    RecorderService(server.recorder).setServiceParent(engine)
+
+    network = AfterReady(server.scheduler.when_settled(), server.reactor)
+    network.setServiceParent(top)
     LiveService(server.live).setServiceParent(network)
     web = strports.service(server.config.listen, server.site, reactor=server.reactor)
     web.setName("web")

@@ -166,6 +166,8 @@ class DenoiseScheduler(Service):
         self._in_flight: set[defer.Deferred[Any]] = set()
         self.stats = SchedulerStats()
         self.ready = False
+        self._settled = False
+        self._settle_waiters: list[defer.Deferred[None]] = []
         self.delay_samples = DEFAULT_DELAY_SAMPLES
         self.crossfade_samples = round(self.settings.crossfade_seconds * SAMPLE_RATE)
         self.engine_info: dict[str, object] = {}
@@ -192,10 +194,30 @@ class DenoiseScheduler(Service):
         d.addCallbacks(self._engine_loaded, self._engine_failed)
         return d
 
+    def when_settled(self) -> "defer.Deferred[None]":
+        """
+        Fires once the model has loaded, or failed to load (then streams
+        pass through raw).  The server opens its listeners only then, so
+        the first broadcast after a start is not passed through raw while
+        the model is still loading.
+        """
+        if self._settled:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._settle_waiters.append(d)
+        return d
+
+    def _settle(self) -> None:
+        self._settled = True
+        waiters, self._settle_waiters = self._settle_waiters, []
+        for d in waiters:
+            d.callback(None)
+
     def _engine_failed(self, failure: Any) -> None:
         self.log.failure(
             "Could not load the denoise model; live audio passes through raw", failure, log_id="dsp.scheduler.load"
         )
+        self._settle()
 
     def _engine_loaded(self, engine: "DenoiseEngine") -> None:
         from denoisecast.dsp.half import use_half_precision
@@ -222,6 +244,7 @@ class DenoiseScheduler(Service):
             ringbuffer_compiled=COMPILED,
             log_id="dsp.scheduler.ready",
         )
+        self._settle()
         self._pump()
 
     def stopService(self) -> "defer.Deferred[None]":  # type: ignore[override]

@@ -1,0 +1,107 @@
+"""
+The order in which the service tree starts and stops its parts.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from pathlib import Path
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.protocol import ClientCreator, Protocol
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
+
+from denoisecast.config import Config
+from denoisecast.dsp.engine import DenoiseEngine
+from denoisecast.dsp.scheduler import DenoiseScheduler, SchedulerSettings
+from denoisecast.server import DenoiseCastServer
+from denoisecast.service import make_service
+from tests.support import cheap_hasher, sqlite_url
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def can_connect(port: int) -> bool:
+    try:
+        connection = await ClientCreator(reactor, Protocol).connectTCP("127.0.0.1", port)
+    except ConnectionRefusedError:
+        return False
+    connection.transport.loseConnection()
+    return True
+
+
+class StartOrderTests(TestCase):
+    timeout = 60
+
+    async def test_listeners_open_only_once_the_model_has_loaded(self) -> None:
+        """
+        While the denoise model loads, the web port is closed (a broadcast
+        that started then would pass through raw); it opens once the model
+        is ready, and the whole tree stops cleanly.
+        """
+        data_dir = Path(self.mktemp())
+        data_dir.mkdir(parents=True)
+        port = free_port()
+        config = Config(
+            data_dir=data_dir, database_url=sqlite_url(self), listen=f"tcp:{port}:interface=127.0.0.1"
+        )
+        server = DenoiseCastServer(config, reactor, password_hasher=cheap_hasher())
+        release = threading.Event()
+
+        def slow_load() -> DenoiseEngine:
+            if not release.wait(30):
+                raise RuntimeError("the test never released the model")
+            return DenoiseEngine.load("deepfilternet3", device="cpu")
+
+        scheduler = DenoiseScheduler(reactor, SchedulerSettings(), engine_factory=slow_load)
+        server.__dict__["scheduler"] = scheduler
+        service = make_service(server)
+        service.startService()
+        stopped = False
+
+        def stop() -> Deferred[None] | None:
+            release.set()
+            return None if stopped else service.stopService()
+
+        self.addCleanup(stop)
+        for _ in range(20):  # the database is migrated, the model still loading
+            await deferLater(reactor, 0.1, lambda: None)
+        self.assertFalse(scheduler.ready)
+        self.assertFalse(await can_connect(port))
+
+        release.set()
+        await scheduler.when_settled()
+        self.assertTrue(scheduler.ready)
+        for _ in range(50):
+            if await can_connect(port):
+                break
+            await deferLater(reactor, 0.1, lambda: None)
+        self.assertTrue(await can_connect(port))
+
+        stopped = True
+        await service.stopService()
+        self.assertFalse(await can_connect(port))
+
+    async def test_a_failed_model_load_still_settles(self) -> None:
+        """
+        Without a model the server must still open its listeners (live
+        audio then passes through raw), so a failed load settles too.
+        """
+
+        def broken() -> DenoiseEngine:
+            raise RuntimeError("no model here")
+
+        scheduler = DenoiseScheduler(reactor, SchedulerSettings(), engine_factory=broken)
+        scheduler.startService()
+        self.addCleanup(scheduler.stopService)
+        await scheduler.when_settled()
+        self.assertFalse(scheduler.ready)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
