@@ -125,6 +125,14 @@ class AfterReady(InOrder):
         self._reactor = reactor
         self._stopping = False
 
+    def privilegedStartService(self) -> None:
+        """
+        Nothing yet: twistd calls this before C{startService}, and a
+        listener would open its port here, ahead of its start condition.
+        The children's privileged start happens with their start instead,
+        so a port below 1024 needs a capability rather than root.
+        """
+
     def startService(self) -> None:
         self._ready.addCallbacks(self._start, self._fail)
 

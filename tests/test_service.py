@@ -64,6 +64,7 @@ class StartOrderTests(TestCase):
         scheduler = DenoiseScheduler(reactor, SchedulerSettings(), engine_factory=slow_load)
         server.__dict__["scheduler"] = scheduler
         service = make_service(server)
+        service.privilegedStartService()  # as twistd does, before it drops privileges
         service.startService()
         stopped = False
 
