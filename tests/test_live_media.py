@@ -5,11 +5,14 @@ packet tracks, and the shorter receive buffer.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection
 from twisted.trial.unittest import TestCase
 
-from denoisecast.live.media import QUEUE_PACKETS, OpusStream, PacketTrack, shorten_receive_buffer
+from denoisecast.dsp.opus import OpusStream
+from denoisecast.live.media import QUEUE_PACKETS, PacketTrack, shorten_receive_buffer
 from denoisecast.live.seam import aio
 
 
@@ -49,3 +52,60 @@ class MediaTests(TestCase):
         transceiver = pc.addTransceiver("audio", direction="recvonly")
         self.assertTrue(shorten_receive_buffer(transceiver.receiver, 2))
         self.assertEqual(transceiver.receiver._RTCRtpReceiver__jitter_buffer._prefetch, 2)
+
+
+class FakeRecording:
+    def __init__(self) -> None:
+        self.active = True
+        self.writes: list[tuple[int, int, list, list]] = []
+
+    def write(self, position: int, samples: int, denoised: list, raw: list) -> None:
+        self.writes.append((position, samples, denoised, raw))
+
+
+class BroadcastEncodingTests(TestCase):
+    def broadcast(self) -> Any:
+        from datetime import datetime, timezone
+
+        from denoisecast.live.manager import Broadcast
+
+        return Broadcast("s", {"id": 1, "username": "a"}, None, None, datetime.now(timezone.utc), True, 100.0)  # type: ignore[arg-type]
+
+    def test_recording_and_listeners_share_packets(self) -> None:
+        """
+        One encoder per signal: a recorded broadcast encodes both signals,
+        and a listener gets the very packets the recording gets.
+        """
+        from denoisecast.live.media import PacketTrack
+
+        broadcast = self.broadcast()
+        recording = FakeRecording()
+        broadcast.recording = recording
+        track = PacketTrack()
+        self.addCleanup(track.stop)
+        broadcast.listeners[7] = type("L", (), {"track": track, "signal": "denoised"})()
+        block = np.zeros(4800, dtype=np.float32)
+        broadcast.on_output(block, block)
+        broadcast.on_output(block, block)
+        self.assertEqual(sorted(broadcast.encoders), ["denoised", "raw"])
+        self.assertEqual([(p, n) for p, n, _, _ in recording.writes], [(0, 4800), (4800, 4800)])
+        recorded = [packet for _, _, denoised, _ in recording.writes for packet in denoised]
+        heard = []
+        while not track._queue.empty():
+            heard.append(track._queue.get_nowait())
+        self.assertEqual([id(p) for p in heard], [id(p) for p in recorded])
+        self.assertGreaterEqual(len(recorded), 8)
+        self.assertGreaterEqual(sum(len(raw) for _, _, _, raw in recording.writes), 8)
+
+    def test_no_encoder_without_listener_or_recording(self) -> None:
+        """When the recording stops, a signal nobody listens to is no longer encoded."""
+        broadcast = self.broadcast()
+        recording = FakeRecording()
+        broadcast.recording = recording
+        block = np.zeros(960, dtype=np.float32)
+        broadcast.on_output(block, block)
+        self.assertEqual(sorted(broadcast.encoders), ["denoised", "raw"])
+        recording.active = False
+        broadcast.on_output(block, block)
+        self.assertEqual(broadcast.encoders, {})
+        self.assertEqual(len(recording.writes), 1)

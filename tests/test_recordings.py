@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from twisted.trial.unittest import TestCase
 
+from denoisecast.dsp.opus import OpusStream
 from denoisecast.recordings.files import decode, recorded_duration
 from denoisecast.recordings.recorder import Recorder
 from tests.support import RunningServer, start_server
@@ -26,17 +27,32 @@ def tone(seconds: float, level: float = 0.3) -> np.ndarray:
     return (level * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
 
 
+class Feed:
+    """Encodes blocks of both signals into packets and writes them, as a broadcast does."""
+
+    def __init__(self, recording: Any, position: int = 0) -> None:
+        self.recording = recording
+        self.position = position
+        self.encoders = (OpusStream(position), OpusStream(position))
+
+    def write(self, denoised: np.ndarray, raw: np.ndarray) -> None:
+        packets = [encoder.encode(block) for encoder, block in zip(self.encoders, (denoised, raw))]
+        self.recording.write(self.position, len(denoised), *packets)
+        self.position += len(denoised)
+
+
 async def record(running: RunningServer, username: str, seconds: float, finish: bool = True) -> Any:
     user = await running.server.store.get_user_by_name(username)
     stopped: list[str] = []
     recording = await running.server.recorder.start(user, "deepfilternet3", True, 100.0, stopped.append)
     assert recording is not None
     signal = tone(seconds)
+    feed = Feed(recording)
     for start in range(0, len(signal), 960):
         block = signal[start : start + 960]
         if start == 48000:
             recording.note(False, 100.0)
-        recording.write(block, block * 2)
+        feed.write(block, block * 2)
     if finish:
         await recording.finish()
     return recording
@@ -98,8 +114,9 @@ class RecorderTests(TestCase):
         user = await running.server.store.get_user_by_name("alice")
         told: list[str] = []
         recording = await running.server.recorder.start(user, "m", True, 100.0, told.append)
+        feed = Feed(recording)
         for block in np.split(tone(2.0), 100):
-            recording.write(block, block)
+            feed.write(block, block)
         await recording.finished
         self.assertEqual(told, ["max_length"])
         self.assertLess(abs(recorded_duration(recording.denoised_path) - 1.0), 0.05)
@@ -117,8 +134,9 @@ class RecorderTests(TestCase):
         user = await running.server.store.get_user_by_name("alice")
         told: list[str] = []
         recording = await running.server.recorder.start(user, "m", True, 100.0, told.append)
+        feed = Feed(recording)
         for block in np.split(tone(8.0), 400):
-            recording.write(block, block)
+            feed.write(block, block)
             await running.server.recorder.pool_wait(recording)
         await recording.finished
         self.assertEqual(told, ["quota"])

@@ -12,9 +12,11 @@ import sys
 import time
 from pathlib import Path
 
+import av
 import numpy as np
 from twisted.trial.unittest import SynchronousTestCase
 
+from denoisecast.dsp.opus import OpusStream
 from denoisecast.recordings.files import OggOpusWriter, decode, peaks, recorded_duration
 
 RATE = 48000
@@ -120,3 +122,44 @@ class ReprocessTests(SynchronousTestCase):
         with av.open(str(out)) as container:
             frames = sum(frame.samples for frame in container.decode(audio=0))
         self.assertLess(abs(frames / RATE - recorded_duration(raw)), 0.05)
+
+
+class SharedPacketTests(SynchronousTestCase):
+    def test_packets_muxed_unchanged(self) -> None:
+        """
+        A recording holds the very packets the broadcast sent its listeners
+        (byte for byte, no second encoder), timed from the file's start, and
+        the originals keep their timestamps for the senders that share them.
+        """
+        encoder = OpusStream(start_pts=96_000)
+        packets = encoder.encode(tone(1.0))
+        originals = [(bytes(p), p.pts) for p in packets]
+        path = Path(self.mktemp() + ".ogg")
+        writer = OggOpusWriter(path, origin=96_000)
+        writer.write_packets(packets)
+        writer.close()
+        self.assertEqual([(bytes(p), p.pts) for p in packets], originals)
+        with av.open(str(path)) as container:
+            stream = container.streams.audio[0]
+            stored = [(bytes(p), p.pts) for p in container.demux(stream) if p.size]
+        self.assertEqual([data for data, _ in stored], [data for data, _ in originals])
+        self.assertEqual(stored[0][1], originals[0][1] - 96_000)
+        self.assertLess(abs(recorded_duration(path) - 1.0), 0.021)
+
+    def test_encoder_ahead_of_the_file(self) -> None:
+        """
+        An encoder that was already running when the recording began (a
+        listener came first) may hold audio from before the file's start;
+        those packets are left out rather than given negative times.
+        """
+        encoder = OpusStream(0)
+        before = encoder.encode(tone(0.51))  # 480 samples stay pending
+        path = Path(self.mktemp() + ".ogg")
+        writer = OggOpusWriter(path, origin=len(tone(0.51)))
+        writer.write_packets(before[-2:] + encoder.encode(tone(1.0)))
+        writer.close()
+        with av.open(str(path)) as container:
+            stream = container.streams.audio[0]
+            times = [p.pts for p in container.demux(stream) if p.size]
+        self.assertGreaterEqual(min(times), -312)
+        self.assertLess(abs(recorded_duration(path) - 1.0), 0.03)

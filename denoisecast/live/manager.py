@@ -30,7 +30,8 @@ from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.task import LoopingCall
 
 from denoisecast.errors import bad_request, conflict, forbidden, not_found
-from denoisecast.live.media import OpusStream, PacketTrack, shorten_receive_buffer
+from denoisecast.dsp.opus import OpusStream
+from denoisecast.live.media import PacketTrack, shorten_receive_buffer
 from denoisecast.live.seam import aio
 from denoisecast.logs import logger
 from denoisecast.presence import PresenceHub
@@ -80,23 +81,26 @@ class Broadcast:
 
     def on_output(self, output: np.ndarray, raw: np.ndarray) -> None:
         """
-        Scheduler output (reactor thread): hand both signals to the
-        recording, encode each signal someone listens to, once, and hand the
-        packets to its listeners.
+        Scheduler output (reactor thread): encode each signal that someone
+        listens to or that is being recorded, once, and hand the packets to
+        its listeners and to the recording.
         """
-        if self.recording is not None:
-            self.recording.write(output, raw)
+        recording = self.recording if self.recording is not None and self.recording.active else None
+        packets: dict[str, list[av.Packet]] = {}
         for signal, block in (("denoised", output), ("raw", raw)):
             tracks = [l.track for l in self.listeners.values() if l.signal == signal]
-            if not tracks:
+            if not tracks and recording is None:
                 self.encoders.pop(signal, None)
                 continue
             encoder = self.encoders.get(signal)
             if encoder is None:
                 encoder = self.encoders[signal] = OpusStream(self.position)
-            for packet in encoder.encode(block):
+            packets[signal] = encoder.encode(block)
+            for packet in packets[signal]:
                 for track in tracks:
                     track.offer(packet)
+        if recording is not None:
+            recording.write(self.position, len(output), packets["denoised"], packets["raw"])
         self.position += len(output)
 
 

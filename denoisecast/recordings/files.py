@@ -9,26 +9,31 @@ is how the next start learns how much of such a file survived.
 
 from __future__ import annotations
 
-import fractions
+from collections.abc import Iterable
 from pathlib import Path
 
 import av
 import numpy as np
 
-RATE = 48000
-FRAME = 960  # 20 ms, Opus's natural frame for speech
-TIME_BASE = fractions.Fraction(1, RATE)
+from denoisecast.dsp.opus import RATE, TIME_BASE, OpusStream, opus_header
+
 PAGE_MICROSECONDS = 200_000
 
 
 class OggOpusWriter:
     """
-    Encodes a float32 48 kHz mono signal into an Ogg/Opus file, written as
-    it goes.
+    Muxes 20 ms Opus packets (``denoisecast.dsp.opus.OpusStream``'s) into an
+    Ogg file, written as it goes.  A broadcast hands over the packets it
+    encoded for its listeners, so recording costs no encoder of its own.
     """
 
-    def __init__(self, path: Path, bit_rate: int = 48000) -> None:
+    def __init__(self, path: Path, origin: int = 0) -> None:
+        """
+        C{origin} is the sample position, in the packets' timeline, that
+        becomes the start of the file.
+        """
         self.path = path
+        self._origin = origin
         self._container = av.open(
             str(path),
             "w",
@@ -37,51 +42,46 @@ class OggOpusWriter:
             container_options={"flush_packets": "1"},
         )
         stream = self._container.add_stream("libopus", rate=RATE)
-        stream.codec_context.bit_rate = bit_rate
         stream.codec_context.layout = "mono"
-        stream.codec_context.format = "s16"
-        stream.codec_context.options = {"application": "audio"}
+        header = opus_header()
+        stream.codec_context.extradata = header
+        self._pre_skip = int.from_bytes(header[10:12], "little")
         self._stream = stream
-        self._pending = np.zeros(0, dtype=np.float32)
-        self._pts = 0
+        self._encoder: OpusStream | None = None
         self.closed = False
 
-    @property
-    def samples_written(self) -> int:
-        return self._pts
-
-    def write(self, block: np.ndarray) -> None:
+    def write_packets(self, packets: Iterable[av.Packet]) -> None:
         """
-        Append samples; whole 20 ms frames are encoded and muxed at once.
+        Append packets.  Each is copied before muxing (which rewrites its
+        timestamps), because listeners' senders share the originals.
         """
         if self.closed:
             raise ValueError("recording already finalised")
-        self._pending = np.concatenate([self._pending, np.asarray(block, dtype=np.float32)])
-        whole = len(self._pending) - len(self._pending) % FRAME
-        if whole == 0:
-            return
-        chunk, self._pending = self._pending[:whole], self._pending[whole:]
-        pcm = (np.clip(chunk, -1.0, 1.0) * 32767.0).round().astype(np.int16)
-        for start in range(0, whole, FRAME):
-            frame = av.AudioFrame.from_ndarray(pcm[None, start : start + FRAME], format="s16", layout="mono")
-            frame.sample_rate = RATE
-            frame.pts = self._pts
-            frame.time_base = TIME_BASE
-            self._pts += FRAME
-            for packet in self._stream.encode(frame):
-                self._container.mux(packet)
+        for packet in packets:
+            if packet.pts is None:
+                continue
+            pts = packet.pts - self._origin
+            if pts < -self._pre_skip:
+                continue  # audio from before the file's start (an encoder that ran ahead of it)
+            copy = av.Packet(bytes(packet))
+            copy.pts = copy.dts = pts
+            copy.duration = packet.duration
+            copy.time_base = TIME_BASE
+            copy.stream = self._stream
+            self._container.mux(copy)
+
+    def write(self, block: np.ndarray) -> None:
+        """Encode and append float samples (for callers without packets: tools, tests)."""
+        if self._encoder is None:
+            self._encoder = OpusStream(self._origin)
+        self.write_packets(self._encoder.encode(block))
 
     def close(self) -> None:
-        """
-        Encode what is pending (padded to a whole frame), flush the encoder
-        and write the final page.
-        """
+        """Write the final page (with what a C{write} encoder still holds)."""
         if self.closed:
             return
-        if len(self._pending):
-            self.write(np.zeros(FRAME - len(self._pending), dtype=np.float32))
-        for packet in self._stream.encode(None):
-            self._container.mux(packet)
+        if self._encoder is not None:
+            self.write_packets(self._encoder.flush())
         self._container.close()
         self.closed = True
 

@@ -2,9 +2,11 @@
 The write side of recordings: each broadcast's two tracks written as it
 happens, its row kept current, and unfinished recordings repaired at start.
 
-Encoding and file writes happen on a small thread pool, never the reactor
-thread; each recording's blocks go through its own L{SerialJobs} queue, so
-they reach the file in order even though the pool has several threads.
+A recording is made of the Opus packets the broadcast encodes for its
+listeners anyway, so it costs muxing and file writes, not encoders.  Those
+happen on a small thread pool, never the reactor thread; each recording's
+packets go through its own L{SerialJobs} queue, so they reach the file in
+order even though the pool has several threads.
 """
 
 from __future__ import annotations
@@ -13,12 +15,12 @@ import json
 import secrets
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import av
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
@@ -114,20 +116,18 @@ class Recording:
         self._on_stopped = on_stopped
         self._jobs = SerialJobs(recorder.pool)
         self._writers: tuple[OggOpusWriter, OggOpusWriter] | None = None
+        self._origin: int | None = None
         self._sizes = (0, 0)
         self._last_progress = 0.0
         self.finished: Deferred[None] | None = None
         self.stopped_reason: str | None = None
-        self._jobs.submit(self._open)
 
-    def _open(self) -> None:
-        self.denoised_path.parent.mkdir(parents=True, exist_ok=True)
-        self._writers = (OggOpusWriter(self.denoised_path), OggOpusWriter(self.raw_path))
-
-    def _write(self, denoised: np.ndarray, raw: np.ndarray) -> None:
-        assert self._writers is not None
-        self._writers[0].write(denoised)
-        self._writers[1].write(raw)
+    def _write(self, origin: int, denoised: Sequence[av.Packet], raw: Sequence[av.Packet]) -> None:
+        if self._writers is None:
+            self.denoised_path.parent.mkdir(parents=True, exist_ok=True)
+            self._writers = (OggOpusWriter(self.denoised_path, origin), OggOpusWriter(self.raw_path, origin))
+        self._writers[0].write_packets(denoised)
+        self._writers[1].write_packets(raw)
         self._sizes = (self.denoised_path.stat().st_size, self.raw_path.stat().st_size)
 
     @property
@@ -144,12 +144,17 @@ class Recording:
         """
         self.timeline.append({"t": round(self.seconds, 3), "denoise": denoise, "atten_lim_db": atten_lim_db})
 
-    def write(self, denoised: np.ndarray, raw: np.ndarray) -> None:
+    def write(self, position: int, samples: int, denoised: Sequence[av.Packet], raw: Sequence[av.Packet]) -> None:
         """
-        Append one block of both tracks (equal length, 48 kHz mono float32).
+        Append the next block of the broadcast: C{samples} samples from
+        sample C{position} on, as the Opus packets of both signals that it
+        completed (``OpusStream`` packets, 48 kHz timestamps; the first
+        block's position is the start of the files).
         """
         if not self.active:
             return
+        if self._origin is None:
+            self._origin = position
         limit = self.recorder.max_seconds
         if limit is not None and self.seconds >= limit:
             self.stop_early("max_length")
@@ -157,8 +162,9 @@ class Recording:
         if self._budget is not None and sum(self._sizes) >= self._budget:
             self.stop_early("quota")
             return
-        self.samples += len(denoised)
-        self._jobs.submit(lambda: self._write(denoised.copy(), raw.copy()))
+        self.samples += samples
+        origin = self._origin
+        self._jobs.submit(lambda: self._write(origin, denoised, raw))
         if self.seconds - self._last_progress >= PROGRESS_EVERY:
             self._last_progress = self.seconds
             self.recorder.store.update_recording(
