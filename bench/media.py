@@ -352,9 +352,11 @@ def main() -> None:
             for p in pubs
         ]
         time.sleep(4)
+        fallback_marks = [metric(base, "denoisecast_engine_fallback_chunks_total")]
         c0, t0 = server_cpu(server.pid), time.monotonic()
         time.sleep(args.seconds)
         per_pub_phase = (server_cpu(server.pid) - c0) / (time.monotonic() - t0)
+        fallback_marks.append(metric(base, "denoisecast_engine_fallback_chunks_total"))
         procs += [
             subprocess.Popen(me + ["--role", "listeners", "--users", ",".join(us), "--target", p,
                                    "--seconds", str(args.seconds), "--out", str(work / f"{p}-listeners.json")]
@@ -364,9 +366,11 @@ def main() -> None:
         for p in pubs:
             while args.listeners and not (work / f"{p}-listeners.ready").exists():
                 time.sleep(0.2)
+        fallback_marks.append(metric(base, "denoisecast_engine_fallback_chunks_total"))
         c1, t1 = server_cpu(server.pid), time.monotonic()
         time.sleep(args.seconds * 0.8)
         with_listeners = (server_cpu(server.pid) - c1) / (time.monotonic() - t1)
+        fallback_marks.append(metric(base, "denoisecast_engine_fallback_chunks_total"))
         engine_latency = 0.1 + 1440 / RATE
         model = metric(base, "denoisecast_engine_model_seconds_per_chunk")
         fallbacks = metric(base, "denoisecast_engine_fallback_chunks_total")
@@ -407,6 +411,11 @@ def main() -> None:
               f"= {(with_listeners - per_pub_phase) * 100 / n_listen:.2f} % per listener")
         print(f"listener frames: {frames} of about {expected:.0f} expected, {gaps} gaps over 150 ms (output arrives in 100 ms chunks)")
     print(f"engine: {model * 1000:.1f} ms model time per chunk, {fallbacks:.0f} chunks passed through")
+    phases = ("publishers' start", "publishers-only phase", "listeners' start", "listener phase")
+    marks = [0.0] + fallback_marks
+    print("chunks passed through by phase: " + ", ".join(
+        f"{name} {later - earlier:.0f}" for name, earlier, later in zip(phases, marks, marks[1:])
+    ))
     if latencies:
         lat = sorted(latencies)
         median = lat[len(lat) // 2]
