@@ -280,6 +280,17 @@ def server_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy() -> tuple[float, float]:
+    """Busy and total CPU jiffies of the whole machine (all processes, all cores)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return float(sum(fields) - idle), float(sum(fields))
+
+
+def busy_share(before: tuple[float, float], after: tuple[float, float]) -> float:
+    return (after[0] - before[0]) / max(1.0, after[1] - before[1])
+
+
 def metric(base: str, name: str) -> float:
     text = urllib.request.urlopen(base + "/metrics").read().decode()
     for line in text.splitlines():
@@ -353,9 +364,10 @@ def main() -> None:
         ]
         time.sleep(4)
         fallback_marks = [metric(base, "denoisecast_engine_fallback_chunks_total")]
-        c0, t0 = server_cpu(server.pid), time.monotonic()
+        c0, t0, m0 = server_cpu(server.pid), time.monotonic(), machine_busy()
         time.sleep(args.seconds)
         per_pub_phase = (server_cpu(server.pid) - c0) / (time.monotonic() - t0)
+        machine_pub_phase = busy_share(m0, machine_busy())
         fallback_marks.append(metric(base, "denoisecast_engine_fallback_chunks_total"))
         procs += [
             subprocess.Popen(me + ["--role", "listeners", "--users", ",".join(us), "--target", p,
@@ -367,9 +379,10 @@ def main() -> None:
             while args.listeners and not (work / f"{p}-listeners.ready").exists():
                 time.sleep(0.2)
         fallback_marks.append(metric(base, "denoisecast_engine_fallback_chunks_total"))
-        c1, t1 = server_cpu(server.pid), time.monotonic()
+        c1, t1, m1 = server_cpu(server.pid), time.monotonic(), machine_busy()
         time.sleep(args.seconds * 0.8)
         with_listeners = (server_cpu(server.pid) - c1) / (time.monotonic() - t1)
+        machine_listener_phase = busy_share(m1, machine_busy())
         fallback_marks.append(metric(base, "denoisecast_engine_fallback_chunks_total"))
         engine_latency = 0.1 + 1440 / RATE
         model = metric(base, "denoisecast_engine_model_seconds_per_chunk")
@@ -404,6 +417,8 @@ def main() -> None:
                     latencies.append(arrival - before[-1])
     expected = n_listen * args.seconds * RATE / FRAME
     print(f"publishers {args.publishers}, listeners {n_listen} ({args.listeners} each), {args.seconds:g} s phases")
+    print(f"whole machine busy ({os.cpu_count()} cores, clients included): {machine_pub_phase * 100:.0f} % "
+          f"with publishers only, {machine_listener_phase * 100:.0f} % with listeners")
     print(f"server CPU, publishers only: {per_pub_phase * 100:.1f} % of a core "
           f"= {per_pub_phase * 100 / max(1, args.publishers):.2f} % per publisher")
     if n_listen:

@@ -66,12 +66,7 @@ def load_live_engine(settings: SchedulerSettings) -> "DenoiseEngine":
     from denoisecast.dsp.engine import DenoiseEngine
 
     torch.set_num_threads(1)
-    engine = DenoiseEngine.load(settings.model, device=settings.device)
-    # The first forward pass is several times slower than the next ones;
-    # run it now rather than in the first live stream's first chunk.
-    with torch.inference_mode():
-        engine.process(torch.zeros(1, 4800), engine.new_streams(1))
-    return engine
+    return DenoiseEngine.load(settings.model, device=settings.device)
 
 
 class DenoiseCastServer:

@@ -359,6 +359,108 @@ class ThreadedTests(TestCase):
         self.assertGreater(max(scheduler.stats.batch_sizes), 1)
 
 
+    async def test_aligned_streams_share_passes(self) -> None:
+        """
+        Live streams that start at different moments and send 20 ms frames
+        in real time: with chunks cut at the instants of a shared clock
+        (and a short gathering wait), their chunks run in shared passes
+        instead of one pass each, and every stream's output still equals
+        its offline output.
+        """
+        rng = np.random.default_rng(11)
+        count, frame = 6, 960
+        signals = [speechlike(1.3, i) for i in range(count)]
+        offline = self.engine.enhance(signals)
+        settings = SchedulerSettings(chunk_seconds=0.1, max_batch=16, align=True, gather_seconds=0.02)
+        scheduler = DenoiseScheduler(reactor, settings, engine_factory=lambda: self.engine.fork())
+        await self._start(scheduler)
+        outs = [Collector() for _ in signals]
+        handles = [scheduler.open_stream(f"s{i}", outs[i]) for i in range(count)]
+        starts = sorted(float(x) for x in rng.uniform(0, 0.1, count))
+        began = reactor.seconds()
+
+        def tick() -> None:
+            now = reactor.seconds() - began
+            for i, handle in enumerate(handles):
+                due = int(max(0.0, now - starts[i]) / 0.02)  # frames this publisher has sent by now
+                while handle.sent < min(due, len(signals[i]) // frame):
+                    handle.push(signals[i][handle.sent * frame : (handle.sent + 1) * frame])
+                    handle.sent += 1
+
+        for handle in handles:
+            handle.sent = 0  # type: ignore[attr-defined]
+        pacer = task.LoopingCall(tick)
+        pacer.start(0.005)
+        self.addCleanup(lambda: pacer.running and pacer.stop())
+        while any(h.sent < len(signals[i]) // frame for i, h in enumerate(handles)):  # type: ignore[attr-defined]
+            await task.deferLater(reactor, 0.05, lambda: None)
+        pacer.stop()
+        await task.deferLater(reactor, 0.3, lambda: None)
+        delay = self.engine.delay
+        for i, collector in enumerate(outs):
+            got = collector.out()[delay:]
+            self.assertGreater(len(got), len(signals[i]) - 0.25 * SR)
+            self.assertLess(float(np.abs(got - offline[i][: len(got)]).max()), 1e-4, i)
+        sizes = scheduler.stats.batch_sizes
+        passes = sum(sizes.values())
+        chunks = sum(k * v for k, v in sizes.items())
+        # Unaligned, six staggered streams mostly run one pass per chunk; aligned,
+        # after each stream's first (shorter) chunk, they share passes.
+        self.assertGreaterEqual(chunks / passes, 3.0, dict(sizes))
+        self.assertEqual(scheduler.stats.fallback_chunks, 0)
+
+
+class ChunkClockTests(SynchronousTestCase):
+    def scheduler(self, clock: task.Clock, **settings: Any) -> DenoiseScheduler:
+        scheduler = DenoiseScheduler(clock, SchedulerSettings(chunk_seconds=0.1, **settings))
+        scheduler._epoch = 0.0
+        return scheduler
+
+    def test_first_chunk_ends_at_the_next_instant(self) -> None:
+        clock = task.Clock()
+        scheduler = self.scheduler(clock, align=True)
+        for now, hops in ((0.0, 10), (0.031, 7), (0.099, 1), (1.25, 5)):
+            clock.advance(now - clock.seconds())
+            self.assertEqual(scheduler.first_chunk_hops(), hops, now)
+        self.assertEqual(self.scheduler(clock).first_chunk_hops(), 10)  # not aligned: whole chunks
+
+    def test_drift_is_corrected_a_hop_at_a_time(self) -> None:
+        """A stream whose chunks complete late gets a shorter chunk, early a longer one."""
+        clock = task.Clock()
+        scheduler = self.scheduler(clock, align=True)
+        for now, hops in ((1.0, 10), (1.02, 10), (1.03, 9), (1.08, 10), (1.07, 11), (1.049, 9)):
+            clock.advance(now - clock.seconds())
+            self.assertEqual(scheduler.next_chunk_hops(), hops, now)
+
+    def test_gathering_is_bounded(self) -> None:
+        """
+        A free worker waits for streams that still owe the current chunk,
+        but never longer than ``gather_seconds``: then it runs what is ready.
+        """
+        from tests.scheduler_helpers import SynchronousPool
+
+        clock = task.Clock()
+        engine = DelayEngine(delay=480)
+        settings = SchedulerSettings(chunk_seconds=0.02, align=True, gather_seconds=0.01)
+        scheduler = DenoiseScheduler(clock, settings, engine_factory=lambda: engine, threadpool=SynchronousPool())
+        scheduler.reactor.callFromThread = lambda f, *a, **kw: f(*a, **kw)  # type: ignore[attr-defined]
+        scheduler.startService()
+        outs = [Collector(), Collector()]
+        a, b = (scheduler.open_stream(name, out) for name, out in zip("ab", outs))
+        block = np.ones(960, dtype=np.float32)
+        a.push(block)
+        b.push(block[:480])  # b owes the rest of its chunk
+        self.assertEqual(engine.batches, [])  # waiting for b
+        b.push(block[480:])
+        self.assertEqual(engine.batches, [2])  # both in one pass, at once
+        a.push(block)
+        clock.advance(0.005)
+        self.assertEqual(engine.batches, [2])
+        clock.advance(0.006)  # the wait is over: a runs alone
+        self.assertEqual(engine.batches, [2, 1])
+        scheduler.stopService()
+
+
 class LoadAndPrecisionTests(SynchronousTestCase):
     def test_load_failure_passes_through(self) -> None:
         """A model that cannot load is logged as a failure; live audio then passes through raw."""

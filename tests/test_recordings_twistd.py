@@ -173,7 +173,13 @@ class RecordingLimitTests(TestCase):
         self.assertEqual((told["recording"], told["reason"]), (False, "quota"))
         status = await alice.get("/api/streams/alice")
         self.assertTrue(status.body["live"])
-        rows = (await alice.get("/api/recordings")).body["recordings"]
+        # The broadcaster is told at once; the row is finalised right after
+        # (its files are closed on the recorder's threads first).
+        for _ in range(50):
+            rows = (await alice.get("/api/recordings")).body["recordings"]
+            if [r["status"] for r in rows] != ["recording"]:
+                break
+            await deferLater(reactor, 0.1)
         self.assertEqual([r["status"] for r in rows], ["stopped_early"])
         await ws.request({"v": 1, "type": "stop"})
         pc, offer = await publisher(self, workdir / "noisy.wav")

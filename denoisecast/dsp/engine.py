@@ -24,6 +24,7 @@ from denoisecast.logs import logger
 from denoisecast.dsp import models
 from denoisecast.dsp.config import ModelConfig
 from denoisecast.dsp.layers import fold_batch_norms
+from denoisecast.dsp.traced import TracedNet, traced
 from denoisecast.dsp.pipeline import RuntimePolicy, SignalPath, StreamState
 
 if TYPE_CHECKING:
@@ -62,7 +63,10 @@ class DenoiseEngine:
         self.config = config
         self.info = info
         self.device = torch.device(info.device)
-        self.path = SignalPath(net, config)
+        # On the CPU the streaming forward runs traced, off the GIL (see
+        # dsp/traced.py); GPU passes are few and large, and half precision
+        # wraps the eager network in autocast.
+        self.path = SignalPath(traced(net) if self.device.type == "cpu" else net, config)
 
     @classmethod
     def load(
@@ -112,6 +116,19 @@ class DenoiseEngine:
     def fork(self) -> "DenoiseEngine":
         """Another engine on the same (read-only) weights, for another thread."""
         return DenoiseEngine(self.net, self.config, self.info)
+
+    def warm_up(self) -> None:
+        """
+        Do now what the first live chunks would otherwise pay for: trace the
+        streaming network for every chunk-length class (on the CPU) and run
+        one pass (the first forward pass is several times slower than the
+        next ones).
+        """
+        net = self.path.net
+        if isinstance(net, TracedNet):
+            net.trace_all(self.config)
+        with torch.inference_mode():
+            self.process(torch.zeros(1, 10 * self.config.hop_size, device=self.device), self.new_streams(1))
 
     @property
     def sample_rate(self) -> int:

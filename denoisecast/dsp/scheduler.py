@@ -59,6 +59,13 @@ __all__ = ["DenoiseScheduler", "SchedulerSettings", "SchedulerStats", "StreamHan
 
 #: Output lag of DeepFilterNet3 (the bundled model) until an engine reports its own.
 DEFAULT_DELAY_SAMPLES = 1440
+#: The live path's gathering wait: one 20 ms WebRTC frame, the spread of
+#: aligned streams' chunk completions (see ``SchedulerSettings.gather_seconds``).
+LIVE_GATHER_SECONDS = 0.02
+HOP_SECONDS = HOP_SAMPLES / SAMPLE_RATE
+#: Hops a stream's chunk completion may stray from the shared instants before
+#: its next chunk is made a hop shorter or longer to bring it back.
+DRIFT_HOPS = 2.5
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,12 @@ class SchedulerSettings:
     model: str = "auto"
     #: Chunks a stream may have waiting (besides the one in flight) before the oldest passes through raw.
     max_waiting_chunks: int = 2
+    #: Cut every stream's chunks at the same instants of a shared clock, so
+    #: that live streams' chunks are ready together and share forward passes.
+    align: bool = False
+    #: How long a free worker waits for the chunks of other streams due at
+    #: the same instant before it starts a pass with those that are ready.
+    gather_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.01 <= self.chunk_seconds <= 8.0:
@@ -82,6 +95,8 @@ class SchedulerSettings:
             raise ValueError(f"crossfade length {self.crossfade_seconds} s is outside 0.001–1 s")
         if self.max_batch < 1 or self.workers < 1 or self.max_waiting_chunks < 0:
             raise ValueError("max_batch and workers must be at least 1, max_waiting_chunks at least 0")
+        if not 0.0 <= self.gather_seconds <= self.chunk_seconds:
+            raise ValueError("gather_seconds must be between 0 and the chunk length")
 
     @classmethod
     def from_config(cls, config: Config) -> "SchedulerSettings":
@@ -94,6 +109,8 @@ class SchedulerSettings:
             device=config.denoise_device,
             half=config.denoise_half,
             model=config.denoise_model,
+            align=True,
+            gather_seconds=min(LIVE_GATHER_SECONDS, config.denoise_chunk_seconds / 2),
         )
 
     @property
@@ -172,6 +189,9 @@ class DenoiseScheduler(Service):
         self.crossfade_samples = round(self.settings.crossfade_seconds * SAMPLE_RATE)
         self.engine_info: dict[str, object] = {}
         self._behind_logged: set[str] = set()
+        self._epoch = 0.0
+        self._ready_since: float | None = None
+        self._gather_call: Any = None
 
     @property
     def latency_seconds(self) -> float:
@@ -187,12 +207,21 @@ class DenoiseScheduler(Service):
 
     def startService(self) -> "defer.Deferred[Any]":  # type: ignore[override]
         super().startService()
+        self._epoch = self.reactor.seconds() if self.settings.align else 0.0
         if self._pool is None:
             self._pool = ThreadPool(self.settings.workers, self.settings.workers, "denoise")
         self._pool.start()
-        d = deferToThreadPool(self.reactor, self._pool, self._engine_factory)
+        d = deferToThreadPool(self.reactor, self._pool, self._load_and_warm_up)
         d.addCallbacks(self._engine_loaded, self._engine_failed)
         return d
+
+    def _load_and_warm_up(self) -> "DenoiseEngine":
+        """(Worker thread.)  The engine, with its first-pass costs paid before any stream waits on them."""
+        engine = self._engine_factory()
+        warm_up = getattr(engine, "warm_up", None)
+        if warm_up is not None:
+            warm_up()
+        return engine
 
     def when_settled(self) -> "defer.Deferred[None]":
         """
@@ -250,6 +279,9 @@ class DenoiseScheduler(Service):
     def stopService(self) -> "defer.Deferred[None]":  # type: ignore[override]
         super().stopService()
         self.ready = False
+        if self._gather_call is not None and self._gather_call.active():
+            self._gather_call.cancel()
+        self._gather_call = None
         d: defer.Deferred[Any] = defer.DeferredList(list(self._in_flight))
 
         def stop_pool(_: object) -> None:
@@ -287,7 +319,63 @@ class DenoiseScheduler(Service):
 
     def _mark_ready(self, handle: StreamHandle) -> None:
         if handle.stream_id not in self._ready:
+            if not self._ready and self.settings.gather_seconds:
+                self._ready_since = self.reactor.seconds()
             self._ready[handle.stream_id] = handle
+
+    # -- the shared chunk clock ------------------------------------------
+
+    def first_chunk_hops(self) -> int:
+        """
+        The length of a new stream's first chunk: up to the next instant of
+        the shared chunk clock, so that its later chunks complete together
+        with every other stream's (when ``align`` is on; else a whole chunk).
+        Streaming is exact for any chunk lengths, so this costs nothing.
+        """
+        hops = self.settings.chunk_hops
+        if not self.settings.align:
+            return hops
+        past = int((self.reactor.seconds() - self._epoch) / HOP_SECONDS) % hops
+        return hops - past
+
+    def next_chunk_hops(self) -> int:
+        """
+        The length of a stream's next chunk, asked just as one completed: a
+        whole chunk, or a hop less or more when the stream's audio clock has
+        drifted more than ``DRIFT_HOPS`` from the shared instants (such a
+        chunk runs in a pass of its own or with others of its length).
+        """
+        hops = self.settings.chunk_hops
+        if not self.settings.align or hops < 4 * DRIFT_HOPS:
+            return hops
+        phase = ((self.reactor.seconds() - self._epoch) / HOP_SECONDS) % hops
+        if phase > hops / 2:
+            phase -= hops
+        if phase > DRIFT_HOPS:
+            return hops - 1
+        if phase < -DRIFT_HOPS:
+            return hops + 1
+        return hops
+
+    def _should_gather(self) -> bool:
+        """
+        Whether a free worker should wait a little: some streams that are
+        not in flight still owe the chunk due now, and the oldest waiting
+        chunk has waited less than ``gather_seconds``.  If so, a later pump
+        is scheduled for when the wait ends.
+        """
+        wait = self.settings.gather_seconds
+        if not wait or self._ready_since is None or len(self._ready) >= self.settings.max_batch:
+            return False
+        owing = sum(1 for s in self._streams.values() if not s.in_flight and s.stream_id not in self._ready)
+        if not owing:
+            return False
+        remaining = self._ready_since + wait - self.reactor.seconds()
+        if remaining <= 0:
+            return False
+        if self._gather_call is None or not self._gather_call.active():
+            self._gather_call = self.reactor.callLater(remaining, self._pump)
+        return True
 
     def _fell_behind(self, handle: StreamHandle, reason: str) -> None:
         self.stats.fallback_chunks += 1
@@ -307,10 +395,18 @@ class DenoiseScheduler(Service):
     def _pump(self) -> None:
         """Start batches while a worker is free and chunks are waiting (reactor thread)."""
         while self.ready and self._free_engines and self._ready:
+            if self._should_gather():
+                return
+            # One pass holds chunks of one length: the first waiting chunk's.
+            length = next(iter(self._ready.values())).next_chunk_length
             batch: list[tuple[StreamHandle, Chunk]] = []
-            while self._ready and len(batch) < self.settings.max_batch:
-                _, stream = self._ready.popitem(last=False)
-                batch.append((stream, stream.take_chunk()))
+            for stream in list(self._ready.values()):
+                if len(batch) == self.settings.max_batch:
+                    break
+                if stream.next_chunk_length == length:
+                    del self._ready[stream.stream_id]
+                    batch.append((stream, stream.take_chunk()))
+            self._ready_since = self.reactor.seconds() if self._ready and self.settings.gather_seconds else None
             self._submit(batch)
 
     def _submit(self, batch: list[tuple[StreamHandle, Chunk]]) -> None:

@@ -61,8 +61,7 @@ class StreamHandle:
         self.closed = False
         self._resampler = StreamResampler(input_rate, input_channels)
         hops = scheduler.settings.chunk_hops
-        self._chunk_hops = hops
-        self._buffer = RingBuffer(HOP_SAMPLES * hops * 4, HOP_SAMPLES)
+        self._buffer = RingBuffer(HOP_SAMPLES * (hops + 1) * 4, HOP_SAMPLES)
         self._fader = Crossfader(scheduler.crossfade_samples, wet=denoise)
         self._raw_tail = np.zeros(scheduler.delay_samples, dtype=np.float32)
         self._chunks: deque[Chunk] = deque()  # in output order, until delivered
@@ -71,6 +70,7 @@ class StreamHandle:
         self.in_flight = False
         self._last_sample = np.float32(0.0)
         self._passing_through = False
+        self._next_hops: int | None = None  # length of the chunk being filled; None before any audio
 
     # -- the live path's interface --------------------------------------
 
@@ -79,12 +79,14 @@ class StreamHandle:
         if self.closed:
             return
         samples = self._resampler.process(pcm)
-        hops = self._chunk_hops
+        if self._next_hops is None and len(samples):
+            self._next_hops = self._scheduler.first_chunk_hops()
         while len(samples):
             taken = self._buffer.write(samples[: self._buffer.free])
             samples = samples[taken:]
-            while self._buffer.hops_available >= hops:
-                self._add_chunk(self._buffer.read_hops(hops))
+            while self._next_hops is not None and self._buffer.hops_available >= self._next_hops:
+                self._add_chunk(self._buffer.read_hops(self._next_hops))
+                self._next_hops = self._scheduler.next_chunk_hops()
         self._scheduler._pump()
 
     def set_denoise(self, enabled: bool, atten_lim_db: float | None = None) -> None:
@@ -112,6 +114,12 @@ class StreamHandle:
     def waiting(self) -> int:
         """Chunks waiting for the engine."""
         return len(self._waiting)
+
+    @property
+    def next_chunk_length(self) -> int:
+        """Samples in the oldest chunk waiting for the engine."""
+        audio = self._waiting[0].audio
+        return 0 if audio is None else len(audio)
 
     def _add_chunk(self, audio: FloatArray) -> None:
         line = np.concatenate([self._raw_tail, audio])
