@@ -53,6 +53,39 @@ class MediaTests(TestCase):
         self.assertTrue(shorten_receive_buffer(transceiver.receiver, 2))
         self.assertEqual(transceiver.receiver._RTCRtpReceiver__jitter_buffer._prefetch, 2)
 
+    async def test_decoding_moves_onto_the_loop(self) -> None:
+        """
+        aiortc's audio receiver still feeds a decoder queue before it starts
+        (so an aiortc upgrade that changes it fails here); once replaced,
+        received Opus frames are decoded at once into the track's queue and
+        the end of the receiver ends the track.
+        """
+        from aiortc.jitterbuffer import JitterFrame
+        from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+        from aiortc.rtcrtpreceiver import RemoteStreamTrack
+
+        from denoisecast.dsp.opus import OpusStream
+        from denoisecast.live.media import InlineDecoder, decode_on_the_loop
+
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.addCleanup(lambda: aio(pc.close()))
+        receiver = pc.addTransceiver("audio", direction="recvonly").receiver
+        self.assertTrue(decode_on_the_loop(receiver))
+        self.assertFalse(decode_on_the_loop(receiver))  # only once, before receiving
+        inline = receiver._RTCRtpReceiver__decoder_queue
+        self.assertIsInstance(inline, InlineDecoder)
+        codec = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111)
+        receiver._track = RemoteStreamTrack(kind="audio")  # as an offer with audio makes it
+
+        packets = OpusStream(0).encode(np.zeros(960 * 3, dtype=np.float32))
+        for i, packet in enumerate(packets):
+            inline.put((codec, JitterFrame(data=bytes(packet), timestamp=i * 960)))
+        track_queue = receiver._track._queue
+        self.assertEqual(track_queue.qsize(), len(packets))
+        self.assertEqual(track_queue.get_nowait().samples, 960)
+        inline.put(None)
+        self.assertIsNone(inline.get())  # aiortc's idle thread is let go
+
 
 class FakeRecording:
     def __init__(self) -> None:

@@ -31,7 +31,7 @@ from twisted.internet.task import LoopingCall
 
 from denoisecast.errors import bad_request, conflict, forbidden, not_found
 from denoisecast.dsp.opus import OpusStream
-from denoisecast.live.media import PacketTrack, shorten_receive_buffer
+from denoisecast.live.media import PacketTrack, decode_on_the_loop, shorten_receive_buffer
 from denoisecast.live.seam import aio
 from denoisecast.logs import logger
 from denoisecast.presence import PresenceHub
@@ -252,8 +252,12 @@ class LiveManager:
             if not audio:
                 raise bad_request("The offer sends no audio.", "no_audio")
             for transceiver in pc.getTransceivers():
-                if transceiver.kind == "audio" and not shorten_receive_buffer(transceiver.receiver):
+                if transceiver.kind != "audio":
+                    continue
+                if not shorten_receive_buffer(transceiver.receiver):
                     self.log.warn("Cannot shorten the receive buffer; aiortc's default applies")
+                if not decode_on_the_loop(transceiver.receiver):
+                    self.log.warn("Cannot decode on the event loop; aiortc's decoder thread applies")
         except BaseException:
             await self._close_peer(pc)
             raise

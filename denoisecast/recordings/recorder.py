@@ -31,6 +31,10 @@ from denoisecast.storage.store import Store, User
 
 #: How often (seconds of audio) a live recording's row is brought up to date.
 PROGRESS_EVERY = 5.0
+#: Packets are handed to the write threads in batches of this much audio:
+#: every handoff wakes a thread and costs the reactor thread a GIL switch,
+#: and a crash loses at most this much.
+WRITE_EVERY = 0.5
 
 
 class SerialJobs:
@@ -117,6 +121,8 @@ class Recording:
         self._jobs = SerialJobs(recorder.pool)
         self._writers: tuple[OggOpusWriter, OggOpusWriter] | None = None
         self._origin: int | None = None
+        self._pending: tuple[list[av.Packet], list[av.Packet]] = ([], [])
+        self._pending_samples = 0
         self._sizes = (0, 0)
         self._last_progress = 0.0
         self.finished: Deferred[None] | None = None
@@ -163,8 +169,11 @@ class Recording:
             self.stop_early("quota")
             return
         self.samples += samples
-        origin = self._origin
-        self._jobs.submit(lambda: self._write(origin, denoised, raw))
+        self._pending[0].extend(denoised)
+        self._pending[1].extend(raw)
+        self._pending_samples += samples
+        if self._pending_samples >= WRITE_EVERY * RATE:
+            self._hand_over()
         if self.seconds - self._last_progress >= PROGRESS_EVERY:
             self._last_progress = self.seconds
             self.recorder.store.update_recording(
@@ -174,6 +183,13 @@ class Recording:
                 raw_bytes=self._sizes[1],
                 timeline=json.dumps(self.timeline),
             ).addErrback(lambda f: self.log.failure("Recording progress not saved", f))
+
+    def _hand_over(self) -> None:
+        """Queue the pending packets for the write threads."""
+        origin, (denoised, raw) = self._origin, self._pending
+        self._pending, self._pending_samples = ([], []), 0
+        if origin is not None and (denoised or raw):
+            self._jobs.submit(lambda: self._write(origin, denoised, raw))
 
     def stop_early(self, reason: str) -> None:
         self.stopped_reason = reason
@@ -194,6 +210,7 @@ class Recording:
             return self.finished
         done: Deferred[None] = Deferred()
         self.finished = done
+        self._hand_over()
 
         def close() -> None:
             if self._writers is not None:
