@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from tests.rtc_support import publisher
+from tests.rtc_support import answer, publisher
 from tests.test_live_manager import start_live
 from tests.test_presence import people
 from tests.ws_support import connect_ws
@@ -155,3 +156,90 @@ class HostileOfferTests(TestCase):
         self.assertFalse(gone["friend"]["live"])
         self.assertEqual(running.server.scheduler.stats.streams, 0)
         del Client
+
+
+class VanishingPublisherTests(TestCase):
+    timeout = 90
+
+    async def test_publisher_frozen_mid_broadcast(self) -> None:
+        """
+        A publisher whose process freezes mid-broadcast (SIGSTOP: its media,
+        its pings and its TCP connection all go quiet, nothing is closed) is
+        ended by the silence timeout: its listener is told, its friends see
+        it is no longer live, its engine slot is freed, and its recording is
+        finalised with the audio that came.  Killing it later changes nothing.
+        """
+        import os
+        import signal
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        from tests.rtc_support import listener, noisy_speech
+        from tests.test_presence import befriend
+
+        running = await start_live(self, silence_timeout=1.5)
+        alice, bob = running.client(), running.client()
+        await alice.register("alice")
+        await bob.register("bob")
+        await befriend(alice, bob, "bob", "alice")
+        watcher = await connect_ws(self, running.base, bob)
+        await watcher.expect("presence")
+        directory = Path(self.mktemp())
+        directory.mkdir(parents=True)
+        wav, _, _ = noisy_speech(directory)
+        script = Path(__file__).with_name("publisher_process.py")
+        process = subprocess.Popen(
+            [sys.executable, str(script), running.base, alice.cookie("dc_session") or "", str(wav)],
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(script.parent.parent)},
+        )
+
+        def kill() -> None:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+            process.stdout.close()  # type: ignore[union-attr]
+
+        self.addCleanup(kill)
+        line = await deferToThread(process.stdout.readline)  # type: ignore[union-attr]
+        self.assertEqual(line.strip(), b"live")
+        live = await watcher.expect("friend")
+        while not live["friend"]["live"]:
+            live = await watcher.expect("friend")
+
+        pc, offer, heard = await listener(self)
+        reply = await watcher.request({"v": 1, "type": "listen", "user": "alice", "sdp": offer})
+        self.assertEqual(reply["type"], "answer", reply)
+        await answer(pc, reply["sdp"])
+        broadcast = next(iter(running.server.live.broadcasts.values()))
+        for _ in range(100):  # media flows: the listener hears something
+            if heard.samples > 48000 and broadcast.frames_in > 50:
+                break
+            await deferLater(reactor, 0.1)
+        self.assertGreater(heard.samples, 48000)
+        recording = broadcast.recording
+
+        os.kill(process.pid, signal.SIGSTOP)
+        frozen_at = reactor.seconds()
+        ended = await watcher.expect("ended", timeout=10.0)
+        self.assertEqual((ended["role"], ended["user"]), ("listen", "alice"))
+        gone = await watcher.expect("friend", timeout=5.0)
+        while gone["friend"]["live"]:
+            gone = await watcher.expect("friend", timeout=5.0)
+        self.assertLess(reactor.seconds() - frozen_at, 6.0)
+        self.assertEqual(running.server.live.broadcasts, {})
+        self.assertEqual(running.server.scheduler.stats.streams, 0)
+        for _ in range(100):  # the recording is finalised once the peer connection is closed
+            rows = (await alice.get("/api/recordings")).body["recordings"]
+            if [r["status"] for r in rows] != ["recording"]:
+                break
+            await deferLater(reactor, 0.1)
+        self.assertEqual([r["status"] for r in rows], ["complete"])
+        self.assertFalse(recording.active)
+        self.assertGreater(rows[0]["duration_seconds"], 0.5)
+
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(10)
+        await deferLater(reactor, 0.5)
+        self.assertEqual((await watcher.request({"v": 1, "type": "ping"}))["type"], "pong")
