@@ -191,3 +191,20 @@ async def start_server(
     port = reactor.listenTCP(0, server.site, interface="127.0.0.1")
     testcase.addCleanup(port.stopListening)
     return RunningServer(server, port.getHost().port)
+
+
+async def finalised_recordings(client: Client, seconds: float = 10.0) -> list[dict[str, Any]]:
+    """
+    C{client}'s recordings once none is still C{recording}: a broadcast's
+    row is finalised a moment after it ends (its files are closed on the
+    recorder's threads first).  Returns the last listing when time runs out.
+    """
+    from twisted.internet.task import deferLater
+
+    rows: list[dict[str, Any]] = []
+    for _ in range(int(seconds / 0.1)):
+        rows = (await client.get("/api/recordings")).body["recordings"]
+        if all(row["status"] != "recording" for row in rows):
+            break
+        await deferLater(reactor, 0.1)
+    return rows

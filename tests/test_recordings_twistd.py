@@ -19,7 +19,7 @@ from twisted.trial.unittest import TestCase
 
 from denoisecast.recordings.files import decode, recorded_duration
 from tests.rtc_support import answer, best_correlation, noisy_speech, publisher
-from tests.support import Client
+from tests.support import Client, finalised_recordings
 from tests.test_live_twistd import noise_floor_db
 from tests.test_twistd import TwistdProcess
 from tests.ws_support import connect_ws
@@ -173,13 +173,8 @@ class RecordingLimitTests(TestCase):
         self.assertEqual((told["recording"], told["reason"]), (False, "quota"))
         status = await alice.get("/api/streams/alice")
         self.assertTrue(status.body["live"])
-        # The broadcaster is told at once; the row is finalised right after
-        # (its files are closed on the recorder's threads first).
-        for _ in range(50):
-            rows = (await alice.get("/api/recordings")).body["recordings"]
-            if [r["status"] for r in rows] != ["recording"]:
-                break
-            await deferLater(reactor, 0.1)
+        # The broadcaster is told at once; the row is finalised right after.
+        rows = await finalised_recordings(alice)
         self.assertEqual([r["status"] for r in rows], ["stopped_early"])
         await ws.request({"v": 1, "type": "stop"})
         pc, offer = await publisher(self, workdir / "noisy.wav")

@@ -4,7 +4,6 @@ The order in which the service tree starts and stops its parts.
 
 from __future__ import annotations
 
-import socket
 import threading
 from pathlib import Path
 
@@ -21,12 +20,7 @@ from denoisecast.dsp.scheduler import DenoiseScheduler, SchedulerSettings
 from denoisecast.server import DenoiseCastServer
 from denoisecast.service import make_service
 from tests.support import cheap_hasher, sqlite_url
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.test_twistd import free_port
 
 
 async def can_connect(port: int) -> bool:

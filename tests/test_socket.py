@@ -176,6 +176,7 @@ class VanishingPublisherTests(TestCase):
         from pathlib import Path
 
         from tests.rtc_support import listener, noisy_speech
+        from tests.support import finalised_recordings
         from tests.test_presence import befriend
 
         running = await start_live(self, silence_timeout=1.5)
@@ -230,11 +231,7 @@ class VanishingPublisherTests(TestCase):
         self.assertLess(reactor.seconds() - frozen_at, 6.0)
         self.assertEqual(running.server.live.broadcasts, {})
         self.assertEqual(running.server.scheduler.stats.streams, 0)
-        for _ in range(100):  # the recording is finalised once the peer connection is closed
-            rows = (await alice.get("/api/recordings")).body["recordings"]
-            if [r["status"] for r in rows] != ["recording"]:
-                break
-            await deferLater(reactor, 0.1)
+        rows = await finalised_recordings(alice)  # once the peer connection is closed
         self.assertEqual([r["status"] for r in rows], ["complete"])
         self.assertFalse(recording.active)
         self.assertGreater(rows[0]["duration_seconds"], 0.5)
