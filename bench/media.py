@@ -375,8 +375,10 @@ def main() -> None:
                              + (["--decode-all"] if args.decode_all else []))
             for p, us in subs.items() if us
         ]
-        for p in pubs:
+        for p, proc in zip(pubs, procs[len(pubs):]):
             while args.listeners and not (work / f"{p}-listeners.ready").exists():
+                if proc.poll() is not None:
+                    raise SystemExit(f"{p}'s listeners failed to connect (see above)")
                 time.sleep(0.2)
         fallback_marks.append(metric(base, "denoisecast_engine_fallback_chunks_total"))
         c1, t1, m1 = server_cpu(server.pid), time.monotonic(), machine_busy()

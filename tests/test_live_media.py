@@ -5,6 +5,7 @@ packet tracks, and the shorter receive buffer.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import numpy as np
@@ -87,6 +88,81 @@ class MediaTests(TestCase):
         self.assertIsNone(inline.get())  # aiortc's idle thread is let go
 
 
+class DirectSendingTests(TestCase):
+    """
+    A listener's packets sent directly (``ListenerOutput``) to a real aiortc
+    peer over loopback: decodable audio, in order, and the sender's reports
+    count them.  An aiortc whose sender internals changed fails here.
+    """
+
+    async def connected_pair(self) -> tuple[Any, Any, Any]:
+        from twisted.internet.defer import Deferred
+
+        from denoisecast.live.fanout import ListenerOutput
+
+        server = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.addCleanup(lambda: aio(client.close()))
+        self.addCleanup(lambda: aio(server.close()))
+        client.addTransceiver("audio", direction="recvonly")
+        track_arrived: Deferred[Any] = Deferred()
+        client.on("track", track_arrived.callback)
+        await aio(client.setLocalDescription(await aio(client.createOffer())))
+        await aio(server.setRemoteDescription(client.localDescription))
+        output = ListenerOutput()
+        self.addCleanup(output.stop)
+        output.attach(server.addTrack(output.track))
+        await aio(server.setLocalDescription(await aio(server.createAnswer())))
+        await aio(client.setRemoteDescription(server.localDescription))
+        remote = await track_arrived
+        for _ in range(500):
+            if server.connectionState == "connected" and output._header is not None:
+                break
+            await aio(asyncio.sleep(0.01))
+        self.assertEqual(server.connectionState, "connected")
+        return output, remote, server
+
+    async def test_listener_decodes_what_is_sent_directly(self) -> None:
+        from denoisecast.live.fanout import SharedPacket
+
+        output, remote, server = await self.connected_pair()
+        self.assertTrue(output.direct)
+        stream = OpusStream(0)
+        t = np.arange(48000 * 2) / 48000
+        tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+        for start in range(0, len(tone), 4800):  # 100 ms chunks in real time, as a broadcast sends
+            output.send([SharedPacket.of(p) for p in stream.encode(tone[start : start + 4800])])
+            await aio(asyncio.sleep(0.1))
+        frames = []
+        while True:
+            try:
+                frames.append(await aio(asyncio.wait_for(remote.recv(), 0.5)))
+            except asyncio.TimeoutError:
+                break
+        self.assertGreaterEqual(len(frames), 80)  # of 100 sent: the receiver holds a few back
+        self.assertEqual(output.track._queue.qsize(), 0)  # aiortc's own sender sent nothing
+        pts = [frame.pts for frame in frames]
+        self.assertEqual(pts, sorted(pts))
+        audio = np.concatenate([frame.to_ndarray().reshape(-1)[::2] for frame in frames[10:]]).astype(np.float64)
+        spectrum = np.abs(np.fft.rfft(audio))
+        self.assertLess(abs(np.argmax(spectrum) * 48000 / len(audio) - 440), 5)
+        stats = await aio(server.getSenders()[0].getStats())
+        sent = [s for s in stats.values() if s.type == "outbound-rtp"]
+        self.assertEqual(sent[0].packetsSent, output.sent)
+        self.assertGreaterEqual(output.sent, 95)
+
+    def test_without_aiortc_internals_packets_go_through_aiortc(self) -> None:
+        from denoisecast.live.fanout import ListenerOutput, SharedPacket
+
+        output = ListenerOutput()
+        self.addCleanup(output.stop)
+        output.attach(object())
+        self.assertFalse(output.direct)
+        packets = OpusStream(0).encode(np.zeros(960 * 3, dtype=np.float32))
+        output.send([SharedPacket.of(p) for p in packets])
+        self.assertEqual([output.track._queue.get_nowait() for _ in packets], packets)
+
+
 class FakeRecording:
     def __init__(self) -> None:
         self.active = True
@@ -109,14 +185,16 @@ class BroadcastEncodingTests(TestCase):
         One encoder per signal: a recorded broadcast encodes both signals,
         and a listener gets the very packets the recording gets.
         """
-        from denoisecast.live.media import PacketTrack
+        from denoisecast.live.fanout import ListenerOutput
 
         broadcast = self.broadcast()
         recording = FakeRecording()
         broadcast.recording = recording
-        track = PacketTrack()
-        self.addCleanup(track.stop)
-        broadcast.listeners[7] = type("L", (), {"track": track, "signal": "denoised"})()
+        output = ListenerOutput()
+        output.attach(object())  # no aiortc sender: the packets queue on its track
+        track = output.track
+        self.addCleanup(output.stop)
+        broadcast.listeners[7] = type("L", (), {"output": output, "signal": "denoised"})()
         block = np.zeros(4800, dtype=np.float32)
         broadcast.on_output(block, block)
         broadcast.on_output(block, block)

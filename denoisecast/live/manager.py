@@ -31,7 +31,8 @@ from twisted.internet.task import LoopingCall
 
 from denoisecast.errors import bad_request, conflict, forbidden, not_found
 from denoisecast.dsp.opus import OpusStream
-from denoisecast.live.media import PacketTrack, decode_on_the_loop, shorten_receive_buffer
+from denoisecast.live.fanout import ListenerOutput, SharedPacket
+from denoisecast.live.media import decode_on_the_loop, shorten_receive_buffer
 from denoisecast.live.seam import aio
 from denoisecast.logs import logger
 from denoisecast.presence import PresenceHub
@@ -49,7 +50,7 @@ class Listener:
     user: User
     connection: Peer | None
     pc: RTCPeerConnection
-    track: PacketTrack
+    output: ListenerOutput
     signal: str
 
 
@@ -88,17 +89,18 @@ class Broadcast:
         recording = self.recording if self.recording is not None and self.recording.active else None
         packets: dict[str, list[av.Packet]] = {}
         for signal, block in (("denoised", output), ("raw", raw)):
-            tracks = [l.track for l in self.listeners.values() if l.signal == signal]
-            if not tracks and recording is None:
+            sends = [l.output.send for l in self.listeners.values() if l.signal == signal]
+            if not sends and recording is None:
                 self.encoders.pop(signal, None)
                 continue
             encoder = self.encoders.get(signal)
             if encoder is None:
                 encoder = self.encoders[signal] = OpusStream(self.position)
             packets[signal] = encoder.encode(block)
-            for packet in packets[signal]:
-                for track in tracks:
-                    track.offer(packet)
+            if sends:
+                shared = [SharedPacket.of(packet) for packet in packets[signal]]
+                for send in sends:
+                    send(shared)
         if recording is not None:
             recording.write(self.position, len(output), packets["denoised"], packets["raw"])
         self.position += len(output)
@@ -139,7 +141,7 @@ class LiveManager:
     @property
     def packets_dropped(self) -> int:
         return self._dropped_before + sum(
-            l.track.late for b in self.broadcasts.values() for l in b.listeners.values()
+            l.output.late for b in self.broadcasts.values() for l in b.listeners.values()
         )
 
     # lifecycle -----------------------------------------------------------------
@@ -396,7 +398,7 @@ class LiveManager:
         old = broadcast.listeners.get(me)
         if old is not None:
             await self._drop_listener(broadcast, old, reason="replaced")
-        track = PacketTrack()
+        output = ListenerOutput()
         holder: dict[str, Listener] = {}
 
         def gone() -> None:
@@ -406,16 +408,16 @@ class LiveManager:
 
         pc = self._new_peer(gone)
         try:
-            answer = await self._answer(pc, sdp, want=lambda: pc.addTrack(track))
+            answer = await self._answer(pc, sdp, want=lambda: output.attach(pc.addTrack(output.track)))
             if self.broadcasts.get(broadcast.user["id"]) is not broadcast:
                 raise not_found("not_live", f"{broadcast.user['username']} is not live.")
             if me in broadcast.listeners:
                 raise conflict("already_listening", "Another listen request won.")
         except BaseException:
-            track.stop()
+            output.stop()
             await self._close_peer(pc)
             raise
-        listener = Listener(user, connection, pc, track, signal)
+        listener = Listener(user, connection, pc, output, signal)
         holder["l"] = listener
         broadcast.listeners[me] = listener
         self._listeners_changed(broadcast)
@@ -446,9 +448,9 @@ class LiveManager:
         if broadcast.listeners.get(listener.user["id"]) is listener:
             del broadcast.listeners[listener.user["id"]]
             self._listeners_changed(broadcast)
-        listener.track.stop()
-        self._dropped_before += listener.track.late
-        listener.track.late = 0
+        listener.output.stop()
+        self._dropped_before += listener.output.late
+        listener.output.track.late = 0
         if listener.connection is not None and reason != "unlistened":
             listener.connection.send_message(
                 {"v": 1, "type": "ended", "role": "listen", "user": broadcast.user["username"], "reason": reason}
