@@ -6,6 +6,7 @@ friends only, bad offers refused, clean ends.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from twisted.internet import reactor
@@ -142,3 +143,33 @@ class LiveManagerTests(TestCase):
         self.assertEqual((ended["role"], ended["user"]), ("listen", "alice"))
         self.assertEqual(running.server.live.broadcasts, {})
         self.assertEqual(running.server.scheduler.stats.streams, 0)
+
+    async def test_dtls_failure_ends_the_broadcast(self) -> None:
+        """
+        A publisher whose DTLS handshake fails (its offer names another
+        certificate's fingerprint, so the server rejects the one it is
+        shown) is ended as soon as its connection fails: the publisher is
+        told why, friends see it go offline, the engine slot is freed.
+        """
+        directory = Path(self.mktemp())
+        directory.mkdir(parents=True)
+        noisy, _, _ = noisy_speech(directory)
+        running, ws = await self.setup_people()
+        pc, offer = await publisher(self, noisy)
+        forged, count = re.subn(
+            r"(a=fingerprint:[\w-]+ )([0-9A-Fa-f]{2})",
+            lambda m: m.group(1) + ("00" if m.group(2) != "00" else "11"),
+            offer,
+        )
+        self.assertGreater(count, 0)
+        reply = await ws["alice"].request({"v": 1, "type": "publish", "sdp": forged})
+        self.assertEqual(reply["type"], "answer", reply)
+        await answer(pc, reply["sdp"])
+        ended = await ws["alice"].expect("ended", timeout=10.0)
+        self.assertEqual((ended["role"], ended["reason"]), ("publish", "connection_lost"))
+        self.assertEqual(running.server.live.broadcasts, {})
+        self.assertEqual(running.server.scheduler.stats.streams, 0)
+        update = await ws["bob"].expect("friend", timeout=1.0)
+        while update["friend"]["live"]:
+            update = await ws["bob"].expect("friend", timeout=1.0)
+        self.assertFalse(update["friend"]["live"])

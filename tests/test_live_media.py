@@ -208,6 +208,53 @@ class BroadcastEncodingTests(TestCase):
         self.assertGreaterEqual(len(recorded), 8)
         self.assertGreaterEqual(sum(len(raw) for _, _, _, raw in recording.writes), 8)
 
+    async def test_encoding_off_the_reactor_keeps_order(self) -> None:
+        """
+        With an encoding queue, blocks are encoded on a pool thread and
+        delivered back on the reactor thread in order: the recording gets
+        every block at its position, and the listener the same packets.
+        """
+        import threading
+
+        from twisted.internet import reactor
+        from twisted.internet.threads import deferToThreadPool
+        from twisted.python.threadpool import ThreadPool
+
+        from denoisecast.jobs import SerialJobs
+        from denoisecast.live.fanout import ListenerOutput
+
+        pool = ThreadPool(minthreads=0, maxthreads=2, name="test-opus")
+        pool.start()
+        self.addCleanup(pool.stop)
+        broadcast = self.broadcast()
+        broadcast.encoding = SerialJobs(pool)
+        threads: list[str] = []
+
+        def back(f: Any, *args: Any) -> None:
+            threads.append(threading.current_thread().name)
+            reactor.callFromThread(f, *args)
+
+        broadcast.call_from_thread = back
+        recording = FakeRecording()
+        broadcast.recording = recording
+        output = ListenerOutput()
+        output.attach(object())
+        self.addCleanup(output.stop)
+        broadcast.listeners[7] = type("L", (), {"output": output, "signal": "denoised"})()
+        rng = np.random.default_rng(3)
+        for _ in range(9):  # 45 packets: the track keeps 50
+            block = rng.standard_normal(4800).astype(np.float32) * 0.1
+            broadcast.on_output(block, block)
+        self.assertEqual(recording.writes, [])  # nothing encoded on the reactor thread
+        await deferToThreadPool(reactor, pool, broadcast.encoding.wait)
+        await aio(asyncio.sleep(0))
+        self.assertEqual([(p, n) for p, n, _, _ in recording.writes], [(i * 4800, 4800) for i in range(9)])
+        self.assertTrue(threads and all(name != threading.current_thread().name for name in threads))
+        recorded = [packet for _, _, denoised, _ in recording.writes for packet in denoised]
+        self.assertEqual([p.pts for p in recorded], sorted(p.pts for p in recorded))
+        heard = [output.track._queue.get_nowait() for _ in range(output.track._queue.qsize())]
+        self.assertEqual([id(p) for p in heard], [id(p) for p in recorded])
+
     def test_no_encoder_without_listener_or_recording(self) -> None:
         """When the recording stops, a signal nobody listens to is no longer encoded."""
         broadcast = self.broadcast()

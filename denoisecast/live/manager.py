@@ -28,9 +28,12 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
 
-from denoisecast.errors import bad_request, conflict, forbidden, not_found
 from denoisecast.dsp.opus import OpusStream
+from denoisecast.errors import bad_request, conflict, forbidden, not_found
+from denoisecast.jobs import SerialJobs
 from denoisecast.live.fanout import ListenerOutput, SharedPacket
 from denoisecast.live.media import decode_on_the_loop, shorten_receive_buffer
 from denoisecast.live.seam import aio
@@ -39,6 +42,9 @@ from denoisecast.presence import PresenceHub
 from denoisecast.storage.store import Store, User
 
 SIGNALS = ("denoised", "raw")
+
+#: Threads that encode broadcasts' Opus (each broadcast's blocks in order).
+ENCODING_THREADS = 2
 
 
 class Peer(Protocol):
@@ -71,6 +77,9 @@ class Broadcast:
     encoders: dict[str, OpusStream] = field(default_factory=dict)
     position: int = 0
     recording: Any = None
+    #: The broadcast's queue on the live encoding pool, and the way back to the reactor.
+    encoding: SerialJobs | None = None
+    call_from_thread: Callable[..., None] | None = None
 
     def status(self) -> dict[str, Any]:
         return {
@@ -82,28 +91,59 @@ class Broadcast:
 
     def on_output(self, output: np.ndarray, raw: np.ndarray) -> None:
         """
-        Scheduler output (reactor thread): encode each signal that someone
-        listens to or that is being recorded, once, and hand the packets to
-        its listeners and to the recording.
+        Scheduler output (reactor thread): have each signal that someone
+        listens to or that is being recorded encoded, once, and its packets
+        handed to its listeners and to the recording.
+
+        Encoding runs on the broadcast's queue on the live encoding pool
+        (PyAV lets go of the GIL while libopus works, so it runs beside the
+        reactor instead of taking a share of its thread); without one, it
+        runs on the spot.
         """
         recording = self.recording if self.recording is not None and self.recording.active else None
-        packets: dict[str, list[av.Packet]] = {}
-        for signal, block in (("denoised", output), ("raw", raw)):
-            sends = [l.output.send for l in self.listeners.values() if l.signal == signal]
-            if not sends and recording is None:
+        blocks = {
+            signal: block
+            for signal, block in (("denoised", output), ("raw", raw))
+            if recording is not None or any(l.signal == signal for l in self.listeners.values())
+        }
+        position, samples = self.position, len(output)
+        self.position += samples
+        if self.encoding is None or self.call_from_thread is None:
+            self._deliver(position, samples, self._encode(position, blocks), recording)
+            return
+        call_from_thread = self.call_from_thread
+
+        def encode() -> None:
+            call_from_thread(self._deliver, position, samples, self._encode(position, blocks), recording)
+
+        self.encoding.submit(encode)
+
+    def _encode(self, position: int, blocks: dict[str, np.ndarray]) -> dict[str, list[SharedPacket]]:
+        """(Encoding queue.)  A signal no longer wanted loses its encoder."""
+        packets: dict[str, list[SharedPacket]] = {}
+        for signal in SIGNALS:
+            if signal not in blocks:
                 self.encoders.pop(signal, None)
                 continue
             encoder = self.encoders.get(signal)
             if encoder is None:
-                encoder = self.encoders[signal] = OpusStream(self.position)
-            packets[signal] = encoder.encode(block)
-            if sends:
-                shared = [SharedPacket.of(packet) for packet in packets[signal]]
-                for send in sends:
-                    send(shared)
-        if recording is not None:
-            recording.write(self.position, len(output), packets["denoised"], packets["raw"])
-        self.position += len(output)
+                encoder = self.encoders[signal] = OpusStream(position)
+            packets[signal] = [SharedPacket.of(packet) for packet in encoder.encode(blocks[signal])]
+        return packets
+
+    def _deliver(self, position: int, samples: int, packets: dict[str, list[SharedPacket]], recording: Any) -> None:
+        """(Reactor thread.)  Send to the listeners there are now, write to the recording."""
+        for listener in self.listeners.values():
+            shared = packets.get(listener.signal)
+            if shared:
+                listener.output.send(shared)
+        if recording is not None and recording.active:
+            recording.write(
+                position,
+                samples,
+                [shared.packet for shared in packets["denoised"]],
+                [shared.packet for shared in packets["raw"]],
+            )
 
 
 class LiveManager:
@@ -121,6 +161,8 @@ class LiveManager:
         recorder: Any = None,
     ) -> None:
         self._recorder = recorder
+        self._reactor = reactor
+        self._encoding = ThreadPool(minthreads=0, maxthreads=ENCODING_THREADS, name="denoisecast-opus")
         self._store = store
         self._presence = presence
         self._scheduler = scheduler
@@ -147,6 +189,8 @@ class LiveManager:
     # lifecycle -----------------------------------------------------------------
 
     def start(self) -> None:
+        if not self._encoding.started:
+            self._encoding.start()
         if not self._watchdog.running:
             self._watchdog.start(min(1.0, self._silence_timeout / 2), now=False)
 
@@ -159,6 +203,8 @@ class LiveManager:
             await DeferredList(list(self._cleanups))
         for pc in list(self._peers):
             await aio(pc.close())
+        if self._encoding.started:
+            self._encoding.stop()
 
     def live_status(self, user_id: int) -> dict[str, Any] | None:
         broadcast = self.broadcasts.get(user_id)
@@ -268,6 +314,9 @@ class LiveManager:
             prefs["denoise"], prefs["atten_lim_db"],
         )
         holder["b"] = broadcast
+        if self._encoding.started:
+            broadcast.encoding = SerialJobs(self._encoding)
+            broadcast.call_from_thread = self._reactor.callFromThread
         broadcast.handle = self._scheduler.open_stream(
             broadcast.stream_id, broadcast.on_output, broadcast.denoise, broadcast.atten_lim_db,
         )
@@ -348,6 +397,9 @@ class LiveManager:
             )
         self._changed(user_id)
         await self._close_peer(broadcast.pc)
+        if broadcast.encoding is not None:
+            # Blocks still being encoded reach the recording before it closes.
+            await deferToThreadPool(self._reactor, self._encoding, broadcast.encoding.wait)
         if broadcast.recording is not None:
             try:
                 await broadcast.recording.finish("complete")

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import threading
-from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +23,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
+from denoisecast.jobs import SerialJobs
 from denoisecast.logs import logger
 from denoisecast.recordings.files import RATE, OggOpusWriter, recorded_duration
 from denoisecast.storage.store import Store, User
@@ -35,49 +34,6 @@ PROGRESS_EVERY = 5.0
 #: every handoff wakes a thread and costs the reactor thread a GIL switch,
 #: and a crash loses at most this much.
 WRITE_EVERY = 0.5
-
-
-class SerialJobs:
-    """
-    Runs callables on a shared thread pool one after another, in order.
-    """
-
-    def __init__(self, pool: ThreadPool) -> None:
-        self._pool = pool
-        self._jobs: deque[Callable[[], None]] = deque()
-        self._lock = threading.Lock()
-        self._running = False
-        self._idle = threading.Event()
-        self._idle.set()
-        self.failure: BaseException | None = None
-
-    def submit(self, job: Callable[[], None]) -> None:
-        with self._lock:
-            self._jobs.append(job)
-            if self._running:
-                return
-            self._running = True
-            self._idle.clear()
-        self._pool.callInThread(self._drain)
-
-    def _drain(self) -> None:
-        while True:
-            with self._lock:
-                if not self._jobs:
-                    self._running = False
-                    self._idle.set()
-                    return
-                job = self._jobs.popleft()
-            try:
-                job()
-            except BaseException as error:  # kept for finish() to report
-                self.failure = error
-
-    def wait(self) -> None:
-        """
-        Block until every submitted job has run (call from a pool thread).
-        """
-        self._idle.wait()
 
 
 def recording_paths(data_dir: Path, owner_id: int, public_id: str) -> tuple[Path, Path]:

@@ -1,0 +1,60 @@
+"""
+Ordered work on a shared thread pool.
+
+Several things keep per-object order while sharing a few threads: each
+recording's file writes, each broadcast's Opus encoding.  A pool thread
+drains one object's queue at a time, so two jobs of the same object never
+run at once and never out of order, while different objects' jobs run side
+by side.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+
+from twisted.python.threadpool import ThreadPool
+
+
+class SerialJobs:
+    """
+    Runs callables on a shared thread pool one after another, in order.
+    """
+
+    def __init__(self, pool: ThreadPool) -> None:
+        self._pool = pool
+        self._jobs: deque[Callable[[], None]] = deque()
+        self._lock = threading.Lock()
+        self._running = False
+        self._idle = threading.Event()
+        self._idle.set()
+        self.failure: BaseException | None = None
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            self._jobs.append(job)
+            if self._running:
+                return
+            self._running = True
+            self._idle.clear()
+        self._pool.callInThread(self._drain)
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._jobs:
+                    self._running = False
+                    self._idle.set()
+                    return
+                job = self._jobs.popleft()
+            try:
+                job()
+            except BaseException as error:  # kept for finish() to report
+                self.failure = error
+
+    def wait(self) -> None:
+        """
+        Block until every submitted job has run (call from a pool thread).
+        """
+        self._idle.wait()
