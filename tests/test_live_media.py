@@ -151,6 +151,25 @@ class DirectSendingTests(TestCase):
         self.assertEqual(sent[0].packetsSent, output.sent)
         self.assertGreaterEqual(output.sent, 95)
 
+    async def test_listener_that_cannot_keep_up_loses_packets(self) -> None:
+        """
+        When a listener's socket has more than MAX_QUEUED_BYTES waiting,
+        its packets are dropped and counted, not queued without bound.
+        """
+        from denoisecast.live.fanout import MAX_QUEUED_BYTES, SharedPacket
+
+        output, _, server = await self.connected_pair()
+        pair = server.getSenders()[0].transport.transport._connection._nominated[1]
+        transport = pair.protocol.transport
+        sent: list[bytes] = []
+        self.patch(transport, "sendto", lambda data, address: sent.append(data))
+        packets = [SharedPacket.of(p) for p in OpusStream(0).encode(np.zeros(4800, dtype=np.float32))]
+        output.send(packets)
+        self.assertEqual((len(sent), output.late), (len(packets), 0))
+        self.patch(transport, "get_write_buffer_size", lambda: MAX_QUEUED_BYTES + 1)
+        output.send(packets)
+        self.assertEqual((len(sent), output.late), (len(packets), len(packets)))
+
     def test_without_aiortc_internals_packets_go_through_aiortc(self) -> None:
         from denoisecast.live.fanout import ListenerOutput, SharedPacket
 

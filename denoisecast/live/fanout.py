@@ -36,6 +36,11 @@ from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 from denoisecast.live.media import PacketTrack
 from denoisecast.logs import logger
 
+#: Bytes a listener's socket may have queued (in asyncio's transport, the
+#: kernel refused them) before its packets are dropped instead: a listener
+#: who cannot keep up loses audio, the server does not grow its memory.
+MAX_QUEUED_BYTES = 64 * 1024
+
 #: Sequence number and timestamp, right after the first two header bytes.
 _SEQUENCE_AND_TIMESTAMP = struct.Struct("!HI")
 
@@ -84,6 +89,7 @@ class ListenerOutput:
 
     @property
     def late(self) -> int:
+        """Packets this listener lost because it could not keep up."""
         return self.track.late
 
     def attach(self, sender: RTCRtpSender) -> None:
@@ -136,6 +142,9 @@ class ListenerOutput:
         address = pair.remote_addr
         protocol = pair.protocol
         if isinstance(protocol, StunProtocol) and protocol.transport is not None:
+            if protocol.transport.get_write_buffer_size() > MAX_QUEUED_BYTES:
+                self.track.late += len(packets)
+                return
             sendto = protocol.transport.sendto
         else:  # a TURN relay wraps each datagram; it has only the coroutine
 

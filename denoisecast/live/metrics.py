@@ -39,7 +39,7 @@ class LiveMetrics(Collector):
         yield GaugeMetricFamily("denoisecast_live_listeners", "Listeners connected now.", value=live.listener_count())
         yield CounterMetricFamily(
             "denoisecast_live_listener_packets_dropped",
-            "Opus packets dropped because a listener fell more than 1 s behind.",
+            "Opus packets dropped because a listener could not keep up (its socket backed up, or it fell 1 s behind).",
             value=live.packets_dropped,
         )
         yield GaugeMetricFamily(
