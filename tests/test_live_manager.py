@@ -173,3 +173,60 @@ class LiveManagerTests(TestCase):
         while update["friend"]["live"]:
             update = await ws["bob"].expect("friend", timeout=1.0)
         self.assertFalse(update["friend"]["live"])
+
+    async def test_going_live_and_listening_over_http(self) -> None:
+        """
+        A client without the WebSocket goes live and listens with one POST
+        each (offer in, answer out, as documented), hears audio, is refused
+        like on the WebSocket (409, 403, 400), and stops both with DELETE.
+        """
+        from jsonschema import Draft202012Validator
+
+        from denoisecast.web.openapi import DOCUMENT
+
+        def conforms(schema: str, body: object) -> None:
+            validator = Draft202012Validator({"$ref": f"#/components/schemas/{schema}", **DOCUMENT})
+            self.assertEqual([e.message for e in validator.iter_errors(body)], [])
+
+        directory = Path(self.mktemp())
+        directory.mkdir(parents=True)
+        noisy, _, _ = noisy_speech(directory)
+        running, ws = await self.setup_people()
+        alice, bob, carol = running.client(), running.client(), running.client()
+        for name, client in (("alice", alice), ("bob", bob), ("carol", carol)):
+            await client.login(name)
+        pc, offer = await publisher(self, noisy)
+        live = await alice.post("/api/streams/alice", {"sdp": offer})
+        self.assertEqual(live.status, 201, live.body)
+        conforms("PublishAnswer", live.body)
+        await answer(pc, live.body["sdp"])
+        update = await ws["bob"].expect("friend", timeout=1.0)
+        while not update["friend"]["live"]:
+            update = await ws["bob"].expect("friend", timeout=1.0)
+        _, offer2 = await publisher(self, noisy)
+        self.assertEqual((await alice.post("/api/streams/alice", {"sdp": offer2})).error_code, "already_live")
+        self.assertEqual((await bob.post("/api/streams/alice", {"sdp": offer2})).error_code, "not_yours")
+
+        lpc, loffer, recorder = await listener(self)
+        heard = await bob.post("/api/streams/alice/listen", {"sdp": loffer, "signal": "raw"})
+        self.assertEqual(heard.status, 201, heard.body)
+        conforms("ListenAnswer", heard.body)
+        await answer(lpc, heard.body["sdp"])
+        await wait_for(lambda: recorder.samples > 24000, 15)
+        self.assertEqual((await bob.get("/api/streams/alice")).body["listeners"], 1)
+        _, coffer, _ = await listener(self)
+        refused = await carol.post("/api/streams/alice/listen", {"sdp": coffer})
+        self.assertEqual((refused.status, refused.error_code), (403, "not_friends"))
+        garbage = await bob.post("/api/streams/alice/listen", {"sdp": "nonsense"})
+        self.assertEqual((garbage.status, garbage.error_code), (400, "bad_sdp"))
+        self.assertEqual(len(running.server.live.broadcasts[live_id(running, "alice")].listeners), 1)
+
+        self.assertEqual((await bob.delete("/api/streams/alice/listen")).status, 204)
+        self.assertEqual((await bob.get("/api/streams/alice")).body["listeners"], 0)
+        self.assertEqual((await alice.delete("/api/streams/alice")).status, 204)
+        self.assertEqual(running.server.live.broadcasts, {})
+        self.assertFalse((await bob.get("/api/streams/alice")).body["live"])
+
+
+def live_id(running: RunningServer, username: str) -> int:
+    return next(uid for uid, b in running.server.live.broadcasts.items() if b.user["username"] == username)

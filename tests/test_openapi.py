@@ -113,6 +113,14 @@ class ResponseConformanceTests(TestCase):
         await self.call(alice, "GET", "/api/streams/{username}", "/api/streams/bob")
         await self.call(alice, "GET", "/api/streams/{username}", "/api/streams/nobody")
         await self.call(alice, "DELETE", "/api/streams/{username}", "/api/streams/alice")
+        await self.call(alice, "POST", "/api/streams/{username}", "/api/streams/bob", body={"sdp": "v=0"})
+        await self.call(alice, "POST", "/api/streams/{username}", "/api/streams/alice", body={"sdp": "garbage"})
+        await self.call(alice, "POST", "/api/streams/{username}", "/api/streams/alice", body={"offer": "v=0"})
+        await self.call(alice, "POST", "/api/streams/{username}/listen", "/api/streams/bob/listen", body={"sdp": "v=0"})
+        await self.call(
+            alice, "POST", "/api/streams/{username}/listen", "/api/streams/bob/listen", body={"sdp": "v=0", "signal": "x"}
+        )
+        await self.call(alice, "DELETE", "/api/streams/{username}/listen", "/api/streams/bob/listen")
         await self.call(alice, "DELETE", "/api/streams/{username}", "/api/streams/bob")
         await self.call(alice, "DELETE", "/api/friends/{username}", "/api/friends/bob")
         await self.call(alice, "DELETE", "/api/friends/{username}", "/api/friends/bob")

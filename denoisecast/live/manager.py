@@ -447,9 +447,6 @@ class LiveManager:
     ) -> dict[str, Any]:
         broadcast = await self._friend_broadcast(user, username)
         me = user["id"]
-        old = broadcast.listeners.get(me)
-        if old is not None:
-            await self._drop_listener(broadcast, old, reason="replaced")
         output = ListenerOutput()
         holder: dict[str, Listener] = {}
 
@@ -461,14 +458,17 @@ class LiveManager:
         pc = self._new_peer(gone)
         try:
             answer = await self._answer(pc, sdp, want=lambda: output.attach(pc.addTrack(output.track)))
-            if self.broadcasts.get(broadcast.user["id"]) is not broadcast:
-                raise not_found("not_live", f"{broadcast.user['username']} is not live.")
-            if me in broadcast.listeners:
-                raise conflict("already_listening", "Another listen request won.")
         except BaseException:
             output.stop()
             await self._close_peer(pc)
             raise
+        # Only a usable offer replaces a listen already there: a bad one changes nothing.
+        while (old := broadcast.listeners.get(me)) is not None:
+            await self._drop_listener(broadcast, old, reason="replaced")
+        if self.broadcasts.get(broadcast.user["id"]) is not broadcast:
+            output.stop()
+            await self._close_peer(pc)
+            raise not_found("not_live", f"{broadcast.user['username']} is not live.")
         listener = Listener(user, connection, pc, output, signal)
         holder["l"] = listener
         broadcast.listeners[me] = listener

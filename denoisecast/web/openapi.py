@@ -97,6 +97,22 @@ SCHEMAS: dict[str, Any] = {
             "listeners": {"type": "integer", "minimum": 0},
         },
     },
+    "Offer": closed_object(sdp={"type": "string", "maxLength": 32768, "description": "A WebRTC offer (SDP) that sends audio."}),
+    "ListenOffer": {
+        "type": "object",
+        "required": ["sdp"],
+        "additionalProperties": False,
+        "properties": {
+            "sdp": {"type": "string", "maxLength": 32768, "description": "A WebRTC offer (SDP) that receives audio."},
+            "signal": {"enum": ["denoised", "raw"], "default": "denoised"},
+        },
+    },
+    "PublishAnswer": closed_object(sdp={"type": "string"}, stream={"$ref": "#/components/schemas/StreamStatus"}),
+    "ListenAnswer": closed_object(
+        sdp={"type": "string"},
+        signal={"enum": ["denoised", "raw"]},
+        stream={"$ref": "#/components/schemas/StreamStatus"},
+    ),
     "Error": {
         "type": "object",
         "required": ["error"],
@@ -360,12 +376,43 @@ PATHS: dict[str, Any] = {
                 **COMMON_ERRORS,
             },
         },
+        "post": {
+            "summary": "Go live without the WebSocket: send a WebRTC offer with your microphone, get the server's answer (docs/live.md).",
+            "parameters": [USERNAME_PARAM],
+            "requestBody": body(ref("Offer")),
+            "responses": {
+                "201": ok("Live; apply the answer.", ref("PublishAnswer")),
+                "409": error("You are already live."),
+                **COMMON_ERRORS,
+            },
+        },
         "delete": {
-            "summary": "Stop your own live stream (listeners are told; going live happens on the WebSocket, see docs/live.md).",
+            "summary": "Stop your own live stream (listeners are told).",
             "parameters": [USERNAME_PARAM],
             "responses": {
                 "204": ok("Stopped."),
                 "404": error("You are not live."),
+                **COMMON_ERRORS,
+            },
+        },
+    },
+    "/api/streams/{username}/listen": {
+        "post": {
+            "summary": "Listen to a friend's live stream without the WebSocket: send a WebRTC offer that receives audio, get the answer.",
+            "parameters": [USERNAME_PARAM],
+            "requestBody": body(ref("ListenOffer")),
+            "responses": {
+                "201": ok("Listening; apply the answer.", ref("ListenAnswer")),
+                "404": error("Not live."),
+                **COMMON_ERRORS,
+            },
+        },
+        "delete": {
+            "summary": "Stop listening.",
+            "parameters": [USERNAME_PARAM],
+            "responses": {
+                "204": ok("Stopped listening."),
+                "404": error("You are not listening to them."),
                 **COMMON_ERRORS,
             },
         },

@@ -1,19 +1,27 @@
 """
-API routes for live streams: a stream's status, and stopping one's own.
+API routes for live streams: a stream's status, going live, listening and
+stopping, for clients without the WebSocket (docs/live.md).
 
-Going live and listening need WebRTC offers and answers, so they happen on
-the WebSocket (docs/live.md); these routes are for clients that only need
-to look or to stop.
+The browser app signals on the WebSocket, which also carries presence and
+tells a publisher or listener when their stream ends.  These routes take
+the same WebRTC offer and give the same answer in one request each, for
+clients that only have HTTP (a command-line publisher, a player); such a
+stream ends on DELETE, on ICE/DTLS failure or on silence.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from denoisecast.errors import forbidden, not_found
+from denoisecast.errors import bad_request, forbidden, not_found
 from denoisecast.live.manager import LiveManager
+from denoisecast.protocols.messages import MAX_SDP, SIGNALS
 from denoisecast.storage.store import Store, User
+from denoisecast.web.parse import Field
 from denoisecast.web.resource import ApiCall, Response, Route
+
+OFFER = {"sdp": Field(str, max_length=MAX_SDP)}
+LISTEN_OFFER = {**OFFER, "signal": Field(str, required=False, max_length=16)}
 
 
 class StreamRoutes:
@@ -24,8 +32,15 @@ class StreamRoutes:
     def routes(self) -> list[Route]:
         return [
             Route("GET", "/api/streams/{username}", self.status),
+            Route("POST", "/api/streams/{username}", self.publish),
             Route("DELETE", "/api/streams/{username}", self.stop),
+            Route("POST", "/api/streams/{username}/listen", self.listen),
+            Route("DELETE", "/api/streams/{username}/listen", self.unlisten),
         ]
+
+    def _own(self, call: ApiCall, what: str) -> None:
+        if call.params["username"].lower() != call.me["username"].lower():
+            raise forbidden("not_yours", f"You can only {what} your own stream.")
 
     async def _visible(self, me: User, username: str) -> User:
         other = await self._store.get_user_by_name(username)
@@ -51,10 +66,28 @@ class StreamRoutes:
             body.update(live)
         return 200, body
 
+    async def publish(self, call: ApiCall) -> Response:
+        self._own(call, "publish")
+        body = call.body(OFFER)
+        reply = await self._live.publish(call.me, None, body["sdp"])
+        return 201, {"sdp": reply["sdp"], "stream": reply["stream"]}
+
     async def stop(self, call: ApiCall) -> Response:
-        if call.params["username"].lower() != call.me["username"].lower():
-            raise forbidden("not_yours", "You can only stop your own stream.")
+        self._own(call, "stop")
         if self._live.live_status(call.me["id"]) is None:
             raise not_found("not_live", "You are not live.")
         await self._live.stop(call.me, "stopped")
         return 204, None
+
+    async def listen(self, call: ApiCall) -> Response:
+        body = call.body(LISTEN_OFFER)
+        signal = body.get("signal", "denoised")
+        if signal not in SIGNALS:
+            raise bad_request(f"signal is one of {', '.join(SIGNALS)}.", "invalid_field")
+        reply = await self._live.listen(call.me, None, call.params["username"], body["sdp"], signal)
+        return 201, {"sdp": reply["sdp"], "signal": signal, "stream": reply["stream"]}
+
+    async def unlisten(self, call: ApiCall) -> Response:
+        await self._live.unlisten(call.me, call.params["username"])
+        return 204, None
+

@@ -1,0 +1,1 @@
+Going live and listening are also reachable over HTTP (`POST /api/streams/<me>`, `POST`/`DELETE /api/streams/<friend>/listen`), with the WebSocket's offers, answers and errors, in the OpenAPI document.
