@@ -170,6 +170,28 @@ class DirectSendingTests(TestCase):
         output.send(packets)
         self.assertEqual((len(sent), output.late), (len(packets), len(packets)))
 
+    async def test_changed_transport_internals_fall_back_to_aiortc(self) -> None:
+        """
+        If aiortc's transports lose the state direct sending reads, the
+        listener's packets go to aiortc's own sender instead (logged once),
+        rather than failing every delivery.
+        """
+        from denoisecast.live.fanout import SharedPacket
+
+        output, remote, server = await self.connected_pair()
+        dtls = server.getSenders()[0].transport
+        srtp, dtls._tx_srtp = dtls._tx_srtp, None
+        stream = OpusStream(0)
+        output.send([SharedPacket.of(p) for p in stream.encode(np.zeros(4800, dtype=np.float32))])
+        dtls._tx_srtp = srtp
+        self.assertFalse(output.direct)
+        self.assertEqual(len(self.flushLoggedErrors(AttributeError)), 1)
+        for _ in range(10):  # aiortc's sender delivers from now on
+            output.send([SharedPacket.of(p) for p in stream.encode(np.zeros(4800, dtype=np.float32))])
+            await aio(asyncio.sleep(0.1))
+        frame = await aio(asyncio.wait_for(remote.recv(), 2.0))
+        self.assertEqual(frame.sample_rate, 48000)
+
     def test_without_aiortc_internals_packets_go_through_aiortc(self) -> None:
         from denoisecast.live.fanout import ListenerOutput, SharedPacket
 

@@ -125,10 +125,19 @@ class ListenerOutput:
         self._origin = random.getrandbits(32)
 
     def send(self, packets: list[SharedPacket]) -> None:
-        if not self.direct:
-            for shared in packets:
-                self.track.offer(shared.packet)
-            return
+        if self.direct:
+            try:
+                self._send_directly(packets)
+                return
+            except AttributeError:
+                # aiortc's transports changed under us: its own sender, which
+                # is running and waiting on the track, takes over.
+                self.log.failure("Sending directly failed; this listener is sent to through aiortc")
+                self.direct = False
+        for shared in packets:
+            self.track.offer(shared.packet)
+
+    def _send_directly(self, packets: list[SharedPacket]) -> None:
         header, sender = self._header, self._sender
         if header is None or sender is None or not packets:
             return  # not connected yet: a listener hears from the moment it is
