@@ -296,6 +296,39 @@ class BroadcastEncodingTests(TestCase):
         heard = [output.track._queue.get_nowait() for _ in range(output.track._queue.qsize())]
         self.assertEqual([id(p) for p in heard], [id(p) for p in recorded])
 
+    async def test_a_failed_encoding_loses_one_block(self) -> None:
+        """
+        A block whose encoding fails on the pool is logged and skipped; the
+        blocks after it still reach the recording.
+        """
+        from twisted.internet import reactor
+        from twisted.internet.threads import deferToThreadPool
+        from twisted.python.threadpool import ThreadPool
+
+        from denoisecast.jobs import SerialJobs
+
+        pool = ThreadPool(minthreads=0, maxthreads=1, name="test-opus")
+        pool.start()
+        self.addCleanup(pool.stop)
+        broadcast = self.broadcast()
+        broadcast.encoding = SerialJobs(pool)
+        broadcast.call_from_thread = reactor.callFromThread
+        recording = FakeRecording()
+        broadcast.recording = recording
+        block = np.zeros(4800, dtype=np.float32)
+        broadcast.on_output(block, block)
+        await deferToThreadPool(reactor, pool, broadcast.encoding.wait)
+        broadcast.encoders["denoised"].encode = lambda block: 1 / 0  # type: ignore[method-assign]
+        broadcast.on_output(block, block)
+        await deferToThreadPool(reactor, pool, broadcast.encoding.wait)
+        self.assertEqual(broadcast.encoders, {})  # the next block starts fresh encoders at its position
+        broadcast.on_output(block, block)
+        await deferToThreadPool(reactor, pool, broadcast.encoding.wait)
+        await aio(asyncio.sleep(0))
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertEqual([p for p, _, _, _ in recording.writes], [0, 9600])
+        self.assertEqual(broadcast.encoders["raw"].pts, 9600 + 4800)
+
     def test_no_encoder_without_listener_or_recording(self) -> None:
         """When the recording stops, a signal nobody listens to is no longer encoded."""
         broadcast = self.broadcast()

@@ -29,6 +29,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from denoisecast.dsp.opus import OpusStream
@@ -62,6 +63,8 @@ class Listener:
 
 @dataclass(eq=False)
 class Broadcast:
+    log = logger()
+
     stream_id: str
     user: User
     connection: Peer | None
@@ -114,9 +117,20 @@ class Broadcast:
         call_from_thread = self.call_from_thread
 
         def encode() -> None:
-            call_from_thread(self._deliver, position, samples, self._encode(position, blocks), recording)
+            try:
+                packets = self._encode(position, blocks)
+            except Exception:
+                # Fresh encoders for the next block keep both signals' timestamps on the broadcast's clock.
+                self.encoders.clear()
+                call_from_thread(self._encoding_failed, Failure())
+                return
+            call_from_thread(self._deliver, position, samples, packets, recording)
 
         self.encoding.submit(encode)
+
+    def _encoding_failed(self, failure: Failure) -> None:
+        """(Reactor thread.)  One block is lost; the broadcast goes on."""
+        self.log.failure("Encoding a block of stream {stream} failed", failure, stream=self.stream_id)
 
     def _encode(self, position: int, blocks: dict[str, np.ndarray]) -> dict[str, list[SharedPacket]]:
         """(Encoding queue.)  A signal no longer wanted loses its encoder."""
