@@ -42,6 +42,12 @@ async def wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no
 class LiveManagerTests(TestCase):
     timeout = 60
 
+    def noisy_speech_file(self) -> Path:
+        directory = Path(self.mktemp())
+        directory.mkdir(parents=True)
+        noisy, _, _ = noisy_speech(directory)
+        return noisy
+
     async def setup_people(self, **config: object) -> tuple[RunningServer, dict[str, WsClient]]:
         running = await start_live(self, **config)
         clients = {}
@@ -60,9 +66,7 @@ class LiveManagerTests(TestCase):
         A listener who is unfriended is cut off at once (told "unfriended"),
         the broadcaster's listener count drops, and the broadcast goes on.
         """
-        directory = Path(self.mktemp())
-        directory.mkdir(parents=True)
-        noisy, _, _ = noisy_speech(directory)
+        noisy = self.noisy_speech_file()
         running, ws = await self.setup_people()
         pc, offer = await publisher(self, noisy)
         reply = await ws["alice"].request({"v": 1, "type": "publish", "sdp": offer})
@@ -90,9 +94,7 @@ class LiveManagerTests(TestCase):
         listener switches to the raw signal and keeps hearing; stop ends it
         for everyone.
         """
-        directory = Path(self.mktemp())
-        directory.mkdir(parents=True)
-        noisy, _, _ = noisy_speech(directory)
+        noisy = self.noisy_speech_file()
         running, ws = await self.setup_people()
         pc, offer = await publisher(self, noisy)
         reply = await ws["alice"].request({"v": 1, "type": "publish", "sdp": offer})
@@ -151,9 +153,7 @@ class LiveManagerTests(TestCase):
         shown) is ended as soon as its connection fails: the publisher is
         told why, friends see it go offline, the engine slot is freed.
         """
-        directory = Path(self.mktemp())
-        directory.mkdir(parents=True)
-        noisy, _, _ = noisy_speech(directory)
+        noisy = self.noisy_speech_file()
         running, ws = await self.setup_people()
         pc, offer = await publisher(self, noisy)
         forged, count = re.subn(
@@ -188,9 +188,7 @@ class LiveManagerTests(TestCase):
             validator = Draft202012Validator({"$ref": f"#/components/schemas/{schema}", **DOCUMENT})
             self.assertEqual([e.message for e in validator.iter_errors(body)], [])
 
-        directory = Path(self.mktemp())
-        directory.mkdir(parents=True)
-        noisy, _, _ = noisy_speech(directory)
+        noisy = self.noisy_speech_file()
         running, ws = await self.setup_people()
         alice, bob, carol = running.client(), running.client(), running.client()
         for name, client in (("alice", alice), ("bob", bob), ("carol", carol)):
