@@ -23,6 +23,14 @@ from denoisecast.live.seam import aio
 RATE = 48000
 
 
+def noisy_speech_file(test: Any) -> Path:
+    """The noisy speech wav of ``noisy_speech``, in a fresh directory of C{test}'s."""
+    directory = Path(test.mktemp())
+    directory.mkdir(parents=True)
+    noisy, _, _ = noisy_speech(directory)
+    return noisy
+
+
 def noisy_speech(directory: Path, seconds_pause: float = 1.0, noise_db: float = -30.0) -> tuple[Path, np.ndarray, np.ndarray]:
     """
     espeak-ng speech with pauses, plus white noise; returns the noisy wav,

@@ -7,14 +7,13 @@ friends only, bad offers refused, clean ends.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from tests.rtc_support import answer, listener, noisy_speech, publisher
+from tests.rtc_support import answer, listener, noisy_speech_file, publisher
 from tests.support import RunningServer, start_server
 from tests.test_presence import befriend
 from tests.ws_support import WsClient, connect_ws
@@ -42,12 +41,6 @@ async def wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no
 class LiveManagerTests(TestCase):
     timeout = 60
 
-    def noisy_speech_file(self) -> Path:
-        directory = Path(self.mktemp())
-        directory.mkdir(parents=True)
-        noisy, _, _ = noisy_speech(directory)
-        return noisy
-
     async def setup_people(self, **config: object) -> tuple[RunningServer, dict[str, WsClient]]:
         running = await start_live(self, **config)
         clients = {}
@@ -66,7 +59,7 @@ class LiveManagerTests(TestCase):
         A listener who is unfriended is cut off at once (told "unfriended"),
         the broadcaster's listener count drops, and the broadcast goes on.
         """
-        noisy = self.noisy_speech_file()
+        noisy = noisy_speech_file(self)
         running, ws = await self.setup_people()
         pc, offer = await publisher(self, noisy)
         reply = await ws["alice"].request({"v": 1, "type": "publish", "sdp": offer})
@@ -94,7 +87,7 @@ class LiveManagerTests(TestCase):
         listener switches to the raw signal and keeps hearing; stop ends it
         for everyone.
         """
-        noisy = self.noisy_speech_file()
+        noisy = noisy_speech_file(self)
         running, ws = await self.setup_people()
         pc, offer = await publisher(self, noisy)
         reply = await ws["alice"].request({"v": 1, "type": "publish", "sdp": offer})
@@ -153,7 +146,7 @@ class LiveManagerTests(TestCase):
         shown) is ended as soon as its connection fails: the publisher is
         told why, friends see it go offline, the engine slot is freed.
         """
-        noisy = self.noisy_speech_file()
+        noisy = noisy_speech_file(self)
         running, ws = await self.setup_people()
         pc, offer = await publisher(self, noisy)
         forged, count = re.subn(
@@ -188,7 +181,7 @@ class LiveManagerTests(TestCase):
             validator = Draft202012Validator({"$ref": f"#/components/schemas/{schema}", **DOCUMENT})
             self.assertEqual([e.message for e in validator.iter_errors(body)], [])
 
-        noisy = self.noisy_speech_file()
+        noisy = noisy_speech_file(self)
         running, ws = await self.setup_people()
         alice, bob, carol = running.client(), running.client(), running.client()
         for name, client in (("alice", alice), ("bob", bob), ("carol", carol)):

@@ -138,12 +138,9 @@ class HostileOfferTests(TestCase):
         self.assertEqual(running.server.scheduler.stats.streams, 0)
 
         # An offer whose sender never connects: no audio ever arrives.
-        from tests.rtc_support import noisy_speech
-        from pathlib import Path
+        from tests.rtc_support import noisy_speech_file
 
-        directory = Path(self.mktemp())
-        directory.mkdir(parents=True)
-        noisy, _, _ = noisy_speech(directory)
+        noisy = noisy_speech_file(self)
         _, offer = await publisher(self, noisy)
         reply = await ws.request({"v": 1, "type": "publish", "sdp": offer})
         self.assertEqual(reply["type"], "answer")
@@ -175,7 +172,7 @@ class VanishingPublisherTests(TestCase):
         import sys
         from pathlib import Path
 
-        from tests.rtc_support import listener, noisy_speech
+        from tests.rtc_support import listener, noisy_speech_file
         from tests.support import finalised_recordings
         from tests.test_presence import befriend
 
@@ -186,9 +183,7 @@ class VanishingPublisherTests(TestCase):
         await befriend(alice, bob, "bob", "alice")
         watcher = await connect_ws(self, running.base, bob)
         await watcher.expect("presence")
-        directory = Path(self.mktemp())
-        directory.mkdir(parents=True)
-        wav, _, _ = noisy_speech(directory)
+        wav = noisy_speech_file(self)
         script = Path(__file__).with_name("publisher_process.py")
         process = subprocess.Popen(
             [sys.executable, str(script), running.base, alice.cookie("dc_session") or "", str(wav)],
