@@ -205,13 +205,30 @@ async def publisher(base: str, user: str, seconds: float, out: Path) -> None:
     assert reply["type"] == "answer", reply
     await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
     cpu0 = time.process_time()
+    lags: list[float] = []
+    watcher = asyncio.ensure_future(watch_loop_lag(lags))
     stop = out.with_suffix(".stop")
     deadline = time.monotonic() + seconds
     while not stop.exists() and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
-    out.write_text(json.dumps({"clicks": clicks, "cpu": time.process_time() - cpu0}))
+    watcher.cancel()
+    out.write_text(json.dumps({"clicks": clicks, "cpu": time.process_time() - cpu0, "lag": lag_summary(lags)}))
     await request(ws, {"v": 1, "type": "stop"})
     await pc.close()
+
+
+async def watch_loop_lag(lags: list[float], interval: float = 0.05) -> None:
+    """Notes how late this client's event loop wakes up (a starved client
+    answers ICE consent checks late, and the server then drops it)."""
+    while True:
+        due = time.monotonic() + interval
+        await asyncio.sleep(interval)
+        lags.append(time.monotonic() - due)
+
+
+def lag_summary(lags: list[float]) -> dict[str, float]:
+    ordered = sorted(lags) or [0.0]
+    return {"p99": ordered[int(0.99 * (len(ordered) - 1))], "max": ordered[-1]}
 
 
 def count_packets_only(receiver: Any, got: dict[str, Any]) -> None:
@@ -287,8 +304,13 @@ async def listeners(
     for got in results:  # count from here: the phase the conductor measures
         got["frames"] = got["gaps"] = 0
     cpu0 = time.process_time()
+    lags: list[float] = []
+    watcher = asyncio.ensure_future(watch_loop_lag(lags))
     await asyncio.sleep(seconds)
-    out.write_text(json.dumps({"listeners": results, "cpu": time.process_time() - cpu0, "seconds": seconds}))
+    watcher.cancel()
+    out.write_text(json.dumps(
+        {"listeners": results, "cpu": time.process_time() - cpu0, "seconds": seconds, "lag": lag_summary(lags)}
+    ))
     for pc in pcs:
         await pc.close()
 
@@ -310,6 +332,28 @@ def machine_busy() -> tuple[float, float]:
 
 def busy_share(before: tuple[float, float], after: tuple[float, float]) -> float:
     return (after[0] - before[0]) / max(1.0, after[1] - before[1])
+
+
+def lag_buckets(base: str) -> dict[float, float]:
+    """The server's reactor-lag histogram: cumulative counts by upper bound."""
+    text = urllib.request.urlopen(base + "/metrics").read().decode()
+    prefix = 'denoisecast_reactor_lag_seconds_bucket{le="'
+    return {
+        float(line[len(prefix):].split('"')[0]): float(line.split()[-1])
+        for line in text.splitlines() if line.startswith(prefix)
+    }
+
+
+def lag_between(before: dict[float, float], after: dict[float, float]) -> str:
+    """How late the server's reactor ran between two readings: the bound
+    under which 99 % of its timed calls ran, and the worst bucket."""
+    counts = {bound: after[bound] - before.get(bound, 0.0) for bound in sorted(after)}
+    total = counts.get(float("inf"), 0.0)
+    if not total:
+        return "no readings"
+    p99 = next(bound for bound, n in counts.items() if n >= 0.99 * total)
+    worst = next(bound for bound, n in counts.items() if n >= total)
+    return f"99 % under {p99 * 1000:g} ms, all under {worst * 1000:g} ms"
 
 
 def metric(base: str, name: str) -> float:
@@ -390,11 +434,13 @@ def main() -> None:
         ]
         time.sleep(4)
         fallback_marks = [metric(base, "denoisecast_engine_fallback_chunks_total")]
+        lag_marks = [lag_buckets(base)]
         c0, t0, m0 = server_cpu(server.pid), time.monotonic(), machine_busy()
         time.sleep(args.seconds)
         per_pub_phase = (server_cpu(server.pid) - c0) / (time.monotonic() - t0)
         machine_pub_phase = busy_share(m0, machine_busy())
         fallback_marks.append(metric(base, "denoisecast_engine_fallback_chunks_total"))
+        lag_marks.append(lag_buckets(base))
         procs += [
             subprocess.Popen(me + ["--role", "listeners", "--users", ",".join(us), "--target", p,
                                    "--seconds", str(args.seconds), "--out", str(work / f"{p}-listeners.json")]
@@ -407,11 +453,13 @@ def main() -> None:
                     raise SystemExit(f"{p}'s listeners failed to connect (see above)")
                 time.sleep(0.2)
         fallback_marks.append(metric(base, "denoisecast_engine_fallback_chunks_total"))
+        lag_marks.append(lag_buckets(base))
         c1, t1, m1 = server_cpu(server.pid), time.monotonic(), machine_busy()
         time.sleep(args.seconds * 0.8)
         with_listeners = (server_cpu(server.pid) - c1) / (time.monotonic() - t1)
         machine_listener_phase = busy_share(m1, machine_busy())
         fallback_marks.append(metric(base, "denoisecast_engine_fallback_chunks_total"))
+        lag_marks.append(lag_buckets(base))
         engine_latency = 0.1 + 1440 / RATE
         model = metric(base, "denoisecast_engine_model_seconds_per_chunk")
         fallbacks = metric(base, "denoisecast_engine_fallback_chunks_total")
@@ -429,13 +477,17 @@ def main() -> None:
     frames = gaps = 0
     latencies: list[float] = []
     client_cpu_listener = 0.0
+    client_lags: dict[str, list[float]] = {"publisher": [], "listeners": []}
     for p in pubs:
-        sent = json.loads((work / f"{p}.json").read_text())["clicks"]
+        published = json.loads((work / f"{p}.json").read_text())
+        sent = published["clicks"]
+        client_lags["publisher"].append(published["lag"]["max"])
         path = work / f"{p}-listeners.json"
         if not path.exists():
             continue
         data = json.loads(path.read_text())
         client_cpu_listener += data["cpu"]
+        client_lags["listeners"].append(data["lag"]["max"])
         for got in data["listeners"]:
             frames += got["frames"]
             gaps += got["gaps"]
@@ -458,6 +510,12 @@ def main() -> None:
     marks = [0.0] + fallback_marks
     print("chunks passed through by phase: " + ", ".join(
         f"{name} {later - earlier:.0f}" for name, earlier, later in zip(phases, marks, marks[1:])
+    ))
+    print("server's reactor lag by phase: " + "; ".join(
+        f"{name}: {lag_between(earlier, later)}" for name, earlier, later in zip(phases[1:], lag_marks, lag_marks[1:])
+    ))
+    print("clients' event loop lag, worst process: " + ", ".join(
+        f"{role} {max(lags) * 1000:.0f} ms" for role, lags in client_lags.items() if lags
     ))
     if latencies:
         lat = sorted(latencies)

@@ -29,6 +29,7 @@ from denoisecast.live.metrics import LiveMetrics
 from denoisecast.presence import PresenceHub
 from denoisecast.protocols.socket import SignalingFactory
 from denoisecast.ratelimit import FailureLimiter
+from denoisecast.reactorlag import ReactorLagMonitor
 from denoisecast.recordings.library import RecordingLibrary
 from denoisecast.recordings.recorder import Recorder
 from denoisecast.storage.database import Database
@@ -123,6 +124,10 @@ class DenoiseCastServer:
     @cached_property
     def metrics_registry(self) -> CollectorRegistry:
         return CollectorRegistry()
+
+    @cached_property
+    def reactor_lag(self) -> ReactorLagMonitor:
+        return ReactorLagMonitor(self.reactor, self.metrics_registry)
 
     @cached_property
     def http_metrics(self) -> HttpMetrics:

@@ -174,6 +174,7 @@ def make_service(server: DenoiseCastServer) -> MultiService:
     top = InOrder()
     database = DatabaseService(server.database)
     database.setServiceParent(top)
+    server.reactor_lag.setServiceParent(top)
 
     engine = AfterReady(database.ready, server.reactor)
     engine.setServiceParent(top)

@@ -94,6 +94,8 @@ class LiveTwistdTests(TestCase):
 
         metrics = (await clients["bob"].get("/metrics")).body.decode()
         engine = "\n".join(l for l in metrics.splitlines() if l.startswith("denoisecast_engine"))
+        lag_count = next(l for l in metrics.splitlines() if l.startswith("denoisecast_reactor_lag_seconds_count"))
+        self.assertGreater(float(lag_count.split()[1]), seconds * 10)  # asked every 50 ms, all through the broadcast
         Logger().info("Server metrics after the broadcast:\n{engine}", engine=engine)
         floors = {}
         for name, recorder in recorders.items():

@@ -37,6 +37,7 @@ from denoisecast.errors import bad_request, conflict, forbidden, not_found
 from denoisecast.jobs import SerialJobs
 from denoisecast.live.fanout import ListenerOutput, SharedPacket
 from denoisecast.live.media import decode_on_the_loop, shorten_receive_buffer
+from denoisecast.live.sockets import drain_on_read
 from denoisecast.live.seam import aio
 from denoisecast.logs import logger
 from denoisecast.presence import PresenceHub
@@ -281,6 +282,8 @@ class LiveManager:
             want()
         answer = await aio(pc.createAnswer())
         await aio(pc.setLocalDescription(answer))
+        if not drain_on_read(pc):
+            self.log.warn("Cannot make the connection's sockets drain on read; asyncio reads one datagram per event")
         return pc.localDescription.sdp
 
     # publishing ----------------------------------------------------------------
