@@ -31,6 +31,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from denoisecast.live.sockets import drain_on_read  # noqa: E402  (clients read their sockets as the server does)
+
 RATE = 48000
 FRAME = 960
 #: A click every 51 frames (1.02 s): each click falls 20 ms later in the
@@ -201,6 +204,7 @@ async def publisher(base: str, user: str, seconds: float, out: Path) -> None:
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     pc.addTrack(source)
     await pc.setLocalDescription(await pc.createOffer())
+    drain_on_read(pc)
     reply = await request(ws, {"v": 1, "type": "publish", "sdp": pc.localDescription.sdp})
     assert reply["type"] == "answer", reply
     await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
@@ -231,24 +235,30 @@ def lag_summary(lags: list[float]) -> dict[str, float]:
     return {"p99": ordered[int(0.99 * (len(ordered) - 1))], "max": ordered[-1]}
 
 
-def count_packets_only(receiver: Any, got: dict[str, Any]) -> None:
+def count_packets_only(pc: Any, got: dict[str, Any]) -> None:
     """
-    Makes a listener count the RTP packets it receives (one per 20 ms
-    frame) instead of decoding them.  The server's side is unchanged (it
-    sends, packetises and encrypts the same); only the client's Opus
-    decoding is saved, so that hundreds of listeners fit on the same cores
-    as the server without their decoders starving it.
+    Makes a listener count the RTP packets that reach its socket (one per
+    20 ms frame) instead of decrypting and decoding them; everything else
+    (STUN, DTLS, RTCP) goes on to aiortc as usual.  The server's side is
+    unchanged (it packetises, encrypts and sends the same); the client's
+    SRTP and Opus work is saved, so that hundreds of listeners fit on the
+    same cores as the server without starving it.
     """
+    connection = pc.getTransceivers()[0].receiver.transport.transport.iceGatherer._connection
+    deliver = connection.data_received
     last = [0.0]
 
-    async def handle(packet: Any, arrival_time_ms: int = 0) -> None:
-        now = time.monotonic()
-        got["frames"] += 1
-        if last[0] and now - last[0] > 0.15:
-            got["gaps"] += 1
-        last[0] = now
+    def data_received(data: bytes, component: int) -> None:
+        if len(data) > 12 and 128 <= data[0] <= 191 and not 192 <= data[1] <= 223:  # RTP, not RTCP
+            now = time.monotonic()
+            got["frames"] += 1
+            if last[0] and now - last[0] > 0.15:
+                got["gaps"] += 1
+            last[0] = now
+            return
+        deliver(data, component)
 
-    receiver._handle_rtp_packet = handle
+    connection.data_received = data_received
 
 
 async def listeners(
@@ -293,8 +303,9 @@ async def listeners(
         if sig == "raw" or decode_all:
             pc.on("track", lambda track: asyncio.ensure_future(record(track)))
         else:
-            count_packets_only(pc.getTransceivers()[0].receiver, got)
+            count_packets_only(pc, got)
         await pc.setLocalDescription(await pc.createOffer())
+        drain_on_read(pc)
         reply = await request(ws, {"v": 1, "type": "listen", "user": target, "sdp": pc.localDescription.sdp, "signal": sig})
         assert reply["type"] == "answer", reply
         await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))

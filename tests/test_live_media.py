@@ -71,8 +71,8 @@ class MediaTests(TestCase):
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.addCleanup(lambda: aio(pc.close()))
         receiver = pc.addTransceiver("audio", direction="recvonly").receiver
-        self.assertTrue(decode_on_the_loop(receiver))
-        self.assertFalse(decode_on_the_loop(receiver))  # only once, before receiving
+        self.assertIsNotNone(decode_on_the_loop(receiver))
+        self.assertIsNone(decode_on_the_loop(receiver))  # only once, before receiving
         inline = receiver._RTCRtpReceiver__decoder_queue
         self.assertIsInstance(inline, InlineDecoder)
         codec = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111)
@@ -86,6 +86,42 @@ class MediaTests(TestCase):
         self.assertEqual(track_queue.get_nowait().samples, 960)
         inline.put(None)
         self.assertIsNone(inline.get())  # aiortc's idle thread is let go
+
+    async def test_opus_goes_straight_to_the_sink_as_mono(self) -> None:
+        """
+        With a sink, Opus is decoded to 48 kHz mono int16 and handed over
+        directly (the track gets nothing); the sound is the sound sent.
+        G.711 still goes through the track.
+        """
+        from aiortc.jitterbuffer import JitterFrame
+        from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+        from aiortc.rtcrtpreceiver import RemoteStreamTrack
+
+        from denoisecast.dsp.opus import OpusStream
+        from denoisecast.live.media import decode_on_the_loop
+
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.addCleanup(lambda: aio(pc.close()))
+        receiver = pc.addTransceiver("audio", direction="recvonly").receiver
+        inline = decode_on_the_loop(receiver)
+        assert inline is not None
+        receiver._track = RemoteStreamTrack(kind="audio")
+        got: list[np.ndarray] = []
+        inline.sink = got.append
+        opus = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111)
+        tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(960 * 20) / 48000)).astype(np.float32)
+        for i, packet in enumerate(OpusStream(0).encode(tone)):
+            inline.put((opus, JitterFrame(data=bytes(packet), timestamp=i * 960)))
+        self.assertEqual(len(got), 20)
+        self.assertTrue(all(block.dtype == np.int16 and block.shape == (960,) for block in got))
+        heard = np.concatenate(got)[4800:] / 32768.0
+        self.assertLess(abs(float(np.sqrt(np.mean(heard**2))) - 0.3 / np.sqrt(2)), 0.02)
+        self.assertEqual(receiver._track._queue.qsize(), 0)
+
+        pcmu = RTCRtpCodecParameters(mimeType="audio/PCMU", clockRate=8000, channels=1, payloadType=0)
+        inline.put((pcmu, JitterFrame(data=bytes(160), timestamp=0)))
+        self.assertEqual(receiver._track._queue.qsize(), 1)
+        self.assertEqual(len(got), 20)
 
 
 class DirectSendingTests(TestCase):

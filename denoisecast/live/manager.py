@@ -93,6 +93,12 @@ class Broadcast:
             "listeners": len(self.listeners),
         }
 
+    def take_audio(self, pcm: np.ndarray) -> None:
+        """The publisher's next samples, 48 kHz mono int16 (reactor thread)."""
+        self.last_audio = time.monotonic()
+        self.frames_in += 1
+        self.handle.push(pcm)
+
     def on_output(self, output: np.ndarray, raw: np.ndarray) -> None:
         """
         Scheduler output (reactor thread): have each signal that someone
@@ -316,13 +322,17 @@ class LiveManager:
             audio = [t for t in tracks if t.kind == "audio"]
             if not audio:
                 raise bad_request("The offer sends no audio.", "no_audio")
+            decoder = None
             for transceiver in pc.getTransceivers():
                 if transceiver.kind != "audio":
                     continue
                 if not shorten_receive_buffer(transceiver.receiver):
                     self.log.warn("Cannot shorten the receive buffer; aiortc's default applies")
-                if not decode_on_the_loop(transceiver.receiver):
+                inline = decode_on_the_loop(transceiver.receiver)
+                if inline is None:
                     self.log.warn("Cannot decode on the event loop; aiortc's decoder thread applies")
+                elif transceiver.receiver.track is audio[0]:
+                    decoder = inline
         except BaseException:
             await self._close_peer(pc)
             raise
@@ -337,6 +347,9 @@ class LiveManager:
         broadcast.handle = self._scheduler.open_stream(
             broadcast.stream_id, broadcast.on_output, broadcast.denoise, broadcast.atten_lim_db,
         )
+        if decoder is not None:
+            # Set before the answer leaves, so before any audio can arrive.
+            decoder.sink = broadcast.take_audio
         broadcast.ingest = asyncio.ensure_future(self._ingest(broadcast, audio[0]))
         self.broadcasts[me] = broadcast
         await self._record(broadcast)
@@ -376,14 +389,17 @@ class LiveManager:
             await broadcast.recording.finish("complete")  # ended while the row was being made
 
     async def _ingest(self, broadcast: Broadcast, track: MediaStreamTrack) -> None:
+        """
+        Reads the publisher's track until it ends.  Opus normally bypasses it
+        (``InlineDecoder.sink``); what comes this way (G.711, or everything
+        where aiortc's internals were not as expected) is resampled here.
+        """
         resampler = av.AudioResampler(format="s16", layout="mono", rate=48000)
         try:
             while True:
                 frame = await track.recv()
-                broadcast.last_audio = time.monotonic()
-                broadcast.frames_in += 1
                 for out in resampler.resample(frame):
-                    broadcast.handle.push(out.to_ndarray().reshape(-1))
+                    broadcast.take_audio(out.to_ndarray().reshape(-1))
         except (MediaStreamError, asyncio.CancelledError):
             return
 

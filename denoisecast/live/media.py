@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from typing import Any
+from typing import Any, Callable
 
 import av
+import numpy as np
+import numpy.typing as npt
 from aiortc.codecs import get_decoder
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -46,6 +48,10 @@ def shorten_receive_buffer(receiver: RTCRtpReceiver, prefetch: int = RECEIVE_PRE
     return True
 
 
+#: What the live path takes in: 48 kHz mono int16 (see ``InlineDecoder.sink``).
+PCM_RATE = 48000
+
+
 class InlineDecoder:
     """
     Stands in for the queue that an aiortc receiver feeds its decoder
@@ -59,6 +65,13 @@ class InlineDecoder:
     the reactor thread's time.  Decoding 20 ms of Opus costs tens of
     microseconds, far less than the handoffs.  The thread aiortc starts
     with this object waits, idle, until the receiver stops.
+
+    With a ``sink``, Opus goes further: libopus decodes straight to 48 kHz
+    mono int16 (it downmixes a stereo stream itself) and the samples go to
+    the sink, without the track's queue, a coroutine switch, PyAV's
+    resampler and a frame object per 20 ms.  That was a third of the
+    reactor thread's own work per publisher frame.  Other codecs (G.711 at
+    8 kHz) still go through the track, whose reader resamples them.
     """
 
     def __init__(self, receiver: RTCRtpReceiver) -> None:
@@ -66,6 +79,9 @@ class InlineDecoder:
         self._decoder: Any = None
         self._codec_name: str | None = None
         self._stopped = threading.Event()
+        #: Receives each decoded 20 ms of Opus as 48 kHz mono int16, on the reactor thread.
+        self.sink: Callable[[npt.NDArray[np.int16]], None] | None = None
+        self._mono: Any = None
 
     def put(self, task: Any) -> None:
         queue: asyncio.Queue[Any] = self._receiver._track._queue  # type: ignore[union-attr]
@@ -74,6 +90,9 @@ class InlineDecoder:
             self._stopped.set()
             return
         codec, encoded_frame = task
+        if self.sink is not None and codec.name == "opus":
+            self._to_sink(encoded_frame.data)
+            return
         if codec.name != self._codec_name:
             self._decoder, self._codec_name = get_decoder(codec), codec.name
         try:
@@ -83,25 +102,38 @@ class InlineDecoder:
         for frame in frames:
             queue.put_nowait(frame)
 
+    def _to_sink(self, data: bytes) -> None:
+        if self._mono is None:
+            self._mono = av.CodecContext.create("libopus", "r")
+            self._mono.format, self._mono.layout, self._mono.sample_rate = "s16", "mono", PCM_RATE
+        try:
+            frames = self._mono.decode(av.Packet(data))
+        except av.FFmpegError:
+            return
+        assert self.sink is not None
+        for frame in frames:
+            self.sink(frame.to_ndarray().reshape(-1))
+
     def get(self) -> None:
         """(aiortc's decoder thread.)  Nothing to do until the receiver stops."""
         self._stopped.wait()
         return None
 
 
-def decode_on_the_loop(receiver: RTCRtpReceiver) -> bool:
+def decode_on_the_loop(receiver: RTCRtpReceiver) -> InlineDecoder | None:
     """
     Make an audio receiver decode on the event loop (``InlineDecoder``);
     call before the connection starts receiving.  Private aiortc state
-    again: if it is not what this expects, nothing changes (returns False).
+    again: if it is not what this expects, nothing changes (returns None).
     """
     name = "_RTCRtpReceiver__decoder_queue"
     if not isinstance(getattr(receiver, name, None), queue.Queue) or getattr(
         receiver, "_RTCRtpReceiver__decoder_thread", True
     ) is not None:
-        return False
-    setattr(receiver, name, InlineDecoder(receiver))
-    return True
+        return None
+    decoder = InlineDecoder(receiver)
+    setattr(receiver, name, decoder)
+    return decoder
 
 
 class PacketTrack(MediaStreamTrack):
