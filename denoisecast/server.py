@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from argon2 import PasswordHasher
 from autobahn.twisted.resource import WebSocketResource
 from prometheus_client import CollectorRegistry
-from twisted.internet.threads import deferToThread
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Site
 
 from denoisecast.accounts import Accounts, utcnow
@@ -51,6 +52,9 @@ if TYPE_CHECKING:
 LOGIN_FAILURES_PER_NAME = 5
 LOGIN_FAILURES_PER_ADDRESS = 20
 LOGIN_WINDOW_SECONDS = 300.0
+#: argon2id lanes per hash: one, so that hashing a password never takes more
+#: than one core (64 MiB, three passes: about 150 ms on a current core).
+PASSWORD_HASH_LANES = 1
 
 
 def load_live_engine(settings: SchedulerSettings) -> "DenoiseEngine":
@@ -81,7 +85,7 @@ class DenoiseCastServer:
         self.config = config
         self.reactor = reactor
         self.clock = clock
-        self.password_hasher = password_hasher or PasswordHasher()
+        self.password_hasher = password_hasher or PasswordHasher(parallelism=PASSWORD_HASH_LANES)
 
     @cached_property
     def database(self) -> Database:
@@ -96,11 +100,22 @@ class DenoiseCastServer:
         return Accounts(
             self.store,
             self.clock,
-            lambda fn, *args: deferToThread(fn, *args),
+            lambda fn, *args: deferToThreadPool(self.reactor, self.password_pool, fn, *args),
             FailureLimiter(self.reactor, LOGIN_FAILURES_PER_NAME, LOGIN_WINDOW_SECONDS),
             FailureLimiter(self.reactor, LOGIN_FAILURES_PER_ADDRESS, LOGIN_WINDOW_SECONDS),
             self.password_hasher,
         )
+
+    @cached_property
+    def password_pool(self) -> ThreadPool:
+        """
+        Where passwords are hashed and verified: one at a time, on one lane
+        (``PASSWORD_HASH_LANES``).  argon2 is meant to be expensive, and a
+        login storm (fifty friends arriving for a broadcast) on the shared
+        reactor pool took both cores of a small server, so live streams
+        lost their denoising; queued this way, logins wait instead.
+        """
+        return ThreadPool(minthreads=0, maxthreads=1, name="denoisecast-passwords")
 
     @cached_property
     def friends(self) -> Friends:

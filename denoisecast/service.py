@@ -22,6 +22,7 @@ from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 
 from denoisecast.live.manager import LiveManager
 from denoisecast.logs import logger
@@ -81,6 +82,21 @@ class InOrder(MultiService):
             chain.addCallback(lambda _, child=child: child.stopService())
         done.callback(None)
         return chain
+
+
+class ThreadPoolService(Service):
+    """Runs a thread pool while the server runs (its threads start on demand)."""
+
+    def __init__(self, pool: ThreadPool) -> None:
+        self.pool = pool
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.pool.stop()
 
 
 class RecorderService(Service):
@@ -175,6 +191,7 @@ def make_service(server: DenoiseCastServer) -> MultiService:
     database = DatabaseService(server.database)
     database.setServiceParent(top)
     server.reactor_lag.setServiceParent(top)
+    ThreadPoolService(server.password_pool).setServiceParent(top)
 
     engine = AfterReady(database.ready, server.reactor)
     engine.setServiceParent(top)

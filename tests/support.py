@@ -187,6 +187,8 @@ async def start_server(
     await database.ready
     server.recorder.start_pool()
     testcase.addCleanup(server.recorder.stop_pool)
+    server.password_pool.start()
+    testcase.addCleanup(server.password_pool.stop)
     testcase.addCleanup(lambda: Deferred.fromCoroutine(server.recorder.finish_all()))
     port = reactor.listenTCP(0, server.site, interface="127.0.0.1")
     testcase.addCleanup(port.stopListening)

@@ -213,3 +213,47 @@ class CsrfTests(TestCase):
         reply = await client.post("/api/auth/logout", headers={"Origin": "http://evil.example"})
         self.assertEqual((reply.status, reply.error_code), (403, "bad_origin"))
         self.assertEqual((await client.get("/api/me")).status, 200)
+
+
+class PasswordWorkTests(TestCase):
+    """
+    Password hashing is kept to one core: one hash at a time on the
+    server's own pool, one argon2 lane each, so a login storm queues
+    instead of taking the cores live audio needs.
+    """
+
+    async def test_hashing_runs_one_at_a_time_on_its_pool(self) -> None:
+        import threading
+        import time
+
+        from twisted.internet.defer import gatherResults
+
+        server = (await start_server(self)).server
+        seen: list[tuple[str, int]] = []
+        active = [0]
+        lock = threading.Lock()
+
+        def work() -> None:
+            with lock:
+                active[0] += 1
+                seen.append((threading.current_thread().name, active[0]))
+            time.sleep(0.02)
+            with lock:
+                active[0] -= 1
+
+        await gatherResults([server.accounts._run_blocking(work) for _ in range(4)])
+        self.assertEqual(len(seen), 4)
+        self.assertEqual({count for _, count in seen}, {1})
+        self.assertTrue(all("denoisecast-passwords" in name for name, _ in seen), seen)
+
+    def test_default_hasher_uses_one_lane(self) -> None:
+        from pathlib import Path
+
+        from twisted.internet import reactor
+
+        from denoisecast.config import Config
+        from denoisecast.server import DenoiseCastServer
+
+        server = DenoiseCastServer(Config(data_dir=Path(self.mktemp())), reactor)
+        self.assertEqual(server.password_hasher.parallelism, 1)
+        self.assertTrue(server.password_hasher.verify(server.password_hasher.hash("pw-123456"), "pw-123456"))
