@@ -54,6 +54,28 @@ class MediaTests(TestCase):
         self.assertTrue(shorten_receive_buffer(transceiver.receiver, 2))
         self.assertEqual(transceiver.receiver._RTCRtpReceiver__jitter_buffer._prefetch, 2)
 
+    def test_one_frame_buffer_puts_a_late_packet_back_in_place(self) -> None:
+        """
+        With the server's one-frame hold, a packet that arrives after its
+        successor still comes out in order (frames leave only in sequence),
+        and each frame leaves as soon as the next packet is there.
+        """
+        from aiortc.jitterbuffer import JitterBuffer
+        from aiortc.rtp import RtpPacket
+
+        from denoisecast.live.media import RECEIVE_PREFETCH
+
+        self.assertEqual(RECEIVE_PREFETCH, 1)
+        buffer = JitterBuffer(capacity=16, prefetch=RECEIVE_PREFETCH)
+        released = []
+        for seq in (0, 1, 3, 2, 4, 5):
+            packet = RtpPacket(payload_type=111, sequence_number=seq, timestamp=seq * 960, payload=b"%d" % seq)
+            packet._data = packet.payload  # type: ignore[attr-defined]  # as aiortc's receiver does
+            _, frame = buffer.add(packet)
+            released.append(None if frame is None else frame.timestamp // 960)
+        # 0 leaves when 1 arrives; 3 before 2 holds 1 back until 2 arrives; then 2 needs 3, which is there.
+        self.assertEqual(released, [None, 0, None, 1, 2, 3])
+
     async def test_decoding_moves_onto_the_loop(self) -> None:
         """
         aiortc's audio receiver still feeds a decoder queue before it starts

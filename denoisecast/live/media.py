@@ -26,10 +26,14 @@ from aiortc.rtcrtpreceiver import RTCRtpReceiver
 QUEUE_PACKETS = 50
 
 
-#: Frames aiortc's receiver holds before releasing the first (its own
-#: default is 4, 80 ms; the server keeps 2, 40 ms: loopback and LAN
-#: publishers rarely reorder more, and every frame held is latency).
-RECEIVE_PREFETCH = 2
+#: Complete frames aiortc's receiver holds before releasing the oldest (its
+#: own default is 4, 80 ms).  The server keeps 1: a frame counts as complete
+#: only once the next packet is there, and frames leave only in sequence
+#: order, so a packet that arrives one late is still put back in its place;
+#: what a longer hold would smooth (arrival jitter) the 100 ms chunks
+#: absorb anyway.  Measured: 20 ms of the server's own latency instead of 41-64
+#: ms with 2 frames (docs/performance.md).
+RECEIVE_PREFETCH = 1
 
 
 def shorten_receive_buffer(receiver: RTCRtpReceiver, prefetch: int = RECEIVE_PREFETCH) -> bool:
