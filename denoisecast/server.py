@@ -21,6 +21,7 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Site
 
 from denoisecast.accounts import Accounts, utcnow
+from denoisecast.background import at_low_priority
 from denoisecast.config import Config
 from denoisecast.dsp.scheduler import DenoiseScheduler, SchedulerSettings
 from denoisecast.friends import Friends
@@ -100,7 +101,7 @@ class DenoiseCastServer:
         return Accounts(
             self.store,
             self.clock,
-            lambda fn, *args: deferToThreadPool(self.reactor, self.password_pool, fn, *args),
+            lambda fn, *args: deferToThreadPool(self.reactor, self.password_pool, at_low_priority(fn), *args),
             FailureLimiter(self.reactor, LOGIN_FAILURES_PER_NAME, LOGIN_WINDOW_SECONDS),
             FailureLimiter(self.reactor, LOGIN_FAILURES_PER_ADDRESS, LOGIN_WINDOW_SECONDS),
             self.password_hasher,
@@ -110,10 +111,11 @@ class DenoiseCastServer:
     def password_pool(self) -> ThreadPool:
         """
         Where passwords are hashed and verified: one at a time, on one lane
-        (``PASSWORD_HASH_LANES``).  argon2 is meant to be expensive, and a
-        login storm (fifty friends arriving for a broadcast) on the shared
-        reactor pool took both cores of a small server, so live streams
-        lost their denoising; queued this way, logins wait instead.
+        (``PASSWORD_HASH_LANES``), at low priority (``background``).  argon2
+        is meant to be expensive, and a login storm (fifty friends arriving
+        for a broadcast) on the shared reactor pool took both cores of a
+        small server, so live streams lost their denoising; queued this way,
+        logins wait instead.
         """
         return ThreadPool(minthreads=0, maxthreads=1, name="denoisecast-passwords")
 

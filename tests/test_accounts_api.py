@@ -7,7 +7,7 @@ port with a fresh SQLite database.
 from __future__ import annotations
 
 from sqlalchemy import select
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from denoisecast.accounts import hash_token
 from denoisecast.storage.tables import sessions, users
@@ -245,6 +245,32 @@ class PasswordWorkTests(TestCase):
         self.assertEqual(len(seen), 4)
         self.assertEqual({count for _, count in seen}, {1})
         self.assertTrue(all("denoisecast-passwords" in name for name, _ in seen), seen)
+
+    async def test_hashing_runs_at_low_priority(self) -> None:
+        """
+        On Linux the password thread is nicer than the reactor thread, so
+        the kernel gives live audio the CPU first; the reactor thread's own
+        priority is untouched.
+        """
+        import os
+        import sys
+        import threading
+
+        from denoisecast.background import NICENESS
+
+        if not sys.platform.startswith("linux"):
+            raise SkipTest("per-thread nice values are Linux's")
+        server = (await start_server(self)).server
+        before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        seen = await server.accounts._run_blocking(
+            lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        )
+        self.assertEqual(seen, min(19, before + NICENESS))
+        self.assertEqual(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()), before)
+        again = await server.accounts._run_blocking(
+            lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        )
+        self.assertEqual(again, seen)  # lowered once per thread, not once per job
 
     def test_default_hasher_uses_one_lane(self) -> None:
         from pathlib import Path
