@@ -3,11 +3,13 @@ How late the reactor runs its timed calls: the one number that says whether
 the event loop keeps up.
 
 Everything on the live path shares the reactor thread (signaling, ICE,
-DTLS, decoding, fan-out) and the loop's lateness is what turns into
-late audio, consent checks that time out after 0.5 s and dropped peer
-connections; CPU figures cannot show it, because a loop can be late while
-the process waits for the GIL with cores idle.  The monitor asks for a call
-every ``interval`` seconds and observes how much later than asked it ran.
+DTLS, decoding, fan-out), and a late loop means late audio and, past
+0.5 s, ICE consent checks that time out; CPU figures cannot show it,
+because a loop can be late while the process waits for the GIL with cores
+idle.  The monitor asks for a call every ``interval`` seconds and observes
+how much later than asked it ran.  It cannot see everything: a loop that
+runs its timers on time may still read a busy socket too slowly, which is
+why the peer connections' sockets drain on read (``live/sockets.py``).
 """
 
 from __future__ import annotations

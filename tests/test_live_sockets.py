@@ -71,6 +71,18 @@ class DrainingReaderTests(TestCase):
         reader_of(transport)()
         self.assertEqual(len(protocol.received), MAX_DATAGRAMS_PER_READ + 4)
 
+    async def test_a_transport_closed_while_reading_stops_the_reads(self) -> None:
+        from denoisecast.live.sockets import _drains
+
+        transport, protocol, sender = await self.endpoint()
+        self.assertTrue(_drains(transport))
+        reader = reader_of(transport)
+        protocol.datagram_received = lambda data, addr: (protocol.received.append(data), transport.close())
+        for i in range(3):
+            sender.send(b"x")
+        reader()
+        self.assertEqual(len(protocol.received), 1)
+
     async def test_asyncio_alone_reads_one_datagram_per_event(self) -> None:
         """Why this exists: without it, one event is one datagram."""
         transport, protocol, sender = await self.endpoint()

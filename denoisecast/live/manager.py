@@ -37,8 +37,8 @@ from denoisecast.errors import bad_request, conflict, forbidden, not_found
 from denoisecast.jobs import SerialJobs
 from denoisecast.live.fanout import ListenerOutput, SharedPacket
 from denoisecast.live.media import decode_on_the_loop, shorten_receive_buffer
-from denoisecast.live.sockets import drain_on_read
 from denoisecast.live.seam import aio
+from denoisecast.live.sockets import drain_on_read
 from denoisecast.logs import logger
 from denoisecast.presence import PresenceHub
 from denoisecast.storage.store import Store, User

@@ -41,8 +41,8 @@ class DrainingReader:
     def __call__(self) -> None:
         transport = self._transport
         for _ in range(self._limit):
-            if transport._conn_lost:
-                return
+            if transport._conn_lost or transport.is_closing():
+                return  # closed by the protocol while handling an earlier datagram
             try:
                 data, addr = transport._sock.recvfrom(transport.max_size)
             except (BlockingIOError, InterruptedError):
