@@ -11,7 +11,9 @@ click every second, a listener on the raw signal (delay-matched, so the
 same latency as the denoised one) detects it; the total is split into the
 engine's own latency (chunk plus model delay) and the rest, and a direct
 aiortc publisher -> listener connection without the server gives the
-clients' own share, so the server's part can be told apart.
+clients' own share, so the server's part can be told apart.  With
+``--browser``, one more listener runs in Chromium and reports what its
+jitter buffer concealed (the audible side of late or lost packets).
 """
 
 from __future__ import annotations
@@ -326,6 +328,79 @@ async def listeners(
         await pc.close()
 
 
+# -- a browser listener (optional) ----------------------------------------------------
+
+BROWSER_FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--no-first-run", "--autoplay-policy=no-user-gesture-required",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+CONNECT = """
+async ([user, target]) => {
+  const token = async () => (await (await fetch('/api/csrf')).json()).csrf_token;
+  const post = async (path, body) => fetch(path, {method: 'POST', headers: {'Content-Type': 'application/json',
+      'X-CSRF-Token': await token()}, body: JSON.stringify(body)});
+  let r = await post('/api/auth/login', {username: user, password: 'bench-password'});
+  if (!r.ok) throw new Error('login ' + r.status + ' ' + await r.text());
+  const pc = new RTCPeerConnection();
+  pc.addTransceiver('audio', {direction: 'recvonly'});
+  const audio = document.createElement('audio');
+  audio.autoplay = true;
+  document.body.appendChild(audio);
+  pc.ontrack = (e) => { audio.srcObject = new MediaStream([e.track]); audio.play().catch(() => {}); };
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((done) => {
+    if (pc.iceGatheringState === 'complete') return done();
+    pc.onicegatheringstatechange = () => { if (pc.iceGatheringState === 'complete') done(); };
+  });
+  r = await post('/api/streams/' + target + '/listen', {sdp: pc.localDescription.sdp, signal: 'denoised'});
+  if (r.status !== 201) throw new Error('listen ' + r.status + ' ' + await r.text());
+  await pc.setRemoteDescription({type: 'answer', sdp: (await r.json()).sdp});
+  window.benchPc = pc;
+  for (let i = 0; i < 200 && pc.connectionState !== 'connected'; i++) await new Promise((t) => setTimeout(t, 50));
+  return pc.connectionState;
+}
+"""
+
+#: The audio receiver's statistics (WebRTC inbound-rtp), read twice to take the phase's share.
+STATS = """
+async () => {
+  for (const r of (await window.benchPc.getStats()).values())
+    if (r.type === 'inbound-rtp' && r.kind === 'audio') return r;
+  return null;
+}
+"""
+
+BROWSER_KEYS = (
+    "packetsReceived", "packetsLost", "totalSamplesReceived", "concealedSamples", "silentConcealedSamples",
+    "concealmentEvents", "insertedSamplesForDeceleration", "removedSamplesForAcceleration",
+    "jitterBufferDelay", "jitterBufferEmittedCount",
+)
+
+
+def browser_listener(base: str, user: str, target: str, seconds: float, out: Path) -> None:
+    """
+    Debian's Chromium listens to C{target} (HTTP listen route, its own
+    WebRTC stack and adaptive jitter buffer, playing into an audio element)
+    and reports what its receiver concealed during the measured phase: the
+    audible side of late or missing packets, which packet counts cannot show.
+    """
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=BROWSER_FLAGS)
+        try:
+            page = browser.new_page()
+            page.goto(base + "/login")
+            state = page.evaluate(CONNECT, [user, target])
+            out.with_suffix(".ready").write_text("")
+            first = page.evaluate(STATS) or {}
+            time.sleep(seconds)
+            last = page.evaluate(STATS) or {}
+        finally:
+            browser.close()
+    out.write_text(json.dumps({"state": state, **{k: last.get(k, 0) - first.get(k, 0) for k in BROWSER_KEYS}}))
+
+
 # -- the conductor -----------------------------------------------------------------
 
 
@@ -380,7 +455,7 @@ def main() -> None:
     parser.add_argument("--publishers", type=int, default=2)
     parser.add_argument("--listeners", type=int, default=4, help="per publisher")
     parser.add_argument("--seconds", type=float, default=15.0, help="length of each phase")
-    parser.add_argument("--role", choices=["publisher", "listeners"], help=argparse.SUPPRESS)
+    parser.add_argument("--role", choices=["publisher", "listeners", "browser"], help=argparse.SUPPRESS)
     parser.add_argument("--base", help=argparse.SUPPRESS)
     parser.add_argument("--users", help=argparse.SUPPRESS)
     parser.add_argument("--target", help=argparse.SUPPRESS)
@@ -389,6 +464,11 @@ def main() -> None:
         "--decode-all", action="store_true",
         help="every listener decodes its audio (by default only each group's first, which times the clicks, "
         "does; the others count packets)",
+    )
+    parser.add_argument(
+        "--browser", action="store_true",
+        help="one more listener to the first publisher in Chromium (Playwright), which reports what its "
+        "jitter buffer concealed in the listener phase",
     )
     args = parser.parse_args()
     if args.role:
@@ -405,6 +485,9 @@ def main() -> None:
                 args.base, args.users.split(","), args.target, "denoised", args.seconds, Path(args.out), args.decode_all
             )
         )
+        return
+    if args.role == "browser":
+        browser_listener(args.base, args.users, args.target, args.seconds, Path(args.out))
         return
 
     work = Path(tempfile.mkdtemp(prefix="denoisecast-bench-"))
@@ -427,6 +510,9 @@ def main() -> None:
         time.sleep(3)  # the engine loads in the background
         pubs = [f"pub{i}" for i in range(args.publishers)]
         subs = {p: [f"{p}l{j}" for j in range(args.listeners)] for p in pubs}
+        browser_user = f"{pubs[0]}b"
+        if args.browser:
+            subs[pubs[0]].append(browser_user)  # befriended below; listens from Chromium, not the listeners' process
         for name in pubs + [u for us in subs.values() for u in us]:
             Http(base).call("POST", "/api/auth/register", {"username": name, "password": "bench-password"})
         for p, us in subs.items():
@@ -453,15 +539,23 @@ def main() -> None:
         fallback_marks.append(metric(base, "denoisecast_engine_fallback_chunks_total"))
         lag_marks.append(lag_buckets(base))
         procs += [
-            subprocess.Popen(me + ["--role", "listeners", "--users", ",".join(us), "--target", p,
+            subprocess.Popen(me + ["--role", "listeners", "--users", ",".join(u for u in us if u != browser_user), "--target", p,
                                    "--seconds", str(args.seconds), "--out", str(work / f"{p}-listeners.json")]
                              + (["--decode-all"] if args.decode_all else []))
-            for p, us in subs.items() if us
+            for p, us in subs.items() if args.listeners
         ]
         for p, proc in zip(pubs, procs[len(pubs):]):
             while args.listeners and not (work / f"{p}-listeners.ready").exists():
                 if proc.poll() is not None:
                     raise SystemExit(f"{p}'s listeners failed to connect (see above)")
+                time.sleep(0.2)
+        browser = None
+        if args.browser:
+            browser = subprocess.Popen(me + ["--role", "browser", "--users", browser_user, "--target", pubs[0],
+                                             "--seconds", str(args.seconds * 0.8), "--out", str(work / "browser.json")])
+            while not (work / "browser.ready").exists():
+                if browser.poll() is not None:
+                    raise SystemExit("the browser listener failed to connect (see above)")
                 time.sleep(0.2)
         fallback_marks.append(metric(base, "denoisecast_engine_fallback_chunks_total"))
         lag_marks.append(lag_buckets(base))
@@ -474,7 +568,7 @@ def main() -> None:
         engine_latency = 0.1 + 1440 / RATE
         model = metric(base, "denoisecast_engine_model_seconds_per_chunk")
         fallbacks = metric(base, "denoisecast_engine_fallback_chunks_total")
-        for proc in procs[len(pubs):]:
+        for proc in procs[len(pubs):] + ([browser] if browser else []):
             proc.wait(timeout=120)
         for p in pubs:
             (work / f"{p}.stop").write_text("")
@@ -528,6 +622,14 @@ def main() -> None:
     print("clients' event loop lag, worst process: " + ", ".join(
         f"{role} {max(lags) * 1000:.0f} ms" for role, lags in client_lags.items() if lags
     ))
+    if args.browser and (work / "browser.json").exists():
+        seen = json.loads((work / "browser.json").read_text())
+        samples = max(1, seen["totalSamplesReceived"])
+        print(f"Chromium listener ({seen['state']}): {seen['packetsReceived']} packets, {seen['packetsLost']} lost; "
+              f"concealed {seen['concealedSamples']} of {seen['totalSamplesReceived']} samples "
+              f"({100 * seen['concealedSamples'] / samples:.2f} %, {seen['concealmentEvents']} events); "
+              f"mean jitter buffer delay {1000 * seen['jitterBufferDelay'] / max(1, seen['jitterBufferEmittedCount']):.0f} ms; "
+              f"time-stretched {seen['insertedSamplesForDeceleration']} + {seen['removedSamplesForAcceleration']} samples")
     if latencies:
         lat = sorted(latencies)
         median = lat[len(lat) // 2]
