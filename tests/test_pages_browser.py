@@ -143,3 +143,95 @@ class BrowserPageTests(TestCase):
 
         self._recording = Deferred.fromCoroutine(when_bob_exists())
 
+
+
+LIVE_FLAGS = CHROMIUM_FLAGS + [
+    "--use-fake-ui-for-media-stream",  # grant the microphone without asking
+    "--use-fake-device-for-media-stream",  # a generated tone as the microphone
+    "--autoplay-policy=no-user-gesture-required",
+]
+
+RECEIVED = """() => {
+    const listening = live.listens.get('alice');
+    return listening.pc.getStats().then((stats) => {
+        for (const r of stats.values())
+            if (r.type === 'inbound-rtp' && r.kind === 'audio')
+                return {packets: r.packetsReceived, samples: r.totalSamplesReceived || 0};
+        return {packets: 0, samples: 0};
+    });
+}"""
+
+
+def go_live_and_listen(base: str) -> dict[str, Any]:
+    """
+    alice goes live from her home page with the (fake) microphone, bob
+    listens to her from his, switches to the raw signal, sees her turn
+    denoise off, and sees her stop.  Runs in a thread, like ``browse``.
+    """
+    sync_playwright = need_browser()
+    seen: dict[str, Any] = {}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LIVE_FLAGS)
+        try:
+            pages = {}
+            for name in ("alice", "bob"):
+                page = browser.new_context().new_page()
+                page.goto(base + "/login")
+                page.fill("input[name=username]", name)
+                page.fill("input[name=password]", "correct horse")
+                page.click("button[type=submit]")
+                page.wait_for_url(base + "/")
+                page.wait_for_selector("#live-status:has-text('Not live')")
+                pages[name] = page
+            alice, bob = pages["alice"], pages["bob"]
+            bob.wait_for_selector("#live-friends li.muted")
+            alice.click("#go-live")
+            alice.wait_for_selector("#live-status:has-text('Live: 0 listeners')")
+            bob.wait_for_selector("#live-friends li:has-text('alice (live')")
+            bob.click("#live-friends li:has-text('alice') button:has-text('Listen')")
+            bob.wait_for_selector("#live-friends li:has-text('alice') button:has-text('Stop listening')")
+            alice.wait_for_selector("#live-status:has-text('Live: 1 listener')")
+            bob.wait_for_timeout(3000)
+            seen["received"] = bob.evaluate(RECEIVED)
+            bob.click("#live-friends li:has-text('alice') button:has-text('Hear raw')")
+            bob.wait_for_selector("#live-friends li:has-text('alice') button:has-text('Hear denoised')")
+            alice.uncheck("#denoise")
+            bob.wait_for_selector("#live-friends li:has-text('denoise off')")
+            alice.click("#stop-live")
+            alice.wait_for_selector("#live-status:has-text('Not live')")
+            bob.wait_for_selector("#live-friends li.muted")
+            seen["players_left"] = bob.evaluate("() => document.querySelectorAll('#players audio').length")
+            seen["errors"] = [alice.inner_text("#error"), bob.inner_text("#error")]
+        finally:
+            browser.close()
+    return seen
+
+
+class BrowserLiveTests(TestCase):
+    timeout = 180
+
+    async def test_go_live_and_listen_from_the_pages(self) -> None:
+        """
+        The home page goes live with the microphone and listens to a live
+        friend in Chromium, over the WebSocket and real WebRTC: audio
+        arrives, the listener count, raw/denoised switch, denoise setting
+        and stop all reach the other side.
+        """
+        need_browser()
+        running = await start_server(self)
+        alice, bob = running.client(), running.client()
+        await alice.register("alice")
+        await bob.register("bob")
+        await alice.post("/api/friends/requests", {"username": "bob"})
+        await bob.post("/api/friends/requests/alice/accept")
+        base = running.base.replace("127.0.0.1", "localhost")
+        seen = await deferToThread(go_live_and_listen, base)
+        self.assertGreater(seen["received"]["packets"], 50, seen)
+        self.assertGreater(seen["received"]["samples"], 48000, seen)
+        self.assertEqual(seen["players_left"], 0)
+        self.assertEqual(seen["errors"], ["", ""])
+        status = (await bob.get("/api/streams/alice")).body
+        self.assertEqual((status["live"], status["listeners"]), (False, 0))
+        user = await running.server.store.get_user_by_name("alice")
+        prefs = await running.server.store.get_denoise_prefs(user["id"])
+        self.assertFalse(prefs["denoise"])  # the choice made on the page is remembered
