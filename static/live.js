@@ -98,7 +98,8 @@ async function goLive() {
     live.publish = { pc, stream, listeners: reply.stream.listeners };
     document.getElementById("denoise").checked = reply.stream.denoise;
     const limit = reply.stream.atten_lim_db;
-    document.getElementById("atten-lim").value = limit === null ? "" : limit;
+    // 100 dB and more is the engine's "no limit", shown like null: empty.
+    document.getElementById("atten-lim").value = limit === null || limit >= 100 ? "" : limit;
   } catch (error) {
     pc.close();
     stream.getTracks().forEach((track) => track.stop());
