@@ -14,6 +14,8 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.python.threadpool import ThreadPool
 
 
@@ -58,3 +60,15 @@ class SerialJobs:
         Block until every submitted job has run (call from a pool thread).
         """
         self._idle.wait()
+
+    def flushed(self, reactor: IReactorFromThreads) -> "Deferred[None]":
+        """
+        Fires on the reactor thread once every job submitted so far has run.
+
+        A marker job at the end of the queue, so nothing holds a pool thread
+        while waiting (a thread blocked in ``wait`` is one fewer to run the
+        jobs it waits for).
+        """
+        done: Deferred[None] = Deferred()
+        self.submit(lambda: reactor.callFromThread(done.callback, None))
+        return done

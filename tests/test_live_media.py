@@ -316,7 +316,6 @@ class BroadcastEncodingTests(TestCase):
         import threading
 
         from twisted.internet import reactor
-        from twisted.internet.threads import deferToThreadPool
         from twisted.python.threadpool import ThreadPool
 
         from denoisecast.jobs import SerialJobs
@@ -345,7 +344,7 @@ class BroadcastEncodingTests(TestCase):
             block = rng.standard_normal(4800).astype(np.float32) * 0.1
             broadcast.on_output(block, block)
         self.assertEqual(recording.writes, [])  # nothing encoded on the reactor thread
-        await deferToThreadPool(reactor, pool, broadcast.encoding.wait)
+        await broadcast.encoding.flushed(reactor)
         await aio(asyncio.sleep(0))
         self.assertEqual([(p, n) for p, n, _, _ in recording.writes], [(i * 4800, 4800) for i in range(9)])
         self.assertTrue(threads and all(name != threading.current_thread().name for name in threads))
@@ -360,7 +359,6 @@ class BroadcastEncodingTests(TestCase):
         blocks after it still reach the recording.
         """
         from twisted.internet import reactor
-        from twisted.internet.threads import deferToThreadPool
         from twisted.python.threadpool import ThreadPool
 
         from denoisecast.jobs import SerialJobs
@@ -375,13 +373,13 @@ class BroadcastEncodingTests(TestCase):
         broadcast.recording = recording
         block = np.zeros(4800, dtype=np.float32)
         broadcast.on_output(block, block)
-        await deferToThreadPool(reactor, pool, broadcast.encoding.wait)
+        await broadcast.encoding.flushed(reactor)
         broadcast.encoders["denoised"].encode = lambda block: 1 / 0  # type: ignore[method-assign]
         broadcast.on_output(block, block)
-        await deferToThreadPool(reactor, pool, broadcast.encoding.wait)
+        await broadcast.encoding.flushed(reactor)
         self.assertEqual(broadcast.encoders, {})  # the next block starts fresh encoders at its position
         broadcast.on_output(block, block)
-        await deferToThreadPool(reactor, pool, broadcast.encoding.wait)
+        await broadcast.encoding.flushed(reactor)
         await aio(asyncio.sleep(0))
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
         self.assertEqual([p for p, _, _, _ in recording.writes], [0, 9600])

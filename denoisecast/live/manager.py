@@ -28,7 +28,6 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.task import LoopingCall
-from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
@@ -432,7 +431,7 @@ class LiveManager:
         await self._close_peer(broadcast.pc)
         if broadcast.encoding is not None:
             # Blocks still being encoded reach the recording before it closes.
-            await deferToThreadPool(self._reactor, self._encoding, broadcast.encoding.wait)
+            await broadcast.encoding.flushed(self._reactor)
         if broadcast.recording is not None:
             try:
                 await broadcast.recording.finish("complete")

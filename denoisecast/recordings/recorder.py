@@ -279,7 +279,7 @@ class Recorder:
         """
         Fires once every block queued for C{recording} is in its files.
         """
-        return deferToThreadPool(self.reactor, self.pool, recording._jobs.wait)
+        return recording._jobs.flushed(self.reactor)
 
     async def repair(self) -> int:
         """
