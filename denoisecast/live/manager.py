@@ -40,9 +40,8 @@ from denoisecast.live.seam import aio
 from denoisecast.live.sockets import drain_on_read
 from denoisecast.logs import logger
 from denoisecast.presence import PresenceHub
+from denoisecast.protocols.messages import SIGNALS
 from denoisecast.storage.store import Store, User
-
-SIGNALS = ("denoised", "raw")
 
 #: Threads that encode broadcasts' Opus (each broadcast's blocks in order).
 ENCODING_THREADS = 2
