@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from denoisecast import __version__
+from denoisecast.protocols.messages import MAX_SDP, SIGNALS
 from denoisecast.web.resource import ApiCall, Response, Route
 
 JSON = "application/json"
@@ -97,20 +98,20 @@ SCHEMAS: dict[str, Any] = {
             "listeners": {"type": "integer", "minimum": 0},
         },
     },
-    "Offer": closed_object(sdp={"type": "string", "maxLength": 32768, "description": "A WebRTC offer (SDP) that sends audio."}),
+    "Offer": closed_object(sdp={"type": "string", "maxLength": MAX_SDP, "description": "A WebRTC offer (SDP) that sends audio."}),
     "ListenOffer": {
         "type": "object",
         "required": ["sdp"],
         "additionalProperties": False,
         "properties": {
-            "sdp": {"type": "string", "maxLength": 32768, "description": "A WebRTC offer (SDP) that receives audio."},
-            "signal": {"enum": ["denoised", "raw"], "default": "denoised"},
+            "sdp": {"type": "string", "maxLength": MAX_SDP, "description": "A WebRTC offer (SDP) that receives audio."},
+            "signal": {"enum": list(SIGNALS), "default": "denoised"},
         },
     },
     "PublishAnswer": closed_object(sdp={"type": "string"}, stream={"$ref": "#/components/schemas/StreamStatus"}),
     "ListenAnswer": closed_object(
         sdp={"type": "string"},
-        signal={"enum": ["denoised", "raw"]},
+        signal={"enum": list(SIGNALS)},
         stream={"$ref": "#/components/schemas/StreamStatus"},
     ),
     "Error": {
