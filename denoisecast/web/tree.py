@@ -53,9 +53,10 @@ def build_site(root: Resource, metrics: HttpMetrics, max_body_bytes: int) -> Sit
 
 def static_directory() -> Path:
     """
-    The checkout's ``static/`` directory, beside the package.
+    The browser app's files, inside the package so that an installed wheel
+    carries them as well as the checkout does.
     """
-    return Path(__file__).resolve().parent.parent.parent / "static"
+    return Path(__file__).resolve().parent.parent / "static"
 
 
 __all__: Sequence[str] = ["build_root", "build_site", "static_directory"]
