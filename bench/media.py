@@ -118,7 +118,7 @@ def make_source(clicks: list[float]) -> Any:
     import numpy as np
     from aiortc.mediastreams import MediaStreamTrack
 
-    from denoisecast.dsp.opus import OpusStream
+    from denoisecast.audio.opus import OpusStream
 
     per_second = CLICK_FRAMES
     rng = np.random.default_rng(1)

@@ -12,7 +12,7 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection
 from twisted.trial.unittest import TestCase
 
-from denoisecast.dsp.opus import OpusStream
+from denoisecast.audio.opus import OpusStream
 from denoisecast.live.media import QUEUE_PACKETS, PacketTrack, shorten_receive_buffer
 from denoisecast.live.seam import aio
 
@@ -87,7 +87,7 @@ class MediaTests(TestCase):
         from aiortc.rtcrtpparameters import RTCRtpCodecParameters
         from aiortc.rtcrtpreceiver import RemoteStreamTrack
 
-        from denoisecast.dsp.opus import OpusStream
+        from denoisecast.audio.opus import OpusStream
         from denoisecast.live.media import InlineDecoder, decode_on_the_loop
 
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -119,7 +119,7 @@ class MediaTests(TestCase):
         from aiortc.rtcrtpparameters import RTCRtpCodecParameters
         from aiortc.rtcrtpreceiver import RemoteStreamTrack
 
-        from denoisecast.dsp.opus import OpusStream
+        from denoisecast.audio.opus import OpusStream
         from denoisecast.live.media import decode_on_the_loop
 
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from twisted.trial.unittest import TestCase
 
-from denoisecast.dsp.opus import OpusStream
+from denoisecast.audio.opus import OpusStream
 from denoisecast.recordings.files import decode, recorded_duration
 from denoisecast.recordings.recorder import Recorder
 from tests.support import RunningServer, start_server

@@ -15,8 +15,8 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from denoisecast.config import Config
-from denoisecast.dsp.engine import DenoiseEngine
-from denoisecast.dsp.scheduler import DenoiseScheduler, SchedulerSettings
+from denoisecast.model.engine import DenoiseEngine
+from denoisecast.denoise.scheduler import DenoiseScheduler, SchedulerSettings
 from denoisecast.server import DenoiseCastServer
 from denoisecast.service import make_service
 from tests.support import cheap_hasher, sqlite_url

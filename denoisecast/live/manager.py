@@ -31,7 +31,7 @@ from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from denoisecast.dsp.opus import OpusStream
+from denoisecast.audio.opus import OpusStream
 from denoisecast.errors import bad_request, conflict, forbidden, not_found
 from denoisecast.jobs import SerialJobs
 from denoisecast.live.fanout import ListenerOutput, SharedPacket

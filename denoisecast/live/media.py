@@ -1,6 +1,6 @@
 """
 The media pieces of a broadcast around its shared Opus packets
-(``denoisecast.dsp.opus``): the send track that hands the pre-encoded
+(``denoisecast.audio.opus``): the send track that hands the pre-encoded
 packets to one listener's RTP sender, and the publisher's shorter receive
 buffer.
 
