@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from denoisecast.audio.opus import OpusStream
@@ -146,6 +147,36 @@ class MediaTests(TestCase):
         self.assertEqual(len(got), 20)
 
 
+    async def test_a_receiver_without_a_track_queue_drops_frames_and_says_so(self) -> None:
+        """
+        If aiortc's receiver has no track with a frame queue where one is
+        expected, frames that do not go to the sink are dropped with one
+        warning instead of an AttributeError on the event loop, and the
+        end of the receiver still lets aiortc's idle thread go.
+        """
+        from aiortc.jitterbuffer import JitterFrame
+        from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+        from denoisecast.live.media import decode_on_the_loop
+
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.addCleanup(lambda: aio(pc.close()))
+        receiver = pc.addTransceiver("audio", direction="recvonly").receiver
+        inline = decode_on_the_loop(receiver)
+        assert inline is not None
+        receiver._track = None
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        pcmu = RTCRtpCodecParameters(mimeType="audio/PCMU", clockRate=8000, channels=1, payloadType=0)
+        for i in range(3):
+            inline.put((pcmu, JitterFrame(data=bytes(160), timestamp=i * 160)))
+        warnings = [e for e in events if "no frame queue" in e.get("log_format", "")]
+        self.assertEqual(len(warnings), 1)
+        inline.put(None)
+        self.assertIsNone(inline.get())
+
+
 class DirectSendingTests(TestCase):
     """
     A listener's packets sent directly (``ListenerOutput``) to a real aiortc
@@ -227,6 +258,46 @@ class DirectSendingTests(TestCase):
         self.patch(transport, "get_write_buffer_size", lambda: MAX_QUEUED_BYTES + 1)
         output.send(packets)
         self.assertEqual((len(sent), output.late), (len(packets), len(packets)))
+
+    async def test_sends_through_a_turn_relay_are_held_and_their_errors_logged(self) -> None:
+        """
+        A relayed pair has only a coroutine to send with: every send is
+        held until it is done (none collected half-way), and a failed one
+        is logged instead of vanishing as an unretrieved task exception.
+        """
+        from denoisecast.live.fanout import SharedPacket
+
+        output, _, server = await self.connected_pair()
+        pair = server.getSenders()[0].transport.transport._connection._nominated[1]
+
+        class Relay:
+            transport = None
+
+            def __init__(self) -> None:
+                self.sent: list[bytes] = []
+
+            async def send_data(self, data: bytes, address: tuple[str, int]) -> None:
+                await asyncio.sleep(0)
+                if len(self.sent) == 2:
+                    raise ConnectionError("relay gone")
+                self.sent.append(data)
+
+        relay = Relay()
+        self.patch(pair, "protocol", relay)
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        packets = [SharedPacket.of(p) for p in OpusStream(0).encode(np.zeros(4800, dtype=np.float32))]
+        output.send(packets)
+        self.assertEqual(len(output._relayed), len(packets))
+        for _ in range(100):
+            if not output._relayed:
+                break
+            await aio(asyncio.sleep(0.01))
+        self.assertEqual(output._relayed, set())
+        self.assertEqual(len(relay.sent), 2)
+        failed = [e for e in events if "through TURN failed" in e.get("log_format", "")]
+        self.assertEqual(len(failed), len(packets) - 2)
 
     async def test_changed_transport_internals_fall_back_to_aiortc(self) -> None:
         """

@@ -86,6 +86,9 @@ class ListenerOutput:
         self._header: bytearray | None = None
         self._sequence = 0
         self._origin = 0
+        #: Sends through a TURN relay still running: held, so none is
+        #: collected half-way, and their errors are logged.
+        self._relayed: set[asyncio.Future[None]] = set()
 
     @property
     def late(self) -> int:
@@ -158,7 +161,9 @@ class ListenerOutput:
         else:  # a TURN relay wraps each datagram; it has only the coroutine
 
             def sendto(data: bytes, address: tuple[str, int]) -> None:
-                asyncio.ensure_future(protocol.send_data(data, address))
+                sending = asyncio.ensure_future(protocol.send_data(data, address))
+                self._relayed.add(sending)
+                sending.add_done_callback(self._relayed_sent)
 
         sequence, octets = self._sequence, 0
         timestamp = 0
@@ -175,6 +180,11 @@ class ListenerOutput:
         setattr(sender, rtp, timestamp)
         setattr(sender, octet_count, getattr(sender, octet_count) + octets)
         setattr(sender, packet_count, getattr(sender, packet_count) + len(packets))
+
+    def _relayed_sent(self, sending: "asyncio.Future[None]") -> None:
+        self._relayed.discard(sending)
+        if not sending.cancelled() and sending.exception() is not None:
+            self.log.warn("Sending to a listener through TURN failed: {error!r}", error=sending.exception())
 
     def stop(self) -> None:
         self.track.stop()

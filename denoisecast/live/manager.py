@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import av
 import numpy as np
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.task import LoopingCall
@@ -176,7 +176,6 @@ class LiveManager:
         clock: Callable[[], datetime],
         reactor: Any,
         silence_timeout: float,
-        ice_servers: list[dict[str, Any]] | None = None,
         recorder: Any = None,
     ) -> None:
         self._recorder = recorder
@@ -187,7 +186,6 @@ class LiveManager:
         self._scheduler = scheduler
         self._now = clock
         self._silence_timeout = silence_timeout
-        self._ice = ice_servers or []
         self.broadcasts: dict[int, Broadcast] = {}
         self._starting: set[int] = set()
         self._peers: set[RTCPeerConnection] = set()
@@ -249,10 +247,9 @@ class LiveManager:
     # peer connections ----------------------------------------------------------
 
     def _new_peer(self, on_gone: Callable[[], None]) -> RTCPeerConnection:
-        servers = [RTCIceServer(**server) for server in self._ice]
-        # Explicitly empty by default: aiortc would otherwise ask a public
-        # STUN server, which a self-hosted server must not do unasked.
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
+        # Explicitly empty: aiortc would otherwise ask a public STUN server,
+        # which a self-hosted server must not do unasked.
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self._peers.add(pc)
 
         @pc.on("connectionstatechange")

@@ -22,6 +22,8 @@ from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
+from denoisecast.logs import logger
+
 #: Packets a listener may fall behind before the oldest is dropped (1 s).
 QUEUE_PACKETS = 50
 
@@ -78,6 +80,8 @@ class InlineDecoder:
     8 kHz) still go through the track, whose reader resamples them.
     """
 
+    log = logger()
+
     def __init__(self, receiver: RTCRtpReceiver) -> None:
         self._receiver = receiver
         self._decoder: Any = None
@@ -86,16 +90,35 @@ class InlineDecoder:
         #: Receives each decoded 20 ms of Opus as 48 kHz mono int16, on the reactor thread.
         self.sink: Callable[[npt.NDArray[np.int16]], None] | None = None
         self._mono: Any = None
+        self._no_queue_logged = False
+
+    def _track_queue(self) -> "asyncio.Queue[Any] | None":
+        """
+        The frame queue of the receiver's track (aiortc's private state,
+        made when an offer with audio arrives); None, said once, if it is
+        not what this expects.
+        """
+        frames = getattr(getattr(self._receiver, "_track", None), "_queue", None)
+        if isinstance(frames, asyncio.Queue):
+            return frames
+        if not self._no_queue_logged:
+            self._no_queue_logged = True
+            self.log.warn("aiortc's receiver track has no frame queue; frames not sent to the sink are dropped")
+        return None
 
     def put(self, task: Any) -> None:
-        queue: asyncio.Queue[Any] = self._receiver._track._queue  # type: ignore[union-attr]
         if task is None:
-            queue.put_nowait(None)  # the track ends
             self._stopped.set()
+            ending = self._track_queue()
+            if ending is not None:
+                ending.put_nowait(None)  # the track ends
             return
         codec, encoded_frame = task
         if self.sink is not None and codec.name == "opus":
             self._to_sink(encoded_frame.data)
+            return
+        queue = self._track_queue()
+        if queue is None:
             return
         if codec.name != self._codec_name:
             self._decoder, self._codec_name = get_decoder(codec), codec.name
