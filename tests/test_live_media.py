@@ -14,8 +14,8 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from denoisecast.audio.opus import OpusStream
-from denoisecast.live.media import QUEUE_PACKETS, PacketTrack, shorten_receive_buffer
-from denoisecast.live.seam import aio
+from denoisecast.live.rtc.media import QUEUE_PACKETS, PacketTrack, shorten_receive_buffer
+from denoisecast.live.rtc.seam import aio
 
 
 class MediaTests(TestCase):
@@ -64,7 +64,7 @@ class MediaTests(TestCase):
         from aiortc.jitterbuffer import JitterBuffer
         from aiortc.rtp import RtpPacket
 
-        from denoisecast.live.media import RECEIVE_PREFETCH
+        from denoisecast.live.rtc.media import RECEIVE_PREFETCH
 
         self.assertEqual(RECEIVE_PREFETCH, 1)
         buffer = JitterBuffer(capacity=16, prefetch=RECEIVE_PREFETCH)
@@ -89,7 +89,7 @@ class MediaTests(TestCase):
         from aiortc.rtcrtpreceiver import RemoteStreamTrack
 
         from denoisecast.audio.opus import OpusStream
-        from denoisecast.live.media import InlineDecoder, decode_on_the_loop
+        from denoisecast.live.rtc.media import InlineDecoder, decode_on_the_loop
 
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.addCleanup(lambda: aio(pc.close()))
@@ -121,7 +121,7 @@ class MediaTests(TestCase):
         from aiortc.rtcrtpreceiver import RemoteStreamTrack
 
         from denoisecast.audio.opus import OpusStream
-        from denoisecast.live.media import decode_on_the_loop
+        from denoisecast.live.rtc.media import decode_on_the_loop
 
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.addCleanup(lambda: aio(pc.close()))
@@ -157,7 +157,7 @@ class MediaTests(TestCase):
         from aiortc.jitterbuffer import JitterFrame
         from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-        from denoisecast.live.media import decode_on_the_loop
+        from denoisecast.live.rtc.media import decode_on_the_loop
 
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.addCleanup(lambda: aio(pc.close()))
@@ -187,7 +187,7 @@ class DirectSendingTests(TestCase):
     async def connected_pair(self) -> tuple[Any, Any, Any]:
         from twisted.internet.defer import Deferred
 
-        from denoisecast.live.fanout import ListenerOutput
+        from denoisecast.live.rtc.fanout import ListenerOutput
 
         server = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -212,7 +212,7 @@ class DirectSendingTests(TestCase):
         return output, remote, server
 
     async def test_listener_decodes_what_is_sent_directly(self) -> None:
-        from denoisecast.live.fanout import SharedPacket
+        from denoisecast.live.rtc.fanout import SharedPacket
 
         output, remote, server = await self.connected_pair()
         self.assertTrue(output.direct)
@@ -245,7 +245,7 @@ class DirectSendingTests(TestCase):
         When a listener's socket has more than MAX_QUEUED_BYTES waiting,
         its packets are dropped and counted, not queued without bound.
         """
-        from denoisecast.live.fanout import MAX_QUEUED_BYTES, SharedPacket
+        from denoisecast.live.rtc.fanout import MAX_QUEUED_BYTES, SharedPacket
 
         output, _, server = await self.connected_pair()
         pair = server.getSenders()[0].transport.transport._connection._nominated[1]
@@ -265,7 +265,7 @@ class DirectSendingTests(TestCase):
         held until it is done (none collected half-way), and a failed one
         is logged instead of vanishing as an unretrieved task exception.
         """
-        from denoisecast.live.fanout import SharedPacket
+        from denoisecast.live.rtc.fanout import SharedPacket
 
         output, _, server = await self.connected_pair()
         pair = server.getSenders()[0].transport.transport._connection._nominated[1]
@@ -305,7 +305,7 @@ class DirectSendingTests(TestCase):
         listener's packets go to aiortc's own sender instead (logged once),
         rather than failing every delivery.
         """
-        from denoisecast.live.fanout import SharedPacket
+        from denoisecast.live.rtc.fanout import SharedPacket
 
         output, remote, server = await self.connected_pair()
         dtls = server.getSenders()[0].transport
@@ -322,7 +322,7 @@ class DirectSendingTests(TestCase):
         self.assertEqual(frame.sample_rate, 48000)
 
     def test_without_aiortc_internals_packets_go_through_aiortc(self) -> None:
-        from denoisecast.live.fanout import ListenerOutput, SharedPacket
+        from denoisecast.live.rtc.fanout import ListenerOutput, SharedPacket
 
         output = ListenerOutput()
         self.addCleanup(output.stop)
@@ -355,7 +355,7 @@ class BroadcastEncodingTests(TestCase):
         One encoder per signal: a recorded broadcast encodes both signals,
         and a listener gets the very packets the recording gets.
         """
-        from denoisecast.live.fanout import ListenerOutput
+        from denoisecast.live.rtc.fanout import ListenerOutput
 
         broadcast = self.broadcast()
         recording = FakeRecording()
@@ -390,7 +390,7 @@ class BroadcastEncodingTests(TestCase):
         from twisted.python.threadpool import ThreadPool
 
         from denoisecast.jobs import SerialJobs
-        from denoisecast.live.fanout import ListenerOutput
+        from denoisecast.live.rtc.fanout import ListenerOutput
 
         pool = ThreadPool(minthreads=0, maxthreads=2, name="test-opus")
         pool.start()

@@ -34,10 +34,10 @@ from twisted.python.threadpool import ThreadPool
 from denoisecast.audio.opus import OpusStream
 from denoisecast.errors import bad_request, conflict, forbidden, not_found
 from denoisecast.jobs import SerialJobs
-from denoisecast.live.fanout import ListenerOutput, SharedPacket
-from denoisecast.live.media import decode_on_the_loop, shorten_receive_buffer
-from denoisecast.live.seam import aio
-from denoisecast.live.sockets import drain_on_read
+from denoisecast.live.rtc.fanout import ListenerOutput, SharedPacket
+from denoisecast.live.rtc.media import decode_on_the_loop, shorten_receive_buffer
+from denoisecast.live.rtc.seam import aio
+from denoisecast.live.rtc.sockets import drain_on_read
 from denoisecast.logs import logger
 from denoisecast.presence import PresenceHub
 from denoisecast.protocols.messages import SIGNALS

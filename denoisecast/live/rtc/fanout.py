@@ -33,7 +33,7 @@ from aiortc.rtcrtpparameters import RTCRtpSendParameters
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
-from denoisecast.live.media import PacketTrack
+from denoisecast.live.rtc.media import PacketTrack
 from denoisecast.logs import logger
 
 #: Bytes a listener's socket may have queued (in asyncio's transport, the
