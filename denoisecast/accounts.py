@@ -13,7 +13,7 @@ import hashlib
 import re
 import secrets
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from argon2 import PasswordHasher
@@ -183,4 +183,4 @@ class Accounts:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

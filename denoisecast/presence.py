@@ -122,7 +122,7 @@ class PresenceHub:
         Push C{user_id}'s status to every online friend of theirs.
         """
         message = {"v": 1, "type": "friend", "friend": self.status(user_id)}
-        for other_id, other in self._online.items():
+        for other in self._online.values():
             if user_id in other.friends:
                 self._send_all(other, message)
 

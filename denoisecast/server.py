@@ -205,7 +205,8 @@ class DenoiseCastServer:
 
     @cached_property
     def site(self) -> Site:
-        self.live_metrics
+        # The live metrics register their collectors when built: build them with the site.
+        _ = self.live_metrics
         root = build_root(
             self.api,
             static_directory(),

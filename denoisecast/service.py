@@ -20,7 +20,7 @@ from typing import Any
 from twisted.application import strports
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred, succeed
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
@@ -172,11 +172,11 @@ class AfterReady(InOrder):
         self.log.failure("Cannot prepare the database; stopping", failure)
         self._reactor.stop()
 
-    def stopService(self) -> Deferred[None] | None:
+    def stopService(self) -> Deferred[None]:
         # A stop before the start condition fired must keep the children from starting later.
         self._stopping = True
         if not self.running:
-            return None
+            return succeed(None)
         return InOrder.stopService(self)
 
 

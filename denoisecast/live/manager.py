@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import av
 import numpy as np
@@ -112,7 +112,7 @@ class Broadcast:
         blocks = {
             signal: block
             for signal, block in (("denoised", output), ("raw", raw))
-            if recording is not None or any(l.signal == signal for l in self.listeners.values())
+            if recording is not None or any(listener.signal == signal for listener in self.listeners.values())
         }
         position, samples = self.position, len(output)
         self.position += samples
@@ -200,7 +200,7 @@ class LiveManager:
     @property
     def packets_dropped(self) -> int:
         return self._dropped_before + sum(
-            l.output.late for b in self.broadcasts.values() for l in b.listeners.values()
+            listener.output.late for b in self.broadcasts.values() for listener in b.listeners.values()
         )
 
     # lifecycle -----------------------------------------------------------------
@@ -393,7 +393,7 @@ class LiveManager:
         try:
             while True:
                 frame = await track.recv()
-                for out in resampler.resample(frame):
+                for out in resampler.resample(cast(av.AudioFrame, frame)):  # an audio track's frames
                     broadcast.take_audio(out.to_ndarray().reshape(-1))
         except (MediaStreamError, asyncio.CancelledError):
             return

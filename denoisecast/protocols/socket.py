@@ -14,8 +14,9 @@ set on the factory.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from http.cookies import CookieError, SimpleCookie
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
@@ -132,7 +133,8 @@ Handler = Callable[[SignalingProtocol, dict[str, Any]], Awaitable[None]]
 
 
 class SignalingFactory(WebSocketServerFactory):
-    protocol = SignalingProtocol
+    # autobahn's factory is untyped, so mypy checks this against Twisted's Factory.protocol.
+    protocol = SignalingProtocol  # type: ignore[assignment]
     log = logger()
 
     def __init__(

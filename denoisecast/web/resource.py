@@ -207,6 +207,7 @@ class JsonApi(Resource):
         csrf_token(request)
         try:
             route, params = self._find(request)
+            # The route label rides on the request for the HTTP metrics; Request does not declare it.
             request.route = route.template  # type: ignore[attr-defined]
             call = ApiCall(request, params)
             if request.method not in SAFE_METHODS:
