@@ -40,7 +40,7 @@ from denoisecast.live.rtc.seam import aio
 from denoisecast.live.rtc.sockets import drain_on_read
 from denoisecast.logs import logger
 from denoisecast.presence import PresenceHub
-from denoisecast.protocols.messages import SIGNALS
+from denoisecast.protocols.messages import SIGNALS, server_message
 from denoisecast.storage.store import Store, User
 
 #: Threads that encode broadcasts' Opus (each broadcast's blocks in order).
@@ -350,7 +350,7 @@ class LiveManager:
         await self._record(broadcast)
         self.log.info("{user} is live (stream {stream})", user=user["username"], stream=broadcast.stream_id)
         self._changed(me)
-        return {"type": "answer", "role": "publish", "sdp": answer, "stream": self.public_status(broadcast)}
+        return server_message("answer", role="publish", sdp=answer, stream=self.public_status(broadcast))
 
     async def _record(self, broadcast: Broadcast) -> None:
         """
@@ -365,9 +365,7 @@ class LiveManager:
         def not_recording(reason: str) -> None:
             # The broadcast goes on; its owner learns it is no longer recorded.
             if broadcast.connection is not None:
-                broadcast.connection.send_message(
-                    {"v": 1, "type": "recording", "recording": False, "reason": reason}
-                )
+                broadcast.connection.send_message(server_message("recording", recording=False, reason=reason))
 
         try:
             broadcast.recording = await self._recorder.start(
@@ -405,7 +403,7 @@ class LiveManager:
         if user["id"] not in self.broadcasts:
             raise not_found("not_live", "You are not live.")
         await self._end(user["id"], reason)
-        return {"type": "stopped"}
+        return server_message("stopped")
 
     async def _end(self, user_id: int, reason: str) -> None:
         broadcast = self.broadcasts.pop(user_id, None)
@@ -421,7 +419,7 @@ class LiveManager:
             await self._drop_listener(broadcast, listener, reason="ended")
         if broadcast.connection is not None:
             broadcast.connection.send_message(
-                {"v": 1, "type": "ended", "role": "publish", "user": broadcast.user["username"], "reason": reason}
+                server_message("ended", role="publish", user=broadcast.user["username"], reason=reason)
             )
         self._changed(user_id)
         await self._close_peer(broadcast.pc)
@@ -456,7 +454,7 @@ class LiveManager:
             if broadcast.recording is not None:
                 broadcast.recording.note(broadcast.denoise, broadcast.atten_lim_db)
             self._changed(me)
-        return {"type": "denoise", "enabled": prefs["denoise"], "atten_lim_db": prefs["atten_lim_db"]}
+        return server_message("denoise", enabled=prefs["denoise"], atten_lim_db=prefs["atten_lim_db"])
 
     # listening -----------------------------------------------------------------
 
@@ -501,10 +499,10 @@ class LiveManager:
         holder["l"] = listener
         broadcast.listeners[me] = listener
         self._listeners_changed(broadcast)
-        return {
-            "type": "answer", "role": "listen", "user": broadcast.user["username"],
-            "sdp": answer, "signal": signal, "stream": self.public_status(broadcast),
-        }
+        return server_message(
+            "answer", role="listen", user=broadcast.user["username"],
+            sdp=answer, signal=signal, stream=self.public_status(broadcast),
+        )
 
     def set_signal(self, user: User, username: str, signal: str) -> dict[str, Any]:
         for broadcast in self.broadcasts.values():
@@ -512,7 +510,7 @@ class LiveManager:
                 listener = broadcast.listeners.get(user["id"])
                 if listener is not None:
                     listener.signal = signal
-                    return {"type": "signal", "user": broadcast.user["username"], "signal": signal}
+                    return server_message("signal", user=broadcast.user["username"], signal=signal)
         raise not_found("not_listening", f"You are not listening to {username}.")
 
     async def unlisten(self, user: User, username: str) -> dict[str, Any]:
@@ -521,7 +519,7 @@ class LiveManager:
                 listener = broadcast.listeners.get(user["id"])
                 if listener is not None:
                     await self._drop_listener(broadcast, listener, reason="unlistened")
-                    return {"type": "unlistened", "user": broadcast.user["username"]}
+                    return server_message("unlistened", user=broadcast.user["username"])
         raise not_found("not_listening", f"You are not listening to {username}.")
 
     async def _drop_listener(self, broadcast: Broadcast, listener: Listener, reason: str) -> None:
@@ -533,15 +531,13 @@ class LiveManager:
         listener.output.track.late = 0
         if listener.connection is not None and reason != "unlistened":
             listener.connection.send_message(
-                {"v": 1, "type": "ended", "role": "listen", "user": broadcast.user["username"], "reason": reason}
+                server_message("ended", role="listen", user=broadcast.user["username"], reason=reason)
             )
         await self._close_peer(listener.pc)
 
     def _listeners_changed(self, broadcast: Broadcast) -> None:
         if broadcast.connection is not None:
-            broadcast.connection.send_message(
-                {"v": 1, "type": "listeners", "count": len(broadcast.listeners)}
-            )
+            broadcast.connection.send_message(server_message("listeners", count=len(broadcast.listeners)))
         if self.broadcasts.get(broadcast.user["id"]) is broadcast:
             self._changed(broadcast.user["id"])
 

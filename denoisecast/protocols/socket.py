@@ -165,12 +165,7 @@ class SignalingFactory(WebSocketServerFactory):
         assert user is not None
         self.connections.add(connection)
         connection.send_message(
-            {
-                "v": messages.VERSION,
-                "type": "hello",
-                "user": user["username"],
-                "ice_servers": self.ice_servers(user),
-            }
+            messages.server_message("hello", user=user["username"], ice_servers=self.ice_servers(user))
         )
         ensureDeferred(self.presence.connect(user, connection)).addErrback(
             lambda failure: self.log.failure("Presence snapshot failed", failure)
@@ -192,7 +187,7 @@ class SignalingFactory(WebSocketServerFactory):
         ref = message.get("id")
         reply: dict[str, Any] | None
         if kind == "ping":
-            reply = {"type": "pong"}
+            reply = messages.server_message("pong")
         elif kind == "publish":
             reply = await self.live.publish(user, connection, message["sdp"])
         elif kind == "stop":
@@ -210,7 +205,7 @@ class SignalingFactory(WebSocketServerFactory):
         else:  # pragma: no cover - parse() admits only the types above
             raise AssertionError(kind)
         if reply is not None:
-            reply = {"v": messages.VERSION, **reply}
+            reply = {**reply}  # a copy: the id is this connection's
             if ref is not None:
                 reply["id"] = ref
             connection.send_message(reply)
