@@ -25,6 +25,7 @@ from denoisecast.background import at_low_priority
 from denoisecast.config import Config
 from denoisecast.denoise.scheduler import DenoiseScheduler, SchedulerSettings
 from denoisecast.friends import Friends
+from denoisecast.handlers.access import Access
 from denoisecast.live.ice import ice_servers_for
 from denoisecast.live.manager import LiveManager
 from denoisecast.live.metrics import LiveMetrics
@@ -95,6 +96,10 @@ class DenoiseCastServer:
     @cached_property
     def store(self) -> Store:
         return Store(self.database)
+
+    @cached_property
+    def access(self) -> Access:
+        return Access(self.store)
 
     @cached_property
     def accounts(self) -> Accounts:
@@ -171,6 +176,7 @@ class DenoiseCastServer:
             self.reactor,
             self.config.silence_timeout,
             recorder=self.recorder,
+            access=self.access,
         )
         self.friends.observers.append(manager.friendship_changed)
         return manager
@@ -195,7 +201,7 @@ class DenoiseCastServer:
             *HealthRoutes(self.store).routes(),
             *AuthRoutes(self.accounts).routes(),
             *FriendRoutes(self.friends).routes(),
-            *StreamRoutes(self.store, self.live).routes(),
+            *StreamRoutes(self.access, self.live).routes(),
             *RecordingRoutes(self.recordings).routes(),
         ]
 

@@ -33,6 +33,7 @@ from twisted.python.threadpool import ThreadPool
 
 from denoisecast.audio.opus import OpusStream
 from denoisecast.errors import bad_request, conflict, forbidden, not_found
+from denoisecast.handlers.access import Access
 from denoisecast.jobs import SerialJobs
 from denoisecast.live.rtc.fanout import ListenerOutput, SharedPacket
 from denoisecast.live.rtc.media import decode_on_the_loop, shorten_receive_buffer
@@ -177,11 +178,13 @@ class LiveManager:
         reactor: Any,
         silence_timeout: float,
         recorder: Any = None,
+        access: Access | None = None,
     ) -> None:
         self._recorder = recorder
         self._reactor = reactor
         self._encoding = ThreadPool(minthreads=0, maxthreads=ENCODING_THREADS, name="denoisecast-opus")
         self._store = store
+        self._access = access or Access(store)
         self._presence = presence
         self._scheduler = scheduler
         self._now = clock
@@ -459,9 +462,9 @@ class LiveManager:
     # listening -----------------------------------------------------------------
 
     async def _friend_broadcast(self, user: User, username: str) -> Broadcast:
-        other = await self._store.get_user_by_name(username)
+        other = await self._access.listenable(user, username)
         # Unknown users and non-friends get the same answer: nothing leaks.
-        if other is None or not await self._store.are_friends(user["id"], other["id"]):
+        if other is None:
             raise forbidden("not_friends", "Only friends can listen.")
         broadcast = self.broadcasts.get(other["id"])
         if broadcast is None:

@@ -392,7 +392,8 @@ def _recording(row: Any) -> dict[str, Any]:
 
 def _visible_to(viewer: int) -> Any:
     """
-    Recordings the viewer may see: their own and their friends'.
+    Recordings the viewer may see: their own and their friends' -- the SQL
+    form of L{denoisecast.handlers.access.can_see}, which tests hold equal.
     """
     friend = select(1).where(_friendship_between(viewer, recordings.c.user_id)).exists()
     return or_(recordings.c.user_id == viewer, friend)
