@@ -27,7 +27,8 @@ from denoisecast.logs import logger
 from denoisecast.presence import PresenceHub
 from denoisecast.protocols import messages
 from denoisecast.storage.store import User
-from denoisecast.web.resource import SESSION_COOKIE, dump_json
+from denoisecast.web.resource import dump_json
+from denoisecast.web.sameorigin import SESSION_COOKIE, origin_allowed, session_token
 
 if TYPE_CHECKING:
     from denoisecast.live.manager import LiveManager
@@ -55,17 +56,15 @@ class SignalingProtocol(WebSocketServerProtocol):
     _last = 0.0
 
     async def _authorise(self, request: ConnectionRequest) -> None:
-        origin = request.headers.get("origin", "")
-        host = request.headers.get("host", "")
-        if origin not in (f"http://{host}", f"https://{host}"):
+        if not origin_allowed(request.headers.get("origin"), request.headers.get("host", ""), required=True):
             raise ConnectionDeny(403, "Cross-origin WebSocket connections are not allowed.")
         try:
             cookies = SimpleCookie(request.headers.get("cookie", ""))
         except CookieError:
             cookies = SimpleCookie()
         morsel = cookies.get(SESSION_COOKIE.decode())
-        token = morsel.value if morsel is not None else ""
-        user = await self.factory.authenticate(token) if 0 < len(token) <= 128 else None
+        token = session_token(morsel.value if morsel is not None else None)
+        user = await self.factory.authenticate(token) if token is not None else None
         if user is None:
             raise ConnectionDeny(401, "Log in first.")
         self.user = user

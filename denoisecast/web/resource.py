@@ -31,8 +31,8 @@ from denoisecast.logs import logger
 from denoisecast.storage.store import User
 from denoisecast.web.parse import Field, parse_json_object
 from denoisecast.web.ranges import serve_file
+from denoisecast.web.sameorigin import SESSION_COOKIE, origin_allowed, session_token
 
-SESSION_COOKIE = b"dc_session"
 CSRF_COOKIE = b"dc_csrf"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = {b"GET", b"HEAD", b"OPTIONS"}
@@ -139,12 +139,7 @@ def csrf_token(request: Request) -> str:
 
 
 def _check_origin(request: Request) -> None:
-    origin = request.getHeader("origin")
-    if origin is None:
-        return
-    host = request.getHeader("host") or ""
-    scheme = "https" if request.isSecure() else "http"
-    if origin != f"{scheme}://{host}":
+    if not origin_allowed(request.getHeader("origin"), request.getHeader("host") or "", required=False):
         raise forbidden("bad_origin", "Cross-origin requests are not allowed.")
 
 
@@ -214,11 +209,11 @@ class JsonApi(Resource):
                 _check_origin(request)
                 _check_csrf(request)
             if route.auth:
-                token = request.getCookie(SESSION_COOKIE)
+                token = session_token(request.getCookie(SESSION_COOKIE))
                 user = None
-                if token and len(token) <= 128:
-                    call.session_token = token.decode("ascii", "replace")
-                    user = await self._authenticate(call.session_token)
+                if token is not None:
+                    call.session_token = token
+                    user = await self._authenticate(token)
                 if user is None:
                     raise unauthenticated()
                 call.user = user
