@@ -11,8 +11,6 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-#: The internal sample rate of every stream.
-SAMPLE_RATE = 48_000
 #: One analysis hop of the denoiser: 10 ms at 48 kHz.
 HOP_SAMPLES = 480
 #: One decoded WebRTC (Opus) frame: 20 ms at 48 kHz.

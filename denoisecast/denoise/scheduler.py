@@ -40,7 +40,7 @@ from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
-from denoisecast.audio.resample import SAMPLE_RATE
+from denoisecast.audio import SAMPLE_RATE
 from denoisecast.audio.ringbuffer import COMPILED, HOP_SAMPLES
 from denoisecast.config import (
     DEFAULT_DENOISE_CHUNK_SECONDS,
