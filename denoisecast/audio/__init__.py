@@ -8,3 +8,5 @@ encoding and audio-file I/O.  Used by ``denoise/``, ``live/`` and
 #: The one sample rate of the live path, the recordings and the model:
 #: every stream is converted to it at the edge (``resample``).
 SAMPLE_RATE = 48_000
+#: One analysis hop of the denoiser: 10 ms.
+HOP_SAMPLES = SAMPLE_RATE // 100
