@@ -198,3 +198,71 @@ class RoutingTests(TestCase):
         self.assertEqual((reply.status, reply.error_code), (500, "internal_error"))
         self.assertNotIn("secret", json.dumps(reply.body))
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+LONE_SURROGATE = "\ud800"
+
+
+def surrogate_body(body: dict[str, str]) -> bytes:
+    """
+    C{body} as JSON whose strings are escaped as ASCII, so a lone surrogate
+    travels as the six characters C{\\ud800}, as a hostile client sends it.
+    """
+    return json.dumps(body).encode("ascii")
+
+
+class LoneSurrogateTests(TestCase):
+    """
+    JSON lets a string hold a lone UTF-16 surrogate (C{"\\ud800"}), which is
+    not Unicode text: every field that carries one is a 400, never a 500.
+    """
+
+    timeout = 30
+
+    async def test_every_field_refused(self) -> None:
+        """
+        Register, login, friend request and password change, in each of their
+        string fields: 400 malformed_json naming the problem, and nothing is
+        created or changed.
+        """
+        running = await start_server(self)
+        alice = running.client()
+        await alice.register("alice")
+        json_type = {"Content-Type": "application/json"}
+        good = {
+            "/api/auth/register": {"username": "bob", "password": "correct horse"},
+            "/api/auth/login": {"username": "alice", "password": "correct horse"},
+            "/api/friends/requests": {"username": "alice"},
+            "/api/auth/password": {"current_password": "correct horse", "new_password": "new horse!"},
+        }
+        for path, body in good.items():
+            for field in body:
+                hostile = {**body, field: body[field] + LONE_SURROGATE}
+                reply = await alice.post(path, raw=surrogate_body(hostile), headers=json_type)
+                self.assertEqual((reply.status, reply.error_code), (400, "malformed_json"), (path, field))
+                assert_error_shape(self, reply)
+                self.assertIn("surrogate", reply.body["error"]["message"])
+        self.assertEqual(await user_count(running), 1)
+        self.assertEqual((await alice.get("/api/me")).status, 200)
+        self.assertEqual((await alice.login("alice")).status, 200)
+
+    async def test_websocket_listen_user(self) -> None:
+        """
+        A WebSocket message with a lone surrogate (here in C{listen.user}) is
+        answered with a bad_json error, and the connection stays usable.
+        """
+        from tests.test_presence import people
+        from tests.ws_support import connect_ws
+
+        running, c = await people(self)
+        alice = await connect_ws(self, running.base, c["alice"])
+        await alice.expect("presence")
+        alice.send(
+            json.dumps({"v": 1, "type": "listen", "user": "bob" + LONE_SURROGATE, "sdp": "v=0"})
+        )
+        reply = await alice.expect("error")
+        self.assertEqual((reply["code"], reply["status"]), ("bad_json", 400))
+        self.assertIn("surrogate", reply["message"])
+        self.assertEqual((await alice.request({"v": 1, "type": "ping"}))["type"], "pong")
+        self.assertEqual(self.flushLoggedErrors(), [])
+
