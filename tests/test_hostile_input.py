@@ -266,3 +266,35 @@ class LoneSurrogateTests(TestCase):
         self.assertEqual((await alice.request({"v": 1, "type": "ping"}))["type"], "pong")
         self.assertEqual(self.flushLoggedErrors(), [])
 
+
+class NonAsciiCookieTests(TestCase):
+    """
+    A session cookie that is not ASCII is simply not a session.
+    """
+
+    timeout = 30
+
+    async def test_authenticated_routes(self) -> None:
+        """
+        Authenticated API routes answer 401 unauthenticated, not 500.
+        """
+        running = await start_server(self)
+        client = running.client()
+        for cookie in ["dc_session=\u00e9t\u00e9", "dc_session=\u2603" * 3, "dc_session=a\u00ffb"]:
+            for path in ["/api/me", "/api/friends", "/api/recordings", "/api/friends/requests"]:
+                reply = await client.get(path, headers={"Cookie": cookie})
+                self.assertEqual((reply.status, reply.error_code), (401, "unauthenticated"), (cookie, path))
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    async def test_websocket(self) -> None:
+        """
+        The WebSocket handshake with a non-ASCII session cookie is refused
+        as not logged in, with nothing logged as a bug.
+        """
+        from tests.ws_support import connect_ws
+
+        running = await start_server(self)
+        with self.assertRaises(ConnectionError) as caught:
+            await connect_ws(self, running.base, None, cookie="dc_session=\u00e9t\u00e9")
+        self.assertIn("401", str(caught.exception))
+        self.assertEqual(self.flushLoggedErrors(), [])

@@ -26,7 +26,7 @@ from denoisecast.logs import logger
 from denoisecast.presence import PresenceHub
 from denoisecast.protocols import messages
 from denoisecast.storage.store import User
-from denoisecast.web.resource import SESSION_COOKIE, dump_json
+from denoisecast.web.resource import SESSION_COOKIE, dump_json, session_token
 
 if TYPE_CHECKING:
     from denoisecast.live.manager import LiveManager
@@ -63,8 +63,8 @@ class SignalingProtocol(WebSocketServerProtocol):
         except CookieError:
             cookies = SimpleCookie()
         morsel = cookies.get(SESSION_COOKIE.decode())
-        token = morsel.value if morsel is not None else ""
-        user = await self.factory.authenticate(token) if 0 < len(token) <= 128 else None
+        token = session_token(morsel.value if morsel is not None else None)
+        user = await self.factory.authenticate(token) if token is not None else None
         if user is None:
             raise ConnectionDeny(401, "Log in first.")
         self.user = user

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,9 @@ SESSION_COOKIE = b"dc_session"
 CSRF_COOKIE = b"dc_csrf"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = {b"GET", b"HEAD", b"OPTIONS"}
+
+#: What a session token can look like: visible ASCII, at most 128 characters.
+_SESSION_TOKEN = re.compile(r"[\x21-\x7e]{1,128}\Z")
 
 JsonValue = Any
 Response = tuple[int, JsonValue]
@@ -138,6 +142,24 @@ def csrf_token(request: Request) -> str:
     return token
 
 
+def session_token(value: bytes | str | None) -> str | None:
+    """
+    The session token in a cookie's value, or C{None} when it cannot be one.
+
+    Tokens are URL-safe base64; anything longer, empty or outside visible
+    ASCII (a hostile client can send any bytes in a Cookie header) is simply
+    not a session, rather than something that fails later when hashed.
+    """
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+    if not value or not _SESSION_TOKEN.match(value):
+        return None
+    return value
+
+
 def _check_origin(request: Request) -> None:
     origin = request.getHeader("origin")
     if origin is None:
@@ -213,11 +235,11 @@ class JsonApi(Resource):
                 _check_origin(request)
                 _check_csrf(request)
             if route.auth:
-                token = request.getCookie(SESSION_COOKIE)
+                token = session_token(request.getCookie(SESSION_COOKIE))
                 user = None
-                if token and len(token) <= 128:
-                    call.session_token = token.decode("ascii", "replace")
-                    user = await self._authenticate(call.session_token)
+                if token is not None:
+                    call.session_token = token
+                    user = await self._authenticate(token)
                 if user is None:
                     raise unauthenticated()
                 call.user = user
