@@ -492,6 +492,10 @@ PATHS.update(
         "/api/recordings/{id}/audio": {
             "get": {
                 "summary": "A track as Ogg/Opus, with HTTP Range and If-Range for seeking.",
+                "description": (
+                    "Up to 16 byte ranges; overlapping or nearly adjacent ranges are merged "
+                    "(RFC 9110), so no byte is sent twice."
+                ),
                 "parameters": [
                     RECORDING_ID,
                     {
