@@ -181,12 +181,14 @@ class DenoiseCastServer:
 
     @cached_property
     def signaling(self) -> SignalingFactory:
-        return SignalingFactory(
+        factory = SignalingFactory(
             self.accounts.user_for_token,
             self.presence,
             self.live,
             ice_servers_for(self.config, self.reactor.seconds),
         )
+        self.accounts.session_observers.append(factory.sessions_ended)
+        return factory
 
     @cached_property
     def routes(self) -> list[Route]:

@@ -38,6 +38,54 @@ class HandshakeTests(TestCase):
         self.assertFalse(running.server.presence.is_online(1))
 
 
+class SessionEndTests(TestCase):
+    timeout = 60
+
+    async def test_logout_closes_that_sessions_sockets(self) -> None:
+        """
+        Logging out closes the WebSockets opened with that session (close
+        code 4001), at once; the same user's other sessions keep theirs.
+        """
+        running, c = await people(self)
+        phone = running.client()
+        self.assertEqual((await phone.login("alice")).status, 200)
+        laptop_ws = await connect_ws(self, running.base, c["alice"])
+        second_tab = await connect_ws(self, running.base, c["alice"])
+        phone_ws = await connect_ws(self, running.base, phone)
+        await phone_ws.expect("presence")
+        self.assertEqual((await c["alice"].post("/api/auth/logout")).status, 204)
+        closed = await laptop_ws.factory.closed.addTimeout(5, reactor)
+        self.assertEqual(closed, 4001)
+        self.assertEqual(await second_tab.factory.closed.addTimeout(5, reactor), 4001)
+        self.assertEqual((await phone_ws.request({"v": 1, "type": "ping"}))["type"], "pong")
+        self.assertEqual(len(running.server.signaling.connections), 1)
+
+    async def test_password_change_closes_other_sessions_sockets(self) -> None:
+        """
+        A password change closes the sockets of every other session of the
+        user (4001); the socket of the session that changed it stays open,
+        and nobody else's is touched.
+        """
+        running, c = await people(self)
+        phone = running.client()
+        self.assertEqual((await phone.login("alice")).status, 200)
+        laptop_ws = await connect_ws(self, running.base, c["alice"])
+        phone_ws = await connect_ws(self, running.base, phone)
+        bob_ws = await connect_ws(self, running.base, c["bob"])
+        await bob_ws.expect("presence")
+        changed = await c["alice"].post(
+            "/api/auth/password",
+            {"current_password": "correct horse", "new_password": "new horse!"},
+        )
+        self.assertEqual(changed.status, 204)
+        self.assertEqual(await phone_ws.factory.closed.addTimeout(5, reactor), 4001)
+        self.assertEqual((await laptop_ws.request({"v": 1, "type": "ping"}))["type"], "pong")
+        self.assertEqual((await bob_ws.request({"v": 1, "type": "ping"}))["type"], "pong")
+        # The new session works for a new socket too.
+        again = await connect_ws(self, running.base, c["alice"])
+        self.assertEqual((await again.request({"v": 1, "type": "ping"}))["type"], "pong")
+
+
 class HostileInputTests(TestCase):
     timeout = 60
 

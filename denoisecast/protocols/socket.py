@@ -21,6 +21,7 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import ensureDeferred
 
+from denoisecast.accounts import EndedSessions, hash_token
 from denoisecast.errors import DenoiseCastError
 from denoisecast.logs import logger
 from denoisecast.presence import PresenceHub
@@ -40,6 +41,7 @@ RATE_PER_SECOND = 20.0
 MAX_ERRORS = 50
 
 #: Close codes (also in docs/live.md).
+CLOSE_SESSION_ENDED = 4001  # logged out, or the password changed elsewhere
 CLOSE_UNSUPPORTED = 4003  # autobahn lets applications send only 1000 and 3000-4999
 CLOSE_POLICY = 4008
 
@@ -49,6 +51,8 @@ class SignalingProtocol(WebSocketServerProtocol):
     factory: "SignalingFactory"
 
     user: User | None = None
+    #: The hash of the session this connection was opened with.
+    session_hash: str | None = None
     _errors = 0
     _tokens = RATE_PER_SECOND
     _last = 0.0
@@ -65,9 +69,10 @@ class SignalingProtocol(WebSocketServerProtocol):
         morsel = cookies.get(SESSION_COOKIE.decode())
         token = session_token(morsel.value if morsel is not None else None)
         user = await self.factory.authenticate(token) if token is not None else None
-        if user is None:
+        if user is None or token is None:
             raise ConnectionDeny(401, "Log in first.")
         self.user = user
+        self.session_hash = hash_token(token)
 
     def onConnect(self, request: ConnectionRequest) -> Any:
         return ensureDeferred(self._authorise(request))
@@ -173,6 +178,18 @@ class SignalingFactory(WebSocketServerFactory):
         ensureDeferred(self.presence.connect(user, connection)).addErrback(
             lambda failure: self.log.failure("Presence snapshot failed", failure)
         )
+
+    def sessions_ended(self, ended: EndedSessions) -> None:
+        """
+        Close the connections opened with sessions that just ended: a socket
+        is authorised once, at its handshake, so logging out (or a password
+        change elsewhere) must end it explicitly.
+        """
+        for connection in list(self.connections):
+            user, session = connection.user, connection.session_hash
+            if user is not None and session is not None and ended.covers(user["id"], session):
+                self.log.info("Closing a WebSocket of {username}: its session ended", username=user["username"])
+                connection.sendClose(CLOSE_SESSION_ENDED, "The session ended.")
 
     def unregister(self, connection: SignalingProtocol) -> None:
         user = connection.user

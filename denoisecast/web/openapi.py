@@ -263,13 +263,16 @@ PATHS: dict[str, Any] = {
     },
     "/api/auth/logout": {
         "post": {
-            "summary": "End this session.",
+            "summary": "End this session; its WebSockets close with code 4001.",
             "responses": {"204": ok("Logged out."), **COMMON_ERRORS},
         }
     },
     "/api/auth/password": {
         "post": {
-            "summary": "Change the password; ends every session and opens a new one for this client.",
+            "summary": (
+                "Change the password; ends every session and opens a new one for this client. "
+                "The WebSockets of the other sessions close with code 4001."
+            ),
             "requestBody": body(
                 {
                     "type": "object",
