@@ -203,6 +203,82 @@ class HostileOfferTests(TestCase):
         del Client
 
 
+def split_sdp(sdp: str) -> tuple[str, list[str]]:
+    """The session part of an SDP and its media sections, each as text."""
+    head, *media = sdp.split("\r\nm=")
+    return head + "\r\n", ["m=" + section.rstrip("\r\n") + "\r\n" for section in media]
+
+
+async def recording_rows(running: object) -> int:
+    from sqlalchemy import func, select
+
+    from denoisecast.storage.tables import recordings
+
+    return await running.server.database.read(  # type: ignore[attr-defined]
+        lambda c: c.execute(select(func.count()).select_from(recordings)).scalar_one()
+    )
+
+
+class OfferValidationTests(TestCase):
+    timeout = 60
+
+    async def test_unusable_offers_refused_before_answering(self) -> None:
+        """
+        An offer with its audio section repeated twelve times, and one
+        without a DTLS fingerprint, are 400 bad_sdp before any answer: no
+        broadcast starts, nothing is recorded, nothing is logged as a bug,
+        and a good offer still works afterwards.
+        """
+        from tests.rtc_support import noisy_speech_file
+
+        running = await start_live(self)
+        alice = running.client()
+        await alice.register("alice")
+        ws = await connect_ws(self, running.base, alice)
+        noisy = noisy_speech_file(self)
+        _, offer = await publisher(self, noisy)
+        head, media = split_sdp(offer)
+        self.assertEqual(len(media), 1)
+        repeated = head + media[0] * 12
+        no_fingerprint = "".join(
+            line + "\r\n" for line in offer.split("\r\n") if line and not line.startswith("a=fingerprint")
+        )
+        for sdp, words in [(repeated, "12 media sections"), (head + media[0] * 2, "2 audio sections"), (no_fingerprint, "fingerprint")]:
+            reply = await ws.request({"v": 1, "type": "publish", "sdp": sdp})
+            self.assertEqual((reply["type"], reply["status"], reply["code"]), ("error", 400, "bad_sdp"), reply)
+            self.assertIn(words, reply["message"])
+            self.assertEqual(running.server.live.broadcasts, {})
+            self.assertEqual(running.server.scheduler.stats.streams, 0)
+        self.assertEqual(await recording_rows(running), 0)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        reply = await ws.request({"v": 1, "type": "publish", "sdp": offer})
+        self.assertEqual(reply["type"], "answer", reply)
+
+    async def test_broadcast_without_audio_leaves_no_recording(self) -> None:
+        """
+        A broadcast whose publisher never sends audio (its peer never takes
+        the answer) ends on silence and leaves no recording row or file.
+        """
+        from tests.rtc_support import noisy_speech_file
+
+        running = await start_live(self, silence_timeout=1.0)
+        alice = running.client()
+        await alice.register("alice")
+        ws = await connect_ws(self, running.base, alice)
+        _, offer = await publisher(self, noisy_speech_file(self))
+        reply = await ws.request({"v": 1, "type": "publish", "sdp": offer})
+        self.assertEqual(reply["type"], "answer")
+        ended = await ws.expect("ended", timeout=10.0)
+        self.assertEqual(ended["reason"], "silence")
+        from tests.test_live_manager import wait_for
+
+        await wait_for(lambda: not running.server.recorder.active)
+        self.assertEqual(await recording_rows(running), 0)
+        self.assertEqual((await alice.get("/api/recordings")).body["recordings"], [])
+        folder = running.server.recorder.data_dir / "recordings"
+        self.assertEqual([p for p in folder.rglob("*") if p.is_file()] if folder.exists() else [], [])
+
+
 class VanishingPublisherTests(TestCase):
     timeout = 90
 

@@ -36,6 +36,7 @@ from denoisecast.errors import bad_request, conflict, forbidden, not_found
 from denoisecast.jobs import SerialJobs
 from denoisecast.live.fanout import ListenerOutput, SharedPacket
 from denoisecast.live.media import decode_on_the_loop, shorten_receive_buffer
+from denoisecast.live.offers import check_offer
 from denoisecast.live.seam import aio
 from denoisecast.live.sockets import drain_on_read
 from denoisecast.logs import logger
@@ -274,8 +275,7 @@ class LiveManager:
         """
         Apply a client's offer and return the answer; a bad offer is a 400.
         """
-        if not sdp.lstrip().startswith("v=0"):
-            raise bad_request("The offer is not SDP (it starts with v=0).", "bad_sdp")
+        check_offer(sdp)
         try:
             await aio(pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer")))
         except Exception as error:

@@ -175,12 +175,14 @@ class Recording:
 
         self._jobs.submit(close)
 
-        def closed_sizes() -> tuple[float, int, int]:
+        def closed_sizes() -> tuple[float, int, int] | None:
             self._jobs.wait()
             if self._jobs.failure is not None:
                 raise self._jobs.failure
             if not self.denoised_path.exists() or not self.raw_path.exists():
-                return (0.0, 0, 0)  # a broadcast that ended before any audio came
+                for path in (self.denoised_path, self.raw_path):
+                    path.unlink(missing_ok=True)
+                return None  # a broadcast that ended before any audio came
             return (
                 recorded_duration(self.denoised_path),
                 self.denoised_path.stat().st_size,
@@ -188,9 +190,18 @@ class Recording:
             )
 
         async def finalise() -> None:
-            duration, denoised_bytes, raw_bytes = await deferToThreadPool(
-                self.recorder.reactor, self.recorder.pool, closed_sizes
-            )
+            sizes = await deferToThreadPool(self.recorder.reactor, self.recorder.pool, closed_sizes)
+            if sizes is None:
+                # Nothing was recorded: a row would only list an empty, unplayable recording.
+                await self.recorder.store.delete_recording(self.public_id, self.owner["id"])
+                self.recorder.active.pop(self.public_id, None)
+                self.log.info(
+                    "Recording {public_id} of {owner} carried no audio; removed",
+                    public_id=self.public_id,
+                    owner=self.owner["username"],
+                )
+                return
+            duration, denoised_bytes, raw_bytes = sizes
             await self.recorder.store.update_recording(
                 self.public_id,
                 ended_at=self.recorder.clock(),
@@ -291,6 +302,11 @@ class Recorder:
             if row["public_id"] in self.active:
                 continue
             denoised, raw = recording_paths(self.data_dir, row["user_id"], row["public_id"])
+            if not denoised.exists() and not raw.exists():
+                # The crash came before any audio was written: nothing to keep.
+                await self.store.delete_recording(row["public_id"], row["user_id"])
+                self.log.info("Recording {public_id} held no audio; removed", public_id=row["public_id"])
+                continue
 
             def measure(denoised: Path = denoised, raw: Path = raw) -> tuple[float, int, int]:
                 size = lambda path: path.stat().st_size if path.exists() else 0  # noqa: E731
