@@ -25,6 +25,7 @@ from denoisecast.background import at_low_priority
 from denoisecast.config import Config
 from denoisecast.dsp.scheduler import DenoiseScheduler, SchedulerSettings
 from denoisecast.friends import Friends
+from denoisecast.live.candidates import CandidatePolicy
 from denoisecast.live.ice import ice_servers_for
 from denoisecast.live.manager import LiveManager
 from denoisecast.live.metrics import LiveMetrics
@@ -171,6 +172,7 @@ class DenoiseCastServer:
             self.reactor,
             self.config.silence_timeout,
             recorder=self.recorder,
+            candidate_policy=CandidatePolicy.from_config(self.config),
         )
         self.friends.observers.append(manager.friendship_changed)
         return manager

@@ -36,6 +36,7 @@ from denoisecast.errors import bad_request, conflict, forbidden, not_found
 from denoisecast.jobs import SerialJobs
 from denoisecast.live.fanout import ListenerOutput, SharedPacket
 from denoisecast.live.media import decode_on_the_loop, shorten_receive_buffer
+from denoisecast.live.candidates import CandidatePolicy, filter_candidates
 from denoisecast.live.offers import check_offer
 from denoisecast.live.seam import aio
 from denoisecast.live.sockets import drain_on_read
@@ -179,8 +180,10 @@ class LiveManager:
         silence_timeout: float,
         ice_servers: list[dict[str, Any]] | None = None,
         recorder: Any = None,
+        candidate_policy: CandidatePolicy | None = None,
     ) -> None:
         self._recorder = recorder
+        self._candidate_policy = candidate_policy or CandidatePolicy()
         self._reactor = reactor
         self._encoding = ThreadPool(minthreads=0, maxthreads=ENCODING_THREADS, name="denoisecast-opus")
         self._store = store
@@ -276,6 +279,13 @@ class LiveManager:
         Apply a client's offer and return the answer; a bad offer is a 400.
         """
         check_offer(sdp)
+        sdp, dropped = filter_candidates(sdp, self._candidate_policy)
+        if dropped:
+            self.log.info(
+                "Ignored {count} remote ICE candidates outside the allowed networks: {addresses}",
+                count=len(dropped),
+                addresses=", ".join(dropped),
+            )
         try:
             await aio(pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer")))
         except Exception as error:
