@@ -72,6 +72,12 @@ OPTIONS: list[tuple[str, str, str]] = [
         "after it; 0 means unlimited (default 240).",
     ),
     (
+        "recording-min-free-mb",
+        "DENOISECAST_RECORDING_MIN_FREE_MB",
+        "Free space in MiB the data directory keeps: under it new recordings are "
+        "refused and running ones stop, the broadcasts go on (default 64).",
+    ),
+    (
         "log-level",
         "DENOISECAST_LOG_LEVEL",
         "Lowest level of DenoiseCast's own log events: debug, info, warn, "
@@ -170,6 +176,7 @@ class Config:
     silence_timeout: float = DEFAULT_SILENCE_TIMEOUT
     recording_quota_bytes: int | None = None
     recording_max_seconds: float | None = 240 * 60.0
+    recording_min_free_bytes: int = 64 * 1024 * 1024
     denoise_chunk_seconds: float = DEFAULT_DENOISE_CHUNK_SECONDS
     denoise_crossfade_seconds: float = DEFAULT_DENOISE_CROSSFADE_SECONDS
     denoise_max_batch: int = DEFAULT_DENOISE_MAX_BATCH
@@ -226,6 +233,13 @@ class Config:
             0,
             1e6,
         )
+        min_free = _number(
+            "recording-min-free-mb",
+            pick("recording-min-free-mb", "DENOISECAST_RECORDING_MIN_FREE_MB") or "64",
+            float,
+            0,
+            1e9,
+        )
         if database_url and "://" not in database_url:
             raise ConfigError(
                 f"Database URL {database_url!r} is not a URL; use e.g. "
@@ -266,6 +280,7 @@ class Config:
             log_level=log_level,
             recording_quota_bytes=int(quota * 1024 * 1024) or None,
             recording_max_seconds=(longest * 60.0) or None,
+            recording_min_free_bytes=int(min_free * 1024 * 1024),
             **_denoise_options(pick),
         )
 

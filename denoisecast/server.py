@@ -133,6 +133,7 @@ class DenoiseCastServer:
             self.clock,
             quota_bytes=self.config.recording_quota_bytes,
             max_seconds=self.config.recording_max_seconds,
+            min_free_bytes=self.config.recording_min_free_bytes,
         )
 
     @cached_property
@@ -196,7 +197,7 @@ class DenoiseCastServer:
     def routes(self) -> list[Route]:
         return [
             *openapi.routes(),
-            *HealthRoutes(self.store).routes(),
+            *HealthRoutes(self.store, self.recorder.disk_state).routes(),
             *AuthRoutes(self.accounts).routes(),
             *FriendRoutes(self.friends).routes(),
             *StreamRoutes(self.store, self.live).routes(),

@@ -43,6 +43,7 @@ from denoisecast.live.rtc.sockets import drain_on_read
 from denoisecast.logs import logger
 from denoisecast.presence import PresenceHub
 from denoisecast.protocols.messages import SIGNALS
+from denoisecast.recordings.disk import RecordingRefused
 from denoisecast.storage.store import Store, User
 
 #: Threads that encode broadcasts' Opus (each broadcast's blocks in order).
@@ -384,6 +385,12 @@ class LiveManager:
                 broadcast.user, model, broadcast.denoise, broadcast.atten_lim_db,
                 on_stopped=not_recording,
             )
+        except RecordingRefused as refused:
+            self.log.warn(
+                "Not recording {user}'s broadcast: {reason} ({detail})",
+                user=broadcast.user["username"], reason=refused.reason, detail=refused.detail,
+            )
+            not_recording(refused.reason)
         except Exception:
             self.log.failure("Cannot record {user}'s broadcast", user=broadcast.user["username"])
             not_recording("error")

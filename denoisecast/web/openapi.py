@@ -166,6 +166,15 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "status": {"type": "string", "enum": ["ok", "degraded"]},
             "database": {"type": "string"},
+            "disk": {
+                "type": "string",
+                "enum": ["ok", "low", "full", "error"],
+                "description": (
+                    "The recordings disk: under the free-space floor (low), a write failed for "
+                    "lack of room (full) or otherwise (error); new recordings are refused until ok."
+                ),
+            },
+            "disk_free_bytes": {"type": "integer"},
             "version": {"type": "string"},
         },
     },
@@ -221,10 +230,10 @@ PATHS: dict[str, Any] = {
     },
     "/api/health": {
         "get": {
-            "summary": "Whether the server and its database work, and its version.",
+            "summary": "Whether the server, its database and its recordings disk work, and its version.",
             "security": [],
             "responses": {
-                "200": ok("Healthy.", ref("Health")),
+                "200": ok("Serving; status is degraded when the recordings disk is not ok.", ref("Health")),
                 "503": ok("The database is unreachable.", ref("Health")),
             },
         }
