@@ -298,3 +298,48 @@ class NonAsciiCookieTests(TestCase):
             await connect_ws(self, running.base, None, cookie="dc_session=\u00e9t\u00e9")
         self.assertIn("401", str(caught.exception))
         self.assertEqual(self.flushLoggedErrors(), [])
+
+
+def disk_full_error() -> Exception:
+    """
+    A genuine SQLAlchemy error for SQLite's "database or disk is full"
+    (SQLITE_FULL), made by filling a database capped at a few pages.
+    """
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine("sqlite://")
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA max_page_count = 2")
+            connection.execute(text("CREATE TABLE t (x BLOB)"))
+            for _ in range(100):
+                connection.execute(text("INSERT INTO t VALUES (zeroblob(4096))"))
+    except Exception as error:
+        return error
+    finally:
+        engine.dispose()
+    raise AssertionError("the capped database never filled")
+
+
+class DiskFullDatabaseTests(TestCase):
+    async def test_full_database_disk_is_a_503(self) -> None:
+        """
+        A request whose database write fails because the disk is full is a
+        503 storage_full with Retry-After (something the operator must fix,
+        not a bug): no generic 500, no traceback, the failure logged as a
+        warning, not as an error.
+        """
+        running = await start_server(self)
+        error = disk_full_error()
+
+        async def full(call: object) -> tuple[int, object]:
+            raise error
+
+        running.server.api.routes[0] = type(running.server.api.routes[0])(
+            "GET", "/api/openapi.json", full, auth=False
+        )
+        reply = await running.client().get("/api/openapi.json")
+        self.assertEqual((reply.status, reply.error_code), (503, "storage_full"))
+        assert_error_shape(self, reply)
+        self.assertIsNotNone(reply.header("retry-after"))
+        self.assertEqual(self.flushLoggedErrors(), [])

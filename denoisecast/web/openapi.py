@@ -40,6 +40,7 @@ COMMON_ERRORS = {
     "401": error("Not logged in."),
     "403": error("CSRF token or Origin check failed, or not allowed."),
     "413": error("Body too large."),
+    "503": error("storage_full: the database's disk is full; retry after Retry-After seconds."),
 }
 PUBLIC_ERRORS = {k: v for k, v in COMMON_ERRORS.items() if k != "401"}
 USERNAME_PARAM = {

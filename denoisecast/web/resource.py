@@ -160,6 +160,23 @@ def session_token(value: bytes | str | None) -> str | None:
     return value
 
 
+#: Seconds a client is asked to wait when the database's disk is full.
+STORAGE_FULL_RETRY_AFTER = 60
+_SQLITE_FULL = 13
+_POSTGRES_DISK_FULL = "53100"
+
+
+def storage_full(error: BaseException) -> bool:
+    """
+    Whether C{error} is the database saying its disk is full (SQLite's
+    SQLITE_FULL, PostgreSQL's disk_full), wrapped by SQLAlchemy or not.
+    """
+    original = getattr(error, "orig", None) or error
+    if getattr(original, "sqlite_errorcode", None) == _SQLITE_FULL:
+        return True
+    return getattr(original, "sqlstate", None) == _POSTGRES_DISK_FULL
+
+
 def _check_origin(request: Request) -> None:
     origin = request.getHeader("origin")
     if origin is None:
@@ -274,6 +291,16 @@ class JsonApi(Resource):
         request.finish()
 
     def _internal_error(self, failure: Failure, request: Request) -> None:
+        if storage_full(failure.value):
+            # Not a bug: the operator must free space; the client may retry.
+            self.log.warn("Storage full serving {path}: {error}", path=request.path, error=str(failure.value))
+            self._write(
+                request,
+                503,
+                {"error": {"code": "storage_full", "message": "The server's storage is full; try again later."}},
+                {"Retry-After": str(STORAGE_FULL_RETRY_AFTER)},
+            )
+            return
         self.log.failure("Unhandled error serving {path}", failure, path=request.path)
         self._write(
             request,
