@@ -60,6 +60,36 @@ class SessionEndTests(TestCase):
         self.assertEqual((await phone_ws.request({"v": 1, "type": "ping"}))["type"], "pong")
         self.assertEqual(len(running.server.signaling.connections), 1)
 
+    async def test_logout_during_the_handshake(self) -> None:
+        """
+        A socket whose handshake is still looking the session up when the
+        session ends is refused (401) instead of opening with it.
+        """
+        from twisted.internet.defer import Deferred
+
+        running, c = await people(self)
+        factory = running.server.signaling
+        real = factory.authenticate
+        held: Deferred[None] = Deferred()
+        asked: Deferred[None] = Deferred()
+
+        async def slow(token: str) -> object:
+            user = await real(token)  # found: the session is still there
+            asked.callback(None)
+            await held
+            return user
+
+        factory.authenticate = slow
+        self.addCleanup(setattr, factory, "authenticate", real)
+        connecting = Deferred.fromCoroutine(connect_ws(self, running.base, c["alice"]))
+        await asked
+        self.assertEqual((await c["alice"].post("/api/auth/logout")).status, 204)
+        held.callback(None)
+        with self.assertRaises(ConnectionError) as refused:
+            await connecting
+        self.assertIn("401", str(refused.exception))
+        self.assertEqual(factory.connections, set())
+
     async def test_password_change_closes_other_sessions_sockets(self) -> None:
         """
         A password change closes the sockets of every other session of the

@@ -14,6 +14,7 @@ set on the factory.
 from __future__ import annotations
 
 import time
+from collections import deque
 from http.cookies import CookieError, SimpleCookie
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
@@ -39,6 +40,9 @@ PING_TIMEOUT = 5.0
 RATE_PER_SECOND = 20.0
 #: Errors one connection may cause before it is closed.
 MAX_ERRORS = 50
+
+#: Ended sessions remembered for handshakes in progress.
+RECENTLY_ENDED = 1024
 
 #: Close codes (also in docs/live.md).
 CLOSE_SESSION_ENDED = 4001  # logged out, or the password changed elsewhere
@@ -68,11 +72,17 @@ class SignalingProtocol(WebSocketServerProtocol):
             cookies = SimpleCookie()
         morsel = cookies.get(SESSION_COOKIE.decode())
         token = session_token(morsel.value if morsel is not None else None)
+        # A logout while the session is being looked up must not let the
+        # socket open: it would miss the closing, being not yet registered.
+        mark = self.factory.ended_mark()
         user = await self.factory.authenticate(token) if token is not None else None
         if user is None or token is None:
             raise ConnectionDeny(401, "Log in first.")
+        session_hash = hash_token(token)
+        if self.factory.ended_since(mark, user["id"], session_hash):
+            raise ConnectionDeny(401, "The session ended; log in again.")
         self.user = user
-        self.session_hash = hash_token(token)
+        self.session_hash = session_hash
 
     def onConnect(self, request: ConnectionRequest) -> Any:
         return ensureDeferred(self._authorise(request))
@@ -153,6 +163,9 @@ class SignalingFactory(WebSocketServerFactory):
         self.live = live
         self.ice_servers = ice_servers
         self.connections: set[SignalingProtocol] = set()
+        #: Sessions that ended lately, numbered, for handshakes still in progress.
+        self._recently_ended: deque[tuple[int, EndedSessions]] = deque(maxlen=RECENTLY_ENDED)
+        self._ended_count = 0
         self.setProtocolOptions(
             maxFramePayloadSize=MAX_MESSAGE_BYTES,
             maxMessagePayloadSize=MAX_MESSAGE_BYTES,
@@ -179,12 +192,30 @@ class SignalingFactory(WebSocketServerFactory):
             lambda failure: self.log.failure("Presence snapshot failed", failure)
         )
 
+    def ended_mark(self) -> int:
+        """A mark to ask L{ended_since} about sessions ended after now."""
+        return self._ended_count
+
+    def ended_since(self, mark: int, user_id: int, session_hash: str) -> bool:
+        """
+        Whether the session ended after C{mark} (a handshake that began
+        before it ended must not open).  Conservatively yes when more
+        sessions ended meanwhile than are remembered.
+        """
+        if self._ended_count - mark > len(self._recently_ended):
+            return True
+        return any(
+            seq > mark and ended.covers(user_id, session_hash) for seq, ended in self._recently_ended
+        )
+
     def sessions_ended(self, ended: EndedSessions) -> None:
         """
         Close the connections opened with sessions that just ended: a socket
         is authorised once, at its handshake, so logging out (or a password
         change elsewhere) must end it explicitly.
         """
+        self._ended_count += 1
+        self._recently_ended.append((self._ended_count, ended))
         for connection in list(self.connections):
             user, session = connection.user, connection.session_hash
             if user is not None and session is not None and ended.covers(user["id"], session):
