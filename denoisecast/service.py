@@ -22,8 +22,7 @@ from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort
-from twisted.internet.protocol import Factory
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
@@ -205,7 +204,7 @@ class ListenService(Service):
 
     log = logger()
 
-    def __init__(self, description: str, factory: Factory, reactor: Any, fatal: Fatal) -> None:
+    def __init__(self, description: str, factory: IProtocolFactory, reactor: Any, fatal: Fatal) -> None:
         self.description = description
         self._factory = factory
         self._reactor = reactor
@@ -230,11 +229,11 @@ class ListenService(Service):
         if self.running:
             self._fatal(f"Cannot listen on {self.description}: {failure.getErrorMessage()}")
 
-    def stopService(self) -> Deferred[None] | None:
+    def stopService(self) -> Deferred[Any] | None:
         super().stopService()
         if self.port is not None:
             port, self.port = self.port, None
-            return port.stopListening()  # type: ignore[no-any-return]
+            return maybeDeferred(port.stopListening)
         return None
 
 

@@ -57,6 +57,6 @@ def check_offer(sdp: str) -> SessionDescription:
                 f"The offer's {section.kind} section has no DTLS fingerprint (a=fingerprint) "
                 "or no a=setup; media cannot be encrypted without them."
             )
-        if not section.ice.usernameFragment or not section.ice.password:
+        if section.ice is None or not section.ice.usernameFragment or not section.ice.password:
             raise _bad(f"The offer's {section.kind} section has no ICE credentials (a=ice-ufrag, a=ice-pwd).")
     return description

@@ -291,7 +291,7 @@ class JsonApi(Resource):
         request.finish()
 
     def _internal_error(self, failure: Failure, request: Request) -> None:
-        if storage_full(failure.value):
+        if failure.value is not None and storage_full(failure.value):
             # Not a bug: the operator must free space; the client may retry.
             self.log.warn("Storage full serving {path}: {error}", path=request.path, error=str(failure.value))
             self._write(
