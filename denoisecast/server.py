@@ -26,6 +26,7 @@ from denoisecast.config import Config
 from denoisecast.denoise.scheduler import DenoiseScheduler, SchedulerSettings
 from denoisecast.friends import Friends
 from denoisecast.handlers.access import Access
+from denoisecast.live.candidates import CandidatePolicy
 from denoisecast.live.ice import ice_servers_for
 from denoisecast.live.manager import LiveManager
 from denoisecast.live.metrics import LiveMetrics
@@ -137,6 +138,7 @@ class DenoiseCastServer:
             self.clock,
             quota_bytes=self.config.recording_quota_bytes,
             max_seconds=self.config.recording_max_seconds,
+            min_free_bytes=self.config.recording_min_free_bytes,
         )
 
     @cached_property
@@ -177,6 +179,7 @@ class DenoiseCastServer:
             self.config.silence_timeout,
             recorder=self.recorder,
             access=self.access,
+            candidate_policy=CandidatePolicy.from_config(self.config),
         )
         self.friends.observers.append(manager.friendship_changed)
         return manager
@@ -187,18 +190,20 @@ class DenoiseCastServer:
 
     @cached_property
     def signaling(self) -> SignalingFactory:
-        return SignalingFactory(
+        factory = SignalingFactory(
             self.accounts.user_for_token,
             self.presence,
             self.live,
             ice_servers_for(self.config, self.reactor.seconds),
         )
+        self.accounts.session_observers.append(factory.sessions_ended)
+        return factory
 
     @cached_property
     def routes(self) -> list[Route]:
         return [
             *openapi.routes(),
-            *HealthRoutes(self.store).routes(),
+            *HealthRoutes(self.store, self.recorder.disk_state).routes(),
             *AuthRoutes(self.accounts).routes(),
             *FriendRoutes(self.friends).routes(),
             *StreamRoutes(self.access, self.live).routes(),

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from denoisecast.audio import HOP_SAMPLES, SAMPLE_RATE
 
+#: Chosen from bench/engine.py: see docs/streaming.md.
 DEFAULT_DENOISE_CHUNK_SECONDS = 0.1
 DEFAULT_DENOISE_CROSSFADE_SECONDS = 0.05
 DEFAULT_DENOISE_MAX_BATCH = 64

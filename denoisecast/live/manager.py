@@ -36,6 +36,8 @@ from denoisecast.audio.opus import OpusStream
 from denoisecast.errors import bad_request, conflict, forbidden, not_found
 from denoisecast.handlers.access import Access
 from denoisecast.jobs import SerialJobs
+from denoisecast.live.candidates import CandidatePolicy, filter_candidates
+from denoisecast.live.offers import check_offer
 from denoisecast.live.rtc.fanout import ListenerOutput, SharedPacket
 from denoisecast.live.rtc.media import decode_on_the_loop, shorten_receive_buffer
 from denoisecast.live.rtc.seam import aio
@@ -43,6 +45,7 @@ from denoisecast.live.rtc.sockets import drain_on_read
 from denoisecast.logs import logger
 from denoisecast.presence import PresenceHub
 from denoisecast.protocols.messages import SIGNALS, server_message
+from denoisecast.recordings.disk import RecordingRefused
 from denoisecast.storage.store import Store, User
 
 #: Threads that encode broadcasts' Opus (each broadcast's blocks in order).
@@ -180,8 +183,10 @@ class LiveManager:
         silence_timeout: float,
         recorder: Any = None,
         access: Access | None = None,
+        candidate_policy: CandidatePolicy | None = None,
     ) -> None:
         self._recorder = recorder
+        self._candidate_policy = candidate_policy or CandidatePolicy()
         self._reactor = reactor
         self._encoding = ThreadPool(minthreads=0, maxthreads=ENCODING_THREADS, name="denoisecast-opus")
         self._store = store
@@ -275,8 +280,14 @@ class LiveManager:
         """
         Apply a client's offer and return the answer; a bad offer is a 400.
         """
-        if not sdp.lstrip().startswith("v=0"):
-            raise bad_request("The offer is not SDP (it starts with v=0).", "bad_sdp")
+        check_offer(sdp)
+        sdp, dropped = filter_candidates(sdp, self._candidate_policy)
+        if dropped:
+            self.log.info(
+                "Ignored {count} remote ICE candidates outside the allowed networks: {addresses}",
+                count=len(dropped),
+                addresses=", ".join(dropped),
+            )
         try:
             await aio(pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer")))
         except Exception as error:
@@ -376,6 +387,12 @@ class LiveManager:
                 broadcast.user, model, broadcast.denoise, broadcast.atten_lim_db,
                 on_stopped=not_recording,
             )
+        except RecordingRefused as refused:
+            self.log.warn(
+                "Not recording {user}'s broadcast: {reason} ({detail})",
+                user=broadcast.user["username"], reason=refused.reason, detail=refused.detail,
+            )
+            not_recording(refused.reason)
         except Exception:
             self.log.failure("Cannot record {user}'s broadcast", user=broadcast.user["username"])
             not_recording("error")

@@ -13,8 +13,9 @@ entry in that table (and a line in docs/live.md).
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+from denoisecast.web.parse import NotJsonText, load_json_text
 
 VERSION = 1
 MAX_SDP = 32 * 1024
@@ -93,9 +94,9 @@ def parse(payload: bytes) -> dict[str, Any]:
     A validated client message, or L{BadMessage}.
     """
     try:
-        message = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise BadMessage("bad_json", "Messages are UTF-8 JSON objects.") from None
+        message = load_json_text(payload)
+    except NotJsonText as problem:
+        raise BadMessage("bad_json", f"Messages are UTF-8 JSON objects ({problem}).") from None
     if not isinstance(message, dict):
         raise BadMessage("bad_json", "Messages are UTF-8 JSON objects.")
     version = message.get("v")

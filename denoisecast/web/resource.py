@@ -37,6 +37,8 @@ CSRF_COOKIE = b"dc_csrf"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = {b"GET", b"HEAD", b"OPTIONS"}
 
+#: What a session token can look like: visible ASCII, at most 128 characters.
+
 JsonValue = Any
 Response = tuple[int, JsonValue]
 
@@ -136,6 +138,23 @@ def csrf_token(request: Request) -> str:
     secure_cookie(request, CSRF_COOKIE, token.encode(), sameSite="strict")
     request.received_cookies[CSRF_COOKIE] = token.encode()
     return token
+
+
+#: Seconds a client is asked to wait when the database's disk is full.
+STORAGE_FULL_RETRY_AFTER = 60
+_SQLITE_FULL = 13
+_POSTGRES_DISK_FULL = "53100"
+
+
+def storage_full(error: BaseException) -> bool:
+    """
+    Whether C{error} is the database saying its disk is full (SQLite's
+    SQLITE_FULL, PostgreSQL's disk_full), wrapped by SQLAlchemy or not.
+    """
+    original = getattr(error, "orig", None) or error
+    if getattr(original, "sqlite_errorcode", None) == _SQLITE_FULL:
+        return True
+    return getattr(original, "sqlstate", None) == _POSTGRES_DISK_FULL
 
 
 def _check_origin(request: Request) -> None:
@@ -248,6 +267,16 @@ class JsonApi(Resource):
         request.finish()
 
     def _internal_error(self, failure: Failure, request: Request) -> None:
+        if failure.value is not None and storage_full(failure.value):
+            # Not a bug: the operator must free space; the client may retry.
+            self.log.warn("Storage full serving {path}: {error}", path=request.path, error=str(failure.value))
+            self._write(
+                request,
+                503,
+                {"error": {"code": "storage_full", "message": "The server's storage is full; try again later."}},
+                {"Retry-After": str(STORAGE_FULL_RETRY_AFTER)},
+            )
+            return
         self.log.failure("Unhandled error serving {path}", failure, path=request.path)
         self._write(
             request,
