@@ -201,7 +201,6 @@ class LiveManager:
         self._cleanups: set[Deferred[None]] = set()
         self._watchdog = LoopingCall(self._check_silence)
         self._watchdog.clock = reactor
-        presence.live_status = self.live_status
         self.observers: list[Callable[[], None]] = []
         #: Packets dropped for listeners of ended broadcasts (live ones are added when read).
         self._dropped_before = 0
