@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.comparable import host_report, load_average, make_input, official_parallel, official_run  # noqa: E402
+from bench.comparable import SR, host_report, load_average, make_input, official_parallel, official_run  # noqa: E402
 
 
 def ours(engine: object, signals: list[np.ndarray]) -> float:
