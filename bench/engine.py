@@ -2,7 +2,7 @@
 How many live streams the full streaming path keeps in real time.
 
     .venv/bin/python bench/engine.py [--models dfn3,dfn2] [--chunks 0.02,0.1,0.5,2]
-                                     [--batches 1,4,16,64] [--threads 2] [--device cpu,cuda]
+                                     [--batches 1,4,16,64] [--threads 2] [--workers 1] [--devices cpu,cuda]
 
 For each model, device, chunk length and batch size ``B`` it opens ``B``
 streams on a ``DenoiseScheduler`` (ring buffers, features, network,
@@ -13,8 +13,9 @@ forward pass then holds exactly ``B`` streams, one chunk each.  It prints:
 - ``x real time``: audio seconds processed per wall second, i.e. how many
   streams that setting serves in real time (it serves ``B`` when this is at
   least ``B``);
-- ``pass ms``: the wall time of one batch, which the live path adds on top
-  of the chunk and the model's delay (``worker ms``: the part spent in the
+- ``pass ms``: the wall time of one batch (of one round of concurrent
+  passes with ``--workers``), which the live path adds on top of the chunk
+  and the model's delay (``worker ms``: the part spent in the
   worker thread: gathering states, network, signal path, splitting);
 - ``latency ms``: chunk + model delay + one pass, what a listener hears;
 - ``x official``: ``x real time`` divided by the official DeepFilterNet
@@ -88,12 +89,21 @@ def load(model: str, device: str) -> DenoiseEngine:
 
 
 def full_path(
-    engine: DenoiseEngine, chunk: float, batch: int, seconds: float, half: bool, pool: ThreadPool
+    engine: DenoiseEngine, chunk: float, batch: int, seconds: float, half: bool, pool: ThreadPool, workers: int = 1
 ) -> tuple[float, float, float]:
-    """Audio seconds per wall second, the mean wall time of one pass, and of its worker part."""
+    """
+    Audio seconds per wall second, the mean wall time of one pass, and of
+    its worker part.  With several workers the ``batch`` streams are spread
+    evenly over them, so each round is ``workers`` concurrent passes.
+    """
     reactor = LoopReactor()
     settings = SchedulerSettings(
-        chunk_seconds=chunk, max_batch=batch, max_waiting_chunks=1_000_000, half=half, device=str(engine.device)
+        chunk_seconds=chunk,
+        max_batch=batch,
+        workers=workers,
+        max_waiting_chunks=1_000_000,
+        half=half,
+        device=str(engine.device),
     )
     scheduler = DenoiseScheduler(reactor, settings, engine_factory=engine.fork, threadpool=pool)
     scheduler.startService()
@@ -127,7 +137,8 @@ def full_path(
     scheduler.stopService()
     passes = max(scheduler.stats.batches - batches_before, 1)
     model = (scheduler.stats.model_seconds_total - model_before) / passes
-    return batch * chunks * chunk_samples / SR / wall, wall / passes, model
+    rounds = max(passes // max(min(workers, batch), 1), 1)
+    return batch * chunks * chunk_samples / SR / wall, wall / rounds, model
 
 
 def net_alone(engine: DenoiseEngine, batch: int, seconds: float = 2.0, repeats: int = 3) -> float:
@@ -155,7 +166,9 @@ def main() -> None:
     parser.add_argument("--chunks", default="0.02,0.1,0.5,2")
     parser.add_argument("--batches", default="")
     parser.add_argument("--devices", default="cpu,cuda")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="denoise workers; each round of passes spreads the batch's streams over them")
     parser.add_argument("--seconds", type=float, default=2.0, help="timed audio per stream (at least 2 chunks)")
     parser.add_argument("--half", action="store_true", help="half precision on CUDA")
     parser.add_argument("--repeats", type=int, default=2, help="best of N runs per setting (shared machines are noisy)")
@@ -163,9 +176,10 @@ def main() -> None:
                         help="audio per process for the official runtime's figure (0: skip it)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    pool = ThreadPool(1, 1, "denoise")  # one worker, reused by every setting
+    pool = ThreadPool(args.workers, args.workers, "denoise")  # reused by every setting
     pool.start()
     print("\n".join(host_report(args.threads)))
+    print(f"# {args.workers} denoise worker{'s' if args.workers > 1 else ''}")
     official = 0.0
     if args.official_seconds > 0:
         official = official_streams(args.threads, args.official_seconds)
@@ -191,7 +205,10 @@ def main() -> None:
             for chunk in (float(c) for c in args.chunks.split(",")):
                 for batch in batches:
                     seconds = max(args.seconds, 2 * chunk)
-                    runs = [full_path(engine, chunk, batch, seconds, args.half, pool) for _ in range(args.repeats)]
+                    runs = [
+                        full_path(engine, chunk, batch, seconds, args.half, pool, args.workers)
+                        for _ in range(args.repeats)
+                    ]
                     rt, per_pass, worker = max(runs)
                     latency = (chunk + engine.delay / SR + per_pass) * 1000
                     print(
