@@ -124,7 +124,7 @@ def make_input(seconds: float, seed: int = 0) -> np.ndarray:
 
 def official_run(audio: np.ndarray) -> float:
     """Seconds the official runtime takes for ``audio`` as one stream (model load excluded)."""
-    from denoisecast.dsp.reference import OfficialRuntime
+    from tests.reference import OfficialRuntime
 
     with OfficialRuntime() as runtime:
         start = time.perf_counter()

@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from denoisecast.dsp.engine import DenoiseEngine
+    from denoisecast.model.engine import DenoiseEngine
 
     audio = make_input(args.seconds)
     batch = [make_input(args.seconds, seed=i) for i in range(args.batch)]

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.comparable import load_average, make_input  # noqa: E402
 from bench.engine import load  # noqa: E402
-from denoisecast.dsp.scheduler import run_batch  # noqa: E402
+from denoisecast.denoise.scheduler import run_batch  # noqa: E402
 
 
 def main() -> None:
