@@ -4,7 +4,7 @@ Who may see whom, and who may listen to whom: the one rule.
 A user sees their own things and their friends' (a stream's status, the
 recordings); a user listens only to a friend's broadcast (never their
 own).  The stream routes and the live manager ask L{Access}; the store
-applies the same C{can_see} as a SQL condition (``storage/store.py``,
+applies the same C{can_see} as a SQL condition (``storage/store/recordings.py``,
 ``_visible_to``), because listing recordings filters and pages in the
 database.  Unknown names and strangers get the same answer, so no one
 learns whether a username exists.
