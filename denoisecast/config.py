@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_network
-from typing import Any
 from pathlib import Path
+from typing import Any
 
-from twisted.logger import LogLevel, InvalidLogLevelError
+from twisted.logger import InvalidLogLevelError, LogLevel
 
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
 DEFAULT_DATA_DIR = "denoisecast-data"

@@ -25,6 +25,7 @@ from denoisecast.background import at_low_priority
 from denoisecast.config import Config
 from denoisecast.denoise.scheduler import DenoiseScheduler, SchedulerSettings
 from denoisecast.friends import Friends
+from denoisecast.handlers.access import Access
 from denoisecast.live.candidates import CandidatePolicy
 from denoisecast.live.ice import ice_servers_for
 from denoisecast.live.manager import LiveManager
@@ -96,6 +97,10 @@ class DenoiseCastServer:
     @cached_property
     def store(self) -> Store:
         return Store(self.database)
+
+    @cached_property
+    def access(self) -> Access:
+        return Access(self.store)
 
     @cached_property
     def accounts(self) -> Accounts:
@@ -173,6 +178,7 @@ class DenoiseCastServer:
             self.reactor,
             self.config.silence_timeout,
             recorder=self.recorder,
+            access=self.access,
             candidate_policy=CandidatePolicy.from_config(self.config),
         )
         self.friends.observers.append(manager.friendship_changed)
@@ -200,7 +206,7 @@ class DenoiseCastServer:
             *HealthRoutes(self.store, self.recorder.disk_state).routes(),
             *AuthRoutes(self.accounts).routes(),
             *FriendRoutes(self.friends).routes(),
-            *StreamRoutes(self.store, self.live).routes(),
+            *StreamRoutes(self.access, self.live).routes(),
             *RecordingRoutes(self.recordings).routes(),
         ]
 
@@ -210,7 +216,8 @@ class DenoiseCastServer:
 
     @cached_property
     def site(self) -> Site:
-        self.live_metrics
+        # The live metrics register their collectors when built: build them with the site.
+        _ = self.live_metrics
         root = build_root(
             self.api,
             static_directory(),

@@ -20,7 +20,7 @@ from typing import Any
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.python.failure import Failure
@@ -186,11 +186,11 @@ class AfterReady(InOrder):
         self.log.debug("Start condition failed: {log_failure}", log_failure=failure)
         self._fatal(self._describe(failure))
 
-    def stopService(self) -> Deferred[None] | None:
+    def stopService(self) -> Deferred[None]:
         # A stop before the start condition fired must keep the children from starting later.
         self._stopping = True
         if not self.running:
-            return None
+            return succeed(None)
         return InOrder.stopService(self)
 
 

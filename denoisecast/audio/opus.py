@@ -22,7 +22,7 @@ TIME_BASE = fractions.Fraction(1, RATE)
 BIT_RATE = 64000
 
 
-def _encoder() -> av.CodecContext:
+def _encoder() -> av.AudioCodecContext:
     codec = av.CodecContext.create("libopus", "w")
     codec.bit_rate = BIT_RATE
     codec.format = "s16"

@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -39,6 +40,8 @@ from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
+from denoisecast.audio.resample import SAMPLE_RATE
+from denoisecast.audio.ringbuffer import COMPILED, HOP_SAMPLES
 from denoisecast.config import (
     DEFAULT_DENOISE_CHUNK_SECONDS,
     DEFAULT_DENOISE_CROSSFADE_SECONDS,
@@ -46,9 +49,7 @@ from denoisecast.config import (
     DEFAULT_DENOISE_WORKERS,
     Config,
 )
-from denoisecast.audio.resample import SAMPLE_RATE
-from denoisecast.audio.ringbuffer import COMPILED, HOP_SAMPLES
-from denoisecast.denoise.stream import FloatArray, OutputCallback, StreamHandle, Chunk
+from denoisecast.denoise.stream import Chunk, FloatArray, OutputCallback, StreamHandle
 from denoisecast.logs import logger
 
 if TYPE_CHECKING:
@@ -205,7 +206,7 @@ class DenoiseScheduler(Service):
 
     # -- service ---------------------------------------------------------
 
-    def startService(self) -> "defer.Deferred[Any]":  # type: ignore[override]
+    def startService(self) -> "defer.Deferred[Any]":
         super().startService()
         self._epoch = self.reactor.seconds() if self.settings.align else 0.0
         if self._pool is None:
@@ -276,7 +277,7 @@ class DenoiseScheduler(Service):
         self._settle()
         self._pump()
 
-    def stopService(self) -> "defer.Deferred[None]":  # type: ignore[override]
+    def stopService(self) -> "defer.Deferred[None]":
         super().stopService()
         self.ready = False
         if self._gather_call is not None and self._gather_call.active():
@@ -412,6 +413,7 @@ class DenoiseScheduler(Service):
     def _submit(self, batch: list[tuple[StreamHandle, Chunk]]) -> None:
         assert self._pool is not None
         engine = self._free_engines.pop()
+        # A chunk given to the engine still has its audio (only passed-through chunks lose it).
         audio = np.stack([chunk.audio for _, chunk in batch])  # type: ignore[misc]
         limits = np.array([s.atten_lim_db for s, _ in batch], dtype=np.float32)
         states = [s.state for s, _ in batch]

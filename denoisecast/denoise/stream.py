@@ -11,8 +11,9 @@ scheduler decides when a chunk goes to the engine.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -21,8 +22,8 @@ from denoisecast.audio.resample import StreamResampler
 from denoisecast.audio.ringbuffer import HOP_SAMPLES, Crossfader, RingBuffer
 
 if TYPE_CHECKING:
-    from denoisecast.model.pipeline import StreamState
     from denoisecast.denoise.scheduler import DenoiseScheduler
+    from denoisecast.model.pipeline import StreamState
 
 FloatArray = npt.NDArray[np.float32]
 OutputCallback = Callable[[FloatArray, FloatArray], None]

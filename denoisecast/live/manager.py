@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import av
 import numpy as np
@@ -33,6 +33,7 @@ from twisted.python.threadpool import ThreadPool
 
 from denoisecast.audio.opus import OpusStream
 from denoisecast.errors import bad_request, conflict, forbidden, not_found
+from denoisecast.handlers.access import Access
 from denoisecast.jobs import SerialJobs
 from denoisecast.live.candidates import CandidatePolicy, filter_candidates
 from denoisecast.live.offers import check_offer
@@ -42,7 +43,7 @@ from denoisecast.live.rtc.seam import aio
 from denoisecast.live.rtc.sockets import drain_on_read
 from denoisecast.logs import logger
 from denoisecast.presence import PresenceHub
-from denoisecast.protocols.messages import SIGNALS
+from denoisecast.protocols.messages import SIGNALS, server_message
 from denoisecast.recordings.disk import RecordingRefused
 from denoisecast.storage.store import Store, User
 
@@ -115,7 +116,7 @@ class Broadcast:
         blocks = {
             signal: block
             for signal, block in (("denoised", output), ("raw", raw))
-            if recording is not None or any(l.signal == signal for l in self.listeners.values())
+            if recording is not None or any(listener.signal == signal for listener in self.listeners.values())
         }
         position, samples = self.position, len(output)
         self.position += samples
@@ -180,6 +181,7 @@ class LiveManager:
         reactor: Any,
         silence_timeout: float,
         recorder: Any = None,
+        access: Access | None = None,
         candidate_policy: CandidatePolicy | None = None,
     ) -> None:
         self._recorder = recorder
@@ -187,6 +189,7 @@ class LiveManager:
         self._reactor = reactor
         self._encoding = ThreadPool(minthreads=0, maxthreads=ENCODING_THREADS, name="denoisecast-opus")
         self._store = store
+        self._access = access or Access(store)
         self._presence = presence
         self._scheduler = scheduler
         self._now = clock
@@ -205,7 +208,7 @@ class LiveManager:
     @property
     def packets_dropped(self) -> int:
         return self._dropped_before + sum(
-            l.output.late for b in self.broadcasts.values() for l in b.listeners.values()
+            listener.output.late for b in self.broadcasts.values() for listener in b.listeners.values()
         )
 
     # lifecycle -----------------------------------------------------------------
@@ -361,7 +364,7 @@ class LiveManager:
         await self._record(broadcast)
         self.log.info("{user} is live (stream {stream})", user=user["username"], stream=broadcast.stream_id)
         self._changed(me)
-        return {"type": "answer", "role": "publish", "sdp": answer, "stream": self.public_status(broadcast)}
+        return server_message("answer", role="publish", sdp=answer, stream=self.public_status(broadcast))
 
     async def _record(self, broadcast: Broadcast) -> None:
         """
@@ -376,9 +379,7 @@ class LiveManager:
         def not_recording(reason: str) -> None:
             # The broadcast goes on; its owner learns it is no longer recorded.
             if broadcast.connection is not None:
-                broadcast.connection.send_message(
-                    {"v": 1, "type": "recording", "recording": False, "reason": reason}
-                )
+                broadcast.connection.send_message(server_message("recording", recording=False, reason=reason))
 
         try:
             broadcast.recording = await self._recorder.start(
@@ -410,7 +411,7 @@ class LiveManager:
         try:
             while True:
                 frame = await track.recv()
-                for out in resampler.resample(frame):
+                for out in resampler.resample(cast(av.AudioFrame, frame)):  # an audio track's frames
                     broadcast.take_audio(out.to_ndarray().reshape(-1))
         except (MediaStreamError, asyncio.CancelledError):
             return
@@ -422,7 +423,7 @@ class LiveManager:
         if user["id"] not in self.broadcasts:
             raise not_found("not_live", "You are not live.")
         await self._end(user["id"], reason)
-        return {"type": "stopped"}
+        return server_message("stopped")
 
     async def _end(self, user_id: int, reason: str) -> None:
         broadcast = self.broadcasts.pop(user_id, None)
@@ -438,7 +439,7 @@ class LiveManager:
             await self._drop_listener(broadcast, listener, reason="ended")
         if broadcast.connection is not None:
             broadcast.connection.send_message(
-                {"v": 1, "type": "ended", "role": "publish", "user": broadcast.user["username"], "reason": reason}
+                server_message("ended", role="publish", user=broadcast.user["username"], reason=reason)
             )
         self._changed(user_id)
         await self._close_peer(broadcast.pc)
@@ -473,14 +474,14 @@ class LiveManager:
             if broadcast.recording is not None:
                 broadcast.recording.note(broadcast.denoise, broadcast.atten_lim_db)
             self._changed(me)
-        return {"type": "denoise", "enabled": prefs["denoise"], "atten_lim_db": prefs["atten_lim_db"]}
+        return server_message("denoise", enabled=prefs["denoise"], atten_lim_db=prefs["atten_lim_db"])
 
     # listening -----------------------------------------------------------------
 
     async def _friend_broadcast(self, user: User, username: str) -> Broadcast:
-        other = await self._store.get_user_by_name(username)
+        other = await self._access.listenable(user, username)
         # Unknown users and non-friends get the same answer: nothing leaks.
-        if other is None or not await self._store.are_friends(user["id"], other["id"]):
+        if other is None:
             raise forbidden("not_friends", "Only friends can listen.")
         broadcast = self.broadcasts.get(other["id"])
         if broadcast is None:
@@ -518,10 +519,10 @@ class LiveManager:
         holder["l"] = listener
         broadcast.listeners[me] = listener
         self._listeners_changed(broadcast)
-        return {
-            "type": "answer", "role": "listen", "user": broadcast.user["username"],
-            "sdp": answer, "signal": signal, "stream": self.public_status(broadcast),
-        }
+        return server_message(
+            "answer", role="listen", user=broadcast.user["username"],
+            sdp=answer, signal=signal, stream=self.public_status(broadcast),
+        )
 
     def set_signal(self, user: User, username: str, signal: str) -> dict[str, Any]:
         for broadcast in self.broadcasts.values():
@@ -529,7 +530,7 @@ class LiveManager:
                 listener = broadcast.listeners.get(user["id"])
                 if listener is not None:
                     listener.signal = signal
-                    return {"type": "signal", "user": broadcast.user["username"], "signal": signal}
+                    return server_message("signal", user=broadcast.user["username"], signal=signal)
         raise not_found("not_listening", f"You are not listening to {username}.")
 
     async def unlisten(self, user: User, username: str) -> dict[str, Any]:
@@ -538,7 +539,7 @@ class LiveManager:
                 listener = broadcast.listeners.get(user["id"])
                 if listener is not None:
                     await self._drop_listener(broadcast, listener, reason="unlistened")
-                    return {"type": "unlistened", "user": broadcast.user["username"]}
+                    return server_message("unlistened", user=broadcast.user["username"])
         raise not_found("not_listening", f"You are not listening to {username}.")
 
     async def _drop_listener(self, broadcast: Broadcast, listener: Listener, reason: str) -> None:
@@ -550,15 +551,13 @@ class LiveManager:
         listener.output.track.late = 0
         if listener.connection is not None and reason != "unlistened":
             listener.connection.send_message(
-                {"v": 1, "type": "ended", "role": "listen", "user": broadcast.user["username"], "reason": reason}
+                server_message("ended", role="listen", user=broadcast.user["username"], reason=reason)
             )
         await self._close_peer(listener.pc)
 
     def _listeners_changed(self, broadcast: Broadcast) -> None:
         if broadcast.connection is not None:
-            broadcast.connection.send_message(
-                {"v": 1, "type": "listeners", "count": len(broadcast.listeners)}
-            )
+            broadcast.connection.send_message(server_message("listeners", count=len(broadcast.listeners)))
         if self.broadcasts.get(broadcast.user["id"]) is broadcast:
             self._changed(broadcast.user["id"])
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from http.cookies import CookieError, SimpleCookie
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
@@ -28,7 +29,8 @@ from denoisecast.logs import logger
 from denoisecast.presence import PresenceHub
 from denoisecast.protocols import messages
 from denoisecast.storage.store import User
-from denoisecast.web.resource import SESSION_COOKIE, dump_json, session_token
+from denoisecast.web.resource import dump_json
+from denoisecast.web.sameorigin import SESSION_COOKIE, origin_allowed, session_token
 
 if TYPE_CHECKING:
     from denoisecast.live.manager import LiveManager
@@ -62,9 +64,7 @@ class SignalingProtocol(WebSocketServerProtocol):
     _last = 0.0
 
     async def _authorise(self, request: ConnectionRequest) -> None:
-        origin = request.headers.get("origin", "")
-        host = request.headers.get("host", "")
-        if origin not in (f"http://{host}", f"https://{host}"):
+        if not origin_allowed(request.headers.get("origin"), request.headers.get("host", ""), required=True):
             raise ConnectionDeny(403, "Cross-origin WebSocket connections are not allowed.")
         try:
             cookies = SimpleCookie(request.headers.get("cookie", ""))
@@ -147,7 +147,8 @@ Handler = Callable[[SignalingProtocol, dict[str, Any]], Awaitable[None]]
 
 
 class SignalingFactory(WebSocketServerFactory):
-    protocol = SignalingProtocol
+    # autobahn's factory is untyped, so mypy checks this against Twisted's Factory.protocol.
+    protocol = SignalingProtocol  # type: ignore[assignment]
     log = logger()
 
     def __init__(
@@ -181,12 +182,7 @@ class SignalingFactory(WebSocketServerFactory):
         assert user is not None
         self.connections.add(connection)
         connection.send_message(
-            {
-                "v": messages.VERSION,
-                "type": "hello",
-                "user": user["username"],
-                "ice_servers": self.ice_servers(user),
-            }
+            messages.server_message("hello", user=user["username"], ice_servers=self.ice_servers(user))
         )
         ensureDeferred(self.presence.connect(user, connection)).addErrback(
             lambda failure: self.log.failure("Presence snapshot failed", failure)
@@ -238,7 +234,7 @@ class SignalingFactory(WebSocketServerFactory):
         ref = message.get("id")
         reply: dict[str, Any] | None
         if kind == "ping":
-            reply = {"type": "pong"}
+            reply = messages.server_message("pong")
         elif kind == "publish":
             reply = await self.live.publish(user, connection, message["sdp"])
         elif kind == "stop":
@@ -256,7 +252,7 @@ class SignalingFactory(WebSocketServerFactory):
         else:  # pragma: no cover - parse() admits only the types above
             raise AssertionError(kind)
         if reply is not None:
-            reply = {"v": messages.VERSION, **reply}
+            reply = {**reply}  # a copy: the id is this connection's
             if ref is not None:
                 reply["id"] = ref
             connection.send_message(reply)

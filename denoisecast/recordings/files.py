@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -91,7 +92,7 @@ def recorded_duration(path: Path) -> float:
     Seconds of audio a (possibly truncated) Ogg/Opus file holds, from its
     packets' timestamps; 0 for a file with no readable audio.
     """
-    end = 0
+    end: Any = 0  # an int, then a Fraction of the stream's time base
     try:
         with av.open(str(path)) as container:
             stream = container.streams.audio[0]

@@ -9,6 +9,7 @@ made), so ids reveal nothing.
 from __future__ import annotations
 
 import base64
+import builtins
 import json
 from collections.abc import Callable
 from datetime import datetime
@@ -119,7 +120,7 @@ class RecordingLibrary:
         for path in recording_paths(self._recorder.data_dir, row["user_id"], row["public_id"]):
             path.unlink(missing_ok=True)
 
-    async def waveform(self, viewer: User, public_id: str) -> list[float]:
+    async def waveform(self, viewer: User, public_id: str) -> builtins.list[float]:  # list: the method above
         """
         The peaks of the denoised track, computed once and kept in the row
         (while the recording is still being written, computed afresh), by

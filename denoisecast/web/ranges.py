@@ -22,7 +22,12 @@ from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 
 from twisted.web.server import Request
-from twisted.web.static import NoRangeStaticProducer, SingleRangeStaticProducer, MultipleRangeStaticProducer
+from twisted.web.static import (
+    MultipleRangeStaticProducer,
+    NoRangeStaticProducer,
+    SingleRangeStaticProducer,
+    StaticProducer,
+)
 
 MAX_RANGES = 16
 #: Ranges closer than this are sent as one: a part's own headers cost about as much.
@@ -163,7 +168,7 @@ def serve_file(request: Request, path: Path, content_type: str) -> int | bytes:
     if ranges is None:
         request.setHeader(b"content-type", content_type.encode())
         request.setHeader(b"content-length", str(version.size).encode())
-        producer = NoRangeStaticProducer(request, handle)
+        producer: StaticProducer = NoRangeStaticProducer(request, handle)
     elif len(ranges) == 1:
         (first, last), = ranges
         request.setResponseCode(206)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import re
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,14 +31,11 @@ from denoisecast.logs import logger
 from denoisecast.storage.store import User
 from denoisecast.web.parse import Field, parse_json_object
 from denoisecast.web.ranges import serve_file
+from denoisecast.web.sameorigin import SESSION_COOKIE, origin_allowed, session_token
 
-SESSION_COOKIE = b"dc_session"
 CSRF_COOKIE = b"dc_csrf"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = {b"GET", b"HEAD", b"OPTIONS"}
-
-#: What a session token can look like: visible ASCII, at most 128 characters.
-_SESSION_TOKEN = re.compile(r"[\x21-\x7e]{1,128}\Z")
 
 JsonValue = Any
 Response = tuple[int, JsonValue]
@@ -142,24 +138,6 @@ def csrf_token(request: Request) -> str:
     return token
 
 
-def session_token(value: bytes | str | None) -> str | None:
-    """
-    The session token in a cookie's value, or C{None} when it cannot be one.
-
-    Tokens are URL-safe base64; anything longer, empty or outside visible
-    ASCII (a hostile client can send any bytes in a Cookie header) is simply
-    not a session, rather than something that fails later when hashed.
-    """
-    if isinstance(value, bytes):
-        try:
-            value = value.decode("ascii")
-        except UnicodeDecodeError:
-            return None
-    if not value or not _SESSION_TOKEN.match(value):
-        return None
-    return value
-
-
 #: Seconds a client is asked to wait when the database's disk is full.
 STORAGE_FULL_RETRY_AFTER = 60
 _SQLITE_FULL = 13
@@ -178,12 +156,7 @@ def storage_full(error: BaseException) -> bool:
 
 
 def _check_origin(request: Request) -> None:
-    origin = request.getHeader("origin")
-    if origin is None:
-        return
-    host = request.getHeader("host") or ""
-    scheme = "https" if request.isSecure() else "http"
-    if origin != f"{scheme}://{host}":
+    if not origin_allowed(request.getHeader("origin"), request.getHeader("host") or "", required=False):
         raise forbidden("bad_origin", "Cross-origin requests are not allowed.")
 
 
@@ -246,6 +219,7 @@ class JsonApi(Resource):
         csrf_token(request)
         try:
             route, params = self._find(request)
+            # The route label rides on the request for the HTTP metrics; Request does not declare it.
             request.route = route.template  # type: ignore[attr-defined]
             call = ApiCall(request, params)
             if request.method not in SAFE_METHODS:
