@@ -10,7 +10,10 @@ an Origin through (a non-browser client; its state-changing requests still
 need the CSRF header), the WebSocket does not (a browser always sends one
 there, and a WebSocket has no CSRF header: the cookie alone would do).
 
-Session: the ``dc_session`` cookie's value, at most 128 characters; how it
+Session: the ``dc_session`` cookie's value, 1 to 128 visible ASCII
+characters (a hostile client can send any bytes in a Cookie header: such a
+value is simply not a session, rather than something that fails later when
+hashed); how it
 is read from the headers is each transport's (twisted.web parses HTTP
 cookies, the WebSocket handshake has the raw header).
 """
@@ -22,7 +25,6 @@ import re
 SESSION_COOKIE = b"dc_session"
 #: Longer session cookies are not looked up at all.
 MAX_SESSION_TOKEN = 128
-#: What a session token can look like: visible ASCII, at most MAX_SESSION_TOKEN characters.
 _SESSION_TOKEN = re.compile(r"[\x21-\x7e]{1,%d}\Z" % MAX_SESSION_TOKEN)
 
 
@@ -34,14 +36,7 @@ def origin_allowed(origin: str | None, host: str, *, required: bool) -> bool:
 
 
 def session_token(raw: bytes | str | None) -> str | None:
-    """
-    The session cookie's value if it can be a session token, else None
-    (look nothing up).
-
-    Tokens are URL-safe base64; anything longer, empty or outside visible
-    ASCII (a hostile client can send any bytes in a Cookie header) is simply
-    not a session, rather than something that fails later when hashed.
-    """
+    """The session cookie's value if it can be a session token, else None (look nothing up)."""
     if isinstance(raw, bytes):
         try:
             raw = raw.decode("ascii")
