@@ -17,16 +17,18 @@ from typing import Any
 
 from twisted.logger import InvalidLogLevelError, LogLevel
 
+from denoisecast.denoise.settings import (
+    DEFAULT_DENOISE_CHUNK_SECONDS,
+    DEFAULT_DENOISE_CROSSFADE_SECONDS,
+    DEFAULT_DENOISE_MAX_BATCH,
+    DEFAULT_DENOISE_WORKERS,
+)
+
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
 DEFAULT_DATA_DIR = "denoisecast-data"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 DEFAULT_SILENCE_TIMEOUT = 10.0
 TURN_CREDENTIAL_TTL = 24 * 3600
-#: Chosen from bench/engine.py: see docs/streaming.md.
-DEFAULT_DENOISE_CHUNK_SECONDS = 0.1
-DEFAULT_DENOISE_CROSSFADE_SECONDS = 0.05
-DEFAULT_DENOISE_MAX_BATCH = 64
-DEFAULT_DENOISE_WORKERS = 1
 #: Remote ICE candidates the server sends no checks to unless allowed: this
 #: host and "this network", link-local (169.254.169.254 is the metadata
 #: endpoint of AWS, GCP, Azure, OpenStack and DigitalOcean), multicast and

@@ -84,11 +84,18 @@ class DenoiseCastServer:
         reactor: Any,
         clock: Callable[[], datetime] = utcnow,
         password_hasher: PasswordHasher | None = None,
+        engine_loader: "Callable[[SchedulerSettings], DenoiseEngine]" = load_live_engine,
     ) -> None:
+        """
+        The arguments after C{reactor} are the parts a test may swap (a
+        clock, a cheap password hasher, an engine loader); everything else
+        is built from them and the configuration.
+        """
         self.config = config
         self.reactor = reactor
         self.clock = clock
         self.password_hasher = password_hasher or PasswordHasher(parallelism=PASSWORD_HASH_LANES)
+        self._engine_loader = engine_loader
 
     @cached_property
     def database(self) -> Database:
@@ -159,14 +166,15 @@ class DenoiseCastServer:
 
     @cached_property
     def presence(self) -> PresenceHub:
-        hub = PresenceHub(self.store)
+        # The live manager is built on the first status asked for, after the hub.
+        hub = PresenceHub(self.store, lambda user_id: self.live.live_status(user_id))
         self.friends.observers.append(hub.friendship_changed)
         return hub
 
     @cached_property
     def scheduler(self) -> DenoiseScheduler:
         settings = SchedulerSettings.from_config(self.config)
-        return DenoiseScheduler(self.reactor, settings, engine_factory=lambda: load_live_engine(settings))
+        return DenoiseScheduler(self.reactor, settings, engine_factory=lambda: self._engine_loader(settings))
 
     @cached_property
     def live(self) -> LiveManager:
