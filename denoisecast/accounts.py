@@ -22,14 +22,13 @@ from twisted.internet.defer import Deferred
 
 from denoisecast.errors import DenoiseCastError, bad_request, conflict, unauthenticated
 from denoisecast.logs import logger
+from denoisecast.passwords import validate_password
 from denoisecast.ratelimit import FailureLimiter
 from denoisecast.storage.store import Store, User, UsernameTaken
 
 T = TypeVar("T")
 
 USERNAME_PATTERN = re.compile(r"[a-z0-9_.-]{3,32}\Z")
-PASSWORD_MIN = 8
-PASSWORD_MAX = 1024
 SESSION_LIFETIME = timedelta(days=30)
 
 BlockingRunner = Callable[..., "Deferred[Any]"]
@@ -47,18 +46,6 @@ def validate_username(username: str) -> str:
             "invalid_username",
         )
     return username
-
-
-def validate_password(password: str) -> str:
-    if len(password) < PASSWORD_MIN:
-        raise bad_request(
-            f"Passwords are at least {PASSWORD_MIN} characters long.", "weak_password"
-        )
-    if len(password) > PASSWORD_MAX:
-        raise bad_request(
-            f"Passwords are at most {PASSWORD_MAX} characters long.", "invalid_password"
-        )
-    return password
 
 
 class Accounts:
@@ -113,7 +100,7 @@ class Accounts:
 
     async def register(self, username: str, password: str) -> tuple[User, str]:
         validate_username(username)
-        validate_password(password)
+        validate_password(password, username)
         password_hash = await self._hash(password)
         try:
             user = await self._store.create_user(username, password_hash, self._now())
@@ -174,7 +161,7 @@ class Accounts:
         Replace the password, end every session of the user, and open a
         fresh one for the client that asked.
         """
-        validate_password(new)
+        validate_password(new, user["username"])
         stored = await self._store.get_password_hash(user["id"])
         if stored is None or not await self._verify(stored, current):
             raise DenoiseCastError(403, "wrong_password", "The current password is wrong.")

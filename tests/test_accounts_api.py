@@ -69,6 +69,19 @@ class RegistrationTests(TestCase):
         )
         self.assertEqual((reply.status, reply.error_code), (400, "weak_password"))
 
+    async def test_common_password_refused(self) -> None:
+        """
+        Registering with one of the commonest passwords is a 400
+        common_password that says why, and creates no account.
+        """
+        running = await start_server(self)
+        client = running.client()
+        for common in ["password", "12345678"]:
+            reply = await client.post("/api/auth/register", {"username": "alice", "password": common})
+            self.assertEqual((reply.status, reply.error_code), (400, "common_password"), common)
+            self.assertIn("most commonly used", reply.body["error"]["message"])
+        self.assertEqual((await client.login("alice", "password")).status, 401)
+
     async def test_username_unique(self) -> None:
         """
         A taken username gets 409 username_taken, whatever the case of the
@@ -173,6 +186,10 @@ class SessionTests(TestCase):
             "/api/auth/password", {"current_password": "nope nope", "new_password": "new password"}
         )
         self.assertEqual((wrong.status, wrong.error_code), (403, "wrong_password"))
+        common = await laptop.post(
+            "/api/auth/password", {"current_password": "old password", "new_password": "password1"}
+        )
+        self.assertEqual((common.status, common.error_code), (400, "common_password"))
         changed = await laptop.post(
             "/api/auth/password",
             {"current_password": "old password", "new_password": "new password"},

@@ -245,6 +245,11 @@ PATHS: dict[str, Any] = {
                 "201": ok("Registered; the dc_session cookie is set.", ref("UserEnvelope")),
                 "409": error("The username is taken."),
                 **PUBLIC_ERRORS,
+                "400": error(
+                    "Malformed input, an invalid username, or a refused password: shorter "
+                    "than 8 characters (weak_password), the username itself, or one of the "
+                    "commonest passwords (common_password)."
+                ),
             },
         }
     },
@@ -281,7 +286,14 @@ PATHS: dict[str, Any] = {
                     },
                 }
             ),
-            "responses": {"204": ok("Changed."), **COMMON_ERRORS},
+            "responses": {
+                "204": ok("Changed."),
+                **COMMON_ERRORS,
+                "400": error(
+                    "Malformed input, or a refused new password (weak_password, common_password)."
+                ),
+                "403": error("The current password is wrong (wrong_password), or CSRF/Origin failed."),
+            },
         }
     },
     "/api/me": {
