@@ -4,7 +4,8 @@ Accounts and sessions: registration, login, logout, password changes.
 Sessions are database rows keyed by the SHA-256 of a random token; the
 token itself only ever lives in the client's cookie, so a leaked database
 does not hand out live sessions.  Password hashing (argon2id) is slow on
-purpose and therefore runs on a worker thread, never on the reactor.
+purpose and therefore runs on its own low-priority lanes, never on the
+reactor, queued by L{denoisecast.passwordqueue.PasswordQueue}.
 """
 
 from __future__ import annotations
@@ -13,25 +14,22 @@ import hashlib
 import re
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from twisted.internet.defer import Deferred
 
 from denoisecast.errors import DenoiseCastError, bad_request, conflict, unauthenticated
+from denoisecast.loginguard import LoginGuard, address_key
 from denoisecast.logs import logger
+from denoisecast.passwordqueue import PasswordQueue, Priority
 from denoisecast.passwords import validate_password
 from denoisecast.ratelimit import FailureLimiter
 from denoisecast.storage.store import Store, User, UsernameTaken
 
-T = TypeVar("T")
-
 USERNAME_PATTERN = re.compile(r"[a-z0-9_.-]{3,32}\Z")
 SESSION_LIFETIME = timedelta(days=30)
-
-BlockingRunner = Callable[..., "Deferred[Any]"]
 
 
 def hash_token(token: str) -> str:
@@ -48,13 +46,25 @@ def validate_username(username: str) -> str:
     return username
 
 
+@dataclass(frozen=True)
+class LoggedIn:
+    """
+    A successful login: the user, the new session's token, and the device
+    token that marks this client as known to the account next time.
+    """
+
+    user: User
+    session_token: str
+    device_token: str
+
+
 class Accounts:
     """
     The account logic between the web resources and the store.
 
-    @param run_blocking: runs a blocking callable off the reactor thread
-        and returns a Deferred of its result (C{deferToThread} in the
-        server; a synchronous stand-in in unit tests).
+    Every password hash and check goes through C{password_queue}, which
+    runs it on the hashing lanes (off the reactor thread) with logins ahead
+    of registrations, and refuses with 503 when the wait would be too long.
     """
 
     log = logger()
@@ -63,23 +73,25 @@ class Accounts:
         self,
         store: Store,
         clock: Callable[[], datetime],
-        run_blocking: BlockingRunner,
-        login_limiter: FailureLimiter,
-        address_limiter: FailureLimiter,
+        password_queue: PasswordQueue,
+        login_guard: LoginGuard,
+        registration_limiter: FailureLimiter | None,
+        password_check_limiter: FailureLimiter,
         hasher: PasswordHasher | None = None,
     ) -> None:
         self._store = store
         self._now = clock
-        self._run_blocking = run_blocking
-        self._login_limiter = login_limiter
-        self._address_limiter = address_limiter
+        self._queue = password_queue
+        self._guard = login_guard
+        self._registrations = registration_limiter
+        self._password_checks = password_check_limiter
         self._hasher = hasher or PasswordHasher()
         # Verified against when the username is unknown, so that a login
         # for a missing account takes as long as one for an existing one.
         self._decoy_hash: str | None = None
 
-    async def _hash(self, password: str) -> str:
-        return await self._run_blocking(self._hasher.hash, password)
+    async def _hash(self, password: str, priority: Priority) -> str:
+        return await self._queue.submit(priority, self._hasher.hash, password)
 
     async def _verify(self, password_hash: str, password: str) -> bool:
         def verify() -> bool:
@@ -88,7 +100,7 @@ class Accounts:
             except (VerificationError, InvalidHashError):
                 return False
 
-        return await self._run_blocking(verify)
+        return await self._queue.submit(Priority.LOGIN, verify)
 
     async def _new_session(self, user: User) -> str:
         token = secrets.token_urlsafe(32)
@@ -98,10 +110,29 @@ class Accounts:
         )
         return token
 
-    async def register(self, username: str, password: str) -> tuple[User, str]:
+    async def register(self, username: str, password: str, address: str) -> tuple[User, str]:
+        """
+        Create the account and open a session.  Each client address may
+        try a limited number of registrations per hour (the hashing they
+        cost is what a flood of them would use up).
+        """
         validate_username(username)
         validate_password(password, username)
-        password_hash = await self._hash(password)
+        if self._registrations is not None:
+            key = address_key(address)
+            wait = self._registrations.retry_after(key)
+            if wait:
+                self.log.warn("Registration rate limit hit from {address}", address=address)
+                raise DenoiseCastError(
+                    429,
+                    "rate_limited",
+                    "Too many registrations from your address. Try again later.",
+                    {"Retry-After": str(wait)},
+                )
+            self._registrations.record_failure(key)
+        if await self._store.get_user_by_name(username) is not None:
+            raise conflict("username_taken", "That username is taken.")
+        password_hash = await self._hash(password, Priority.REGISTRATION)
         try:
             user = await self._store.create_user(username, password_hash, self._now())
         except UsernameTaken:
@@ -109,46 +140,31 @@ class Accounts:
         self.log.info("Registered {username}", username=username)
         return user, await self._new_session(user)
 
-    async def login(self, username: str, password: str, address: str) -> tuple[User, str]:
+    async def login(
+        self, username: str, password: str, address: str, device_token: str | None = None
+    ) -> LoggedIn:
         """
         Check the credentials and open a session.
 
         Unknown users and wrong passwords give the same error, after the
-        same amount of hashing work.
+        same amount of hashing work.  The login guard decides first whether
+        this client may try now (L{denoisecast.loginguard}).
         """
-        name_key = ("login", username.lower())
-        address_key = ("address", address)
-        wait = max(
-            self._login_limiter.retry_after(name_key) or 0,
-            self._address_limiter.retry_after(address_key) or 0,
-        )
-        if wait:
-            self.log.warn(
-                "Login rate limit hit for {username} from {address}",
-                username=username,
-                address=address,
-            )
-            raise DenoiseCastError(
-                429,
-                "rate_limited",
-                "Too many failed logins. Try again later.",
-                {"Retry-After": str(wait)},
-            )
+        attempt = self._guard.check(username, address, device_token)
         login = await self._store.get_login(username)
         if login is None:
             if self._decoy_hash is None:
-                self._decoy_hash = await self._hash(secrets.token_urlsafe(16))
+                self._decoy_hash = await self._hash(secrets.token_urlsafe(16), Priority.LOGIN)
             await self._verify(self._decoy_hash, password)
             ok = False
         else:
             ok = await self._verify(login["password_hash"], password)
         if not ok or login is None:
-            self._login_limiter.record_failure(name_key)
-            self._address_limiter.record_failure(address_key)
+            self._guard.failed(attempt)
             raise unauthenticated("Wrong username or password.")
-        self._login_limiter.reset(name_key)
+        device = self._guard.succeeded(attempt)
         user = {k: v for k, v in login.items() if k != "password_hash"}
-        return user, await self._new_session(user)
+        return LoggedIn(user, await self._new_session(user), device)
 
     async def user_for_token(self, token: str) -> User | None:
         return await self._store.get_session_user(hash_token(token), self._now())
@@ -159,13 +175,29 @@ class Accounts:
     async def change_password(self, user: User, current: str, new: str) -> str:
         """
         Replace the password, end every session of the user, and open a
-        fresh one for the client that asked.
+        fresh one for the client that asked.  Wrong current passwords are
+        counted per account, so a stolen session cannot be used to guess
+        the password (and so take the account over for good).
         """
         validate_password(new, user["username"])
+        key = ("password_check", user["id"])
+        wait = self._password_checks.retry_after(key)
+        if wait:
+            self.log.warn("Password check rate limit hit for {username}", username=user["username"])
+            raise DenoiseCastError(
+                429,
+                "rate_limited",
+                "Too many wrong current passwords. Try again later.",
+                {"Retry-After": str(wait)},
+            )
         stored = await self._store.get_password_hash(user["id"])
         if stored is None or not await self._verify(stored, current):
+            self._password_checks.record_failure(key)
             raise DenoiseCastError(403, "wrong_password", "The current password is wrong.")
-        await self._store.set_password(user["id"], await self._hash(new), self._now())
+        self._password_checks.reset(key)
+        await self._store.set_password(
+            user["id"], await self._hash(new, Priority.LOGIN), self._now()
+        )
         return await self._new_session(user)
 
 

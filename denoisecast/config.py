@@ -27,6 +27,7 @@ DEFAULT_DENOISE_CHUNK_SECONDS = 0.1
 DEFAULT_DENOISE_CROSSFADE_SECONDS = 0.05
 DEFAULT_DENOISE_MAX_BATCH = 64
 DEFAULT_DENOISE_WORKERS = 1
+DEFAULT_REGISTRATIONS_PER_HOUR = 10
 
 #: (option name, environment variable, help text).  The plugin's
 #: ``usage.Options`` is generated from this table, so ``--help`` always
@@ -81,6 +82,12 @@ OPTIONS: list[tuple[str, str, str]] = [
         "DENOISECAST_TURN_SECRET",
         "Shared secret of the TURN server (coturn use-auth-secret); browsers get "
         "time-limited credentials made from it.",
+    ),
+    (
+        "registrations-per-hour",
+        "DENOISECAST_REGISTRATIONS_PER_HOUR",
+        "Registrations each client address may attempt per hour; 0 means "
+        f"unlimited (default {DEFAULT_REGISTRATIONS_PER_HOUR}).",
     ),
     (
         "silence-timeout",
@@ -146,6 +153,7 @@ class Config:
     silence_timeout: float = DEFAULT_SILENCE_TIMEOUT
     recording_quota_bytes: int | None = None
     recording_max_seconds: float | None = 240 * 60.0
+    registrations_per_hour: int = DEFAULT_REGISTRATIONS_PER_HOUR
     denoise_chunk_seconds: float = DEFAULT_DENOISE_CHUNK_SECONDS
     denoise_crossfade_seconds: float = DEFAULT_DENOISE_CROSSFADE_SECONDS
     denoise_max_batch: int = DEFAULT_DENOISE_MAX_BATCH
@@ -198,6 +206,14 @@ class Config:
             0,
             1e6,
         )
+        registrations = _number(
+            "registrations-per-hour",
+            pick("registrations-per-hour", "DENOISECAST_REGISTRATIONS_PER_HOUR")
+            or str(DEFAULT_REGISTRATIONS_PER_HOUR),
+            int,
+            0,
+            1_000_000,
+        )
         if database_url and "://" not in database_url:
             raise ConfigError(
                 f"Database URL {database_url!r} is not a URL; use e.g. "
@@ -229,6 +245,7 @@ class Config:
             log_level=log_level,
             recording_quota_bytes=int(quota * 1024 * 1024) or None,
             recording_max_seconds=(longest * 60.0) or None,
+            registrations_per_hour=int(registrations),
             **_denoise_options(pick),
         )
 
