@@ -244,6 +244,8 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "201": ok("Registered; the dc_session cookie is set.", ref("UserEnvelope")),
                 "409": error("The username is taken."),
+                "429": error("Too many registrations from this address; see Retry-After."),
+                "503": error("Too many passwords being checked; see Retry-After (busy)."),
                 **PUBLIC_ERRORS,
                 "400": error(
                     "Malformed input, an invalid username, or a refused password: shorter "
@@ -262,6 +264,7 @@ PATHS: dict[str, Any] = {
                 "200": ok("Logged in; the dc_session cookie is set.", ref("UserEnvelope")),
                 "401": error("Wrong username or password."),
                 "429": error("Too many failed logins; see Retry-After."),
+                "503": error("Too many passwords being checked; see Retry-After (busy)."),
                 **PUBLIC_ERRORS,
             },
         }
@@ -293,6 +296,8 @@ PATHS: dict[str, Any] = {
                     "Malformed input, or a refused new password (weak_password, common_password)."
                 ),
                 "403": error("The current password is wrong (wrong_password), or CSRF/Origin failed."),
+                "429": error("Too many wrong current passwords; see Retry-After."),
+                "503": error("Too many passwords being checked; see Retry-After (busy)."),
             },
         }
     },
