@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from denoisecast.errors import DenoiseCastError, bad_request, conflict, unauthenticated
+from denoisecast.errors import DenoiseCastError, bad_request, conflict, forbidden, unauthenticated
 from denoisecast.loginguard import LoginGuard, address_key
 from denoisecast.logs import logger
 from denoisecast.passwordqueue import PasswordQueue, Priority
@@ -133,12 +133,23 @@ class Accounts:
         if await self._store.get_user_by_name(username) is not None:
             raise conflict("username_taken", "That username is taken.")
         password_hash = await self._hash(password, Priority.REGISTRATION)
+        user = await self.create_account(username, password_hash)
+        self.log.info("Registered {username}", username=username)
+        return user, await self._new_session(user)
+
+    async def hash_password(self, password: str) -> str:
+        """
+        The argon2id hash of C{password}, for administration (queued as a
+        login: an operator's action should not be refused for sign-ups).
+        """
+        return await self._hash(password, Priority.LOGIN)
+
+    async def create_account(self, username: str, password_hash: str) -> User:
         try:
             user = await self._store.create_user(username, password_hash, self._now())
         except UsernameTaken:
             raise conflict("username_taken", "That username is taken.") from None
-        self.log.info("Registered {username}", username=username)
-        return user, await self._new_session(user)
+        return user
 
     async def login(
         self, username: str, password: str, address: str, device_token: str | None = None
@@ -163,7 +174,11 @@ class Accounts:
             self._guard.failed(attempt)
             raise unauthenticated("Wrong username or password.")
         device = self._guard.succeeded(attempt)
-        user = {k: v for k, v in login.items() if k != "password_hash"}
+        if login["disabled"]:
+            raise forbidden(
+                "account_disabled", "This account is disabled; ask the server's administrator."
+            )
+        user = {k: v for k, v in login.items() if k not in ("password_hash", "disabled")}
         return LoggedIn(user, await self._new_session(user), device)
 
     async def user_for_token(self, token: str) -> User | None:

@@ -22,6 +22,7 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Site
 
 from denoisecast.accounts import Accounts, utcnow
+from denoisecast.admin import Administration, LiveControl
 from denoisecast.background import at_low_priority
 from denoisecast.config import Config
 from denoisecast.dsp.scheduler import DenoiseScheduler, SchedulerSettings
@@ -37,9 +38,12 @@ from denoisecast.ratelimit import FailureLimiter
 from denoisecast.reactorlag import ReactorLagMonitor
 from denoisecast.recordings.library import RecordingLibrary
 from denoisecast.recordings.recorder import Recorder
+from denoisecast.sessionsweep import SocketSessions
+from denoisecast.storage.admin import AdminStore
 from denoisecast.storage.database import Database
 from denoisecast.storage.store import Store
 from denoisecast.web import openapi
+from denoisecast.web.admin import AdminRoutes
 from denoisecast.web.auth import AuthRoutes
 from denoisecast.web.friends import FriendRoutes
 from denoisecast.web.health import HealthRoutes
@@ -162,6 +166,31 @@ class DenoiseCastServer:
         )
 
     @cached_property
+    def admin_store(self) -> AdminStore:
+        return AdminStore(self.database)
+
+    @cached_property
+    def socket_sessions(self) -> SocketSessions:
+        return SocketSessions(self.signaling, self.live, self.admin_store, self.clock)
+
+    @cached_property
+    def administration(self) -> Administration:
+        sessions = self.socket_sessions
+        return Administration(
+            self.store,
+            self.admin_store,
+            self.accounts,
+            self.config.data_dir,
+            self.clock,
+            LiveControl(
+                broadcasts=lambda: [self.live.public_status(b) for b in self.live.broadcasts.values()],
+                end_broadcast=sessions.end_broadcast,
+                close_sockets=sessions.close_user,
+            ),
+            self.recorder.active.get,
+        )
+
+    @cached_property
     def friends(self) -> Friends:
         return Friends(self.store, self.clock)
 
@@ -239,6 +268,7 @@ class DenoiseCastServer:
             *FriendRoutes(self.friends).routes(),
             *StreamRoutes(self.store, self.live).routes(),
             *RecordingRoutes(self.recordings).routes(),
+            *AdminRoutes(self.administration).routes(),
         ]
 
     @cached_property

@@ -28,10 +28,22 @@ from denoisecast.live.manager import LiveManager
 from denoisecast.logs import logger
 from denoisecast.recordings.recorder import Recorder
 from denoisecast.server import DenoiseCastServer
+from denoisecast.sessionsweep import SWEEP_SECONDS
 from denoisecast.storage.database import Database
 from denoisecast.storage.migrations import thd_upgrade
 
 SESSION_SWEEP_SECONDS = 3600.0
+SESSION_SOCKET_SWEEP_SECONDS = SWEEP_SECONDS
+
+
+def _sweep_sockets(server: DenoiseCastServer) -> Deferred[Any]:
+    """
+    Close sockets whose session ended in another process (never fails the
+    timer: a database hiccup is logged and the next sweep tries again).
+    """
+    swept = ensureDeferred(server.socket_sessions.sweep())
+    swept.addErrback(lambda f: DatabaseService.log.failure("Session sweep failed", f))
+    return swept
 
 
 class DatabaseService(Service):
@@ -211,4 +223,7 @@ def make_service(server: DenoiseCastServer) -> MultiService:
     )
     sweeper.clock = server.reactor
     sweeper.setServiceParent(network)
+    sockets = TimerService(SESSION_SOCKET_SWEEP_SECONDS, _sweep_sockets, server)
+    sockets.clock = server.reactor
+    sockets.setServiceParent(network)
     return top

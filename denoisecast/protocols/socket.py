@@ -21,6 +21,7 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import ensureDeferred
 
+from denoisecast.accounts import hash_token
 from denoisecast.errors import DenoiseCastError
 from denoisecast.logs import logger
 from denoisecast.presence import PresenceHub
@@ -49,6 +50,9 @@ class SignalingProtocol(WebSocketServerProtocol):
     factory: "SignalingFactory"
 
     user: User | None = None
+    #: The SHA-256 of the session token the socket was opened with, so the
+    #: session sweep can close it when the session ends elsewhere.
+    session_hash: str | None = None
     _errors = 0
     _tokens = RATE_PER_SECOND
     _last = 0.0
@@ -68,6 +72,7 @@ class SignalingProtocol(WebSocketServerProtocol):
         if user is None:
             raise ConnectionDeny(401, "Log in first.")
         self.user = user
+        self.session_hash = hash_token(token)
 
     def onConnect(self, request: ConnectionRequest) -> Any:
         return ensureDeferred(self._authorise(request))

@@ -1,0 +1,88 @@
+"""
+Ending the WebSockets (and broadcasts) of sessions that no longer exist.
+
+A session can end outside this process: ``denoisecast-admin`` disables an
+account or resets a password from another process, on the same database,
+by deleting the session rows; another node may do the same.  This server
+cannot be told directly, so it checks: every ``SWEEP_SECONDS`` it asks the
+database which of its open sockets' sessions are still valid (one query for
+all of them) and closes the others, and ends the broadcasts of accounts
+that have been disabled (a broadcast published over HTTP has no socket).
+Inside this process the same ending happens at once, through
+L{SocketSessions.close_user}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from denoisecast.logs import logger
+from denoisecast.storage.admin import AdminStore
+
+if TYPE_CHECKING:
+    from denoisecast.live.manager import LiveManager
+    from denoisecast.protocols.socket import SignalingFactory
+
+#: How often sockets are checked against the sessions table.
+SWEEP_SECONDS = 5.0
+#: WebSocket close code for "your session has ended" (also in docs/live.md).
+CLOSE_SESSION_ENDED = 4001
+
+
+class SocketSessions:
+    log = logger()
+
+    def __init__(
+        self,
+        factory: "SignalingFactory",
+        live: "LiveManager",
+        admin_store: AdminStore,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._factory = factory
+        self._live = live
+        self._admin_store = admin_store
+        self._now = clock
+
+    def _close(self, connection: Any, reason: str) -> None:
+        connection.sendClose(CLOSE_SESSION_ENDED, reason)
+
+    def close_user(self, user_id: int, reason: str) -> int:
+        """
+        Close every socket of the user now; return how many.
+        """
+        closing = [c for c in list(self._factory.connections) if c.user and c.user["id"] == user_id]
+        for connection in closing:
+            self._close(connection, reason)
+        return len(closing)
+
+    async def end_broadcast(self, user_id: int, reason: str) -> bool:
+        broadcast = self._live.broadcasts.get(user_id)
+        if broadcast is None:
+            return False
+        await self._live.stop(broadcast.user, reason)
+        return True
+
+    async def sweep(self) -> int:
+        """
+        Close the sockets whose session has ended and end the broadcasts
+        of disabled accounts; return how many sockets were closed.
+        """
+        open_now = [c for c in list(self._factory.connections) if getattr(c, "session_hash", None)]
+        closed = 0
+        if open_now:
+            valid = await self._admin_store.valid_sessions(
+                {c.session_hash for c in open_now}, self._now()
+            )
+            for connection in open_now:
+                if connection.session_hash not in valid and connection in self._factory.connections:
+                    self._close(connection, "Your session has ended.")
+                    closed += 1
+        live_users = list(self._live.broadcasts)
+        for user_id in await self._admin_store.disabled_among(live_users):
+            await self.end_broadcast(user_id, "account disabled")
+        if closed:
+            self.log.info("Closed {count} sockets whose session ended", count=closed)
+        return closed
