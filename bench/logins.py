@@ -130,7 +130,7 @@ def main() -> None:
             ),
         }
     finally:
-        for p, proc in zip([f"pub{i}" for i in range(args.publishers)], publishers):
+        for p in [f"pub{i}" for i in range(args.publishers)]:
             (work / f"{p}.stop").write_text("")
         for proc in publishers:
             try:

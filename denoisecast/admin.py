@@ -28,7 +28,7 @@ from denoisecast.storage.admin import AdminStore
 from denoisecast.storage.store import Store
 
 if TYPE_CHECKING:
-    from denoisecast.sessionsweep import SocketSessions
+    pass
 
 audit = logger("denoisecast.audit")
 

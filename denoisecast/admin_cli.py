@@ -31,15 +31,17 @@ from typing import Any
 
 from twisted.logger import (
     FilteringLogObserver,
-    ILogObserver,
+    ILogFilterPredicate,
     LogEvent,
     LogLevel,
     PredicateResult,
     globalLogBeginner,
     textFileLogObserver,
 )
+from twisted.web.http_headers import Headers
+from zope.interface import implementer
 
-from denoisecast.config import Config, ConfigError, DEFAULT_LISTEN
+from denoisecast.config import Config, ConfigError
 
 #: How long the session the command opens to ask a running server lives.
 CLI_SESSION_LIFETIME = timedelta(minutes=5)
@@ -121,18 +123,19 @@ def _show(item: Any) -> str:
     return json.dumps(item, default=str, sort_keys=True)
 
 
-def audit_to_stderr() -> None:
-    """
-    Audit events (and warnings from anywhere) to standard error.
-    """
+@implementer(ILogFilterPredicate)
+class _AuditAndWarnings:
+    """Audit events, and warnings or worse from anywhere; nothing else."""
 
-    def wanted(event: LogEvent) -> PredicateResult:
+    def __call__(self, event: LogEvent) -> PredicateResult:
         if event.get("log_namespace") == "denoisecast.audit":
             return PredicateResult.yes
         level = event.get("log_level", LogLevel.info)
         return PredicateResult.maybe if level >= LogLevel.warn else PredicateResult.no
 
-    observer: ILogObserver = FilteringLogObserver(textFileLogObserver(sys.stderr), [wanted])
+
+def audit_to_stderr() -> None:
+    observer = FilteringLogObserver(textFileLogObserver(sys.stderr), [_AuditAndWarnings()])
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
 
@@ -206,7 +209,7 @@ async def _call(reactor: Any, base: str, token: str, method: str, path: str) -> 
         response = await treq.request(
             method,
             base + path,
-            headers={"X-CSRF-Token": csrf, "Cookie": f"dc_session={token}; dc_csrf={csrf}"},
+            headers=Headers({"X-CSRF-Token": [csrf], "Cookie": [f"dc_session={token}; dc_csrf={csrf}"]}),
             timeout=30,
             reactor=reactor,
         )
@@ -248,8 +251,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             outcome["error"] = f"{type(error).__name__}: {error}"
 
     done = ensureDeferred(go())
-    done.addBoth(lambda _: reactor.stop())  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    running: Any = reactor  # the global reactor's type names no interface
+
+    def stop(_: object) -> None:
+        running.stop()
+
+    done.addBoth(stop)
+    running.run()
     if "error" in outcome:
         print(f"denoisecast-admin: {outcome['error']}", file=sys.stderr)
         raise SystemExit(1)

@@ -30,10 +30,10 @@ from denoisecast.friends import Friends
 from denoisecast.live.ice import ice_servers_for
 from denoisecast.live.manager import LiveManager
 from denoisecast.live.metrics import LiveMetrics
-from denoisecast.presence import PresenceHub
-from denoisecast.protocols.socket import SignalingFactory
 from denoisecast.loginguard import LoginGuard
 from denoisecast.passwordqueue import PasswordQueue
+from denoisecast.presence import PresenceHub
+from denoisecast.protocols.socket import SignalingFactory
 from denoisecast.ratelimit import FailureLimiter
 from denoisecast.reactorlag import ReactorLagMonitor
 from denoisecast.recordings.library import RecordingLibrary

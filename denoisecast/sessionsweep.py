@@ -70,14 +70,12 @@ class SocketSessions:
         Close the sockets whose session has ended and end the broadcasts
         of disabled accounts; return how many sockets were closed.
         """
-        open_now = [c for c in list(self._factory.connections) if getattr(c, "session_hash", None)]
+        open_now = [(c, c.session_hash) for c in list(self._factory.connections) if c.session_hash]
         closed = 0
         if open_now:
-            valid = await self._admin_store.valid_sessions(
-                {c.session_hash for c in open_now}, self._now()
-            )
-            for connection in open_now:
-                if connection.session_hash not in valid and connection in self._factory.connections:
+            valid = await self._admin_store.valid_sessions({h for _, h in open_now if h}, self._now())
+            for connection, session_hash in open_now:
+                if session_hash not in valid and connection in self._factory.connections:
                     self._close(connection, "Your session has ended.")
                     closed += 1
         live_users = list(self._live.broadcasts)

@@ -155,8 +155,8 @@ class ActionTests(TestCase):
         root_socket = await connect_ws(self, running.base, root)
         await root_socket.expect("hello")
         account = await running.server.admin_store.get_account("alice")
-        from denoisecast.storage.admin import thd_set_disabled
         from denoisecast.accounts import utcnow
+        from denoisecast.storage.admin import thd_set_disabled
 
         await running.server.database.write(thd_set_disabled, account["id"], utcnow())
         self.assertEqual(await running.server.socket_sessions.sweep(), 1)
@@ -176,7 +176,8 @@ class ActionTests(TestCase):
         account = await server.admin_store.get_account("alice")
         from denoisecast.accounts import utcnow
 
-        await server.store.create_recording("rec0001", account["id"], utcnow(), "dfn3", json.dumps([{"t": 0, "denoise": True, "atten_lim_db": 100.0}]))
+        timeline = json.dumps([{"t": 0, "denoise": True, "atten_lim_db": 100.0}])
+        await server.store.create_recording("rec0001", account["id"], utcnow(), "dfn3", timeline)
         await server.store.update_recording("rec0001", status="complete", denoised_bytes=1000, raw_bytes=500, duration_seconds=2.0)
         files = recording_paths(server.config.data_dir, account["id"], "rec0001")
         for path in files:

@@ -5,7 +5,7 @@ SQLite and on a real PostgreSQL server (as tests/test_storage.py does).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
@@ -16,7 +16,7 @@ from denoisecast.storage.migrations import thd_upgrade
 from denoisecast.storage.store import Store
 from tests.support import postgres_url, sqlite_url
 
-NOW = datetime(2026, 12, 2, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 LATER = NOW + timedelta(days=1)
 
 
