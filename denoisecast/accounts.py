@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from twisted.internet.defer import ensureDeferred
 
 from denoisecast.errors import DenoiseCastError, bad_request, conflict, forbidden, unauthenticated
 from denoisecast.loginguard import LoginGuard, address_key
@@ -26,6 +27,7 @@ from denoisecast.logs import logger
 from denoisecast.passwordqueue import PasswordQueue, Priority
 from denoisecast.passwords import validate_password
 from denoisecast.ratelimit import FailureLimiter
+from denoisecast.storage.passwords import PasswordHashes
 from denoisecast.storage.store import Store, User, UsernameTaken
 
 USERNAME_PATTERN = re.compile(r"[a-z0-9_.-]{3,32}\Z")
@@ -49,8 +51,9 @@ def validate_username(username: str) -> str:
 @dataclass(frozen=True)
 class LoggedIn:
     """
-    A successful login: the user, the new session's token, and the device
-    token that marks this client as known to the account next time.
+    A successful login or registration: the user, the new session's token,
+    and the device token that marks this client as known to the account
+    next time.
     """
 
     user: User
@@ -78,6 +81,7 @@ class Accounts:
         registration_limiter: FailureLimiter | None,
         password_check_limiter: FailureLimiter,
         hasher: PasswordHasher | None = None,
+        hashes: PasswordHashes | None = None,
     ) -> None:
         self._store = store
         self._now = clock
@@ -86,6 +90,7 @@ class Accounts:
         self._registrations = registration_limiter
         self._password_checks = password_check_limiter
         self._hasher = hasher or PasswordHasher()
+        self._hashes = hashes
         # Verified against when the username is unknown, so that a login
         # for a missing account takes as long as one for an existing one.
         self._decoy_hash: str | None = None
@@ -110,7 +115,7 @@ class Accounts:
         )
         return token
 
-    async def register(self, username: str, password: str, address: str) -> tuple[User, str]:
+    async def register(self, username: str, password: str, address: str) -> LoggedIn:
         """
         Create the account and open a session.  Each client address may
         try a limited number of registrations per hour (the hashing they
@@ -135,7 +140,8 @@ class Accounts:
         password_hash = await self._hash(password, Priority.REGISTRATION)
         user = await self.create_account(username, password_hash)
         self.log.info("Registered {username}", username=username)
-        return user, await self._new_session(user)
+        device = self._guard.registered(username, address)
+        return LoggedIn(user, await self._new_session(user), device)
 
     async def hash_password(self, password: str) -> str:
         """
@@ -178,8 +184,31 @@ class Accounts:
             raise forbidden(
                 "account_disabled", "This account is disabled; ask the server's administrator."
             )
+        if self._hashes is not None and self._hasher.check_needs_rehash(login["password_hash"]):
+            self._upgrade_hash(login["id"], login["password_hash"], password)
         user = {k: v for k, v in login.items() if k not in ("password_hash", "disabled")}
         return LoggedIn(user, await self._new_session(user), device)
+
+    def _upgrade_hash(self, user_id: int, old_hash: str, password: str) -> None:
+        """
+        Rehash a password stored at an older cost, in the background and
+        behind every login in the queue; when the queue is full it is left
+        for the next login.
+        """
+        hashes = self._hashes
+        assert hashes is not None
+
+        async def upgrade() -> None:
+            try:
+                new_hash = await self._hash(password, Priority.REGISTRATION)
+            except DenoiseCastError:
+                return
+            if await hashes.upgrade(user_id, old_hash, new_hash):
+                self.log.info("Password hash of user {user_id} moved to the current cost", user_id=user_id)
+
+        ensureDeferred(upgrade()).addErrback(
+            lambda failure: self.log.failure("Upgrading a password hash failed", failure)
+        )
 
     async def user_for_token(self, token: str) -> User | None:
         return await self._store.get_session_user(hash_token(token), self._now())

@@ -173,6 +173,12 @@ class LoginGuard:
         if attempt.trust == "none":
             self._accounts.record_failure(attempt.account)
 
+    def registered(self, username: str, address: str) -> str:
+        """
+        A new account's first client is known to it: return its device token.
+        """
+        return self.succeeded(LoginAttempt(username.lower(), "address:" + address_key(address), None, "none"))
+
     def succeeded(self, attempt: LoginAttempt) -> str:
         """
         Remember the client as known to the account; return the device

@@ -41,6 +41,7 @@ from denoisecast.recordings.recorder import Recorder
 from denoisecast.sessionsweep import SocketSessions
 from denoisecast.storage.admin import AdminStore
 from denoisecast.storage.database import Database
+from denoisecast.storage.passwords import PasswordHashes
 from denoisecast.storage.store import Store
 from denoisecast.web import openapi
 from denoisecast.web.admin import AdminRoutes
@@ -137,6 +138,7 @@ class DenoiseCastServer:
             FailureLimiter(self.reactor, per_hour, 3600.0) if per_hour else None,
             FailureLimiter(self.reactor, PASSWORD_CHECK_FAILURES, PASSWORD_CHECK_WINDOW_SECONDS),
             self.password_hasher,
+            PasswordHashes(self.database),
         )
 
     @cached_property

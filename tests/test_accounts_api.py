@@ -162,7 +162,7 @@ class SessionTests(TestCase):
         """
         running = await start_server(self)
         await running.client().register("alice")
-        client = running.client()
+        client = running.client("127.0.0.9")  # not where alice registered
         for _ in range(5):
             self.assertEqual((await client.login("alice", "wrong password")).status, 401)
         limited = await client.login("alice", "correct horse")
@@ -185,7 +185,14 @@ class SessionTests(TestCase):
         self.assertEqual((await laptop.login("alice")).status, 200)
         self.assertIsNotNone(laptop.cookie("dc_device"))
         self.assertEqual((await laptop.post("/api/auth/logout")).status, 204)
+        # The browser that registered is known from the start.
+        phone = running.client("127.0.0.8")
+        await phone.register("bob")
+        self.assertEqual((await phone.post("/api/auth/logout")).status, 204)
         attacker = running.client("127.0.0.3")
+        for _ in range(5):
+            self.assertEqual((await attacker.login("bob", "wrong password")).status, 401)
+        self.assertEqual((await phone.login("bob")).status, 200)
         for _ in range(5):
             self.assertEqual((await attacker.login("alice", "wrong password")).status, 401)
         self.assertEqual((await attacker.login("alice")).status, 429)
@@ -363,6 +370,62 @@ class PasswordWorkTests(TestCase):
             lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
         )
         self.assertEqual(again, seen)  # lowered once per thread, not once per job
+
+    async def test_older_hashes_move_to_the_current_cost(self) -> None:
+        """
+        A password stored at another argon2 cost still logs in, and is then
+        rehashed at the server's cost in the background; sessions stay.
+        """
+        from argon2 import PasswordHasher
+        from twisted.internet import reactor
+        from twisted.internet.task import deferLater
+
+        from denoisecast.accounts import utcnow
+
+        running = await start_server(self)
+        server = running.server
+        old = PasswordHasher(time_cost=2, memory_cost=16, parallelism=1).hash("correct horse")
+        await server.store.create_user("alice", old, utcnow())
+        client = running.client()
+        self.assertEqual((await client.login("alice")).status, 200)
+        stored = old
+        for _ in range(100):
+            stored = await server.store.get_password_hash((await server.store.get_user_by_name("alice"))["id"])
+            if stored != old:
+                break
+            await deferLater(reactor, 0.1)
+        self.assertFalse(server.password_hasher.check_needs_rehash(stored), stored)
+        self.assertEqual((await client.get("/api/me")).status, 200)
+        self.assertEqual((await running.client().login("alice")).status, 200)
+
+    async def test_full_queue_answers_503_at_once(self) -> None:
+        """
+        While the hashing lanes are busy and the queue's expected wait is
+        past its limit, a login is answered 503 busy with Retry-After at
+        once (not after a timeout); once the lanes are free it succeeds.
+        """
+        import threading
+
+        from twisted.internet.threads import deferToThread
+
+        running = await start_server(self)
+        await running.client().register("alice")
+        server = running.server
+        queue = server.password_queue
+        release = threading.Event()
+        blockers = [queue.submit(Priority.LOGIN, release.wait, 30) for _ in range(server.password_lanes)]
+        queue.job_seconds = 100.0  # as if each hash now took 100 s
+        try:
+            reply = await running.client().login("alice")
+            self.assertEqual((reply.status, reply.error_code), (503, "busy"))
+            self.assertGreaterEqual(int(reply.header("retry-after")), 100)
+            self.assertEqual(queue.refused, 1)
+        finally:
+            await deferToThread(release.set)
+            for blocker in blockers:
+                await blocker
+        queue.job_seconds = 0.01
+        self.assertEqual((await running.client().login("alice")).status, 200)
 
     def test_argon2_releases_the_gil(self) -> None:
         """

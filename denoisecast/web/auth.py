@@ -94,11 +94,12 @@ class AuthRoutes:
 
     async def register(self, call: ApiCall) -> Response:
         body = call.body(CREDENTIALS)
-        user, token = await self._accounts.register(
+        done = await self._accounts.register(
             body["username"], body["password"], client_address(call.request)
         )
-        set_session(call.request, token)
-        return 201, {"user": public_user(user)}
+        set_session(call.request, done.session_token)
+        set_device(call.request, done.device_token)
+        return 201, {"user": public_user(done.user)}
 
     async def login(self, call: ApiCall) -> Response:
         body = call.body(CREDENTIALS)
