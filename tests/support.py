@@ -13,13 +13,13 @@ from http.cookiejar import CookieJar
 from pathlib import Path
 from typing import Any
 
-from treq.client import HTTPClient
 from argon2 import PasswordHasher
 from sqlalchemy import create_engine, text
+from treq.client import HTTPClient
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.trial.unittest import SkipTest, TestCase
 from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer

@@ -361,12 +361,12 @@ class PasswordWorkTests(TestCase):
             raise SkipTest("per-thread nice values are Linux's")
         server = (await start_server(self)).server
         before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-        seen = await server.password_queue.submit(Priority.LOGIN, 
+        seen = await server.password_queue.submit(Priority.LOGIN,
             lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
         )
         self.assertEqual(seen, min(19, before + NICENESS))
         self.assertEqual(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()), before)
-        again = await server.password_queue.submit(Priority.LOGIN, 
+        again = await server.password_queue.submit(Priority.LOGIN,
             lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
         )
         self.assertEqual(again, seen)  # lowered once per thread, not once per job
