@@ -21,7 +21,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from denoisecast.admin_cli import CommandError, server_url
+from denoisecast.cli.admin import CommandError, server_url
 from denoisecast.sessionsweep import CLOSE_SESSION_ENDED
 from tests.support import postgres_url, sqlite_url, start_server
 from tests.ws_support import connect_ws
@@ -58,7 +58,7 @@ async def admin_command(database_url: str, *args: str, stdin: str = "") -> tuple
     reactor.spawnProcess(  # type: ignore[attr-defined]
         collect,
         sys.executable,
-        [sys.executable, "-m", "denoisecast.admin_cli", "--database-url", database_url, *args],
+        [sys.executable, "-m", "denoisecast.cli.admin", "--database-url", database_url, *args],
         env=env,
         path=os.getcwd(),  # trial's directory: SQLite test URLs are relative to it
     )
