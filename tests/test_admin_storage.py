@@ -6,6 +6,7 @@ SQLite and on a real PostgreSQL server (as tests/test_storage.py does).
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
@@ -13,6 +14,7 @@ from twisted.trial.unittest import TestCase
 from denoisecast.storage.admin import AdminStore
 from denoisecast.storage.database import Database
 from denoisecast.storage.migrations import thd_upgrade
+from denoisecast.storage.passwords import PasswordHashes
 from denoisecast.storage.store import Store
 from tests.support import postgres_url, sqlite_url
 
@@ -105,11 +107,28 @@ class AdminStoreMixin:
         self.assertEqual(again, [])  # type: ignore[attr-defined]
 
 
-class SQLiteAdminStoreTests(AdminStoreMixin, TestCase):
+class PasswordHashMixin:
+    async def test_upgrade_only_if_unchanged(self) -> None:
+        """
+        A rehash replaces the stored hash only if it is still the one that
+        was verified, and keeps the sessions (the password is the same).
+        """
+        test: Any = self
+        user = await test.store.create_user("alice", "old-hash", NOW)
+        await test.store.create_session(user["id"], "s1", NOW, LATER)
+        hashes = PasswordHashes(test.database)
+        test.assertTrue(await hashes.upgrade(user["id"], "old-hash", "new-hash"))
+        test.assertEqual(await test.store.get_password_hash(user["id"]), "new-hash")
+        test.assertFalse(await hashes.upgrade(user["id"], "old-hash", "stale-hash"))
+        test.assertEqual(await test.store.get_password_hash(user["id"]), "new-hash")
+        test.assertIsNotNone(await test.store.get_session_user("s1", NOW))
+
+
+class SQLiteAdminStoreTests(PasswordHashMixin, AdminStoreMixin, TestCase):
     def database_url(self) -> str:
         return sqlite_url(self)
 
 
-class PostgresAdminStoreTests(AdminStoreMixin, TestCase):
+class PostgresAdminStoreTests(PasswordHashMixin, AdminStoreMixin, TestCase):
     def database_url(self) -> str:
         return postgres_url(self)
