@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from denoisecast.accounts import EndedSessions
 from denoisecast.logs import logger
 from denoisecast.storage.admin import AdminStore
 
@@ -27,8 +28,6 @@ if TYPE_CHECKING:
 
 #: How often sockets are checked against the sessions table.
 SWEEP_SECONDS = 5.0
-#: WebSocket close code for "your session has ended" (also in docs/live.md).
-CLOSE_SESSION_ENDED = 4001
 
 
 class SocketSessions:
@@ -46,17 +45,19 @@ class SocketSessions:
         self._admin_store = admin_store
         self._now = clock
 
-    def _close(self, connection: Any, reason: str) -> None:
-        connection.sendClose(CLOSE_SESSION_ENDED, reason)
+    def _open_of(self, user_id: int) -> int:
+        return sum(1 for c in list(self._factory.connections) if c.user and c.user["id"] == user_id)
 
     def close_user(self, user_id: int, reason: str) -> int:
         """
-        Close every socket of the user now; return how many.
+        End every session of the user in this server: their sockets close
+        now (close code 4001), and a handshake in flight does not open.
+        Returns how many sockets were open.
         """
-        closing = [c for c in list(self._factory.connections) if c.user and c.user["id"] == user_id]
-        for connection in closing:
-            self._close(connection, reason)
-        return len(closing)
+        count = self._open_of(user_id)
+        self.log.info("Ending the sockets of user {user_id}: {reason}", user_id=user_id, reason=reason)
+        self._factory.sessions_ended(EndedSessions(user_id=user_id))
+        return count
 
     async def end_broadcast(self, user_id: int, reason: str) -> bool:
         broadcast = self._live.broadcasts.get(user_id)
@@ -76,7 +77,7 @@ class SocketSessions:
             valid = await self._admin_store.valid_sessions({h for _, h in open_now if h}, self._now())
             for connection, session_hash in open_now:
                 if session_hash not in valid and connection in self._factory.connections:
-                    self._close(connection, "Your session has ended.")
+                    self._factory.sessions_ended(EndedSessions(token_hash=session_hash))
                     closed += 1
         live_users = list(self._live.broadcasts)
         for user_id in await self._admin_store.disabled_among(live_users):

@@ -202,20 +202,19 @@ async def run(reactor: Any, args: argparse.Namespace, config: Config) -> list[An
 
 
 async def _call(reactor: Any, base: str, token: str, method: str, path: str) -> Any:
-    import treq
+    from twisted.web.client import Agent, readBody
 
     csrf = secrets.token_urlsafe(24)
+    headers = Headers(
+        {"X-CSRF-Token": [csrf], "Cookie": [f"dc_session={token}; dc_csrf={csrf}"]}
+    )
     try:
-        response = await treq.request(
-            method,
-            base + path,
-            headers=Headers({"X-CSRF-Token": [csrf], "Cookie": [f"dc_session={token}; dc_csrf={csrf}"]}),
-            timeout=30,
-            reactor=reactor,
+        response = await Agent(reactor, connectTimeout=30).request(
+            method.encode(), (base + path).encode(), headers
         )
+        body = await readBody(response)
     except Exception as error:
         raise CommandError(f"Cannot reach the server at {base}: {error}") from None
-    body = await response.content()
     if response.code >= 400:
         try:
             message = json.loads(body)["error"]["message"]
