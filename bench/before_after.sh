@@ -22,7 +22,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-BEFORE=${1:-c7705e9}
+BEFORE=${1:-7ae2158}
 ROUNDS=${2:-2}
 PY=${PY:-$ROOT/.venv/bin/python}
 LOG=$ROOT/bench-before-after-$(date -u +%Y%m%dT%H%M).log
