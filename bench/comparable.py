@@ -19,6 +19,7 @@ import os
 import platform
 import re
 import time
+
 import numpy as np
 import torch
 
@@ -45,14 +46,14 @@ def cpu_model() -> tuple[str, list[str]]:
             text = f.read()
     except OSError:
         return name, []
-    found = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
-    family = re.search(r"^cpu family\s*:\s*(\d+)$", text, re.M)
-    model = re.search(r"^model\s*:\s*(\d+)$", text, re.M)
+    found = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
+    family = re.search(r"^cpu family\s*:\s*(\d+)$", text, re.MULTILINE)
+    model = re.search(r"^model\s*:\s*(\d+)$", text, re.MULTILINE)
     if found:
         name = found.group(1).strip()
     if family and model:
         name += f" (family {family.group(1)}, model {model.group(1)})"
-    listed = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
+    listed = re.search(r"^flags\s*:\s*(.+)$", text, re.MULTILINE)
     if listed:
         flags = set(listed.group(1).split())
     return name, [f for f in FLAGS if f in flags]
@@ -146,12 +147,16 @@ def host_report(threads: int) -> list[str]:
     """Lines (``#``-prefixed) that say on what a run's figures were measured."""
     name, flags = cpu_model()
     return [
-        f"# {time.strftime('%Y-%m-%d %H:%M %Z')}, {name}, {os.cpu_count()} logical CPUs, "
-        f"flags {' '.join(flags) or 'none of ' + ' '.join(FLAGS)}",
+        (
+            f"# {time.strftime('%Y-%m-%d %H:%M %Z')}, {name}, {os.cpu_count()} logical CPUs, "
+            f"flags {' '.join(flags) or 'none of ' + ' '.join(FLAGS)}"
+        ),
         f"# Python {platform.python_version()}, {torch_build()}, {threads} torch threads",
-        f"# calibration: 1024x1024 fp32 matmul {matmul_gflops(1):.1f} GFLOP/s on 1 thread, "
-        f"{matmul_gflops(threads):.1f} GFLOP/s per thread on {threads}; "
-        f"first touch of a fresh page {page_fault_us():.2f} us",
+        (
+            f"# calibration: 1024x1024 fp32 matmul {matmul_gflops(1):.1f} GFLOP/s on 1 thread, "
+            f"{matmul_gflops(threads):.1f} GFLOP/s per thread on {threads}; "
+            f"first touch of a fresh page {page_fault_us():.2f} us"
+        ),
         f"# memory: {memory_setup()}",
         f"# load average before: {load_average()}",
     ]
