@@ -125,7 +125,7 @@ def full_path(
         for s in streams:
             s.push(block)
         scheduler._free_engines = engines
-        scheduler._pump()
+        scheduler.pump()
 
     push_all(audio[:chunk_samples])  # warm-up, not timed
     reactor.run_until(lambda: received[0] == batch * chunk_samples)

@@ -16,19 +16,20 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from denoisecast.logs import logger
 
-from denoisecast.model.weights import registry as models
+from denoisecast.logs import logger
 from denoisecast.model.config import ModelConfig
 from denoisecast.model.layers import fold_batch_norms
-from denoisecast.model.traced import TracedNet, traced
 from denoisecast.model.pipeline import RuntimePolicy, SignalPath, StreamState
+from denoisecast.model.traced import TracedNet, traced
+from denoisecast.model.weights import registry as models
 
 if TYPE_CHECKING:
     from denoisecast.model.dfnet2 import DfNet2

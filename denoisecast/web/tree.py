@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
-from twisted.web.resource import Resource
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
 from twisted.web.static import File
 
@@ -22,9 +22,9 @@ def build_root(
     api: JsonApi,
     static_dir: Path,
     registry: CollectorRegistry,
-    extra: dict[bytes, Resource] | None = None,
+    extra: dict[bytes, IResource] | None = None,
 ) -> Resource:
-    table: dict[bytes, Resource] = {
+    table: dict[bytes, IResource] = {
         b"": Page(static_dir / "home.html"),
         b"login": Page(static_dir / "login.html"),
         b"register": Page(static_dir / "register.html"),
@@ -40,7 +40,7 @@ def build_root(
 
 
 def build_site(root: Resource, metrics: HttpMetrics, max_body_bytes: int) -> Site:
-    request_class = type(
+    request_class: type[DenoiseCastRequest] = type(
         "SiteRequest",
         (DenoiseCastRequest,),
         {"metrics": metrics, "max_body_bytes": max_body_bytes},
