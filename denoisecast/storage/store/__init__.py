@@ -21,13 +21,81 @@ from denoisecast.storage.store.common import (
     UsernameTaken,
     utc,
 )
-from denoisecast.storage.store.friends import FriendStore
-from denoisecast.storage.store.prefs import PrefStore
-from denoisecast.storage.store.recordings import RecordingStore
-from denoisecast.storage.store.sessions import SessionStore
-from denoisecast.storage.store.users import UserStore
+from denoisecast.storage.store.friends import (  # the thd_* functions, for other storage modules
+    FriendStore,
+    thd_accept_request,
+    thd_are_friends,
+    thd_cancel_request,
+    thd_list_friends,
+    thd_list_requests,
+    thd_reject_request,
+    thd_send_request,
+    thd_unfriend,
+)
+from denoisecast.storage.store.prefs import (  # the thd_* functions, for other storage modules
+    PrefStore,
+    thd_get_denoise_prefs,
+    thd_set_denoise_prefs,
+)
+from denoisecast.storage.store.recordings import (  # the thd_* functions, for other storage modules
+    RECORDING_COLUMNS,
+    RecordingStore,
+    thd_create_recording,
+    thd_delete_recording,
+    thd_get_visible_recording,
+    thd_list_visible_recordings,
+    thd_ping,
+    thd_storage_used,
+    thd_unfinished_recordings,
+    thd_update_recording,
+)
+from denoisecast.storage.store.sessions import (  # the thd_* functions, for other storage modules
+    SessionStore,
+    thd_create_session,
+    thd_delete_expired_sessions,
+    thd_delete_session,
+    thd_get_session_user,
+)
+from denoisecast.storage.store.users import (  # the thd_* functions, for other storage modules
+    UserStore,
+    thd_create_user,
+    thd_get_login,
+    thd_get_password_hash,
+    thd_get_user_by_name,
+    thd_search_users,
+    thd_set_password,
+)
 
 __all__ = [
+    "RECORDING_COLUMNS",
+    "thd_accept_request",
+    "thd_are_friends",
+    "thd_cancel_request",
+    "thd_create_recording",
+    "thd_create_session",
+    "thd_create_user",
+    "thd_delete_expired_sessions",
+    "thd_delete_recording",
+    "thd_delete_session",
+    "thd_get_denoise_prefs",
+    "thd_get_login",
+    "thd_get_password_hash",
+    "thd_get_session_user",
+    "thd_get_user_by_name",
+    "thd_get_visible_recording",
+    "thd_list_friends",
+    "thd_list_requests",
+    "thd_list_visible_recordings",
+    "thd_ping",
+    "thd_reject_request",
+    "thd_search_users",
+    "thd_send_request",
+    "thd_set_denoise_prefs",
+    "thd_set_password",
+    "thd_storage_used",
+    "thd_unfinished_recordings",
+    "thd_unfriend",
+    "thd_update_recording",
     "AlreadyFriends",
     "NoSuchRequest",
     "NotFriends",

@@ -28,7 +28,11 @@ def thd_get_session_user(conn: Connection, token_hash: str, now: datetime) -> Us
     row = conn.execute(
         select(users.c.id, users.c.username, users.c.created_at)
         .join(sessions, sessions.c.user_id == users.c.id)
-        .where(sessions.c.token_hash == token_hash, sessions.c.expires_at > now)
+        .where(
+            sessions.c.token_hash == token_hash,
+            sessions.c.expires_at > now,
+            users.c.disabled_at.is_(None),
+        )
     ).first()
     return None if row is None else _user(row)
 

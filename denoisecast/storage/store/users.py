@@ -39,12 +39,13 @@ def thd_create_user(
 
 def thd_get_login(conn: Connection, username: str) -> dict[str, Any] | None:
     row = conn.execute(
-        select(users.c.id, users.c.username, users.c.created_at, users.c.password_hash)
-        .where(func.lower(users.c.username) == username.lower())
+        select(
+            users.c.id, users.c.username, users.c.created_at, users.c.password_hash, users.c.disabled_at
+        ).where(func.lower(users.c.username) == username.lower())
     ).first()
     if row is None:
         return None
-    return {**_user(row), "password_hash": row.password_hash}
+    return {**_user(row), "password_hash": row.password_hash, "disabled": row.disabled_at is not None}
 
 
 def thd_get_user_by_name(conn: Connection, username: str) -> User | None:
