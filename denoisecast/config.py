@@ -17,6 +17,8 @@ from pathlib import Path
 
 from twisted.logger import LogLevel, InvalidLogLevelError
 
+from denoisecast.web.forwarded import PROXY_HEADERS, X_FORWARDED, Network, parse_network
+
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
 DEFAULT_DATA_DIR = "denoisecast-data"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
@@ -37,6 +39,20 @@ OPTIONS: list[tuple[str, str, str]] = [
         "DENOISECAST_LISTEN",
         "Twisted endpoint string to listen on; ssl:... gives TLS "
         f"(default {DEFAULT_LISTEN}).",
+    ),
+    (
+        "trusted-proxies",
+        "DENOISECAST_TRUSTED_PROXIES",
+        "Comma-separated addresses or networks of reverse proxies (e.g. "
+        "127.0.0.1,10.0.0.0/8) whose forwarded headers are believed for the "
+        "client's scheme, host and address; none by default.",
+    ),
+    (
+        "proxy-header",
+        "DENOISECAST_PROXY_HEADER",
+        "Which forwarded headers the trusted proxies set: x-forwarded "
+        "(X-Forwarded-For/-Proto/-Host) or forwarded (RFC 7239); the other "
+        "family is ignored (default x-forwarded).",
     ),
     (
         "database-url",
@@ -153,6 +169,8 @@ class Config:
     denoise_device: str = "auto"
     denoise_half: bool = False
     denoise_model: str = "auto"
+    trusted_proxies: tuple[Network, ...] = ()
+    proxy_header: str = X_FORWARDED
 
     @property
     def effective_database_url(self) -> str:
@@ -218,7 +236,20 @@ class Config:
         turn_secret = pick("turn-secret", "DENOISECAST_TURN_SECRET") or ""
         if turn_urls and not turn_secret:
             raise ConfigError("TURN URLs need --turn-secret (the TURN server's shared secret).")
+        try:
+            trusted_proxies = tuple(
+                parse_network(item)
+                for item in (pick("trusted-proxies", "DENOISECAST_TRUSTED_PROXIES") or "").split(",")
+                if item.strip()
+            )
+        except ValueError as error:
+            raise ConfigError(f"--trusted-proxies: {error}.") from None
+        proxy_header = (pick("proxy-header", "DENOISECAST_PROXY_HEADER") or X_FORWARDED).lower()
+        if proxy_header not in PROXY_HEADERS:
+            raise ConfigError(f"--proxy-header {proxy_header!r}: use x-forwarded or forwarded.")
         return cls(
+            trusted_proxies=trusted_proxies,
+            proxy_header=proxy_header,
             stun_urls=urls("stun", "DENOISECAST_STUN"),
             turn_urls=turn_urls,
             turn_secret=turn_secret,

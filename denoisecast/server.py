@@ -39,6 +39,7 @@ from denoisecast.storage.store import Store
 from denoisecast.web import openapi
 from denoisecast.web.auth import AuthRoutes
 from denoisecast.web.friends import FriendRoutes
+from denoisecast.web.forwarded import TrustedProxies
 from denoisecast.web.health import HealthRoutes
 from denoisecast.web.metrics import HttpMetrics
 from denoisecast.web.recordings import RecordingRoutes
@@ -186,6 +187,8 @@ class DenoiseCastServer:
             self.presence,
             self.live,
             ice_servers_for(self.config, self.reactor.seconds),
+            TrustedProxies(self.config.trusted_proxies),
+            self.config.proxy_header,
         )
 
     @cached_property
@@ -212,4 +215,10 @@ class DenoiseCastServer:
             self.metrics_registry,
             {b"ws": WebSocketResource(self.signaling)},
         )
-        return build_site(root, self.http_metrics, self.config.max_body_bytes)
+        return build_site(
+            root,
+            self.http_metrics,
+            self.config.max_body_bytes,
+            TrustedProxies(self.config.trusted_proxies),
+            self.config.proxy_header,
+        )

@@ -9,7 +9,7 @@ ROOT=$PWD
 
 # Debian packages.  The test suite also uses PostgreSQL and Redis servers and
 # the audio tools; a server-only machine can set DENOISECAST_SERVER_ONLY=1.
-DEBS=(python3-venv postgresql redis-server espeak-ng sox libsox-fmt-all chromium)
+DEBS=(python3-venv postgresql redis-server espeak-ng sox libsox-fmt-all chromium nginx)
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
     for pkg in "${DEBS[@]}"; do

@@ -99,11 +99,20 @@ class Client:
     state-changing request.
     """
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, tls: Any = None, bind: str | None = None) -> None:
+        """
+        C{tls}: an C{IPolicyForHTTPS} for https bases (e.g. trusting a test
+        certificate); C{bind}: the local address to connect from.
+        """
         self.base = base
         self.cookies = CookieJar()
         self._pool = HTTPConnectionPool(reactor, persistent=False)
-        self._http = HTTPClient(Agent(reactor, pool=self._pool), cookiejar=self.cookies)
+        extra: dict[str, Any] = {}
+        if tls is not None:
+            extra["contextFactory"] = tls
+        if bind is not None:
+            extra["bindAddress"] = (bind, 0)
+        self._http = HTTPClient(Agent(reactor, pool=self._pool, **extra), cookiejar=self.cookies)
 
     def cookie(self, name: str) -> str | None:
         for cookie in self.cookies:

@@ -20,12 +20,20 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import ensureDeferred
+from twisted.internet.interfaces import ISSLTransport
 
 from denoisecast.errors import DenoiseCastError
 from denoisecast.logs import logger
 from denoisecast.presence import PresenceHub
 from denoisecast.protocols import messages
 from denoisecast.storage.store import User
+from denoisecast.web.forwarded import (
+    X_FORWARDED,
+    ClientView,
+    TrustedProxies,
+    resolve_client,
+    same_origin_form,
+)
 from denoisecast.web.resource import SESSION_COOKIE, dump_json
 
 if TYPE_CHECKING:
@@ -49,14 +57,44 @@ class SignalingProtocol(WebSocketServerProtocol):
     factory: "SignalingFactory"
 
     user: User | None = None
+    #: The real client address (behind a trusted proxy, the proxy's client).
+    client_address = "unknown"
     _errors = 0
     _tokens = RATE_PER_SECOND
     _last = 0.0
 
+    def client_view(self, request: ConnectionRequest) -> ClientView:
+        """
+        Scheme, host and address as the client used them: behind a trusted
+        proxy, what its forwarded headers say (see L{denoisecast.web.forwarded}).
+        """
+        peer = self.transport.getPeer() if self.transport is not None else None
+        headers: dict[str, str] = request.headers
+        return resolve_client(
+            getattr(peer, "host", "unknown"),
+            ISSLTransport.providedBy(self.transport),
+            headers.get("host", ""),
+            lambda name: [headers[name]] if name in headers else [],
+            self.factory.trusted_proxies,
+            self.factory.proxy_header,
+        )
+
+    def _origin_allowed(self, origin: str, view: ClientView) -> bool:
+        """
+        The page's origin must be this site.  A trusted proxy's scheme is
+        exact; on a direct connection either scheme of the same host is
+        accepted, as before (a TLS proxy that is not configured as trusted
+        still works for the socket).
+        """
+        origin = same_origin_form(origin)
+        if view.proxied:
+            return origin == view.origin
+        return origin in (same_origin_form(f"http://{view.host}"), same_origin_form(f"https://{view.host}"))
+
     async def _authorise(self, request: ConnectionRequest) -> None:
-        origin = request.headers.get("origin", "")
-        host = request.headers.get("host", "")
-        if origin not in (f"http://{host}", f"https://{host}"):
+        view = self.client_view(request)
+        self.client_address = view.address
+        if not view.host or not self._origin_allowed(request.headers.get("origin", ""), view):
             raise ConnectionDeny(403, "Cross-origin WebSocket connections are not allowed.")
         try:
             cookies = SimpleCookie(request.headers.get("cookie", ""))
@@ -73,6 +111,12 @@ class SignalingProtocol(WebSocketServerProtocol):
         return ensureDeferred(self._authorise(request))
 
     def onOpen(self) -> None:
+        assert self.user is not None
+        self.log.info(
+            "Socket opened for {username} from {client}",
+            username=self.user["username"],
+            client=self.client_address,
+        )
         self.factory.register(self)
 
     @property
@@ -141,8 +185,12 @@ class SignalingFactory(WebSocketServerFactory):
         presence: PresenceHub,
         live: "LiveManager",
         ice_servers: Callable[[User], list[dict[str, Any]]],
+        trusted_proxies: TrustedProxies | None = None,
+        proxy_header: str = X_FORWARDED,
     ) -> None:
         super().__init__()
+        self.trusted_proxies = trusted_proxies or TrustedProxies()
+        self.proxy_header = proxy_header
         self.authenticate = authenticate
         self.presence = presence
         self.live = live

@@ -10,6 +10,7 @@ from twisted.web.server import Request
 
 from denoisecast.accounts import SESSION_LIFETIME, Accounts
 from denoisecast.storage.store import User
+from denoisecast.web.forwarded import client_address
 from denoisecast.web.parse import Field
 from denoisecast.web.resource import (
     SESSION_COOKIE,
@@ -40,11 +41,6 @@ def set_session(request: Request, token: str) -> None:
 
 def clear_session(request: Request) -> None:
     secure_cookie(request, SESSION_COOKIE, b"", httpOnly=True, sameSite="lax", max_age="0")
-
-
-def client_address(request: Request) -> str:
-    peer = request.getClientAddress()
-    return getattr(peer, "host", "unknown")
 
 
 class AuthRoutes:

@@ -29,6 +29,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from denoisecast.errors import DenoiseCastError, forbidden, unauthenticated
 from denoisecast.logs import logger
 from denoisecast.storage.store import User
+from denoisecast.web.forwarded import client_view, same_origin_form
 from denoisecast.web.parse import Field, parse_json_object
 from denoisecast.web.ranges import serve_file
 
@@ -139,12 +140,15 @@ def csrf_token(request: Request) -> str:
 
 
 def _check_origin(request: Request) -> None:
+    """
+    A browser's Origin must be this site as the client sees it: behind a
+    trusted TLS proxy that is the proxy's scheme and host, not the plain
+    HTTP connection the server itself receives.
+    """
     origin = request.getHeader("origin")
     if origin is None:
         return
-    host = request.getHeader("host") or ""
-    scheme = "https" if request.isSecure() else "http"
-    if origin != f"{scheme}://{host}":
+    if same_origin_form(origin) != client_view(request).origin:
         raise forbidden("bad_origin", "Cross-origin requests are not allowed.")
 
 

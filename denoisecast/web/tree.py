@@ -12,6 +12,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 from twisted.web.static import File
 
+from denoisecast.web.forwarded import X_FORWARDED, TrustedProxies
+from denoisecast.web.access import AccessLoggingSite
 from denoisecast.web.metrics import HttpMetrics, metrics_resource
 from denoisecast.web.pages import Page
 from denoisecast.web.request import DenoiseCastRequest
@@ -39,13 +41,24 @@ def build_root(
     return root
 
 
-def build_site(root: Resource, metrics: HttpMetrics, max_body_bytes: int) -> Site:
+def build_site(
+    root: Resource,
+    metrics: HttpMetrics,
+    max_body_bytes: int,
+    trusted_proxies: TrustedProxies | None = None,
+    proxy_header: str = X_FORWARDED,
+) -> Site:
     request_class = type(
         "SiteRequest",
         (DenoiseCastRequest,),
-        {"metrics": metrics, "max_body_bytes": max_body_bytes},
+        {
+            "metrics": metrics,
+            "max_body_bytes": max_body_bytes,
+            "trusted_proxies": trusted_proxies or TrustedProxies(),
+            "proxy_header": proxy_header,
+        },
     )
-    site = Site(root)
+    site = AccessLoggingSite(root)
     site.requestFactory = request_class
     site.displayTracebacks = False
     return site
