@@ -43,11 +43,12 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     from denoisecast import logs
+    from denoisecast.filemodes import make_data_dir_private
     from denoisecast.server import DenoiseCastServer
     from denoisecast.service import make_service
 
     config = options.config
     logs.set_level(config.log_level)
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    make_data_dir_private(config.data_dir)
     server: Any = DenoiseCastServer(config, reactor)
     return make_service(server)

@@ -25,6 +25,11 @@ from denoisecast.web.forwarded import (
 )
 from denoisecast.web.metrics import HttpMetrics
 
+#: HSTS on every response the client received over TLS: browsers then use
+#: https only for a year, so a later plain-http link cannot leak a cookie.
+#: Not includeSubDomains: other services of the domain are not ours to bind.
+HSTS = b"max-age=31536000"
+
 KNOWN_METHODS = {b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS"}
 
 
@@ -85,6 +90,8 @@ class DenoiseCastRequest(Request):
 
     def process(self) -> None:
         self._started = time.monotonic()
+        if self.isSecure():
+            self.setHeader(b"strict-transport-security", HSTS)
         self.notifyFinish().addBoth(self._record)
         if self._too_large:
             self.route = "too_large"
