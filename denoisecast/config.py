@@ -83,6 +83,22 @@ OPTIONS: list[tuple[str, str, str]] = [
         "error or critical (default info).",
     ),
     (
+        "log-format",
+        "DENOISECAST_LOG_FORMAT",
+        "text, or json for one JSON object per line with every event field "
+        "(default text).",
+    ),
+    (
+        "log-rotate-mb",
+        "DENOISECAST_LOG_ROTATE_MB",
+        "Rotate twistd's --logfile at this size in MiB (default 10).",
+    ),
+    (
+        "log-keep",
+        "DENOISECAST_LOG_KEEP",
+        "Rotated log files kept, oldest removed first (default 10).",
+    ),
+    (
         "stun",
         "DENOISECAST_STUN",
         "Comma-separated STUN URLs handed to browsers, e.g. stun:stun.example.org:3478.",
@@ -155,6 +171,9 @@ class Config:
     data_dir: Path = Path(DEFAULT_DATA_DIR)
     database_url: str = ""
     log_level: LogLevel = LogLevel.info
+    log_format: str = "text"
+    log_rotate_bytes: int = 10 * 1024 * 1024
+    log_keep: int = 10
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     stun_urls: tuple[str, ...] = ()
     turn_urls: tuple[str, ...] = ()
@@ -206,6 +225,13 @@ class Config:
                 f"Unknown log level {level_name!r}; use debug, info, warn, "
                 "error or critical."
             ) from None
+        log_format = (pick("log-format", "DENOISECAST_LOG_FORMAT") or "text").lower()
+        if log_format not in ("text", "json"):
+            raise ConfigError(f"--log-format {log_format!r}: use text or json.")
+        log_rotate_mb = _number(
+            "log-rotate-mb", pick("log-rotate-mb", "DENOISECAST_LOG_ROTATE_MB") or "10", float, 0.01, 1e6
+        )
+        log_keep = _number("log-keep", pick("log-keep", "DENOISECAST_LOG_KEEP") or "10", int, 1, 100000)
         quota = _number(
             "recording-quota-mb", pick("recording-quota-mb", "DENOISECAST_RECORDING_QUOTA_MB") or "0", float, 0, 1e9
         )
@@ -258,6 +284,9 @@ class Config:
             data_dir=data_dir,
             database_url=database_url,
             log_level=log_level,
+            log_format=log_format,
+            log_rotate_bytes=int(log_rotate_mb * 1024 * 1024),
+            log_keep=int(log_keep),
             recording_quota_bytes=int(quota * 1024 * 1024) or None,
             recording_max_seconds=(longest * 60.0) or None,
             **_denoise_options(pick),

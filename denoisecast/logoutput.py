@@ -1,0 +1,88 @@
+"""
+Where twistd writes the log, and in which format: text or JSON lines.
+
+twistd builds its log observer after the plugin has made its services, from
+its own options (``--logfile``, ``-n``), and always as text, rotating a file
+every megabyte and keeping every old one.  It first asks the application for
+an C{ILogObserver} component, though, and the plugin's top service sees the
+application when twistd parents it; so L{LogOutputService} sets that
+component to an observer made from DenoiseCast's options: the same target
+twistd would choose (the ``--logfile`` file, or stdout under ``-n``), the
+chosen format, and rotation by size with a bounded number of old files.
+SIGUSR1 rotates at once, as with twistd.  twistd's ``--logger`` and
+``--syslog`` still win: then DenoiseCast leaves the log alone.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Mapping
+from typing import IO, Any
+
+from twisted.application.service import MultiService
+from twisted.logger import (
+    FileLogObserver,
+    ILogObserver,
+    LogEvent,
+    eventAsJSON,
+    formatEvent,
+    textFileLogObserver,
+)
+from twisted.python.components import Componentized
+from twisted.python.logfile import LogFile
+
+
+def json_line(event: LogEvent) -> str:
+    """
+    One event as one line of JSON: every field of the event (as twisted's
+    C{eventAsJSON} keeps them), plus C{message} (the formatted text) and
+    C{level} (its name), which log shippers index without knowing Twisted.
+    """
+    level = event.get("log_level")
+    extra = {"message": formatEvent(event), "level": getattr(level, "name", None)}
+    return eventAsJSON({**event, **extra}) + "\n"
+
+
+def observer_for(log_format: str, stream: IO[str]) -> ILogObserver:
+    if log_format == "json":
+        return FileLogObserver(stream, json_line)
+    return textFileLogObserver(stream)
+
+
+def open_target(twistd: Mapping[str, Any], rotate_bytes: int, keep: int) -> IO[str] | None:
+    """
+    The stream twistd would log to, given its options; C{None} when twistd's
+    own C{--logger} or C{--syslog} is in charge.
+    """
+    if twistd.get("logger") or twistd.get("syslog"):
+        return None
+    name = twistd.get("logfile") or ""
+    if name == "-" or (twistd.get("nodaemon") and not name):
+        return sys.stdout
+    log_file = LogFile.fromFullPath(name or "twistd.log", rotateLength=rotate_bytes, maxRotatedFiles=keep)
+    if not signal.getsignal(signal.SIGUSR1):
+
+        def rotate(signum: int, frame: object) -> None:
+            from twisted.internet import reactor
+
+            reactor.callFromThread(log_file.rotate)
+
+        signal.signal(signal.SIGUSR1, rotate)
+    return log_file  # type: ignore[return-value]
+
+
+class LogOutputService(MultiService):
+    """
+    The top of the service tree; when twistd parents it to the application,
+    hands the application DenoiseCast's log observer.
+    """
+
+    def __init__(self, observer: ILogObserver | None) -> None:
+        super().__init__()
+        self.observer = observer
+
+    def setServiceParent(self, parent: Any) -> None:
+        if self.observer is not None and isinstance(parent, Componentized):
+            parent.setComponent(ILogObserver, self.observer)
+        super().setServiceParent(parent)
