@@ -99,6 +99,17 @@ OPTIONS: list[tuple[str, str, str]] = [
         "Rotated log files kept, oldest removed first (default 10).",
     ),
     (
+        "metrics-listen",
+        "DENOISECAST_METRICS_LISTEN",
+        "Serve /metrics only on this separate endpoint (e.g. "
+        "tcp:9108:interface=127.0.0.1) instead of the main one.",
+    ),
+    (
+        "metrics-token",
+        "DENOISECAST_METRICS_TOKEN",
+        "Require 'Authorization: Bearer TOKEN' on /metrics (at least 16 characters).",
+    ),
+    (
         "stun",
         "DENOISECAST_STUN",
         "Comma-separated STUN URLs handed to browsers, e.g. stun:stun.example.org:3478.",
@@ -189,6 +200,8 @@ class Config:
     denoise_half: bool = False
     denoise_model: str = "auto"
     trusted_proxies: tuple[Network, ...] = ()
+    metrics_listen: str = ""
+    metrics_token: str = ""
     proxy_header: str = X_FORWARDED
 
     @property
@@ -273,7 +286,12 @@ class Config:
         proxy_header = (pick("proxy-header", "DENOISECAST_PROXY_HEADER") or X_FORWARDED).lower()
         if proxy_header not in PROXY_HEADERS:
             raise ConfigError(f"--proxy-header {proxy_header!r}: use x-forwarded or forwarded.")
+        metrics_token = pick("metrics-token", "DENOISECAST_METRICS_TOKEN") or ""
+        if metrics_token and (len(metrics_token) < 16 or not metrics_token.isascii() or not metrics_token.isprintable()):
+            raise ConfigError("--metrics-token must be at least 16 printable ASCII characters.")
         return cls(
+            metrics_listen=pick("metrics-listen", "DENOISECAST_METRICS_LISTEN") or "",
+            metrics_token=metrics_token,
             trusted_proxies=trusted_proxies,
             proxy_header=proxy_header,
             stun_urls=urls("stun", "DENOISECAST_STUN"),

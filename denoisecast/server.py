@@ -18,6 +18,7 @@ from autobahn.twisted.resource import WebSocketResource
 from prometheus_client import CollectorRegistry
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
+from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from denoisecast.accounts import Accounts, utcnow
@@ -32,6 +33,7 @@ from denoisecast.presence import PresenceHub
 from denoisecast.protocols.socket import SignalingFactory
 from denoisecast.ratelimit import FailureLimiter
 from denoisecast.reactorlag import ReactorLagMonitor
+from denoisecast.servermetrics import DiskSampler, ServerMetrics, add_standard_collectors
 from denoisecast.recordings.library import RecordingLibrary
 from denoisecast.recordings.recorder import Recorder
 from denoisecast.storage.database import Database
@@ -41,7 +43,8 @@ from denoisecast.web.auth import AuthRoutes
 from denoisecast.web.friends import FriendRoutes
 from denoisecast.web.forwarded import TrustedProxies
 from denoisecast.web.health import HealthRoutes
-from denoisecast.web.metrics import HttpMetrics
+from denoisecast.web.access import AccessLoggingSite
+from denoisecast.web.metrics import HttpMetrics, metrics_resource
 from denoisecast.web.recordings import RecordingRoutes
 from denoisecast.web.resource import JsonApi, Route
 from denoisecast.web.streams import StreamRoutes
@@ -141,7 +144,32 @@ class DenoiseCastServer:
 
     @cached_property
     def metrics_registry(self) -> CollectorRegistry:
-        return CollectorRegistry()
+        registry = CollectorRegistry()
+        add_standard_collectors(registry)
+        return registry
+
+    @cached_property
+    def disk_sampler(self) -> DiskSampler:
+        return DiskSampler(self.config.data_dir, self.reactor)
+
+    @cached_property
+    def server_metrics(self) -> ServerMetrics:
+        return ServerMetrics(
+            self.metrics_registry,
+            lambda: self.signaling.connections,
+            lambda: self.database.errors,
+            lambda: self.signaling.rate_limited,
+            self.disk_sampler,
+        )
+
+    @cached_property
+    def metrics_site(self) -> Site:
+        """The site of C{--metrics-listen}: C{/metrics} and nothing else."""
+        root = Resource()
+        root.putChild(b"metrics", metrics_resource(self.metrics_registry, self.config.metrics_token))
+        site = AccessLoggingSite(root)
+        site.displayTracebacks = False
+        return site
 
     @cached_property
     def reactor_lag(self) -> ReactorLagMonitor:
@@ -209,12 +237,18 @@ class DenoiseCastServer:
     @cached_property
     def site(self) -> Site:
         self.live_metrics
+        self.server_metrics
         root = build_root(
             self.api,
             static_directory(),
             self.metrics_registry,
             {b"ws": WebSocketResource(self.signaling)},
         )
+        # /metrics on its own endpoint, or here behind the token if one is set.
+        if self.config.metrics_listen:
+            root.delEntity(b"metrics")
+        else:
+            root.putChild(b"metrics", metrics_resource(self.metrics_registry, self.config.metrics_token))
         return build_site(
             root,
             self.http_metrics,

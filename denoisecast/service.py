@@ -205,6 +205,11 @@ def make_service(server: DenoiseCastServer) -> MultiService:
     web = strports.service(server.config.listen, server.site, reactor=server.reactor)
     web.setName("web")
     web.setServiceParent(network)
+    server.disk_sampler.setServiceParent(network)
+    if server.config.metrics_listen:
+        metrics = strports.service(server.config.metrics_listen, server.metrics_site, reactor=server.reactor)
+        metrics.setName("metrics")
+        metrics.setServiceParent(network)
     sweeper = TimerService(
         SESSION_SWEEP_SECONDS,
         lambda: server.store.delete_expired_sessions(server.clock()),

@@ -152,6 +152,7 @@ class SignalingProtocol(WebSocketServerProtocol):
             self.sendClose(CLOSE_UNSUPPORTED, "Only JSON text messages.")
             return
         if not self._allow():
+            self.factory.rate_limited += 1
             self.send_error(messages.error("rate_limited", "Slow down.", 429))
             return
         try:
@@ -196,6 +197,8 @@ class SignalingFactory(WebSocketServerFactory):
         self.live = live
         self.ice_servers = ice_servers
         self.connections: set[SignalingProtocol] = set()
+        #: Messages refused with rate_limited, for the metrics.
+        self.rate_limited = 0
         self.setProtocolOptions(
             maxFramePayloadSize=MAX_MESSAGE_BYTES,
             maxMessagePayloadSize=MAX_MESSAGE_BYTES,
