@@ -18,9 +18,10 @@ from __future__ import annotations
 import signal
 import sys
 from collections.abc import Mapping
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from twisted.application.service import MultiService
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import (
     FileLogObserver,
     ILogObserver,
@@ -66,7 +67,7 @@ def open_target(twistd: Mapping[str, Any], rotate_bytes: int, keep: int) -> IO[s
         def rotate(signum: int, frame: object) -> None:
             from twisted.internet import reactor
 
-            reactor.callFromThread(log_file.rotate)
+            cast(IReactorFromThreads, reactor).callFromThread(log_file.rotate)
 
         signal.signal(signal.SIGUSR1, rotate)
     return log_file  # type: ignore[return-value]

@@ -29,7 +29,13 @@ from twisted.web.client import Agent, readBody
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
-from tests.rtc_support import answer, best_correlation, listener, noisy_speech, publisher
+from tests.rtc_support import (
+    answer,
+    best_correlation,
+    listener,
+    noisy_speech,
+    publisher,
+)
 from tests.support import Client
 from tests.test_twistd import TwistdProcess, free_port
 from tests.ws_support import connect_ws
@@ -41,7 +47,7 @@ CLIENT_ADDRESS = "127.0.0.2"
 
 def documented_nginx_site() -> str:
     """The first ```nginx block of docs/deployment.md."""
-    found = re.search(r"```nginx\n(.*?)```", DOCS.read_text(), re.S)
+    found = re.search(r"```nginx\n(.*?)```", DOCS.read_text(), re.DOTALL)
     assert found, "docs/deployment.md has no nginx block"
     return found.group(1)
 

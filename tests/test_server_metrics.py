@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.exc import OperationalError
 from twisted.trial.unittest import TestCase
 
 from denoisecast._version import __version__
@@ -90,7 +91,7 @@ class MetricsTests(TestCase):
         again = await server.client().post("/api/auth/register", {"username": "alice", "password": "correct horse"})
         self.assertEqual(again.status, 409)
         self.assertEqual(value(await self.scrape(client), "denoisecast_database_errors_total"), 0)
-        with self.assertRaises(Exception):
+        with self.assertRaises(OperationalError):
             await server.server.database.read(lambda conn: conn.exec_driver_sql("SELECT * FROM no_such_table").all())
         self.assertEqual(value(await self.scrape(client), "denoisecast_database_errors_total"), 1)
 

@@ -10,11 +10,11 @@ apart instead of one pre-formatted string.
 
 from __future__ import annotations
 
-from twisted.web.server import Request, Site
+from twisted.web.http import Request
+from twisted.web.server import Site
 
 from denoisecast.logs import logger
 from denoisecast.web.forwarded import client_view
-
 
 _log = logger("denoisecast.access")
 

@@ -27,7 +27,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from twisted.web.iweb import IRequest
+from twisted.web.http import Request
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -156,7 +156,9 @@ def _split_quoted(text: str, separator: str) -> list[str] | None:
     C{text} split at C{separator} outside quoted strings; C{None} if a quote
     is left open.
     """
-    parts, current, quoted, escaped = [], [], False, False
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
     for char in text:
         if escaped:
             escaped = False
@@ -292,7 +294,7 @@ def resolve_client(
     return ClientView(scheme or direct.scheme, forwarded_host or host, address, proxied=True)
 
 
-def request_headers(request: IRequest) -> Callable[[str], list[str]]:
+def request_headers(request: Request) -> Callable[[str], list[str]]:
     """C{headers(name)} for L{resolve_client} over a Twisted request."""
 
     def get(name: str) -> list[str]:
@@ -304,7 +306,7 @@ def request_headers(request: IRequest) -> Callable[[str], list[str]]:
     return get
 
 
-def client_view(request: IRequest) -> ClientView:
+def client_view(request: Request) -> ClientView:
     """
     The L{ClientView} of a request served by DenoiseCast's site (computed
     once per request by L{denoisecast.web.request.DenoiseCastRequest}); for
@@ -322,7 +324,7 @@ def client_view(request: IRequest) -> ClientView:
     )
 
 
-def client_address(request: IRequest) -> str:
+def client_address(request: Request) -> str:
     """
     The real client address of C{request}: the key for per-address rate
     limits and the address in logs.  Behind a trusted proxy it is the

@@ -10,7 +10,7 @@ import hmac
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.twisted import MetricsResource
-from twisted.web.resource import Resource
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
 
@@ -44,7 +44,7 @@ class HttpMetrics:
         self.latency.labels(method, route).observe(seconds)
 
 
-def metrics_resource(registry: CollectorRegistry, token: str = "") -> Resource:
+def metrics_resource(registry: CollectorRegistry, token: str = "") -> IResource:
     """
     C{/metrics}; with a C{token}, only for requests that present it as a
     bearer token (Prometheus' C{authorization} setting, or C{bearer_token}).
@@ -58,7 +58,7 @@ class BearerProtected(Resource):
 
     isLeaf = True
 
-    def __init__(self, inner: Resource, token: str) -> None:
+    def __init__(self, inner: IResource, token: str) -> None:
         super().__init__()
         self._inner = inner
         self._token = token.encode()
