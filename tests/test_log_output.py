@@ -6,16 +6,21 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
+import subprocess
 import tempfile
+import time
 from pathlib import Path
 
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
 from twisted.logger import Logger, LogLevel
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from denoisecast.config import Config, ConfigError
 from denoisecast.logoutput import json_line
 from tests.support import Client
-from tests.test_twistd import TwistdProcess
+from tests.test_twistd import TWISTD, TwistdProcess, free_port
 
 
 class JsonLineTests(SynchronousTestCase):
@@ -91,6 +96,43 @@ class TwistdLogTests(TestCase):
             ("127.0.0.1", "GET", "/api/health", 200, "info"),
         )
         self.assertIn('127.0.0.1 "GET /api/health" 200', last["message"])
+
+    async def test_json_to_stdout_in_foreground(self) -> None:
+        """
+        As the systemd unit runs it (``-n`` without ``--logfile``), the JSON
+        lines go to stdout, where the journal collects them.
+        """
+        workdir = self.workdir()
+        port = free_port()
+        out = (workdir / "stdout").open("w")
+        self.addCleanup(out.close)
+        process = subprocess.Popen(
+            [TWISTD, "-n", "--pidfile=", "denoisecast", "--listen", f"tcp:{port}:interface=127.0.0.1", "--log-format", "json"],
+            cwd=workdir, stdout=out, stderr=subprocess.STDOUT,
+        )
+
+        def stop() -> None:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(30)
+
+        self.addCleanup(stop)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                self.assertIsNone(process.poll(), (workdir / "stdout").read_text()[-2000:])
+                self.assertLess(time.monotonic(), deadline, "twistd did not listen")
+                await deferLater(reactor, 0.1)
+        await Client(f"http://127.0.0.1:{port}").register("alice")
+        stop()
+        lines = (workdir / "stdout").read_text().splitlines()
+        events = [json.loads(line) for line in lines]
+        registered = [e for e in events if e.get("log_format") == "Registered {username}"]
+        self.assertEqual([e["username"] for e in registered], ["alice"])
+        self.assertEqual(events[-1]["message"], "Server Shut Down.")
 
     async def test_text_by_default(self) -> None:
         """Without --log-format the log stays twistd's text, with the access events."""
