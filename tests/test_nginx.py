@@ -192,7 +192,7 @@ class NginxTests(TestCase):
         address, not the proxy's nor one the client forged; the WebSocket
         upgrades; alice goes live and bob hears her through it.
         """
-        workdir = Path(tempfile.mkdtemp(prefix="denoisecast-nginx-"))
+        workdir = Path(tempfile.mkdtemp(prefix="denoisecast-behind-nginx-"))
         self.addCleanup(shutil.rmtree, workdir, True)
         noisy, clean, _ = noisy_speech(workdir, seconds_pause=1.0)
         server = TwistdProcess(
@@ -204,8 +204,10 @@ class NginxTests(TestCase):
             "5",
             env={"PYTHONPATH": os.pathsep.join(filter(None, [str(LOOPBACK_ICE), os.environ.get("PYTHONPATH")]))},
         )
-        proxy_dir = workdir / "nginx"
-        proxy_dir.mkdir()
+        # Its own directory under /tmp: nginx's workers (nobody, when the
+        # master is root) must reach their temp paths, not the server's files.
+        proxy_dir = Path(tempfile.mkdtemp(prefix="denoisecast-nginx-"))
+        self.addCleanup(shutil.rmtree, proxy_dir, True)
         nginx = Nginx(self, proxy_dir, server.port)
         await server.ready(timeout=60)
         await nginx.ready()
@@ -230,6 +232,10 @@ class NginxTests(TestCase):
         self.assertEqual(asked.status, 201, asked.body)
         accepted = await bob.post("/api/friends/requests/alice/accept", headers=origin)
         self.assertEqual(accepted.status, 200, accepted.body)
+        # A body larger than nginx keeps in memory goes through its temp file
+        # and meets the server's own limit.
+        big = await alice.post("/api/friends/requests", raw=b"{" + b" " * 100_000 + b"}", headers=origin)
+        self.assertEqual((big.status, big.error_code), (413, "body_too_large"), nginx.errors())
         refused = await alice.post("/api/auth/logout", headers={"Origin": "https://evil.example"})
         self.assertEqual((refused.status, refused.error_code), (403, "bad_origin"))
 
