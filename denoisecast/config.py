@@ -9,7 +9,6 @@ looks at the environment.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -352,7 +351,3 @@ def _denoise_options(pick: Callable[[str, str], str | None]) -> dict[str, Any]:
         "denoise_half": half in ("on", "true", "yes", "1"),
         "denoise_model": get("denoise-model", "auto"),
     }
-
-
-def from_environment(given: Mapping[str, str | None] | None = None) -> Config:
-    return Config.resolve(given or {}, os.environ)

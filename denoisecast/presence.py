@@ -126,11 +126,6 @@ class PresenceHub:
             if user_id in other.friends:
                 self._send_all(other, message)
 
-    def send_to_user(self, user_id: int, message: dict[str, Any]) -> None:
-        entry = self._online.get(user_id)
-        if entry is not None:
-            self._send_all(entry, message)
-
     def _send_all(self, entry: Online, message: dict[str, Any]) -> None:
         for connection in list(entry.connections):
             connection.send_message(message)

@@ -24,7 +24,7 @@ from twisted.web.server import Site
 from denoisecast.accounts import Accounts, utcnow
 from denoisecast.background import at_low_priority
 from denoisecast.config import Config
-from denoisecast.dsp.scheduler import DenoiseScheduler, SchedulerSettings
+from denoisecast.denoise.scheduler import DenoiseScheduler, SchedulerSettings
 from denoisecast.friends import Friends
 from denoisecast.live.ice import ice_servers_for
 from denoisecast.live.manager import LiveManager
@@ -51,7 +51,7 @@ from denoisecast.web.streams import StreamRoutes
 from denoisecast.web.tree import build_root, build_site, static_directory
 
 if TYPE_CHECKING:
-    from denoisecast.dsp.engine import DenoiseEngine
+    from denoisecast.model.engine import DenoiseEngine
 
 #: Failed logins allowed per username, and per client address, per window.
 LOGIN_FAILURES_PER_NAME = 5
@@ -73,7 +73,7 @@ def load_live_engine(settings: SchedulerSettings) -> "DenoiseEngine":
     """
     import torch
 
-    from denoisecast.dsp.engine import DenoiseEngine
+    from denoisecast.model.engine import DenoiseEngine
 
     torch.set_num_threads(1)
     return DenoiseEngine.load(settings.model, device=settings.device)

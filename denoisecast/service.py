@@ -20,7 +20,7 @@ from typing import Any
 from twisted.application import strports
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
@@ -72,16 +72,28 @@ class InOrder(MultiService):
     Stops its children one after another, last-started first, each waiting
     for the one before it (a plain MultiService stops them all at once,
     which would close the database under a recorder still finalising).
+
+    A child that fails to stop is logged and the next one stops all the
+    same: skipping the rest would leave thread pools running, and their
+    non-daemon threads keep C{twistd} from exiting.
     """
+
+    log = logger()
 
     def stopService(self) -> Deferred[None]:
         Service.stopService(self)
-        done: Deferred[Any] = Deferred()
-        chain = done
+        return Deferred.fromCoroutine(self._stop_children())
+
+    async def _stop_children(self) -> None:
         for child in reversed(list(self)):
-            chain.addCallback(lambda _, child=child: child.stopService())
-        done.callback(None)
-        return chain
+            try:
+                await maybeDeferred(child.stopService)
+            except Exception:
+                self.log.failure(
+                    "Stopping {service} failed; stopping the others",
+                    service=child.name or type(child).__name__,
+                    log_id="service.stop_failed",
+                )
 
 
 class ThreadPoolService(Service):

@@ -17,7 +17,7 @@ import av
 import numpy as np
 from twisted.trial.unittest import SynchronousTestCase
 
-from denoisecast.dsp.opus import OpusStream
+from denoisecast.audio.opus import OpusStream
 from denoisecast.recordings.files import OggOpusWriter, decode, peaks, recorded_duration
 
 RATE = 48000
@@ -123,7 +123,7 @@ class ReprocessTests(SynchronousTestCase):
         ``denoisecast-enhance`` denoises a recording's raw track file again
         (here at a 6 dB attenuation limit) into a new file of the same length.
         """
-        from denoisecast.dsp.enhance import main
+        from denoisecast.cli.enhance import main
 
         raw = Path(self.mktemp() + ".raw.ogg")
         rng = np.random.default_rng(3)

@@ -24,20 +24,20 @@ from typing import Any, Protocol
 
 import av
 import numpy as np
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from denoisecast.dsp.opus import OpusStream
+from denoisecast.audio.opus import OpusStream
 from denoisecast.errors import bad_request, conflict, forbidden, not_found
 from denoisecast.jobs import SerialJobs
-from denoisecast.live.fanout import ListenerOutput, SharedPacket
-from denoisecast.live.media import decode_on_the_loop, shorten_receive_buffer
-from denoisecast.live.seam import aio
-from denoisecast.live.sockets import drain_on_read
+from denoisecast.live.rtc.fanout import ListenerOutput, SharedPacket
+from denoisecast.live.rtc.media import decode_on_the_loop, shorten_receive_buffer
+from denoisecast.live.rtc.seam import aio
+from denoisecast.live.rtc.sockets import drain_on_read
 from denoisecast.logs import logger
 from denoisecast.presence import PresenceHub
 from denoisecast.protocols.messages import SIGNALS
@@ -176,7 +176,6 @@ class LiveManager:
         clock: Callable[[], datetime],
         reactor: Any,
         silence_timeout: float,
-        ice_servers: list[dict[str, Any]] | None = None,
         recorder: Any = None,
     ) -> None:
         self._recorder = recorder
@@ -187,7 +186,6 @@ class LiveManager:
         self._scheduler = scheduler
         self._now = clock
         self._silence_timeout = silence_timeout
-        self._ice = ice_servers or []
         self.broadcasts: dict[int, Broadcast] = {}
         self._starting: set[int] = set()
         self._peers: set[RTCPeerConnection] = set()
@@ -249,10 +247,9 @@ class LiveManager:
     # peer connections ----------------------------------------------------------
 
     def _new_peer(self, on_gone: Callable[[], None]) -> RTCPeerConnection:
-        servers = [RTCIceServer(**server) for server in self._ice]
-        # Explicitly empty by default: aiortc would otherwise ask a public
-        # STUN server, which a self-hosted server must not do unasked.
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
+        # Explicitly empty: aiortc would otherwise ask a public STUN server,
+        # which a self-hosted server must not do unasked.
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self._peers.add(pc)
 
         @pc.on("connectionstatechange")

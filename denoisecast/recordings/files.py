@@ -15,7 +15,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from denoisecast.dsp.opus import RATE, TIME_BASE, OpusStream, opus_header
+from denoisecast.audio.opus import RATE, TIME_BASE, OpusStream, opus_header
 from denoisecast.filemodes import PRIVATE_FILE_MODE
 
 PAGE_MICROSECONDS = 200_000
@@ -23,7 +23,7 @@ PAGE_MICROSECONDS = 200_000
 
 class OggOpusWriter:
     """
-    Muxes 20 ms Opus packets (``denoisecast.dsp.opus.OpusStream``'s) into an
+    Muxes 20 ms Opus packets (``denoisecast.audio.opus.OpusStream``'s) into an
     Ogg file, written as it goes.  A broadcast hands over the packets it
     encoded for its listeners, so recording costs no encoder of its own.
     """

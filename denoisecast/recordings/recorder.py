@@ -159,6 +159,13 @@ class Recording:
         self.finish("stopped_early")
         self._on_stopped(reason)
 
+    def written(self) -> "Deferred[None]":
+        """
+        Fires (on the reactor thread) once every block queued so far is in
+        the files.
+        """
+        return self._jobs.flushed(self.recorder.reactor)
+
     def finish(self, status: str = "complete") -> "Deferred[None]":
         """
         Close both files and write the final row; idempotent.
@@ -177,7 +184,6 @@ class Recording:
         self._jobs.submit(close)
 
         def closed_sizes() -> tuple[float, int, int]:
-            self._jobs.wait()
             if self._jobs.failure is not None:
                 raise self._jobs.failure
             if not self.denoised_path.exists() or not self.raw_path.exists():
@@ -189,6 +195,9 @@ class Recording:
             )
 
         async def finalise() -> None:
+            # Waits on the reactor, not in a pool thread: a thread blocked
+            # waiting is one fewer to run the writes it waits for.
+            await self.written()
             duration, denoised_bytes, raw_bytes = await deferToThreadPool(
                 self.recorder.reactor, self.recorder.pool, closed_sizes
             )
@@ -275,12 +284,6 @@ class Recorder:
 
     def stop_pool(self) -> None:
         self.pool.stop()
-
-    def pool_wait(self, recording: Recording) -> "Deferred[None]":
-        """
-        Fires once every block queued for C{recording} is in its files.
-        """
-        return recording._jobs.flushed(self.reactor)
 
     async def repair(self) -> int:
         """
