@@ -5,8 +5,9 @@ twistd builds its log observer after the plugin has made its services, from
 its own options (``--logfile``, ``-n``), and always as text, rotating a file
 every megabyte and keeping every old one.  It first asks the application for
 an C{ILogObserver} component, though, and the plugin's top service sees the
-application when twistd parents it; so L{LogOutputService} sets that
-component to an observer made from DenoiseCast's options: the same target
+application when twistd parents it; so the tree's top
+(L{denoisecast.service.ServerTree}) sets that component to an observer made
+here from DenoiseCast's options: the same target
 twistd would choose (the ``--logfile`` file, or stdout under ``-n``), the
 chosen format, and rotation by size with a bounded number of old files.
 SIGUSR1 rotates at once, as with twistd.  twistd's ``--logger`` and
@@ -20,7 +21,6 @@ import sys
 from collections.abc import Mapping
 from typing import IO, Any, cast
 
-from twisted.application.service import MultiService
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import (
     FileLogObserver,
@@ -30,7 +30,6 @@ from twisted.logger import (
     formatEvent,
     textFileLogObserver,
 )
-from twisted.python.components import Componentized
 from twisted.python.logfile import LogFile
 
 
@@ -71,19 +70,3 @@ def open_target(twistd: Mapping[str, Any], rotate_bytes: int, keep: int) -> IO[s
 
         signal.signal(signal.SIGUSR1, rotate)
     return log_file  # type: ignore[return-value]
-
-
-class LogOutputService(MultiService):
-    """
-    The top of the service tree; when twistd parents it to the application,
-    hands the application DenoiseCast's log observer.
-    """
-
-    def __init__(self, observer: ILogObserver | None) -> None:
-        super().__init__()
-        self.observer = observer
-
-    def setServiceParent(self, parent: Any) -> None:
-        if self.observer is not None and isinstance(parent, Componentized):
-            parent.setComponent(ILogObserver, self.observer)
-        super().setServiceParent(parent)

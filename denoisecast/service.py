@@ -21,6 +21,8 @@ from twisted.application import strports
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.logger import ILogObserver
+from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
@@ -94,6 +96,22 @@ class InOrder(MultiService):
                     service=child.name or type(child).__name__,
                     log_id="service.stop_failed",
                 )
+
+
+class ServerTree(InOrder):
+    """
+    The top of the tree twistd runs.  twistd asks its application for an
+    C{ILogObserver} component before making its own text log; when twistd
+    parents this service to the application, it hands over
+    C{log_observer} (JSON lines, bounded rotation: L{denoisecast.logoutput}).
+    """
+
+    log_observer: ILogObserver | None = None
+
+    def setServiceParent(self, parent: Any) -> None:
+        if self.log_observer is not None and isinstance(parent, Componentized):
+            parent.setComponent(ILogObserver, self.log_observer)
+        super().setServiceParent(parent)
 
 
 class ThreadPoolService(Service):
@@ -198,8 +216,8 @@ class LiveService(Service):
         return ensureDeferred(self.live.shutdown())
 
 
-def make_service(server: DenoiseCastServer) -> MultiService:
-    top = InOrder()
+def make_service(server: DenoiseCastServer) -> ServerTree:
+    top = ServerTree()
     database = DatabaseService(server.database)
     database.setServiceParent(top)
     server.reactor_lag.setServiceParent(top)

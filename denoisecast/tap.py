@@ -44,7 +44,7 @@ def makeService(options: Options) -> IService:
 
     from denoisecast import logs
     from denoisecast.filemodes import make_data_dir_private
-    from denoisecast.logoutput import LogOutputService, observer_for, open_target
+    from denoisecast.logoutput import observer_for, open_target
     from denoisecast.server import DenoiseCastServer
     from denoisecast.service import make_service
 
@@ -52,8 +52,13 @@ def makeService(options: Options) -> IService:
     logs.set_level(config.log_level)
     make_data_dir_private(config.data_dir)
     server: Any = DenoiseCastServer(config, reactor)
-    twistd_options = getattr(options, "parent", None) or {}
-    stream = open_target(twistd_options, config.log_rotate_bytes, config.log_keep)
-    top = LogOutputService(observer_for(config.log_format, stream) if stream is not None else None)
-    make_service(server).setServiceParent(top)
+    # twistd's own options, when twistd parsed ours as its subcommand (a .tac
+    # file calling makeService has none: then twistd's log is left alone).
+    twistd_options = getattr(options, "parent", None)
+    stream = None
+    if twistd_options is not None:
+        stream = open_target(twistd_options, config.log_rotate_bytes, config.log_keep)
+    top = make_service(server)
+    if stream is not None:
+        top.log_observer = observer_for(config.log_format, stream)
     return top
