@@ -16,6 +16,7 @@ SIGUSR1 rotates at once, as with twistd.  twistd's ``--logger`` and
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 from collections.abc import Mapping
@@ -41,7 +42,16 @@ def json_line(event: LogEvent) -> str:
     """
     level = event.get("log_level")
     extra = {"message": formatEvent(event), "level": getattr(level, "name", None)}
-    return eventAsJSON({**event, **extra}) + "\n"
+    try:
+        return eventAsJSON({**event, **extra}) + "\n"
+    except Exception as error:  # noqa: BLE001 - a log line must never be lost
+        # eventAsJSON flattens the format string first and fails on a
+        # malformed one; keep what can be kept, as the text format does.
+        fallback = {
+            key: event.get(key) for key in ("log_namespace", "log_time", "log_format") if key in event
+        }
+        fallback.update(extra, log_json_error=repr(error))
+        return json.dumps(fallback, default=repr) + "\n"
 
 
 def observer_for(log_format: str, stream: IO[str]) -> ILogObserver:

@@ -44,6 +44,17 @@ class JsonLineTests(SynchronousTestCase):
         self.assertEqual(parsed["level"], "info")
         self.assertEqual(parsed["log_namespace"], "denoisecast.accounts")
 
+    def test_malformed_event_still_one_line(self) -> None:
+        """
+        An event twisted cannot flatten (a broken format string) still gives
+        one JSON line with what can be kept, never an exception in the observer.
+        """
+        line = json_line({"log_format": "broken {x", "x": 1, "log_level": LogLevel.warn, "log_namespace": "n"})
+        parsed = json.loads(line)
+        self.assertEqual((parsed["log_namespace"], parsed["level"]), ("n", "warn"))
+        self.assertIn("Unable to format event", parsed["message"])
+        self.assertIn("log_json_error", parsed)
+
     def test_options_validated(self) -> None:
         """Unknown formats and impossible sizes are refused with the option's name."""
         with self.assertRaises(ConfigError) as caught:
