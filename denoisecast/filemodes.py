@@ -16,6 +16,10 @@ import os
 import stat
 from pathlib import Path
 
+from denoisecast.logs import logger
+
+_log = logger()
+
 #: Files: owner read/write, group read.  Directories: owner all, group enter/list.
 PRIVATE_FILE_MODE = 0o640
 PRIVATE_DIR_MODE = 0o750
@@ -32,4 +36,13 @@ def make_data_dir_private(data_dir: Path) -> None:
     data_dir.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
     mode = stat.S_IMODE(data_dir.stat().st_mode)
     if mode & 0o007:
-        data_dir.chmod(mode & ~0o007)
+        try:
+            data_dir.chmod(mode & ~0o007)
+        except OSError as error:
+            # Not ours to change (another owner, a read-only mount): say so
+            # and go on; the files created from now on are private anyway.
+            _log.warn(
+                "Cannot close the data directory {path} to other users: {error}",
+                path=str(data_dir),
+                error=error.strerror,
+            )
