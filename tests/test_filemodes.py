@@ -10,7 +10,8 @@ import os
 import stat
 from pathlib import Path
 
-from twisted.logger import EventLoggingObserver, globalLogPublisher
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from denoisecast.filemodes import PRIVATE_UMASK, make_data_dir_private
