@@ -169,6 +169,31 @@ class ApiBehindProxyTests(TestCase):
         reply = await other.post("/api/auth/register", {"username": "alice", "password": "correct horse"}, headers=headers)
         self.assertEqual((reply.status, reply.error_code), (403, "bad_origin"))
 
+    async def test_post_with_rfc7239_forwarded(self) -> None:
+        """
+        With --proxy-header forwarded, a trusted proxy's C{Forwarded} header
+        (quoted IPv6 client, https, host) is honoured for the Origin check and
+        the Secure cookie, and X-Forwarded-Proto is not.
+        """
+        server = await start_server(
+            self, trusted_proxies=(ipaddress.ip_network("127.0.0.1"),), proxy_header=FORWARDED
+        )
+        body = {"username": "alice", "password": "correct horse"}
+        ignored = await server.client().post(
+            "/api/auth/register", body, headers={**HTTPS_PROXY, "Origin": "https://cast.example.org"}
+        )
+        self.assertEqual((ignored.status, ignored.error_code), (403, "bad_origin"))
+        reply = await server.client().post(
+            "/api/auth/register",
+            body,
+            headers={
+                "Forwarded": 'for="[2001:db8::7]:4711";proto=https;host=cast.example.org',
+                "Origin": "https://cast.example.org",
+            },
+        )
+        self.assertEqual(reply.status, 201, reply.body)
+        self.assertTrue(all("Secure" in c for c in reply.headers.getRawHeaders("set-cookie") or []))
+
     async def test_forged_origin_still_refused(self) -> None:
         """Through the trusted proxy, another site's Origin is still refused."""
         server = await start_server(self, trusted_proxies=(ipaddress.ip_network("127.0.0.1"),))
