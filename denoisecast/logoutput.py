@@ -44,13 +44,14 @@ def json_line(event: LogEvent) -> str:
     extra = {"message": formatEvent(event), "level": getattr(level, "name", None)}
     try:
         return eventAsJSON({**event, **extra}) + "\n"
-    except Exception as error:  # noqa: BLE001 - a log line must never be lost
+    except Exception as error:  # a log line must never be lost
         # eventAsJSON flattens the format string first and fails on a
         # malformed one; keep what can be kept, as the text format does.
-        fallback = {
+        fallback: dict[str, Any] = {
             key: event.get(key) for key in ("log_namespace", "log_time", "log_format") if key in event
         }
-        fallback.update(extra, log_json_error=repr(error))
+        fallback.update(extra)
+        fallback["log_json_error"] = repr(error)
         return json.dumps(fallback, default=repr) + "\n"
 
 
@@ -79,4 +80,5 @@ def open_target(twistd: Mapping[str, Any], rotate_bytes: int, keep: int) -> IO[s
             cast(IReactorFromThreads, reactor).callFromThread(log_file.rotate)
 
         signal.signal(signal.SIGUSR1, rotate)
-    return log_file  # type: ignore[return-value]
+    # LogFile is a file-like object with write() and flush(), all a FileLogObserver uses.
+    return cast(IO[str], log_file)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from denoisecast.logs import logger
+from denoisecast.protocols.messages import server_message
 from denoisecast.storage.store import Store, User
 
 
@@ -43,11 +44,15 @@ class Online:
 class PresenceHub:
     log = logger()
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, live_status: LiveStatus = lambda user_id: None) -> None:
+        """
+        @param live_status: a user's broadcast status (the live manager's),
+            given here so that nothing assigns it later.
+        """
         self._store = store
         self._online: dict[int, Online] = {}
         self._names: dict[int, str] = {}
-        self.live_status: LiveStatus = lambda user_id: None
+        self._live_status = live_status
 
     # connections ------------------------------------------------------------
 
@@ -70,7 +75,7 @@ class PresenceHub:
             else:
                 first = False
         entry.connections.add(connection)
-        connection.send_message({"v": 1, "type": "presence", "friends": self.snapshot(me)})
+        connection.send_message(server_message("presence", friends=self.snapshot(me)))
         if first:
             self.changed(me)
 
@@ -95,7 +100,7 @@ class PresenceHub:
         """
         What a friend sees of C{user_id}.
         """
-        live = self.live_status(user_id)
+        live = self._live_status(user_id)
         return {
             "username": self._names.get(user_id, ""),
             "online": user_id in self._online,
@@ -121,8 +126,8 @@ class PresenceHub:
         """
         Push C{user_id}'s status to every online friend of theirs.
         """
-        message = {"v": 1, "type": "friend", "friend": self.status(user_id)}
-        for other_id, other in self._online.items():
+        message = server_message("friend", friend=self.status(user_id))
+        for other in self._online.values():
             if user_id in other.friends:
                 self._send_all(other, message)
 
@@ -144,9 +149,7 @@ class PresenceHub:
                 continue
             if friends:
                 entry.friends[other["id"]] = other["username"]
-                self._send_all(entry, {"v": 1, "type": "friend", "friend": self.status(other["id"])})
+                self._send_all(entry, server_message("friend", friend=self.status(other["id"])))
             else:
                 entry.friends.pop(other["id"], None)
-                self._send_all(
-                    entry, {"v": 1, "type": "friend_removed", "username": other["username"]}
-                )
+                self._send_all(entry, server_message("friend_removed", username=other["username"]))

@@ -26,6 +26,8 @@ from denoisecast.background import at_low_priority
 from denoisecast.config import Config
 from denoisecast.denoise.scheduler import DenoiseScheduler, SchedulerSettings
 from denoisecast.friends import Friends
+from denoisecast.handlers.access import Access
+from denoisecast.live.candidates import CandidatePolicy
 from denoisecast.live.ice import ice_servers_for
 from denoisecast.live.manager import LiveManager
 from denoisecast.live.metrics import LiveMetrics
@@ -33,17 +35,17 @@ from denoisecast.presence import PresenceHub
 from denoisecast.protocols.socket import SignalingFactory
 from denoisecast.ratelimit import FailureLimiter
 from denoisecast.reactorlag import ReactorLagMonitor
-from denoisecast.servermetrics import DiskSampler, ServerMetrics, add_standard_collectors
 from denoisecast.recordings.library import RecordingLibrary
 from denoisecast.recordings.recorder import Recorder
+from denoisecast.servermetrics import DiskSampler, ServerMetrics, add_standard_collectors
 from denoisecast.storage.database import Database
 from denoisecast.storage.store import Store
 from denoisecast.web import openapi
-from denoisecast.web.auth import AuthRoutes
-from denoisecast.web.friends import FriendRoutes
-from denoisecast.web.forwarded import TrustedProxies
-from denoisecast.web.health import HealthRoutes
 from denoisecast.web.access import AccessLoggingSite
+from denoisecast.web.auth import AuthRoutes
+from denoisecast.web.forwarded import TrustedProxies
+from denoisecast.web.friends import FriendRoutes
+from denoisecast.web.health import HealthRoutes
 from denoisecast.web.metrics import HttpMetrics, metrics_resource
 from denoisecast.web.recordings import RecordingRoutes
 from denoisecast.web.resource import JsonApi, Route
@@ -86,11 +88,18 @@ class DenoiseCastServer:
         reactor: Any,
         clock: Callable[[], datetime] = utcnow,
         password_hasher: PasswordHasher | None = None,
+        engine_loader: "Callable[[SchedulerSettings], DenoiseEngine]" = load_live_engine,
     ) -> None:
+        """
+        The arguments after C{reactor} are the parts a test may swap (a
+        clock, a cheap password hasher, an engine loader); everything else
+        is built from them and the configuration.
+        """
         self.config = config
         self.reactor = reactor
         self.clock = clock
         self.password_hasher = password_hasher or PasswordHasher(parallelism=PASSWORD_HASH_LANES)
+        self._engine_loader = engine_loader
 
     @cached_property
     def database(self) -> Database:
@@ -99,6 +108,10 @@ class DenoiseCastServer:
     @cached_property
     def store(self) -> Store:
         return Store(self.database)
+
+    @cached_property
+    def access(self) -> Access:
+        return Access(self.store)
 
     @cached_property
     def accounts(self) -> Accounts:
@@ -136,6 +149,7 @@ class DenoiseCastServer:
             self.clock,
             quota_bytes=self.config.recording_quota_bytes,
             max_seconds=self.config.recording_max_seconds,
+            min_free_bytes=self.config.recording_min_free_bytes,
         )
 
     @cached_property
@@ -181,14 +195,15 @@ class DenoiseCastServer:
 
     @cached_property
     def presence(self) -> PresenceHub:
-        hub = PresenceHub(self.store)
+        # The live manager is built on the first status asked for, after the hub.
+        hub = PresenceHub(self.store, lambda user_id: self.live.live_status(user_id))
         self.friends.observers.append(hub.friendship_changed)
         return hub
 
     @cached_property
     def scheduler(self) -> DenoiseScheduler:
         settings = SchedulerSettings.from_config(self.config)
-        return DenoiseScheduler(self.reactor, settings, engine_factory=lambda: load_live_engine(settings))
+        return DenoiseScheduler(self.reactor, settings, engine_factory=lambda: self._engine_loader(settings))
 
     @cached_property
     def live(self) -> LiveManager:
@@ -200,6 +215,8 @@ class DenoiseCastServer:
             self.reactor,
             self.config.silence_timeout,
             recorder=self.recorder,
+            access=self.access,
+            candidate_policy=CandidatePolicy.from_config(self.config),
         )
         self.friends.observers.append(manager.friendship_changed)
         return manager
@@ -210,7 +227,7 @@ class DenoiseCastServer:
 
     @cached_property
     def signaling(self) -> SignalingFactory:
-        return SignalingFactory(
+        factory = SignalingFactory(
             self.accounts.user_for_token,
             self.presence,
             self.live,
@@ -218,15 +235,17 @@ class DenoiseCastServer:
             TrustedProxies(self.config.trusted_proxies),
             self.config.proxy_header,
         )
+        self.accounts.session_observers.append(factory.sessions_ended)
+        return factory
 
     @cached_property
     def routes(self) -> list[Route]:
         return [
             *openapi.routes(),
-            *HealthRoutes(self.store).routes(),
+            *HealthRoutes(self.store, self.recorder.disk_state).routes(),
             *AuthRoutes(self.accounts).routes(),
             *FriendRoutes(self.friends).routes(),
-            *StreamRoutes(self.store, self.live).routes(),
+            *StreamRoutes(self.access, self.live).routes(),
             *RecordingRoutes(self.recordings).routes(),
         ]
 
@@ -236,8 +255,9 @@ class DenoiseCastServer:
 
     @cached_property
     def site(self) -> Site:
-        self.live_metrics
-        self.server_metrics
+        # The metrics register their collectors when built: build them with the site.
+        _ = self.live_metrics
+        _ = self.server_metrics
         root = build_root(
             self.api,
             static_directory(),

@@ -47,9 +47,15 @@ def makeService(options: Options) -> IService:
     from denoisecast.logoutput import observer_for, open_target
     from denoisecast.server import DenoiseCastServer
     from denoisecast.service import make_service
+    from denoisecast.startup import data_directory_problem
 
     config = options.config
     logs.set_level(config.log_level)
+    problem = data_directory_problem(config.data_dir)
+    if problem is not None:
+        # Before the reactor and the log exist: one line on stderr, exit status 1.
+        raise SystemExit(f"denoisecast: {problem}")
+    # The directory exists and takes writes: now close it to other users.
     make_data_dir_private(config.data_dir)
     server: Any = DenoiseCastServer(config, reactor)
     # twistd's own options, when twistd parsed ours as its subcommand (a .tac

@@ -202,6 +202,9 @@ class NginxTests(TestCase):
             "127.0.0.1",
             "--silence-timeout",
             "5",
+            # The test's media stays on loopback, which is denied by default.
+            "--ice-allow-networks",
+            "127.0.0.0/8",
             env={"PYTHONPATH": os.pathsep.join(filter(None, [str(LOOPBACK_ICE), os.environ.get("PYTHONPATH")]))},
         )
         # Its own directory under /tmp: nginx's workers (nobody, when the

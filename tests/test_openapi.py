@@ -144,3 +144,22 @@ class ResponseConformanceTests(TestCase):
         await self.call(alice, "POST", "/api/auth/logout")
         await self.call(alice, "POST", "/api/auth/logout")
         self.assertEqual(self.seen, documented_routes())
+
+
+class LimitTests(TestCase):
+    def test_limits_are_the_codes(self) -> None:
+        """
+        The document states the limits the code enforces: each schema
+        below accepts exactly what the server's own check accepts.
+        """
+        from denoisecast.accounts import PASSWORD_MAX, PASSWORD_MIN, USERNAME_PATTERN
+
+        from denoisecast.web.openapi import credentials as credentials_schema
+
+        credentials = Draft202012Validator(credentials_schema())
+        for name in ("ab", "abc", "a" * 32, "a" * 33, "Alice", "al ice", "al.i-c_e9"):
+            document_says = credentials.is_valid({"username": name, "password": "x" * PASSWORD_MIN})
+            self.assertEqual(document_says, bool(USERNAME_PATTERN.match(name)), name)
+        for length in (PASSWORD_MIN - 1, PASSWORD_MIN, PASSWORD_MAX, PASSWORD_MAX + 1):
+            document_says = credentials.is_valid({"username": "alice", "password": "x" * length})
+            self.assertEqual(document_says, PASSWORD_MIN <= length <= PASSWORD_MAX, length)

@@ -103,6 +103,26 @@ class RecorderTests(TestCase):
         self.assertGreater(row["duration_seconds"], 2.0)
         self.assertEqual(await fresh.repair(), 0)
 
+    async def test_recordings_without_audio_leave_no_row(self) -> None:
+        """
+        A recording that never received audio leaves no row: neither when
+        it is finished (the broadcast ended before any audio came) nor when
+        a crash left it unfinished and the next start repairs it.
+        """
+        running = await start_server(self)
+        await running.client().register("alice")
+        user = await running.server.store.get_user_by_name("alice")
+        empty = await running.server.recorder.start(user, "deepfilternet3", True, 100.0, lambda reason: None)
+        assert empty is not None
+        await empty.finish()
+        self.assertIsNone(await running.server.store.get_visible_recording(empty.public_id, user["id"]))
+        self.assertEqual(running.server.recorder.active, {})
+        crashed = await running.server.recorder.start(user, "deepfilternet3", True, 100.0, lambda reason: None)
+        assert crashed is not None
+        running.server.recorder.active.clear()
+        self.assertEqual(await running.server.recorder.repair(), 0)
+        self.assertIsNone(await running.server.store.get_visible_recording(crashed.public_id, user["id"]))
+
     async def test_finish_holds_no_pool_thread_while_writes_are_queued(self) -> None:
         """
         While a recording's writes are still queued, finishing it waits on

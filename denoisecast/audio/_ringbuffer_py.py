@@ -222,7 +222,7 @@ class RingBuffer:
         Copy the oldest ``hops`` whole hops without consuming them (for a
         look-ahead); ``ValueError`` if fewer are buffered.
         """
-        return self._hops(hops, out)  # type: ignore[no-any-return]
+        return self._hops(hops, out)
 
     def read_hops(self, hops: int, out: Float32Array | None = None) -> Float32Array:
         """

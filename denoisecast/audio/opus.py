@@ -16,13 +16,15 @@ from functools import cache
 import av
 import numpy as np
 
-RATE = 48000
+from denoisecast.audio import SAMPLE_RATE
+
+RATE = SAMPLE_RATE  # Opus runs at the live path's rate
 FRAME = 960  # 20 ms, Opus's natural frame for speech
 TIME_BASE = fractions.Fraction(1, RATE)
 BIT_RATE = 64000
 
 
-def _encoder() -> av.CodecContext:
+def _encoder() -> av.AudioCodecContext:
     codec = av.CodecContext.create("libopus", "w")
     codec.bit_rate = BIT_RATE
     codec.format = "s16"

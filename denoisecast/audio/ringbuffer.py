@@ -13,8 +13,7 @@ from __future__ import annotations
 import os
 import warnings
 
-from denoisecast.logs import logger
-
+from denoisecast.audio import SAMPLE_RATE
 from denoisecast.audio._ringbuffer_common import (
     DROP_NEWEST,
     DROP_OLDEST,
@@ -22,9 +21,9 @@ from denoisecast.audio._ringbuffer_common import (
     HOP_SAMPLES,
     OVERFLOW_POLICIES,
     RAISE,
-    SAMPLE_RATE,
     RingBufferOverflow,
 )
+from denoisecast.logs import logger
 
 log = logger()
 
@@ -52,6 +51,7 @@ if os.environ.get("DENOISECAST_PURE_PYTHON"):
     )
 else:
     try:
+        # The compiled names replace the twin's, imported above for mypy's sake, with the same API (_ringbuffer.pyi).
         from denoisecast.audio._ringbuffer import (  # type: ignore[assignment]
             Crossfader,
             RingBuffer,

@@ -165,6 +165,7 @@ def run(args: argparse.Namespace, err: TextIO) -> int:
         except AudioFileError as e:
             err.write(f"{PROG}: {e}\n")
             failures += 1
+    # Every job in ready has its audio; mypy does not carry that filter into the expressions below.
     ready = sorted((j for j in jobs if j.audio is not None), key=lambda j: j.audio.shape[1])  # type: ignore[union-attr]
     streams = [(job, ch) for job in ready for ch in range(job.audio.shape[0])]  # type: ignore[union-attr]
     results: dict[tuple[int, int], np.ndarray] = {}

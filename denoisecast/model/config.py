@@ -120,4 +120,5 @@ class ModelConfig:
         if "model" in train:
             values["model"] = train["model"].strip().lower()
         extra = {f"{s}.{k}": v for s, sec in sections.items() for k, v in sec.items()}
+        # values holds each field's parsed type, which a dict[str, object] cannot say per key.
         return replace(cls(), **values, extra=extra)  # type: ignore[arg-type]

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from denoisecast.model.config import ModelConfig
-from denoisecast.model.dfnet3 import DfNet, EncoderStack, ErbDecoderStack
+from denoisecast.model.dfnet3 import DfDecoderBase, DfNet, EncoderStack, ErbDecoderStack
 from denoisecast.model.layers import Conv2dNormAct, GroupedLinear, SqueezedGRU
 
 
@@ -40,7 +40,7 @@ class ErbDecoder2(ErbDecoderStack):
         super().__init__(p, gru, p.conv_kernel)
 
 
-class DfDecoder2(nn.Module):
+class DfDecoder2(DfDecoderBase):
     def __init__(self, p: ModelConfig) -> None:
         super().__init__()
         ch = p.conv_ch

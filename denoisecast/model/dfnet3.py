@@ -14,7 +14,9 @@ only memory, which the forward exposes through ``NetState`` for streaming.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import overload
 
 import torch
 from torch import Tensor, nn
@@ -95,7 +97,7 @@ class NetState:
             elif any(v is None for v in values):
                 raise ValueError("cannot concatenate fresh and advanced network states")
             else:
-                fields[name] = torch.cat(values, dim=axis)  # type: ignore[arg-type]
+                fields[name] = torch.cat(values, dim=axis)
         return NetState(**fields)
 
 
@@ -115,7 +117,7 @@ class EncoderStack(nn.Module):
     the join; attribute names follow the checkpoints.
     """
 
-    def __init__(self, p: ModelConfig, fc_groups: int, emb_gru: nn.Module, lsnr_in: int, concat: bool) -> None:
+    def __init__(self, p: ModelConfig, fc_groups: int, emb_gru: SqueezedGRU, lsnr_in: int, concat: bool) -> None:
         super().__init__()
         ch = p.conv_ch
         self.erb_conv0 = Conv2dNormAct(1, ch, p.conv_kernel_inp, bias=False, separable=True)
@@ -135,7 +137,12 @@ class EncoderStack(nn.Module):
     def forward(
         self, feat_erb: Tensor, feat_spec: Tensor, state: NetState
     ) -> tuple[list[Tensor], Tensor, Tensor, Tensor]:
-        e0 = self.erb_conv0(feat_erb, state.erb_ctx)
+        # The ERB input has one channel, which torch reads as the contiguous
+        # layout, so the first convolution would hand the whole ERB branch
+        # (encoder and decoder) contiguous activations: its pointwise
+        # convolutions then ran several times slower than the
+        # channels-last ones of the spectrum branch (docs/performance.md).
+        e0 = self.erb_conv0(feat_erb, state.erb_ctx).contiguous(memory_format=torch.channels_last)
         e1 = self.erb_conv1(e0)
         e2 = self.erb_conv2(e1)
         e3 = self.erb_conv3(e2)
@@ -165,7 +172,7 @@ class ErbDecoderStack(nn.Module):
     configs, the transposed kernel); attribute names follow the checkpoints.
     """
 
-    def __init__(self, p: ModelConfig, emb_gru: nn.Module, convt_kernel: tuple[int, int]) -> None:
+    def __init__(self, p: ModelConfig, emb_gru: SqueezedGRU, convt_kernel: tuple[int, ...]) -> None:
         super().__init__()
         ch = p.conv_ch
         self.emb_gru = emb_gru
@@ -199,7 +206,14 @@ class ErbDecoder(ErbDecoderStack):
         super().__init__(p, gru, p.convt_kernel)
 
 
-class DfDecoder(nn.Module):
+class DfDecoderBase(nn.Module):
+    """What DfNet's streaming step uses of either version's deep-filter decoder."""
+
+    df_convp: Conv2dNormAct
+    df_gru: SqueezedGRU
+
+
+class DfDecoder(DfDecoderBase):
     def __init__(self, p: ModelConfig) -> None:
         super().__init__()
         ch = p.conv_ch
@@ -250,9 +264,9 @@ class DfNet(nn.Module):
     checkpoints.
     """
 
-    encoder: type[nn.Module]
-    erb_decoder: type[nn.Module]
-    df_decoder: type[nn.Module]
+    encoder: Callable[[ModelConfig], EncoderStack]
+    erb_decoder: Callable[[ModelConfig], ErbDecoderStack]
+    df_decoder: Callable[[ModelConfig], DfDecoderBase]
 
     def __init__(self, p: ModelConfig) -> None:
         super().__init__()
@@ -296,6 +310,10 @@ class DfNet(nn.Module):
         return NetOutput(gains=gains, coefs=coefs, lsnr=lsnr), new
 
 
+@overload
+def _channels_last(x: Tensor) -> Tensor: ...
+@overload
+def _channels_last(x: Tensor | None) -> Tensor | None: ...
 def _channels_last(x: Tensor | None) -> Tensor | None:
     return None if x is None else x.contiguous(memory_format=torch.channels_last)
 

@@ -12,7 +12,7 @@ lookahead is applied by the caller by shifting features.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn

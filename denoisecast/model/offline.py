@@ -13,10 +13,15 @@ of the ERB-masked spectrum for DeepFilterNet2.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
 from denoisecast.model.config import ModelConfig
+
+if TYPE_CHECKING:
+    from denoisecast.model.traced import TracedNet
 
 
 def shift_features(feat: Tensor, frames: int) -> Tensor:
@@ -39,7 +44,7 @@ def deep_filter(spec: Tensor, coefs: Tensor, order: int, lookahead: int, nb_df: 
 
 @torch.inference_mode()
 def reference_forward(
-    net: torch.nn.Module,
+    net: "torch.nn.Module | TracedNet",
     config: ModelConfig,
     spec: Tensor,
     feat_erb: Tensor,

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from denoisecast.model.dfnet3 import NetOutput, NetState
+from denoisecast.model.dfnet3 import DfNet, NetOutput, NetState
 
 _FIELDS = ("erb_ctx", "spec_ctx", "c0_ctx", "h_enc", "h_erb", "h_df")
 
@@ -36,7 +36,7 @@ _FIELDS = ("erb_ctx", "spec_ctx", "c0_ctx", "h_enc", "h_erb", "h_df")
 class _Flat(nn.Module):
     """``forward_stream`` with tensors in and out, which is what tracing needs."""
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: DfNet) -> None:
         super().__init__()
         self.net = net
 
@@ -48,9 +48,10 @@ class _Flat(nn.Module):
 class TracedNet:
     """Stands in for a DfNet whose ``forward_stream`` runs traced graphs."""
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: DfNet) -> None:
         self.net = net
-        contexts = [m.context_frames for m in net.modules() if getattr(m, "context_frames", 0)]
+        contexts = [int(getattr(m, "context_frames", 0)) for m in net.modules()]
+        contexts = [frames for frames in contexts if frames]
         self._longest_context = max(contexts, default=1)
         self._graphs: dict[tuple[int, torch.dtype, str], Any] = {}
         self._lock = threading.Lock()
@@ -101,11 +102,11 @@ class TracedNet:
         return NetOutput(gains=gains, coefs=coefs, lsnr=lsnr), NetState(*new)
 
 
-_shared: "weakref.WeakKeyDictionary[nn.Module, TracedNet]" = weakref.WeakKeyDictionary()
+_shared: "weakref.WeakKeyDictionary[DfNet, TracedNet]" = weakref.WeakKeyDictionary()
 _shared_lock = threading.Lock()
 
 
-def traced(net: nn.Module) -> TracedNet:
+def traced(net: DfNet) -> TracedNet:
     """One ``TracedNet`` per network, shared by the engines of all worker threads."""
     with _shared_lock:
         found = _shared.get(net)

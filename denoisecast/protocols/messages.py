@@ -1,16 +1,21 @@
 """
-The messages of DenoiseCast's WebSocket, version 1: parsing and validation.
+The messages of DenoiseCast's WebSocket, version 1, both ways.
 
 Every message is a JSON object with ``"v": 1`` and a ``"type"``.  A client
 message is checked against the field table of its type before anything acts
 on it; whatever does not fit raises L{BadMessage}, which the protocol answers
 with an ``error`` message (never a crash, never an effect on anyone else).
+
+Server messages are listed in L{SERVER_MESSAGES} with their fields and built
+with L{server_message}, which adds the version: a new server message is one
+entry in that table (and a line in docs/live.md).
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+from denoisecast.web.parse import NotJsonText, load_json_text
 
 VERSION = 1
 MAX_SDP = 32 * 1024
@@ -43,14 +48,55 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
 }
 
 
+#: type -> the fields a server message of that type carries, besides "v",
+#: "type" and the "id" echoed from the client message it answers.
+SERVER_MESSAGES: dict[str, frozenset[str]] = {
+    name: frozenset(fields)
+    for name, fields in {
+        # On connecting: who you are and the ICE servers to use.
+        "hello": ("user", "ice_servers"),
+        # Presence: the snapshot on connecting, then one friend's change, or a friendship's end.
+        "presence": ("friends",),
+        "friend": ("friend",),
+        "friend_removed": ("username",),
+        # Replies to client messages.
+        "pong": (),
+        "answer": ("role", "sdp", "stream", "user", "signal"),
+        "stopped": (),
+        "denoise": ("enabled", "atten_lim_db"),
+        "signal": ("user", "signal"),
+        "unlistened": ("user",),
+        "error": ("code", "status", "message"),
+        # Events of a broadcast, to its publisher or a listener.
+        "ended": ("role", "user", "reason"),
+        "listeners": ("count",),
+        "recording": ("recording", "reason"),
+    }.items()
+}
+
+
+def server_message(kind: str, **fields: Any) -> dict[str, Any]:
+    """
+    A server message of a listed type, with the version; a type or field
+    not in L{SERVER_MESSAGES} is a programming error (C{ValueError}).
+    """
+    allowed = SERVER_MESSAGES.get(kind)
+    if allowed is None:
+        raise ValueError(f"{kind!r} is not a server message; list it in SERVER_MESSAGES")
+    unknown = set(fields) - allowed - {"id"}
+    if unknown:
+        raise ValueError(f"{kind} has no field(s) {', '.join(sorted(unknown))}; list them in SERVER_MESSAGES")
+    return {"v": VERSION, "type": kind, **fields}
+
+
 def parse(payload: bytes) -> dict[str, Any]:
     """
     A validated client message, or L{BadMessage}.
     """
     try:
-        message = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise BadMessage("bad_json", "Messages are UTF-8 JSON objects.") from None
+        message = load_json_text(payload)
+    except NotJsonText as problem:
+        raise BadMessage("bad_json", f"Messages are UTF-8 JSON objects ({problem}).") from None
     if not isinstance(message, dict):
         raise BadMessage("bad_json", "Messages are UTF-8 JSON objects.")
     version = message.get("v")
@@ -91,7 +137,7 @@ def parse(payload: bytes) -> dict[str, Any]:
 
 
 def error(code: str, message: str, status: int = 400, ref: Any = None) -> dict[str, Any]:
-    reply: dict[str, Any] = {"v": VERSION, "type": "error", "code": code, "status": status, "message": message}
+    reply = server_message("error", code=code, status=status, message=message)
     if ref is not None:
         reply["id"] = ref
     return reply

@@ -9,6 +9,7 @@ made), so ids reveal nothing.
 from __future__ import annotations
 
 import base64
+import builtins
 import json
 from collections.abc import Callable
 from datetime import datetime
@@ -19,7 +20,7 @@ from twisted.internet.threads import deferToThreadPool
 
 from denoisecast.errors import DenoiseCastError, bad_request, not_found
 from denoisecast.logs import logger
-from denoisecast.recordings.files import decode, peaks
+from denoisecast.recordings.files import file_peaks
 from denoisecast.recordings.recorder import Recorder, recording_paths
 from denoisecast.storage.store import Store, User
 
@@ -119,17 +120,19 @@ class RecordingLibrary:
         for path in recording_paths(self._recorder.data_dir, row["user_id"], row["public_id"]):
             path.unlink(missing_ok=True)
 
-    async def waveform(self, viewer: User, public_id: str) -> list[float]:
+    async def waveform(self, viewer: User, public_id: str) -> builtins.list[float]:  # list: the method above
         """
         The peaks of the denoised track, computed once and kept in the row
-        (while the recording is still being written, computed afresh).
+        (while the recording is still being written, computed afresh), by
+        decoding the file piece by piece: memory stays at a frame, not at
+        the decoded recording (2.7 GB for 240 minutes).
         """
         row = await self.get(viewer, public_id)
         if row["peaks"] is not None:
             return json.loads(row["peaks"])
         path = (await self.audio_path(viewer, public_id, "denoised"))
         points = await deferToThreadPool(
-            self._recorder.reactor, self._recorder.pool, lambda: peaks(decode(path), WAVEFORM_POINTS)
+            self._recorder.reactor, self._recorder.pool, file_peaks, path, WAVEFORM_POINTS
         )
         if row["status"] != "recording":
             await self._store.update_recording(public_id, peaks=json.dumps(points))

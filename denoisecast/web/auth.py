@@ -8,7 +8,8 @@ from typing import Any
 
 from twisted.web.server import Request
 
-from denoisecast.accounts import SESSION_LIFETIME, Accounts
+from denoisecast.accounts import PASSWORD_MAX, SESSION_LIFETIME, Accounts
+from denoisecast.protocols.messages import USERNAME_MAX
 from denoisecast.storage.store import User
 from denoisecast.web.forwarded import client_address
 from denoisecast.web.parse import Field
@@ -21,7 +22,7 @@ from denoisecast.web.resource import (
     secure_cookie,
 )
 
-CREDENTIALS = {"username": Field(str, max_length=64), "password": Field(str, max_length=1024)}
+CREDENTIALS = {"username": Field(str, max_length=USERNAME_MAX), "password": Field(str, max_length=PASSWORD_MAX)}
 
 
 def public_user(user: User) -> dict[str, Any]:
@@ -85,7 +86,7 @@ class AuthRoutes:
             {"current_password": Field(str), "new_password": Field(str)}
         )
         token = await self._accounts.change_password(
-            call.me, body["current_password"], body["new_password"]
+            call.me, body["current_password"], body["new_password"], call.session_token
         )
         set_session(call.request, token)
         return 204, None

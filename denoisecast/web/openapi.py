@@ -11,7 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from denoisecast import __version__
-from denoisecast.protocols.messages import MAX_SDP, SIGNALS
+from denoisecast.accounts import PASSWORD_MAX, PASSWORD_MIN, USERNAME_PATTERN
+from denoisecast.friends import SEARCH_PAGE_MAX
+from denoisecast.protocols.messages import MAX_SDP, SIGNALS, USERNAME_MAX
+from denoisecast.recordings.library import PAGE_MAX
+from denoisecast.web.friends import PAGE_DEFAULT as SEARCH_PAGE_DEFAULT
+from denoisecast.web.friends import SEARCH_QUERY_MAX
+from denoisecast.web.recordings import CURSOR_MAX, PAGE_DEFAULT
 from denoisecast.web.resource import ApiCall, Response, Route
 
 JSON = "application/json"
@@ -40,13 +46,16 @@ COMMON_ERRORS = {
     "401": error("Not logged in."),
     "403": error("CSRF token or Origin check failed, or not allowed."),
     "413": error("Body too large."),
+    "503": error("storage_full: the database's disk is full; retry after Retry-After seconds."),
 }
 PUBLIC_ERRORS = {k: v for k, v in COMMON_ERRORS.items() if k != "401"}
+#: The username rule as a JSON Schema pattern (accounts.USERNAME_PATTERN, anchored at both ends).
+USERNAME_SCHEMA_PATTERN = "^" + USERNAME_PATTERN.pattern.removesuffix(r"\Z") + "$"
 USERNAME_PARAM = {
     "name": "username",
     "in": "path",
     "required": True,
-    "schema": {"type": "string", "maxLength": 64},
+    "schema": {"type": "string", "maxLength": USERNAME_MAX},
 }
 
 
@@ -78,8 +87,8 @@ def credentials() -> dict[str, Any]:
         "additionalProperties": False,
         "required": ["username", "password"],
         "properties": {
-            "username": {"type": "string", "pattern": "^[a-z0-9_.-]{3,32}$"},
-            "password": {"type": "string", "minLength": 8, "maxLength": 1024},
+            "username": {"type": "string", "pattern": USERNAME_SCHEMA_PATTERN},
+            "password": {"type": "string", "minLength": PASSWORD_MIN, "maxLength": PASSWORD_MAX},
         },
     }
 
@@ -166,6 +175,15 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "status": {"type": "string", "enum": ["ok", "degraded"]},
             "database": {"type": "string"},
+            "disk": {
+                "type": "string",
+                "enum": ["ok", "low", "full", "error"],
+                "description": (
+                    "The recordings disk: under the free-space floor (low), a write failed for "
+                    "lack of room (full) or otherwise (error); new recordings are refused until ok."
+                ),
+            },
+            "disk_free_bytes": {"type": "integer"},
             "version": {"type": "string"},
         },
     },
@@ -221,10 +239,10 @@ PATHS: dict[str, Any] = {
     },
     "/api/health": {
         "get": {
-            "summary": "Whether the server and its database work, and its version.",
+            "summary": "Whether the server, its database and its recordings disk work, and its version.",
             "security": [],
             "responses": {
-                "200": ok("Healthy.", ref("Health")),
+                "200": ok("Serving; status is degraded when the recordings disk is not ok.", ref("Health")),
                 "503": ok("The database is unreachable.", ref("Health")),
             },
         }
@@ -263,13 +281,16 @@ PATHS: dict[str, Any] = {
     },
     "/api/auth/logout": {
         "post": {
-            "summary": "End this session.",
+            "summary": "End this session; its WebSockets close with code 4001.",
             "responses": {"204": ok("Logged out."), **COMMON_ERRORS},
         }
     },
     "/api/auth/password": {
         "post": {
-            "summary": "Change the password; ends every session and opens a new one for this client.",
+            "summary": (
+                "Change the password; ends every session and opens a new one for this client. "
+                "The WebSockets of the other sessions close with code 4001."
+            ),
             "requestBody": body(
                 {
                     "type": "object",
@@ -277,7 +298,7 @@ PATHS: dict[str, Any] = {
                     "required": ["current_password", "new_password"],
                     "properties": {
                         "current_password": {"type": "string"},
-                        "new_password": {"type": "string", "minLength": 8, "maxLength": 1024},
+                        "new_password": {"type": "string", "minLength": PASSWORD_MIN, "maxLength": PASSWORD_MAX},
                     },
                 }
             ),
@@ -294,12 +315,12 @@ PATHS: dict[str, Any] = {
         "get": {
             "summary": "Search users by case-insensitive name prefix; never includes yourself.",
             "parameters": [
-                {"name": "q", "in": "query", "schema": {"type": "string", "maxLength": 32}},
-                {"name": "after", "in": "query", "schema": {"type": "string"}},
+                {"name": "q", "in": "query", "schema": {"type": "string", "maxLength": SEARCH_QUERY_MAX}},
+                {"name": "after", "in": "query", "schema": {"type": "string", "maxLength": SEARCH_QUERY_MAX}},
                 {
                     "name": "limit",
                     "in": "query",
-                    "schema": {"type": "integer", "minimum": 1, "maximum": 50, "default": 20},
+                    "schema": {"type": "integer", "minimum": 1, "maximum": SEARCH_PAGE_MAX, "default": SEARCH_PAGE_DEFAULT},
                 },
             ],
             "responses": {"200": ok("One page of users.", ref("SearchResult")), **COMMON_ERRORS},
@@ -440,12 +461,12 @@ PATHS.update(
             "get": {
                 "summary": "Your and your friends' recordings, newest first.",
                 "parameters": [
-                    {"name": "owner", "in": "query", "schema": {"type": "string"}},
-                    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                    {"name": "owner", "in": "query", "schema": {"type": "string", "maxLength": USERNAME_MAX}},
+                    {"name": "cursor", "in": "query", "schema": {"type": "string", "maxLength": CURSOR_MAX}},
                     {
                         "name": "limit",
                         "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 50, "default": 20},
+                        "schema": {"type": "integer", "minimum": 1, "maximum": PAGE_MAX, "default": PAGE_DEFAULT},
                     },
                 ],
                 "responses": {
@@ -492,6 +513,10 @@ PATHS.update(
         "/api/recordings/{id}/audio": {
             "get": {
                 "summary": "A track as Ogg/Opus, with HTTP Range and If-Range for seeking.",
+                "description": (
+                    "Up to 16 byte ranges; overlapping or nearly adjacent ranges are merged "
+                    "(RFC 9110), so no byte is sent twice."
+                ),
                 "parameters": [
                     RECORDING_ID,
                     {

@@ -24,6 +24,7 @@ class Page(Resource):
         self._path = path
 
     def render_GET(self, request: Request) -> bytes:
+        # The route label rides on the request for the HTTP metrics; Request does not declare it.
         request.route = "page:" + self._path.stem  # type: ignore[attr-defined]
         # The pages' scripts read this cookie to send X-CSRF-Token.
         csrf_token(request)

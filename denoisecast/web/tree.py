@@ -8,12 +8,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
-from twisted.web.resource import Resource
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
 from twisted.web.static import File
 
-from denoisecast.web.forwarded import X_FORWARDED, TrustedProxies
 from denoisecast.web.access import AccessLoggingSite
+from denoisecast.web.forwarded import X_FORWARDED, TrustedProxies
 from denoisecast.web.metrics import HttpMetrics, metrics_resource
 from denoisecast.web.pages import Page
 from denoisecast.web.request import DenoiseCastRequest
@@ -24,9 +24,9 @@ def build_root(
     api: JsonApi,
     static_dir: Path,
     registry: CollectorRegistry,
-    extra: dict[bytes, Resource] | None = None,
+    extra: dict[bytes, IResource] | None = None,
 ) -> Resource:
-    table: dict[bytes, Resource] = {
+    table: dict[bytes, IResource] = {
         b"": Page(static_dir / "home.html"),
         b"login": Page(static_dir / "login.html"),
         b"register": Page(static_dir / "register.html"),
@@ -48,7 +48,7 @@ def build_site(
     trusted_proxies: TrustedProxies | None = None,
     proxy_header: str = X_FORWARDED,
 ) -> Site:
-    request_class = type(
+    request_class: type[DenoiseCastRequest] = type(
         "SiteRequest",
         (DenoiseCastRequest,),
         {

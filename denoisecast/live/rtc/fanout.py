@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import random
 import struct
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import av
 from aioice.ice import StunProtocol
@@ -112,6 +112,7 @@ class ListenerOutput:
             self._prepare(parameters)
             await start(parameters)
 
+        # Wrapping aiortc's method on this one sender is the seam (see the module docstring).
         sender.send = send  # type: ignore[method-assign]
         self.direct = True
 
@@ -119,7 +120,9 @@ class ListenerOutput:
         assert self._sender is not None
         extensions = HeaderExtensionsMap()
         extensions.configure(parameters)
-        template = RtpPacket(payload_type=parameters.codecs[0].payloadType, ssrc=self._sender._ssrc)
+        payload_type = parameters.codecs[0].payloadType
+        assert payload_type is not None  # a negotiated codec has one
+        template = RtpPacket(payload_type=payload_type, ssrc=self._sender._ssrc)
         template.marker = 1  # one packet per audio frame: each is the last of its frame
         template.extensions.mid = parameters.muxId
         self._header = bytearray(template.serialize(extensions))
@@ -154,7 +157,8 @@ class ListenerOutput:
         address = pair.remote_addr
         protocol = pair.protocol
         if isinstance(protocol, StunProtocol) and protocol.transport is not None:
-            if protocol.transport.get_write_buffer_size() > MAX_QUEUED_BYTES:
+            # asyncio's selector datagram transport has it; typeshed's DatagramTransport does not.
+            if protocol.transport.get_write_buffer_size() > MAX_QUEUED_BYTES:  # type: ignore[attr-defined]
                 self.track.late += len(packets)
                 return
             sendto = protocol.transport.sendto

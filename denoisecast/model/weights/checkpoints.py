@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+
 from denoisecast.model.config import ModelConfig
 
 if TYPE_CHECKING:

@@ -171,5 +171,5 @@ def load_onnx_dfnet3(path: Path) -> tuple[DfNet3, ModelConfig, str]:
     _load_convs(dfd, _conv_blocks(net.df_dec))
     _load_named(dfd, net.df_dec)
     _load_gru(dfd, net.df_dec.df_gru.gru)
-    _load_linear(dfd, cast(nn.Linear, net.df_dec.df_fc_a[0]), "df_fc_a.0")
+    _load_linear(dfd, cast(nn.Linear, cast(nn.Sequential, net.df_dec.df_fc_a)[0]), "df_fc_a.0")
     return net.eval(), config, archive.sha256
