@@ -221,10 +221,11 @@ class ApiBehindProxyTests(TestCase):
             if reply.status == 429:
                 break
         self.assertEqual(reply.status, 429, "no per-address limit reached in 100 guesses")
-        self.assertEqual((await client.post(
+        # Fresh clients: no device cookie of alice's, which would exempt them.
+        self.assertEqual((await server.client().post(
             "/api/auth/login", {"username": "alice", "password": "correct horse"}, headers=guesser
         )).status, 429)
-        other = await client.post(
+        other = await server.client().post(
             "/api/auth/login",
             {"username": "alice", "password": "correct horse"},
             headers={"X-Forwarded-For": "198.51.100.8"},

@@ -219,7 +219,7 @@ class NginxTests(TestCase):
         self.patch(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else [])
         tls = TrustOnly(nginx.pem)
         origin = {"Origin": nginx.base, "X-Forwarded-For": "203.0.113.66"}
-        alice, bob = (Client(nginx.base, tls=tls, bind=CLIENT_ADDRESS) for _ in range(2))
+        alice, bob = (Client(nginx.base, source=CLIENT_ADDRESS, tls=tls) for _ in range(2))
 
         for name, client in (("alice", alice), ("bob", bob)):
             reply = await client.post(
