@@ -44,6 +44,7 @@ from denoisecast.web.metrics import HttpMetrics
 from denoisecast.web.recordings import RecordingRoutes
 from denoisecast.web.resource import JsonApi, Route
 from denoisecast.web.streams import StreamRoutes
+from denoisecast.web.pages import PageAccess
 from denoisecast.web.tree import build_root, build_site, static_directory
 
 if TYPE_CHECKING:
@@ -136,7 +137,9 @@ class DenoiseCastServer:
 
     @cached_property
     def recordings(self) -> RecordingLibrary:
-        return RecordingLibrary(self.store, self.recorder, self.store.get_user_by_name)
+        return RecordingLibrary(
+            self.store, self.recorder, self.store.get_user_by_name, self.presence.send_to_circle
+        )
 
     @cached_property
     def metrics_registry(self) -> CollectorRegistry:
@@ -154,6 +157,7 @@ class DenoiseCastServer:
     def presence(self) -> PresenceHub:
         hub = PresenceHub(self.store)
         self.friends.observers.append(hub.friendship_changed)
+        self.friends.request_observers.append(hub.request_changed)
         return hub
 
     @cached_property
@@ -171,6 +175,7 @@ class DenoiseCastServer:
             self.reactor,
             self.config.silence_timeout,
             recorder=self.recorder,
+            reconnect_grace=self.config.reconnect_grace,
         )
         self.friends.observers.append(manager.friendship_changed)
         return manager
@@ -211,5 +216,11 @@ class DenoiseCastServer:
             static_directory(),
             self.metrics_registry,
             {b"ws": WebSocketResource(self.signaling)},
+            PageAccess(
+                self.accounts.user_for_token,
+                self.store.get_user_by_name,
+                self.store.are_friends,
+                self.store.get_visible_recording,
+            ),
         )
         return build_site(root, self.http_metrics, self.config.max_body_bytes)

@@ -90,6 +90,56 @@ def parse(payload: bytes) -> dict[str, Any]:
     return message
 
 
+def reference(payload: bytes) -> Any:
+    """
+    The client's ``id`` from a message that may not be valid, so that an
+    error about it can still be matched to the request (C{None} when the
+    payload is not a JSON object or its id is not a short string or number).
+    """
+    try:
+        message = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(message, dict):
+        return None
+    ref = message.get("id")
+    if isinstance(ref, bool) or not isinstance(ref, (int, str)) or len(str(ref)) > 64:
+        return None
+    return ref
+
+
+#: Messages the server sends on its own (not replies), and their fields; the
+#: one list of them, kept beside the client messages (docs/live.md shows it).
+SERVER_EVENTS: dict[str, tuple[str, ...]] = {
+    "hello": ("user", "ice_servers"),
+    "presence": ("friends",),
+    "friend": ("friend",),
+    "friend_removed": ("username",),
+    "me": ("live", "denoise", "atten_lim_db"),
+    "friend_request": ("username", "direction", "state"),
+    "recording_ready": ("recording",),
+    "recording_removed": ("id", "owner"),
+    "level": ("denoised_db", "raw_db"),
+    "listeners": ("count",),
+    "recording": ("recording", "reason"),
+    "ended": ("role", "user", "reason"),
+}
+
+#: ``friend_request.direction`` and ``.state``.
+REQUEST_DIRECTIONS = ("incoming", "outgoing")
+REQUEST_STATES = ("pending", "accepted", "rejected", "cancelled")
+
+
+def event(kind: str, **fields: Any) -> dict[str, Any]:
+    """
+    A server event of a kind listed in L{SERVER_EVENTS}, with exactly its fields.
+    """
+    expected = SERVER_EVENTS[kind]
+    if set(fields) != set(expected):
+        raise ValueError(f"{kind} has the fields {', '.join(expected)}, not {', '.join(sorted(fields))}")
+    return {"v": VERSION, "type": kind, **fields}
+
+
 def error(code: str, message: str, status: int = 400, ref: Any = None) -> dict[str, Any]:
     reply: dict[str, Any] = {"v": VERSION, "type": "error", "code": code, "status": status, "message": message}
     if ref is not None:

@@ -202,6 +202,7 @@ class Recording:
                 model=self._model(),
             )
             self.recorder.active.pop(self.public_id, None)
+            self.recorder.announce_finished(self)
 
         Deferred.fromCoroutine(finalise()).chainDeferred(done)
         return done
@@ -232,6 +233,15 @@ class Recorder:
         self.max_seconds = max_seconds
         self.pool = ThreadPool(minthreads=0, maxthreads=threads, name="denoisecast-recorder")
         self.active: dict[str, Recording] = {}
+        #: Called with each recording once its files and row are final.
+        self.finished_observers: list[Callable[[Recording], None]] = []
+
+    def announce_finished(self, recording: Recording) -> None:
+        for observer in self.finished_observers:
+            try:
+                observer(recording)
+            except Exception:
+                self.log.failure("Recording observer failed")
 
     def start_pool(self) -> None:
         self.pool.start()
