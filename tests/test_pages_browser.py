@@ -331,9 +331,39 @@ class BrowserAppTests(TestCase):
     async def start(self) -> tuple[RunningServer, str, Any, PageChecks]:
         need_browser()
         running = await start_live(self)
+        self.close_browser_connections(running)
         base = running.base.replace("127.0.0.1", "localhost")  # a secure context for getUserMedia
         browser = shared_browser(microphone(self))
         return running, base, browser, PageChecks(screenshot_folder())
+
+    def close_browser_connections(self, running: RunningServer) -> None:
+        """
+        Chromium keeps idle HTTP connections open after its pages close;
+        the server's side of them is closed when the test ends, so the next
+        test starts with a clean reactor.
+        """
+        from twisted.internet import reactor
+        from twisted.internet.task import deferLater
+
+        site = running.server.site
+        built = site.buildProtocol
+        channels: list[Any] = []
+
+        def build(address: Any) -> Any:
+            channel = built(address)
+            channels.append(channel)
+            return channel
+
+        site.buildProtocol = build  # type: ignore[method-assign]
+
+        def close() -> Any:
+            for channel in channels:
+                transport = getattr(channel, "transport", None)
+                if transport is not None and transport.connected:
+                    transport.abortConnection()
+            return deferLater(reactor, 0.2)
+
+        self.addCleanup(close)
 
     async def test_whole_story(self) -> None:
         """
@@ -369,7 +399,11 @@ class BrowserAppTests(TestCase):
         self.assertLess(abs(seen["player"]["duration"] - duration), 0.5, seen)
         self.assertGreater(seen["player"]["at"], 0.2)
         shown = int(seen["list_bob"].split(":")[0]) * 60 + int(seen["list_bob"].split(":")[1])
-        self.assertEqual(shown, int(seen["player"]["duration"]), seen)  # the list and the player agree
+        # The list shows whole seconds as the player does (rounded down);
+        # the two measures differ by Opus's pre-skip (6.5 ms) at most.
+        if int(duration) == int(seen["player"]["duration"]):
+            self.assertEqual(shown, int(seen["player"]["duration"]), seen)
+        self.assertEqual(shown, int(duration))
         self.assertEqual(seen["list_alice"], seen["list_bob"])
         self.assertIn("noise removal off", seen["timeline"])
         self.assertTrue(seen["delete_asked"])

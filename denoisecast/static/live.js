@@ -46,6 +46,7 @@ export class Broadcaster extends Observable {
     this.analyser = null;
     this.starting = false;
     this.notice = "";
+    this.deviceId = localStorage.getItem("dc-microphone") || "";
     socket.on("me", (m) => this.fromServer(m));
     socket.on("listeners", (m) => { this.listeners = m.count; this.changed(); });
     socket.on("level", (m) => { this.heardDb = m.denoised_db; });
@@ -91,9 +92,9 @@ export class Broadcaster extends Observable {
     if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) throw micError(null);
     try {
       // The server denoises; the browser's own processing would only get in its way.
-      this.stream = await navigator.mediaDevices.getUserMedia({
-        audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
-      });
+      const audio = { echoCancellation: false, noiseSuppression: false, autoGainControl: false };
+      if (this.deviceId) audio.deviceId = { ideal: this.deviceId };
+      this.stream = await navigator.mediaDevices.getUserMedia({ audio });
     } catch (error) {
       throw micError(error);
     }
@@ -104,6 +105,29 @@ export class Broadcaster extends Observable {
     this.context = context;
     this.changed();
     return this.stream;
+  }
+
+  // The microphones the browser offers (names only once it was allowed one).
+  async microphones() {
+    if (!navigator.mediaDevices || !navigator.mediaDevices.enumerateDevices) return [];
+    const devices = await navigator.mediaDevices.enumerateDevices();
+    return devices.filter((d) => d.kind === "audioinput");
+  }
+
+  // Switch microphones; while live, the new one replaces the old on the same connection.
+  async chooseMicrophone(deviceId) {
+    this.deviceId = deviceId;
+    localStorage.setItem("dc-microphone", deviceId);
+    if (!this.stream) return;
+    const old = this.stream;
+    this.stream = null;
+    if (this.context) this.context.close().catch(() => {});
+    const stream = await this.microphone();
+    if (this.pc) {
+      const sender = this.pc.getSenders().find((s) => s.track && s.track.kind === "audio");
+      if (sender) await sender.replaceTrack(stream.getAudioTracks()[0]);
+    }
+    old.getTracks().forEach((track) => track.stop());
   }
 
   // The microphone's level now, 0..1 (RMS), or null when it is not open.

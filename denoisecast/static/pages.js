@@ -111,6 +111,16 @@ function broadcastPanel(app) {
   const goLive = action("Go live", () => b.goLive(), report, { id: "go-live", class: "primary" });
   const stop = action("Stop", () => b.stop(), report, { id: "stop-live", class: "danger" });
   const test = action("Test microphone", () => b.microphone(), report, { id: "test-mic" });
+  const choose = h("select", { id: "microphone" });
+  const fillMicrophones = async () => {
+    const devices = await b.microphones();
+    choose.replaceChildren(...devices.map((d, i) => h("option", { value: d.deviceId, selected: d.deviceId === b.deviceId },
+      d.label || `Microphone ${i + 1}`)));
+    if (!devices.length) choose.append(h("option", { value: "" }, "No microphone found"));
+  };
+  choose.addEventListener("change", () => { report(null); b.chooseMicrophone(choose.value).catch(report); });
+  fillMicrophones().catch(() => {});
+  let hadStream = false;
   const denoise = h("input", { type: "checkbox", id: "denoise", role: "switch" });
   denoise.addEventListener("change", () => {
     report(null);
@@ -138,7 +148,8 @@ function broadcastPanel(app) {
   const heard = h("meter", { id: "heard-meter", min: "0", max: "1", value: "0", low: "0.6", high: "0.9", optimum: "0.5" });
   const panel = h("section", { class: "card", id: "broadcast", "aria-labelledby": "broadcast-title" },
     h("h2", { id: "broadcast-title" }, "Your broadcast"),
-    status, h("p", { class: "buttons" }, goLive, stop, test), notice,
+    status, h("p", { class: "buttons" }, goLive, stop, test,
+      h("label", { for: "microphone" }, "Microphone"), choose), notice,
     h("div", { class: "controls" },
       h("label", { class: "switch", for: "denoise" }, denoise, " Noise removal"),
       h("div", { class: "strength" },
@@ -146,12 +157,13 @@ function broadcastPanel(app) {
         h("label", { for: "strength-number", class: "visually-hidden" }, "Strength in dB"), number,
         strengthText)),
     h("div", { class: "meters" },
-      h("label", { for: "mic-meter" }, "Microphone"), mic,
+      h("label", { for: "mic-meter" }, "Microphone level"), mic,
       h("label", { for: "heard-meter" }, "What friends hear"), heard),
     error);
 
   const draw = () => {
     const live = b.live;
+    status.hidden = !live;
     badge.hidden = !live;
     timer.hidden = !live;
     count.hidden = !live;
@@ -161,6 +173,10 @@ function broadcastPanel(app) {
     goLive.hidden = Boolean(live) || b.starting;
     stop.hidden = !live;
     test.hidden = Boolean(b.stream);
+    if (Boolean(b.stream) !== hadStream) {
+      hadStream = Boolean(b.stream);
+      fillMicrophones().catch(() => {});  // names appear once the browser allowed one
+    }
     notice.textContent = b.starting ? "Starting…" : b.notice;
     denoise.checked = b.denoise;
     const limit = b.attenLimDb;
