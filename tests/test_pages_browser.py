@@ -224,6 +224,19 @@ def whole_story(browser: Any, base: str, checks: PageChecks) -> dict[str, Any]:
         seen["second_tab"] = second.inner_text("#broadcast .live-line")
         second.close()
 
+        # Short network drops: each page's WebSocket closes; the banner says
+        # so, and both come back by themselves (alice re-attaches, bob listens again).
+        alice.evaluate("() => window.denoisecast.socket.ws.close()")
+        alice.wait_for_selector("#banner:has-text('reconnecting')")
+        alice.wait_for_selector("#banner", state="hidden")
+        alice.wait_for_function("() => window.denoisecast.broadcaster.mine && !window.denoisecast.broadcaster.live.detached")
+        seen["same_after_drop"] = alice.evaluate("() => window.denoisecast.broadcaster.live.live_since") == since
+        bob.evaluate("() => window.denoisecast.socket.ws.close()")
+        bob.wait_for_selector("#banner:has-text('reconnecting')")
+        bob.wait_for_selector("#banner", state="hidden")
+        bob.wait_for_selector("#stop-listening:not([hidden])")
+        seen["packets_after_drop"] = packets_over(bob, 100)["packets"]
+
         # Stop: bob is told, and the recording appears in both lists without reload.
         bob.click("header >> text=Home")
         bob.wait_for_selector("#live-now li.live-friend")
@@ -374,7 +387,9 @@ class BrowserAppTests(TestCase):
         of 150 is refused in words; leaving asks, a reload re-attaches, a
         second tab shows LIVE; stopping is seen; the recording appears in
         both lists and plays as long as the list says; deleting and
-        unfriending ask first; no page has serious accessibility problems.
+        unfriending ask first; after a short drop of either page's
+        connection both come back by themselves; no page has serious
+        accessibility problems.
         """
         running, base, browser, checks = await self.start()
         seen = await browser.call(lambda b: whole_story(b, base, checks))
@@ -392,6 +407,8 @@ class BrowserAppTests(TestCase):
         self.assertTrue(seen["same_broadcast"])
         self.assertTrue(seen["bob_still_listening"])
         self.assertGreater(seen["packets_after_reload"], 100)
+        self.assertTrue(seen["same_after_drop"])
+        self.assertGreater(seen["packets_after_drop"], 100)
         self.assertIn("LIVE", seen["second_tab"])
         self.assertIn("another tab", seen["second_tab"])
         self.assertIn("ended the broadcast", seen["ended_notice"])
