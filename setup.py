@@ -13,11 +13,11 @@ HERE = Path(__file__).parent
 
 def cython_extensions() -> list[Extension]:
     """
-    Every ``denoisecast/dsp/*.pyx`` becomes a compiled module beside its
+    Every ``denoisecast/audio/*.pyx`` becomes a compiled module beside its
     plain-Python twin.  Without Cython the package still installs; the
     selector modules then warn loudly and fall back to the twins.
     """
-    sources = sorted(HERE.glob("denoisecast/dsp/*.pyx"))
+    sources = sorted(HERE.glob("denoisecast/audio/*.pyx"))
     if not sources:
         return []
     try:
@@ -26,7 +26,7 @@ def cython_extensions() -> list[Extension]:
         return []
     extensions = [
         Extension(
-            "denoisecast.dsp." + source.stem,
+            "denoisecast.audio." + source.stem,
             [str(source.relative_to(HERE))],
             # No fused multiply-add contraction: the compiled modules must
             # match their numpy twins bit for bit.

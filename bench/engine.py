@@ -43,8 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from twisted.python.threadpool import ThreadPool  # noqa: E402
 
-from denoisecast.dsp.engine import DenoiseEngine, EngineInfo  # noqa: E402
-from denoisecast.dsp.scheduler import DenoiseScheduler, SchedulerSettings  # noqa: E402
+from denoisecast.model.engine import DenoiseEngine, EngineInfo  # noqa: E402
+from denoisecast.denoise.scheduler import DenoiseScheduler, SchedulerSettings  # noqa: E402
 
 SR = 48000
 
@@ -67,11 +67,11 @@ class LoopReactor:
 def load(model: str, device: str) -> DenoiseEngine:
     if model == "dfn3":
         return DenoiseEngine.load("deepfilternet3", device=device)
-    from denoisecast.dsp.checkpoints import build_network
-    from denoisecast.dsp.config import ModelConfig
+    from denoisecast.model.weights.checkpoints import build_network
+    from denoisecast.model.config import ModelConfig
 
     from tests.dsp_fixtures import seeded_init
-    from tests.test_dsp_reference_fixtures import DFN2_INI
+    from tests.test_model_reference_fixtures import DFN2_INI
 
     config = ModelConfig.from_ini_text(DFN2_INI)
     net = build_network(config)

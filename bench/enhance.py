@@ -34,7 +34,7 @@ def make_input(seconds: float, seed: int = 0) -> np.ndarray:
 
 
 def official_run(audio: np.ndarray) -> float:
-    from denoisecast.dsp.reference import OfficialRuntime
+    from tests.reference import OfficialRuntime
 
     with OfficialRuntime() as runtime:
         start = time.perf_counter()
@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from denoisecast.dsp.engine import DenoiseEngine
+    from denoisecast.model.engine import DenoiseEngine
 
     audio = make_input(args.seconds)
     batch = [make_input(args.seconds, seed=i) for i in range(args.batch)]

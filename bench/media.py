@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from denoisecast.live.sockets import drain_on_read  # noqa: E402  (clients read their sockets as the server does)
+from denoisecast.live.rtc.sockets import drain_on_read  # noqa: E402  (clients read their sockets as the server does)
 
 RATE = 48000
 FRAME = 960
@@ -118,7 +118,7 @@ def make_source(clicks: list[float]) -> Any:
     import numpy as np
     from aiortc.mediastreams import MediaStreamTrack
 
-    from denoisecast.dsp.opus import OpusStream
+    from denoisecast.audio.opus import OpusStream
 
     per_second = CLICK_FRAMES
     rng = np.random.default_rng(1)

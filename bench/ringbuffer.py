@@ -18,10 +18,10 @@ from typing import Callable
 
 import numpy as np
 
-from denoisecast.dsp import _ringbuffer_py
+from denoisecast.audio import _ringbuffer_py
 
 try:
-    from denoisecast.dsp import _ringbuffer as compiled
+    from denoisecast.audio import _ringbuffer as compiled
 except ImportError as error:
     sys.exit(f"the compiled module is not built ({error}); run scripts/setup.sh")
 

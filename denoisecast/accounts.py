@@ -13,7 +13,8 @@ import hashlib
 import re
 import secrets
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from argon2 import PasswordHasher
@@ -37,6 +38,25 @@ BlockingRunner = Callable[..., "Deferred[Any]"]
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("ascii")).hexdigest()
+
+
+@dataclass(frozen=True)
+class EndedSessions:
+    """
+    Sessions that just ended: exactly one (C{token_hash}), or every session
+    of C{user_id} except C{except_hash} (a password change keeps the
+    session that made it).  Whatever was opened with them, WebSockets
+    above all, must end too: they were authorised once, at their start.
+    """
+
+    token_hash: str | None = None
+    user_id: int | None = None
+    except_hash: str | None = None
+
+    def covers(self, user_id: int, token_hash: str) -> bool:
+        if self.token_hash is not None:
+            return token_hash == self.token_hash
+        return user_id == self.user_id and token_hash != self.except_hash
 
 
 def validate_username(username: str) -> str:
@@ -90,6 +110,15 @@ class Accounts:
         # Verified against when the username is unknown, so that a login
         # for a missing account takes as long as one for an existing one.
         self._decoy_hash: str | None = None
+        #: Told of every L{EndedSessions}, after the database has forgotten them.
+        self.session_observers: list[Callable[[EndedSessions], None]] = []
+
+    def _sessions_ended(self, ended: EndedSessions) -> None:
+        for observer in self.session_observers:
+            try:
+                observer(ended)
+            except Exception:
+                self.log.failure("A session observer failed")
 
     async def _hash(self, password: str) -> str:
         return await self._run_blocking(self._hasher.hash, password)
@@ -168,19 +197,31 @@ class Accounts:
 
     async def logout(self, token: str) -> None:
         await self._store.delete_session(hash_token(token))
+        self._sessions_ended(EndedSessions(token_hash=hash_token(token)))
 
-    async def change_password(self, user: User, current: str, new: str) -> str:
+    async def change_password(
+        self, user: User, current: str, new: str, keep_token: str | None = None
+    ) -> str:
         """
         Replace the password, end every session of the user, and open a
         fresh one for the client that asked.
+
+        @param keep_token: the asking client's session: what was opened with
+            it (its WebSockets) stays open; every other session's ends.
         """
         validate_password(new)
         stored = await self._store.get_password_hash(user["id"])
         if stored is None or not await self._verify(stored, current):
             raise DenoiseCastError(403, "wrong_password", "The current password is wrong.")
         await self._store.set_password(user["id"], await self._hash(new), self._now())
+        self._sessions_ended(
+            EndedSessions(
+                user_id=user["id"],
+                except_hash=hash_token(keep_token) if keep_token is not None else None,
+            )
+        )
         return await self._new_session(user)
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

@@ -9,13 +9,13 @@ looks at the environment.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
+from typing import Any
 
-from twisted.logger import LogLevel, InvalidLogLevelError
+from twisted.logger import InvalidLogLevelError, LogLevel
 
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
 DEFAULT_DATA_DIR = "denoisecast-data"
@@ -28,6 +28,17 @@ DEFAULT_DENOISE_CHUNK_SECONDS = 0.1
 DEFAULT_DENOISE_CROSSFADE_SECONDS = 0.05
 DEFAULT_DENOISE_MAX_BATCH = 64
 DEFAULT_DENOISE_WORKERS = 1
+#: Remote ICE candidates the server sends no checks to unless allowed: this
+#: host and "this network", link-local (169.254.169.254 is the metadata
+#: endpoint of AWS, GCP, Azure, OpenStack and DigitalOcean), multicast and
+#: broadcast, and the other providers' metadata addresses (Alibaba, Oracle,
+#: AWS over IPv6).
+DEFAULT_ICE_DENY_NETWORKS = (
+    "127.0.0.0/8", "::1/128", "0.0.0.0/8", "::/128",
+    "169.254.0.0/16", "fe80::/10",
+    "224.0.0.0/4", "ff00::/8", "255.255.255.255/32",
+    "100.100.100.200/32", "192.0.0.192/32", "fd00:ec2::254/128",
+)
 
 #: (option name, environment variable, help text).  The plugin's
 #: ``usage.Options`` is generated from this table, so ``--help`` always
@@ -62,6 +73,12 @@ OPTIONS: list[tuple[str, str, str]] = [
         "after it; 0 means unlimited (default 240).",
     ),
     (
+        "recording-min-free-mb",
+        "DENOISECAST_RECORDING_MIN_FREE_MB",
+        "Free space in MiB the data directory keeps: under it new recordings are "
+        "refused and running ones stop, the broadcasts go on (default 64).",
+    ),
+    (
         "log-level",
         "DENOISECAST_LOG_LEVEL",
         "Lowest level of DenoiseCast's own log events: debug, info, warn, "
@@ -82,6 +99,19 @@ OPTIONS: list[tuple[str, str, str]] = [
         "DENOISECAST_TURN_SECRET",
         "Shared secret of the TURN server (coturn use-auth-secret); browsers get "
         "time-limited credentials made from it.",
+    ),
+    (
+        "ice-allow-networks",
+        "DENOISECAST_ICE_ALLOW_NETWORKS",
+        "Comma-separated networks whose remote ICE candidates are always used, "
+        "even inside a denied network, e.g. 10.0.0.0/8 (default none).",
+    ),
+    (
+        "ice-deny-networks",
+        "DENOISECAST_ICE_DENY_NETWORKS",
+        "Comma-separated networks the server never sends ICE checks to unless "
+        "allowed; 'none' for no such list (default: loopback, link-local, "
+        "multicast and cloud metadata addresses).",
     ),
     (
         "silence-timeout",
@@ -154,6 +184,7 @@ class Config:
     reconnect_grace: float = DEFAULT_RECONNECT_GRACE
     recording_quota_bytes: int | None = None
     recording_max_seconds: float | None = 240 * 60.0
+    recording_min_free_bytes: int = 64 * 1024 * 1024
     denoise_chunk_seconds: float = DEFAULT_DENOISE_CHUNK_SECONDS
     denoise_crossfade_seconds: float = DEFAULT_DENOISE_CROSSFADE_SECONDS
     denoise_max_batch: int = DEFAULT_DENOISE_MAX_BATCH
@@ -161,6 +192,10 @@ class Config:
     denoise_device: str = "auto"
     denoise_half: bool = False
     denoise_model: str = "auto"
+    ice_allow_networks: tuple[IPv4Network | IPv6Network, ...] = ()
+    ice_deny_networks: tuple[IPv4Network | IPv6Network, ...] = tuple(
+        ip_network(network) for network in DEFAULT_ICE_DENY_NETWORKS
+    )
 
     @property
     def effective_database_url(self) -> str:
@@ -206,6 +241,13 @@ class Config:
             0,
             1e6,
         )
+        min_free = _number(
+            "recording-min-free-mb",
+            pick("recording-min-free-mb", "DENOISECAST_RECORDING_MIN_FREE_MB") or "64",
+            float,
+            0,
+            1e9,
+        )
         if database_url and "://" not in database_url:
             raise ConfigError(
                 f"Database URL {database_url!r} is not a URL; use e.g. "
@@ -233,7 +275,16 @@ class Config:
         turn_secret = pick("turn-secret", "DENOISECAST_TURN_SECRET") or ""
         if turn_urls and not turn_secret:
             raise ConfigError("TURN URLs need --turn-secret (the TURN server's shared secret).")
+        deny_text = pick("ice-deny-networks", "DENOISECAST_ICE_DENY_NETWORKS")
+        if deny_text is None:
+            deny_text = ",".join(DEFAULT_ICE_DENY_NETWORKS)
+        elif deny_text.strip().lower() == "none":
+            deny_text = ""
         return cls(
+            ice_allow_networks=_networks(
+                "ice-allow-networks", pick("ice-allow-networks", "DENOISECAST_ICE_ALLOW_NETWORKS") or ""
+            ),
+            ice_deny_networks=_networks("ice-deny-networks", deny_text),
             stun_urls=urls("stun", "DENOISECAST_STUN"),
             turn_urls=turn_urls,
             turn_secret=turn_secret,
@@ -245,8 +296,22 @@ class Config:
             log_level=log_level,
             recording_quota_bytes=int(quota * 1024 * 1024) or None,
             recording_max_seconds=(longest * 60.0) or None,
+            recording_min_free_bytes=int(min_free * 1024 * 1024),
             **_denoise_options(pick),
         )
+
+
+def _networks(name: str, text: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    """Comma-separated networks (a bare address is a network of one)."""
+    networks = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(f"--{name} {item!r} is not a network such as 10.0.0.0/8 or an address.") from None
+    return tuple(networks)
 
 
 def _number(name: str, text: str, kind: type[float] | type[int], low: float, high: float) -> float | int:
@@ -290,7 +355,3 @@ def _denoise_options(pick: Callable[[str, str], str | None]) -> dict[str, Any]:
         "denoise_half": half in ("on", "true", "yes", "1"),
         "denoise_model": get("denoise-model", "auto"),
     }
-
-
-def from_environment(given: Mapping[str, str | None] | None = None) -> Config:
-    return Config.resolve(given or {}, os.environ)

@@ -29,8 +29,6 @@ class SerialJobs:
         self._jobs: deque[Callable[[], None]] = deque()
         self._lock = threading.Lock()
         self._running = False
-        self._idle = threading.Event()
-        self._idle.set()
         self.failure: BaseException | None = None
 
     def submit(self, job: Callable[[], None]) -> None:
@@ -39,7 +37,6 @@ class SerialJobs:
             if self._running:
                 return
             self._running = True
-            self._idle.clear()
         self._pool.callInThread(self._drain)
 
     def _drain(self) -> None:
@@ -47,7 +44,6 @@ class SerialJobs:
             with self._lock:
                 if not self._jobs:
                     self._running = False
-                    self._idle.set()
                     return
                 job = self._jobs.popleft()
             try:
@@ -55,18 +51,12 @@ class SerialJobs:
             except BaseException as error:  # kept for finish() to report
                 self.failure = error
 
-    def wait(self) -> None:
-        """
-        Block until every submitted job has run (call from a pool thread).
-        """
-        self._idle.wait()
-
     def flushed(self, reactor: IReactorFromThreads) -> "Deferred[None]":
         """
         Fires on the reactor thread once every job submitted so far has run.
 
         A marker job at the end of the queue, so nothing holds a pool thread
-        while waiting (a thread blocked in ``wait`` is one fewer to run the
+        while waiting (a pool thread blocked waiting is one fewer to run the
         jobs it waits for).
         """
         done: Deferred[None] = Deferred()

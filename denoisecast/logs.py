@@ -14,9 +14,9 @@ import sys
 
 from twisted.logger import (
     FilteringLogObserver,
+    Logger,
     LogLevel,
     LogLevelFilterPredicate,
-    Logger,
     globalLogPublisher,
 )
 
@@ -25,7 +25,7 @@ observer = FilteringLogObserver(globalLogPublisher, [_predicate])
 
 
 def set_level(level: LogLevel) -> None:
-    _predicate.setLogLevelForNamespace(None, level)
+    _predicate.setLogLevelForNamespace("", level)  # the empty namespace is the default level
 
 
 def logger(namespace: str | None = None) -> Logger:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from denoisecast.logs import logger
-from denoisecast.protocols.messages import event
+from denoisecast.protocols.messages import server_message
 from denoisecast.storage.store import Store, User
 
 
@@ -71,7 +71,7 @@ class PresenceHub:
             else:
                 first = False
         entry.connections.add(connection)
-        connection.send_message({"v": 1, "type": "presence", "friends": self.snapshot(me)})
+        connection.send_message(server_message("presence", friends=self.snapshot(me)))
         if first:
             self.changed(me)
 
@@ -122,8 +122,8 @@ class PresenceHub:
         """
         Push C{user_id}'s status to every online friend of theirs.
         """
-        message = {"v": 1, "type": "friend", "friend": self.status(user_id)}
-        for other_id, other in self._online.items():
+        message = server_message("friend", friend=self.status(user_id))
+        for other in self._online.values():
             if user_id in other.friends:
                 self._send_all(other, message)
 
@@ -146,17 +146,18 @@ class PresenceHub:
         self._names[receiver["id"]] = receiver["username"]
         self.send_to_user(
             receiver["id"],
-            event("friend_request", username=sender["username"], direction="incoming", state=state),
+            server_message("friend_request", username=sender["username"], direction="incoming", state=state),
         )
         self.send_to_user(
             sender["id"],
-            event("friend_request", username=receiver["username"], direction="outgoing", state=state),
+            server_message("friend_request", username=receiver["username"], direction="outgoing", state=state),
         )
 
     def send_to_user(self, user_id: int, message: dict[str, Any]) -> None:
         entry = self._online.get(user_id)
         if entry is not None:
             self._send_all(entry, message)
+
 
     def _send_all(self, entry: Online, message: dict[str, Any]) -> None:
         for connection in list(entry.connections):
@@ -176,9 +177,7 @@ class PresenceHub:
                 continue
             if friends:
                 entry.friends[other["id"]] = other["username"]
-                self._send_all(entry, {"v": 1, "type": "friend", "friend": self.status(other["id"])})
+                self._send_all(entry, server_message("friend", friend=self.status(other["id"])))
             else:
                 entry.friends.pop(other["id"], None)
-                self._send_all(
-                    entry, {"v": 1, "type": "friend_removed", "username": other["username"]}
-                )
+                self._send_all(entry, server_message("friend_removed", username=other["username"]))

@@ -9,7 +9,7 @@ because a loop can be late while the process waits for the GIL with cores
 idle.  The monitor asks for a call every ``interval`` seconds and observes
 how much later than asked it ran.  It cannot see everything: a loop that
 runs its timers on time may still read a busy socket too slowly, which is
-why the peer connections' sockets drain on read (``live/sockets.py``).
+why the peer connections' sockets drain on read (``live/rtc/sockets.py``).
 """
 
 from __future__ import annotations

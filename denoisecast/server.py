@@ -23,8 +23,10 @@ from twisted.web.server import Site
 from denoisecast.accounts import Accounts, utcnow
 from denoisecast.background import at_low_priority
 from denoisecast.config import Config
-from denoisecast.dsp.scheduler import DenoiseScheduler, SchedulerSettings
+from denoisecast.denoise.scheduler import DenoiseScheduler, SchedulerSettings
 from denoisecast.friends import Friends
+from denoisecast.handlers.access import Access
+from denoisecast.live.candidates import CandidatePolicy
 from denoisecast.live.ice import ice_servers_for
 from denoisecast.live.manager import LiveManager
 from denoisecast.live.metrics import LiveMetrics
@@ -41,14 +43,14 @@ from denoisecast.web.auth import AuthRoutes
 from denoisecast.web.friends import FriendRoutes
 from denoisecast.web.health import HealthRoutes
 from denoisecast.web.metrics import HttpMetrics
+from denoisecast.web.pages import PageAccess
 from denoisecast.web.recordings import RecordingRoutes
 from denoisecast.web.resource import JsonApi, Route
 from denoisecast.web.streams import StreamRoutes
-from denoisecast.web.pages import PageAccess
 from denoisecast.web.tree import build_root, build_site, static_directory
 
 if TYPE_CHECKING:
-    from denoisecast.dsp.engine import DenoiseEngine
+    from denoisecast.model.engine import DenoiseEngine
 
 #: Failed logins allowed per username, and per client address, per window.
 LOGIN_FAILURES_PER_NAME = 5
@@ -70,7 +72,7 @@ def load_live_engine(settings: SchedulerSettings) -> "DenoiseEngine":
     """
     import torch
 
-    from denoisecast.dsp.engine import DenoiseEngine
+    from denoisecast.model.engine import DenoiseEngine
 
     torch.set_num_threads(1)
     return DenoiseEngine.load(settings.model, device=settings.device)
@@ -96,6 +98,10 @@ class DenoiseCastServer:
     @cached_property
     def store(self) -> Store:
         return Store(self.database)
+
+    @cached_property
+    def access(self) -> Access:
+        return Access(self.store)
 
     @cached_property
     def accounts(self) -> Accounts:
@@ -133,6 +139,7 @@ class DenoiseCastServer:
             self.clock,
             quota_bytes=self.config.recording_quota_bytes,
             max_seconds=self.config.recording_max_seconds,
+            min_free_bytes=self.config.recording_min_free_bytes,
         )
 
     @cached_property
@@ -176,6 +183,8 @@ class DenoiseCastServer:
             self.config.silence_timeout,
             recorder=self.recorder,
             reconnect_grace=self.config.reconnect_grace,
+            access=self.access,
+            candidate_policy=CandidatePolicy.from_config(self.config),
         )
         self.friends.observers.append(manager.friendship_changed)
         return manager
@@ -186,21 +195,23 @@ class DenoiseCastServer:
 
     @cached_property
     def signaling(self) -> SignalingFactory:
-        return SignalingFactory(
+        factory = SignalingFactory(
             self.accounts.user_for_token,
             self.presence,
             self.live,
             ice_servers_for(self.config, self.reactor.seconds),
         )
+        self.accounts.session_observers.append(factory.sessions_ended)
+        return factory
 
     @cached_property
     def routes(self) -> list[Route]:
         return [
             *openapi.routes(),
-            *HealthRoutes(self.store).routes(),
+            *HealthRoutes(self.store, self.recorder.disk_state).routes(),
             *AuthRoutes(self.accounts).routes(),
             *FriendRoutes(self.friends).routes(),
-            *StreamRoutes(self.store, self.live).routes(),
+            *StreamRoutes(self.access, self.live).routes(),
             *RecordingRoutes(self.recordings).routes(),
         ]
 
@@ -210,7 +221,8 @@ class DenoiseCastServer:
 
     @cached_property
     def site(self) -> Site:
-        self.live_metrics
+        # The live metrics register their collectors when built: build them with the site.
+        _ = self.live_metrics
         root = build_root(
             self.api,
             static_directory(),

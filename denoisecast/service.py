@@ -15,12 +15,14 @@ pool.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from twisted.application import strports
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred, succeed
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
@@ -28,6 +30,7 @@ from denoisecast.live.manager import LiveManager
 from denoisecast.logs import logger
 from denoisecast.recordings.recorder import Recorder
 from denoisecast.server import DenoiseCastServer
+from denoisecast.startup import FatalStartup, one_line
 from denoisecast.storage.database import Database
 from denoisecast.storage.migrations import thd_upgrade
 
@@ -72,16 +75,28 @@ class InOrder(MultiService):
     Stops its children one after another, last-started first, each waiting
     for the one before it (a plain MultiService stops them all at once,
     which would close the database under a recorder still finalising).
+
+    A child that fails to stop is logged and the next one stops all the
+    same: skipping the rest would leave thread pools running, and their
+    non-daemon threads keep C{twistd} from exiting.
     """
+
+    log = logger()
 
     def stopService(self) -> Deferred[None]:
         Service.stopService(self)
-        done: Deferred[Any] = Deferred()
-        chain = done
+        return Deferred.fromCoroutine(self._stop_children())
+
+    async def _stop_children(self) -> None:
         for child in reversed(list(self)):
-            chain.addCallback(lambda _, child=child: child.stopService())
-        done.callback(None)
-        return chain
+            try:
+                await maybeDeferred(child.stopService)
+            except Exception:
+                self.log.failure(
+                    "Stopping {service} failed; stopping the others",
+                    service=child.name or type(child).__name__,
+                    log_id="service.stop_failed",
+                )
 
 
 class ThreadPoolService(Service):
@@ -127,18 +142,29 @@ class RecorderService(Service):
         return Deferred.fromCoroutine(self.recorder.finish_all()).addBoth(stop_pool)
 
 
+#: Told the one line that says why the server cannot start.
+Fatal = Callable[[str], None]
+
+
 class AfterReady(InOrder):
     """
-    Starts its children only once C{ready} has fired; if it fails, logs why
-    and stops the reactor instead of serving a broken database.
+    Starts its children only once C{ready} has fired; if it fails, reports
+    the problem as fatal (one line from C{describe}: the process exits
+    non-zero) instead of serving a broken database.
     """
 
     log = logger()
 
-    def __init__(self, ready: Deferred[Any], reactor: Any) -> None:
+    def __init__(
+        self,
+        ready: Deferred[Any],
+        fatal: Fatal,
+        describe: Callable[[Failure], str] = one_line,
+    ) -> None:
         super().__init__()
         self._ready = ready
-        self._reactor = reactor
+        self._fatal = fatal
+        self._describe = describe
         self._stopping = False
 
     def privilegedStartService(self) -> None:
@@ -157,15 +183,58 @@ class AfterReady(InOrder):
             MultiService.startService(self)
 
     def _fail(self, failure: Failure) -> None:
-        self.log.failure("Cannot prepare the database; stopping", failure)
-        self._reactor.stop()
+        self.log.debug("Start condition failed: {log_failure}", log_failure=failure)
+        self._fatal(self._describe(failure))
 
-    def stopService(self) -> Deferred[None] | None:
+    def stopService(self) -> Deferred[None]:
         # A stop before the start condition fired must keep the children from starting later.
         self._stopping = True
         if not self.running:
-            return None
+            return succeed(None)
         return InOrder.stopService(self)
+
+
+class ListenService(Service):
+    """
+    Listens on one endpoint string while running (what C{strports.service}
+    does), but a port that cannot be had (in use, not allowed, no such
+    address) is fatal: the server would otherwise run on, serving nothing,
+    with nothing in its log.
+    """
+
+    log = logger()
+
+    def __init__(self, description: str, factory: IProtocolFactory, reactor: Any, fatal: Fatal) -> None:
+        self.description = description
+        self._factory = factory
+        self._reactor = reactor
+        self._fatal = fatal
+        self.port: IListeningPort | None = None
+        self._listening: Deferred[Any] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        listening = serverFromString(self._reactor, self.description).listen(self._factory)
+        self._listening = listening
+        listening.addCallbacks(self._listened, self._failed)
+
+    def _listened(self, port: IListeningPort) -> None:
+        self._listening = None
+        self.port = port
+        if not self.running:  # stopped while the port was being opened
+            port.stopListening()
+
+    def _failed(self, failure: Failure) -> None:
+        self._listening = None
+        if self.running:
+            self._fatal(f"Cannot listen on {self.description}: {failure.getErrorMessage()}")
+
+    def stopService(self) -> Deferred[Any] | None:
+        super().stopService()
+        if self.port is not None:
+            port, self.port = self.port, None
+            return maybeDeferred(port.stopListening)
+        return None
 
 
 class LiveService(Service):
@@ -186,23 +255,42 @@ class LiveService(Service):
         return ensureDeferred(self.live.shutdown())
 
 
-def make_service(server: DenoiseCastServer) -> MultiService:
+def database_problem(database: Database) -> Callable[[Failure], str]:
+    """
+    How a failure to reach or migrate C{database} is said: its URL (the
+    password hidden) and the driver's own first line.
+    """
+
+    def describe(failure: Failure) -> str:
+        url = database.engine.url.render_as_string(hide_password=True)
+        return f"Cannot use the database {url}: {one_line(failure)}"
+
+    return describe
+
+
+def make_service(server: DenoiseCastServer, fatal: Fatal | None = None) -> MultiService:
+    """
+    The tree twistd runs.  C{fatal} is told a problem that keeps the server
+    from starting; by default it ends the process with a failure status
+    (L{FatalStartup}), tests pass their own.
+    """
+    fatal = fatal or FatalStartup(server.reactor)
     top = InOrder()
     database = DatabaseService(server.database)
     database.setServiceParent(top)
     server.reactor_lag.setServiceParent(top)
     ThreadPoolService(server.password_pool).setServiceParent(top)
 
-    engine = AfterReady(database.ready, server.reactor)
+    engine = AfterReady(database.ready, fatal, database_problem(server.database))
     engine.setServiceParent(top)
     server.scheduler.setName("denoise")
     server.scheduler.setServiceParent(engine)
     RecorderService(server.recorder).setServiceParent(engine)
 
-    network = AfterReady(server.scheduler.when_settled(), server.reactor)
+    network = AfterReady(server.scheduler.when_settled(), fatal)
     network.setServiceParent(top)
     LiveService(server.live).setServiceParent(network)
-    web = strports.service(server.config.listen, server.site, reactor=server.reactor)
+    web = ListenService(server.config.listen, server.site, server.reactor, fatal)
     web.setName("web")
     web.setServiceParent(network)
     sweeper = TimerService(

@@ -46,8 +46,13 @@ def makeService(options: Options) -> IService:
     from denoisecast.server import DenoiseCastServer
     from denoisecast.service import make_service
 
+    from denoisecast.startup import data_directory_problem
+
     config = options.config
     logs.set_level(config.log_level)
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    problem = data_directory_problem(config.data_dir)
+    if problem is not None:
+        # Before the reactor and the log exist: one line on stderr, exit status 1.
+        raise SystemExit(f"denoisecast: {problem}")
     server: Any = DenoiseCastServer(config, reactor)
     return make_service(server)

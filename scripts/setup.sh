@@ -35,7 +35,7 @@ pip_() { "${PIP[@]}" "$@" 2>&1 | sed '/^WARNING: Location .* is ignored/d'; }
 # Reinstall only when the package definition or the extension sources
 # changed since the last run.
 shopt -s nullglob
-stamp=$(cat pyproject.toml setup.py scripts/setup.sh denoisecast/dsp/*.pyx | sha256sum | cut -c1-16)
+stamp=$(cat pyproject.toml setup.py scripts/setup.sh denoisecast/audio/*.pyx | sha256sum | cut -c1-16)
 if [ "$(cat .venv/.setup-stamp 2>/dev/null)" != "$stamp" ]; then
     echo "setup: installing Python packages into .venv"
     pip_ install --upgrade pip setuptools wheel Cython

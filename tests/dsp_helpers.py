@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from denoisecast.dsp.config import ModelConfig
-from denoisecast.dsp.dfnet3 import DfNet3
-from denoisecast.dsp.onnx_weights import load_onnx_dfnet3
-from denoisecast.dsp.pipeline import SignalPath
-from denoisecast.dsp.reference import bundled_model_path
+from denoisecast.model.config import ModelConfig
+from denoisecast.model.dfnet3 import DfNet3
+from denoisecast.model.weights.onnx_export import load_onnx_dfnet3
+from denoisecast.model.pipeline import SignalPath
+from tests.reference import bundled_model_path
 
 SR = 48000
 

@@ -18,7 +18,7 @@ from aiortc.contrib.media import MediaPlayer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from twisted.trial.unittest import SkipTest, TestCase
 
-from denoisecast.live.seam import aio
+from denoisecast.live.rtc.seam import aio
 
 RATE = 48000
 

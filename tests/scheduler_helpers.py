@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from twisted.python.failure import Failure
 
-from denoisecast.dsp.scheduler import DenoiseScheduler, SchedulerSettings
+from denoisecast.denoise.scheduler import DenoiseScheduler, SchedulerSettings
 
 
 class ImmediateReactor:

@@ -169,14 +169,15 @@ class RunningServer:
 
 
 async def start_server(
-    testcase: TestCase, database_url: str | None = None, **config: Any
+    testcase: TestCase, database_url: str | None = None, data_dir: Path | None = None, **config: Any
 ) -> RunningServer:
     """
     A DenoiseCast server in this process, migrated and listening on a free
     loopback port, stopped when the test ends.
     """
-    data_dir = Path(testcase.mktemp())
-    data_dir.mkdir(parents=True)
+    if data_dir is None:
+        data_dir = Path(testcase.mktemp())
+        data_dir.mkdir(parents=True)
     settings = Config(
         data_dir=data_dir, database_url=database_url or sqlite_url(testcase), **config
     )

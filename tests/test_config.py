@@ -144,3 +144,48 @@ class RecordingOptionTests(SynchronousTestCase):
         for given in ({"recording-quota-mb": "-1"}, {"recording-max-minutes": "long"}):
             with self.assertRaises(ConfigError):
                 Config.resolve(given, {})
+
+
+class IceNetworkOptionTests(SynchronousTestCase):
+    def test_default_denies_loopback_link_local_and_metadata(self) -> None:
+        """
+        Without configuration, remote ICE candidates in loopback, link-local
+        and cloud metadata networks are denied, and nothing is allowed
+        explicitly.
+        """
+        from ipaddress import ip_address
+
+        config = Config.resolve({}, {})
+        self.assertEqual(config.ice_allow_networks, ())
+        for address in ["127.0.0.1", "::1", "169.254.169.254", "fe80::1", "100.100.100.200", "fd00:ec2::254", "0.0.0.0"]:
+            self.assertTrue(
+                any(ip_address(address) in network for network in config.ice_deny_networks), address
+            )
+        for address in ["192.0.2.2", "10.1.2.3", "8.8.8.8", "2001:db8::1"]:
+            self.assertFalse(
+                any(ip_address(address) in network for network in config.ice_deny_networks), address
+            )
+
+    def test_values(self) -> None:
+        """
+        Both lists take comma-separated networks or addresses, from the
+        command line or the environment; ``none`` empties the deny list.
+        """
+        from ipaddress import ip_network
+
+        config = Config.resolve(
+            {"ice-allow-networks": "127.0.0.0/8, ::1"},
+            {"DENOISECAST_ICE_DENY_NETWORKS": "10.0.0.0/8,0.0.0.0/0"},
+        )
+        self.assertEqual(config.ice_allow_networks, (ip_network("127.0.0.0/8"), ip_network("::1/128")))
+        self.assertEqual(config.ice_deny_networks, (ip_network("10.0.0.0/8"), ip_network("0.0.0.0/0")))
+        self.assertEqual(Config.resolve({"ice-deny-networks": "none"}, {}).ice_deny_networks, ())
+
+    def test_bad_values(self) -> None:
+        """
+        Something that is not a network is refused, naming the option.
+        """
+        for value in ["10.0.0.0/33", "example.org", "10.0.0.1/8x"]:
+            with self.assertRaises(ConfigError) as caught:
+                Config.resolve({"ice-allow-networks": value}, {})
+            self.assertIn("--ice-allow-networks", str(caught.exception))

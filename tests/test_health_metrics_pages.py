@@ -13,14 +13,17 @@ from tests.support import start_server
 class HealthTests(TestCase):
     async def test_healthy(self) -> None:
         """
-        /api/health reports the database reachable and the version.
+        /api/health reports the database reachable, the recordings disk
+        with its free space, and the version.
         """
         running = await start_server(self)
         reply = await running.client().get("/api/health")
+        free = reply.body.pop("disk_free_bytes")
         self.assertEqual(
             (reply.status, reply.body),
-            (200, {"status": "ok", "database": "ok", "version": __version__}),
+            (200, {"status": "ok", "database": "ok", "disk": "ok", "version": __version__}),
         )
+        self.assertGreater(free, 0)
 
     async def test_database_down(self) -> None:
         """

@@ -198,3 +198,148 @@ class RoutingTests(TestCase):
         self.assertEqual((reply.status, reply.error_code), (500, "internal_error"))
         self.assertNotIn("secret", json.dumps(reply.body))
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+LONE_SURROGATE = "\ud800"
+
+
+def surrogate_body(body: dict[str, str]) -> bytes:
+    """
+    C{body} as JSON whose strings are escaped as ASCII, so a lone surrogate
+    travels as the six characters C{\\ud800}, as a hostile client sends it.
+    """
+    return json.dumps(body).encode("ascii")
+
+
+class LoneSurrogateTests(TestCase):
+    """
+    JSON lets a string hold a lone UTF-16 surrogate (C{"\\ud800"}), which is
+    not Unicode text: every field that carries one is a 400, never a 500.
+    """
+
+    timeout = 30
+
+    async def test_every_field_refused(self) -> None:
+        """
+        Register, login, friend request and password change, in each of their
+        string fields: 400 malformed_json naming the problem, and nothing is
+        created or changed.
+        """
+        running = await start_server(self)
+        alice = running.client()
+        await alice.register("alice")
+        json_type = {"Content-Type": "application/json"}
+        good = {
+            "/api/auth/register": {"username": "bob", "password": "correct horse"},
+            "/api/auth/login": {"username": "alice", "password": "correct horse"},
+            "/api/friends/requests": {"username": "alice"},
+            "/api/auth/password": {"current_password": "correct horse", "new_password": "new horse!"},
+        }
+        for path, body in good.items():
+            for field in body:
+                hostile = {**body, field: body[field] + LONE_SURROGATE}
+                reply = await alice.post(path, raw=surrogate_body(hostile), headers=json_type)
+                self.assertEqual((reply.status, reply.error_code), (400, "malformed_json"), (path, field))
+                assert_error_shape(self, reply)
+                self.assertIn("surrogate", reply.body["error"]["message"])
+        self.assertEqual(await user_count(running), 1)
+        self.assertEqual((await alice.get("/api/me")).status, 200)
+        self.assertEqual((await alice.login("alice")).status, 200)
+
+    async def test_websocket_listen_user(self) -> None:
+        """
+        A WebSocket message with a lone surrogate (here in C{listen.user}) is
+        answered with a bad_json error, and the connection stays usable.
+        """
+        from tests.test_presence import people
+        from tests.ws_support import connect_ws
+
+        running, c = await people(self)
+        alice = await connect_ws(self, running.base, c["alice"])
+        await alice.expect("presence")
+        alice.send(
+            json.dumps({"v": 1, "type": "listen", "user": "bob" + LONE_SURROGATE, "sdp": "v=0"})
+        )
+        reply = await alice.expect("error")
+        self.assertEqual((reply["code"], reply["status"]), ("bad_json", 400))
+        self.assertIn("surrogate", reply["message"])
+        self.assertEqual((await alice.request({"v": 1, "type": "ping"}))["type"], "pong")
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class NonAsciiCookieTests(TestCase):
+    """
+    A session cookie that is not ASCII is simply not a session.
+    """
+
+    timeout = 30
+
+    async def test_authenticated_routes(self) -> None:
+        """
+        Authenticated API routes answer 401 unauthenticated, not 500.
+        """
+        running = await start_server(self)
+        client = running.client()
+        for cookie in ["dc_session=\u00e9t\u00e9", "dc_session=\u2603" * 3, "dc_session=a\u00ffb"]:
+            for path in ["/api/me", "/api/friends", "/api/recordings", "/api/friends/requests"]:
+                reply = await client.get(path, headers={"Cookie": cookie})
+                self.assertEqual((reply.status, reply.error_code), (401, "unauthenticated"), (cookie, path))
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    async def test_websocket(self) -> None:
+        """
+        The WebSocket handshake with a non-ASCII session cookie is refused
+        as not logged in, with nothing logged as a bug.
+        """
+        from tests.ws_support import connect_ws
+
+        running = await start_server(self)
+        with self.assertRaises(ConnectionError) as caught:
+            await connect_ws(self, running.base, None, cookie="dc_session=\u00e9t\u00e9")
+        self.assertIn("401", str(caught.exception))
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+
+def disk_full_error() -> Exception:
+    """
+    A genuine SQLAlchemy error for SQLite's "database or disk is full"
+    (SQLITE_FULL), made by filling a database capped at a few pages.
+    """
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine("sqlite://")
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA max_page_count = 2")
+            connection.execute(text("CREATE TABLE t (x BLOB)"))
+            for _ in range(100):
+                connection.execute(text("INSERT INTO t VALUES (zeroblob(4096))"))
+    except Exception as error:
+        return error
+    finally:
+        engine.dispose()
+    raise AssertionError("the capped database never filled")
+
+
+class DiskFullDatabaseTests(TestCase):
+    async def test_full_database_disk_is_a_503(self) -> None:
+        """
+        A request whose database write fails because the disk is full is a
+        503 storage_full with Retry-After (something the operator must fix,
+        not a bug): no generic 500, no traceback, the failure logged as a
+        warning, not as an error.
+        """
+        running = await start_server(self)
+        error = disk_full_error()
+
+        async def full(call: object) -> tuple[int, object]:
+            raise error
+
+        running.server.api.routes[0] = type(running.server.api.routes[0])(
+            "GET", "/api/openapi.json", full, auth=False
+        )
+        reply = await running.client().get("/api/openapi.json")
+        self.assertEqual((reply.status, reply.error_code), (503, "storage_full"))
+        assert_error_shape(self, reply)
+        self.assertIsNotNone(reply.header("retry-after"))
+        self.assertEqual(self.flushLoggedErrors(), [])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import TestCase
 
-from denoisecast.live.seam import aio
+from denoisecast.live.rtc.seam import aio
 from tests.rtc_support import answer, noisy_speech_file, publisher
 from tests.support import Client, RunningServer
 from tests.test_live_manager import start_live, wait_for

@@ -10,11 +10,12 @@ from typing import Any
 
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
-from denoisecast.dsp.opus import OpusStream
-from denoisecast.live.media import QUEUE_PACKETS, PacketTrack, shorten_receive_buffer
-from denoisecast.live.seam import aio
+from denoisecast.audio.opus import OpusStream
+from denoisecast.live.rtc.media import QUEUE_PACKETS, PacketTrack, shorten_receive_buffer
+from denoisecast.live.rtc.seam import aio
 
 
 class MediaTests(TestCase):
@@ -63,7 +64,7 @@ class MediaTests(TestCase):
         from aiortc.jitterbuffer import JitterBuffer
         from aiortc.rtp import RtpPacket
 
-        from denoisecast.live.media import RECEIVE_PREFETCH
+        from denoisecast.live.rtc.media import RECEIVE_PREFETCH
 
         self.assertEqual(RECEIVE_PREFETCH, 1)
         buffer = JitterBuffer(capacity=16, prefetch=RECEIVE_PREFETCH)
@@ -87,8 +88,8 @@ class MediaTests(TestCase):
         from aiortc.rtcrtpparameters import RTCRtpCodecParameters
         from aiortc.rtcrtpreceiver import RemoteStreamTrack
 
-        from denoisecast.dsp.opus import OpusStream
-        from denoisecast.live.media import InlineDecoder, decode_on_the_loop
+        from denoisecast.audio.opus import OpusStream
+        from denoisecast.live.rtc.media import InlineDecoder, decode_on_the_loop
 
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.addCleanup(lambda: aio(pc.close()))
@@ -119,8 +120,8 @@ class MediaTests(TestCase):
         from aiortc.rtcrtpparameters import RTCRtpCodecParameters
         from aiortc.rtcrtpreceiver import RemoteStreamTrack
 
-        from denoisecast.dsp.opus import OpusStream
-        from denoisecast.live.media import decode_on_the_loop
+        from denoisecast.audio.opus import OpusStream
+        from denoisecast.live.rtc.media import decode_on_the_loop
 
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.addCleanup(lambda: aio(pc.close()))
@@ -146,6 +147,36 @@ class MediaTests(TestCase):
         self.assertEqual(len(got), 20)
 
 
+    async def test_a_receiver_without_a_track_queue_drops_frames_and_says_so(self) -> None:
+        """
+        If aiortc's receiver has no track with a frame queue where one is
+        expected, frames that do not go to the sink are dropped with one
+        warning instead of an AttributeError on the event loop, and the
+        end of the receiver still lets aiortc's idle thread go.
+        """
+        from aiortc.jitterbuffer import JitterFrame
+        from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+        from denoisecast.live.rtc.media import decode_on_the_loop
+
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.addCleanup(lambda: aio(pc.close()))
+        receiver = pc.addTransceiver("audio", direction="recvonly").receiver
+        inline = decode_on_the_loop(receiver)
+        assert inline is not None
+        receiver._track = None
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        pcmu = RTCRtpCodecParameters(mimeType="audio/PCMU", clockRate=8000, channels=1, payloadType=0)
+        for i in range(3):
+            inline.put((pcmu, JitterFrame(data=bytes(160), timestamp=i * 160)))
+        warnings = [e for e in events if "no frame queue" in e.get("log_format", "")]
+        self.assertEqual(len(warnings), 1)
+        inline.put(None)
+        self.assertIsNone(inline.get())
+
+
 class DirectSendingTests(TestCase):
     """
     A listener's packets sent directly (``ListenerOutput``) to a real aiortc
@@ -156,7 +187,7 @@ class DirectSendingTests(TestCase):
     async def connected_pair(self) -> tuple[Any, Any, Any]:
         from twisted.internet.defer import Deferred
 
-        from denoisecast.live.fanout import ListenerOutput
+        from denoisecast.live.rtc.fanout import ListenerOutput
 
         server = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -181,7 +212,7 @@ class DirectSendingTests(TestCase):
         return output, remote, server
 
     async def test_listener_decodes_what_is_sent_directly(self) -> None:
-        from denoisecast.live.fanout import SharedPacket
+        from denoisecast.live.rtc.fanout import SharedPacket
 
         output, remote, server = await self.connected_pair()
         self.assertTrue(output.direct)
@@ -214,7 +245,7 @@ class DirectSendingTests(TestCase):
         When a listener's socket has more than MAX_QUEUED_BYTES waiting,
         its packets are dropped and counted, not queued without bound.
         """
-        from denoisecast.live.fanout import MAX_QUEUED_BYTES, SharedPacket
+        from denoisecast.live.rtc.fanout import MAX_QUEUED_BYTES, SharedPacket
 
         output, _, server = await self.connected_pair()
         pair = server.getSenders()[0].transport.transport._connection._nominated[1]
@@ -228,13 +259,53 @@ class DirectSendingTests(TestCase):
         output.send(packets)
         self.assertEqual((len(sent), output.late), (len(packets), len(packets)))
 
+    async def test_sends_through_a_turn_relay_are_held_and_their_errors_logged(self) -> None:
+        """
+        A relayed pair has only a coroutine to send with: every send is
+        held until it is done (none collected half-way), and a failed one
+        is logged instead of vanishing as an unretrieved task exception.
+        """
+        from denoisecast.live.rtc.fanout import SharedPacket
+
+        output, _, server = await self.connected_pair()
+        pair = server.getSenders()[0].transport.transport._connection._nominated[1]
+
+        class Relay:
+            transport = None
+
+            def __init__(self) -> None:
+                self.sent: list[bytes] = []
+
+            async def send_data(self, data: bytes, address: tuple[str, int]) -> None:
+                await asyncio.sleep(0)
+                if len(self.sent) == 2:
+                    raise ConnectionError("relay gone")
+                self.sent.append(data)
+
+        relay = Relay()
+        self.patch(pair, "protocol", relay)
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        packets = [SharedPacket.of(p) for p in OpusStream(0).encode(np.zeros(4800, dtype=np.float32))]
+        output.send(packets)
+        self.assertEqual(len(output._relayed), len(packets))
+        for _ in range(100):
+            if not output._relayed:
+                break
+            await aio(asyncio.sleep(0.01))
+        self.assertEqual(output._relayed, set())
+        self.assertEqual(len(relay.sent), 2)
+        failed = [e for e in events if "through TURN failed" in e.get("log_format", "")]
+        self.assertEqual(len(failed), len(packets) - 2)
+
     async def test_changed_transport_internals_fall_back_to_aiortc(self) -> None:
         """
         If aiortc's transports lose the state direct sending reads, the
         listener's packets go to aiortc's own sender instead (logged once),
         rather than failing every delivery.
         """
-        from denoisecast.live.fanout import SharedPacket
+        from denoisecast.live.rtc.fanout import SharedPacket
 
         output, remote, server = await self.connected_pair()
         dtls = server.getSenders()[0].transport
@@ -251,7 +322,7 @@ class DirectSendingTests(TestCase):
         self.assertEqual(frame.sample_rate, 48000)
 
     def test_without_aiortc_internals_packets_go_through_aiortc(self) -> None:
-        from denoisecast.live.fanout import ListenerOutput, SharedPacket
+        from denoisecast.live.rtc.fanout import ListenerOutput, SharedPacket
 
         output = ListenerOutput()
         self.addCleanup(output.stop)
@@ -284,7 +355,7 @@ class BroadcastEncodingTests(TestCase):
         One encoder per signal: a recorded broadcast encodes both signals,
         and a listener gets the very packets the recording gets.
         """
-        from denoisecast.live.fanout import ListenerOutput
+        from denoisecast.live.rtc.fanout import ListenerOutput
 
         broadcast = self.broadcast()
         recording = FakeRecording()
@@ -319,7 +390,7 @@ class BroadcastEncodingTests(TestCase):
         from twisted.python.threadpool import ThreadPool
 
         from denoisecast.jobs import SerialJobs
-        from denoisecast.live.fanout import ListenerOutput
+        from denoisecast.live.rtc.fanout import ListenerOutput
 
         pool = ThreadPool(minthreads=0, maxthreads=2, name="test-opus")
         pool.start()

@@ -1,5 +1,5 @@
 """
-The peer connections' sockets drain on read (``denoisecast.live.sockets``):
+The peer connections' sockets drain on read (``denoisecast.live.rtc.sockets``):
 every waiting datagram is read on one event, up to the cap, through the
 transport's own protocol.  An aiortc, aioice or asyncio whose internals
 changed fails here instead of silently reading one datagram per event.
@@ -14,8 +14,8 @@ from typing import Any
 from aiortc import RTCConfiguration, RTCPeerConnection
 from twisted.trial.unittest import TestCase
 
-from denoisecast.live.seam import aio
-from denoisecast.live.sockets import MAX_DATAGRAMS_PER_READ, DrainingReader, drain_on_read
+from denoisecast.live.rtc.seam import aio
+from denoisecast.live.rtc.sockets import MAX_DATAGRAMS_PER_READ, DrainingReader, drain_on_read
 
 
 class Collect(asyncio.DatagramProtocol):
@@ -46,7 +46,7 @@ class DrainingReaderTests(TestCase):
         return transport, protocol, sender
 
     async def test_one_event_reads_every_waiting_datagram(self) -> None:
-        from denoisecast.live.sockets import _drains
+        from denoisecast.live.rtc.sockets import _drains
 
         transport, protocol, sender = await self.endpoint()
         self.assertTrue(_drains(transport))
@@ -60,7 +60,7 @@ class DrainingReaderTests(TestCase):
         self.assertEqual(len(protocol.received), 5)
 
     async def test_one_event_reads_at_most_the_cap(self) -> None:
-        from denoisecast.live.sockets import _drains
+        from denoisecast.live.rtc.sockets import _drains
 
         transport, protocol, sender = await self.endpoint()
         self.assertTrue(_drains(transport))
@@ -72,7 +72,7 @@ class DrainingReaderTests(TestCase):
         self.assertEqual(len(protocol.received), MAX_DATAGRAMS_PER_READ + 4)
 
     async def test_a_transport_closed_while_reading_stops_the_reads(self) -> None:
-        from denoisecast.live.sockets import _drains
+        from denoisecast.live.rtc.sockets import _drains
 
         transport, protocol, sender = await self.endpoint()
         self.assertTrue(_drains(transport))
@@ -92,7 +92,7 @@ class DrainingReaderTests(TestCase):
         self.assertEqual(len(protocol.received), 1)
 
     def test_unknown_transport_is_left_alone(self) -> None:
-        from denoisecast.live.sockets import _drains
+        from denoisecast.live.rtc.sockets import _drains
 
         self.assertFalse(_drains(object()))
 

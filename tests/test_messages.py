@@ -8,7 +8,7 @@ import json
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from denoisecast.protocols.messages import SERVER_EVENTS, BadMessage, event, parse, reference
+from denoisecast.protocols.messages import BadMessage, parse, reference
 
 
 def encode(message: object) -> bytes:
@@ -66,18 +66,35 @@ class ReferenceTests(SynchronousTestCase):
             self.assertIsNone(reference(payload), payload)
 
 
-class ServerEventTests(SynchronousTestCase):
-    def test_events_have_exactly_their_fields(self) -> None:
-        """
-        Server events are built from the one table of them; a missing or
-        extra field is a programming error caught at once.
-        """
+class ServerMessageTests(SynchronousTestCase):
+    def test_built_with_the_version(self) -> None:
+        """A server message carries the protocol version and its type, then its fields."""
+        from denoisecast.protocols.messages import VERSION, server_message
+
         self.assertEqual(
-            event("friend_request", username="bob", direction="incoming", state="pending"),
-            {"v": 1, "type": "friend_request", "username": "bob", "direction": "incoming", "state": "pending"},
+            server_message("listeners", count=3), {"v": VERSION, "type": "listeners", "count": 3}
         )
+        self.assertEqual(server_message("pong"), {"v": VERSION, "type": "pong"})
+
+    def test_unlisted_type_or_field_refused(self) -> None:
+        """
+        A type or a field missing from SERVER_MESSAGES is refused where the
+        message is built, so the table stays the one list of what the
+        server sends.
+        """
+        from denoisecast.protocols.messages import server_message
+
         with self.assertRaises(ValueError):
-            event("level", denoised_db=-20.0)
-        with self.assertRaises(KeyError):
-            event("nonsense")
-        self.assertIn("recording_ready", SERVER_EVENTS)
+            server_message("shout", text="hi")
+        with self.assertRaises(ValueError):
+            server_message("listeners", count=1, who="bob")
+
+    def test_every_listed_message_is_documented(self) -> None:
+        """docs/live.md names every server message type."""
+        from pathlib import Path
+
+        from denoisecast.protocols.messages import SERVER_MESSAGES
+
+        docs = (Path(__file__).resolve().parent.parent / "docs" / "live.md").read_text()
+        missing = [kind for kind in SERVER_MESSAGES if f"`{kind}`" not in docs]
+        self.assertEqual(missing, [])

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from twisted.trial.unittest import TestCase
 
-from denoisecast.dsp.opus import OpusStream
+from denoisecast.audio.opus import OpusStream
 from denoisecast.recordings.files import decode, recorded_duration
 from denoisecast.recordings.recorder import Recorder
 from tests.support import RunningServer, start_server
@@ -91,7 +91,7 @@ class RecorderTests(TestCase):
         await running.client().register("alice")
         recording = await record(running, "alice", 3.0, finish=False)
         # Let the queued writes reach the files, as they would before a kill.
-        await running.server.recorder.pool_wait(recording)
+        await recording.written()
         running.server.recorder.active.clear()
         fresh = Recorder(running.server.store, running.server.recorder.reactor, running.server.config.data_dir, running.server.clock)
         fresh.start_pool()
@@ -102,6 +102,53 @@ class RecorderTests(TestCase):
         self.assertEqual(row["status"], "interrupted")
         self.assertGreater(row["duration_seconds"], 2.0)
         self.assertEqual(await fresh.repair(), 0)
+
+    async def test_recordings_without_audio_leave_no_row(self) -> None:
+        """
+        A recording that never received audio leaves no row: neither when
+        it is finished (the broadcast ended before any audio came) nor when
+        a crash left it unfinished and the next start repairs it.
+        """
+        running = await start_server(self)
+        await running.client().register("alice")
+        user = await running.server.store.get_user_by_name("alice")
+        empty = await running.server.recorder.start(user, "deepfilternet3", True, 100.0, lambda reason: None)
+        assert empty is not None
+        await empty.finish()
+        self.assertIsNone(await running.server.store.get_visible_recording(empty.public_id, user["id"]))
+        self.assertEqual(running.server.recorder.active, {})
+        crashed = await running.server.recorder.start(user, "deepfilternet3", True, 100.0, lambda reason: None)
+        assert crashed is not None
+        running.server.recorder.active.clear()
+        self.assertEqual(await running.server.recorder.repair(), 0)
+        self.assertIsNone(await running.server.store.get_visible_recording(crashed.public_id, user["id"]))
+
+    async def test_finish_holds_no_pool_thread_while_writes_are_queued(self) -> None:
+        """
+        While a recording's writes are still queued, finishing it waits on
+        the reactor: no recorder thread sits blocked waiting for them (such
+        a thread is one fewer to run the writes it waits for).
+        """
+        import threading
+
+        from twisted.internet import reactor
+        from twisted.internet.task import deferLater
+
+        running = await start_server(self)
+        await running.client().register("alice")
+        recording = await record(running, "alice", 1.0, finish=False)
+        release = threading.Event()
+        self.addCleanup(release.set)
+        recording._jobs.submit(lambda: release.wait(30))  # a slow disk: the queue is busy
+        finished = recording.finish()
+        pool = running.server.recorder.pool
+        for _ in range(20):
+            await deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(len(pool.working), 1)  # the slow write only
+        self.assertFalse(finished.called)
+        release.set()
+        await finished
+        self.assertEqual(await recording.finished, None)
 
     async def test_max_length_stops_recording(self) -> None:
         """
@@ -137,7 +184,7 @@ class RecorderTests(TestCase):
         feed = Feed(recording)
         for block in np.split(tone(8.0), 400):
             feed.write(block, block)
-            await running.server.recorder.pool_wait(recording)
+            await recording.written()
         await recording.finished
         self.assertEqual(told, ["quota"])
         self.assertIsNone(await running.server.recorder.start(user, "m", True, 100.0, told.append))

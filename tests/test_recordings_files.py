@@ -9,15 +9,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import av
 import numpy as np
 from twisted.trial.unittest import SynchronousTestCase
 
-from denoisecast.dsp.opus import OpusStream
-from denoisecast.recordings.files import OggOpusWriter, decode, peaks, recorded_duration
+from denoisecast.audio.opus import OpusStream
+from denoisecast.recordings.files import OggOpusWriter, decode, file_peaks, peaks, recorded_duration
 
 RATE = 48000
 
@@ -92,6 +91,43 @@ class WriterTests(SynchronousTestCase):
         self.assertGreater(min(summary[5:]), 0.29)
         self.assertEqual(peaks(np.zeros(0, dtype=np.float32), 4), [0.0] * 4)
 
+    def test_file_peaks_match_and_stay_small(self) -> None:
+        """
+        The waveform of a file, computed while decoding it piece by piece,
+        is exactly what decoding it whole gives, and takes a small fraction
+        of the memory: 60 s decoded would be 11.5 MB of samples, the
+        streamed summary stays under 1 MB at its peak.
+        """
+        import tracemalloc
+
+        path = Path(self.mktemp())
+        writer = OggOpusWriter(path)
+        rng = np.random.default_rng(3)
+        loudness = np.repeat(rng.uniform(0.05, 0.6, 60), RATE)
+        signal_in = (loudness * np.sin(2 * np.pi * 330 * np.arange(60 * RATE) / RATE)).astype(np.float32)
+        for start in range(0, len(signal_in), 960):
+            writer.write(signal_in[start : start + 960])
+        writer.close()
+        expected = peaks(decode(path), points=512)
+        tracemalloc.start()
+        try:
+            streamed = file_peaks(path, points=512)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        self.assertEqual(streamed, expected)
+        self.assertLess(peak, 1024 * 1024)
+        self.assertEqual(file_peaks(path, points=7), peaks(decode(path), points=7))
+
+    def test_file_peaks_of_empty_and_broken_files(self) -> None:
+        """
+        A file with no audio, or that is not audio, summarises to zeros as
+        an empty signal does.
+        """
+        path = Path(self.mktemp())
+        path.write_bytes(b"not audio at all")
+        self.assertEqual(file_peaks(path, points=4), [0.0] * 4)
+
     def test_unreadable_file(self) -> None:
         """
         A file that is not audio has duration 0 rather than an exception.
@@ -107,7 +143,7 @@ class ReprocessTests(SynchronousTestCase):
         ``denoisecast-enhance`` denoises a recording's raw track file again
         (here at a 6 dB attenuation limit) into a new file of the same length.
         """
-        from denoisecast.dsp.enhance import main
+        from denoisecast.cli.enhance import main
 
         raw = Path(self.mktemp() + ".raw.ogg")
         rng = np.random.default_rng(3)

@@ -8,17 +8,18 @@ import threading
 from pathlib import Path
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import ClientCreator, Protocol
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from denoisecast.config import Config
-from denoisecast.dsp.engine import DenoiseEngine
-from denoisecast.dsp.scheduler import DenoiseScheduler, SchedulerSettings
+from denoisecast.model.engine import DenoiseEngine
+from denoisecast.denoise.scheduler import DenoiseScheduler, SchedulerSettings
 from denoisecast.server import DenoiseCastServer
-from denoisecast.service import make_service
+from denoisecast.service import AfterReady, InOrder, make_service
 from tests.support import cheap_hasher, sqlite_url
 from tests.test_twistd import free_port
 
@@ -99,4 +100,72 @@ class StartOrderTests(TestCase):
         self.addCleanup(scheduler.stopService)
         await scheduler.when_settled()
         self.assertFalse(scheduler.ready)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class RecordsStop(Service):
+    """A child that notes when it stops."""
+
+    def __init__(self, name: str, stopped: list[str]) -> None:
+        self.setName(name)
+        self._stopped = stopped
+
+    def stopService(self) -> None:
+        super().stopService()
+        self._stopped.append(self.name)
+
+
+class RaisesOnStop(RecordsStop):
+    """A child whose stop raises at once."""
+
+    def stopService(self) -> None:
+        super().stopService()
+        raise RuntimeError(f"{self.name} cannot stop")
+
+
+class FailsLaterOnStop(RecordsStop):
+    """A child whose stop fails after a turn of the reactor."""
+
+    def stopService(self) -> Deferred[None]:  # type: ignore[override]
+        super().stopService()
+        return deferLater(reactor, 0, self._fail)
+
+    def _fail(self) -> None:
+        raise RuntimeError(f"{self.name} failed while stopping")
+
+
+class StopOrderTests(TestCase):
+    timeout = 30
+
+    async def test_every_child_stops_when_one_fails(self) -> None:
+        """
+        Children stop last-started first; a child whose stop raises, or
+        whose stop fails later, is logged and the ones before it stop all
+        the same (a skipped thread pool would keep twistd from exiting).
+        """
+        stopped: list[str] = []
+        top = InOrder()
+        for child in (
+            RecordsStop("database", stopped),
+            FailsLaterOnStop("recorder", stopped),
+            RecordsStop("scheduler", stopped),
+            RaisesOnStop("live", stopped),
+            RecordsStop("web", stopped),
+        ):
+            child.setServiceParent(top)
+        top.startService()
+        await top.stopService()
+        self.assertEqual(stopped, ["web", "live", "scheduler", "recorder", "database"])
+        self.assertFalse(any(child.running for child in top))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
+
+    async def test_after_ready_stops_every_child_too(self) -> None:
+        """The start-gated groups of the tree stop the same way."""
+        stopped: list[str] = []
+        group = AfterReady(succeed(None), reactor)
+        RecordsStop("first", stopped).setServiceParent(group)
+        RaisesOnStop("second", stopped).setServiceParent(group)
+        group.startService()
+        await group.stopService()
+        self.assertEqual(stopped, ["second", "first"])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

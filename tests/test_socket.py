@@ -38,6 +38,84 @@ class HandshakeTests(TestCase):
         self.assertFalse(running.server.presence.is_online(1))
 
 
+class SessionEndTests(TestCase):
+    timeout = 60
+
+    async def test_logout_closes_that_sessions_sockets(self) -> None:
+        """
+        Logging out closes the WebSockets opened with that session (close
+        code 4001), at once; the same user's other sessions keep theirs.
+        """
+        running, c = await people(self)
+        phone = running.client()
+        self.assertEqual((await phone.login("alice")).status, 200)
+        laptop_ws = await connect_ws(self, running.base, c["alice"])
+        second_tab = await connect_ws(self, running.base, c["alice"])
+        phone_ws = await connect_ws(self, running.base, phone)
+        await phone_ws.expect("presence")
+        self.assertEqual((await c["alice"].post("/api/auth/logout")).status, 204)
+        closed = await laptop_ws.factory.closed.addTimeout(5, reactor)
+        self.assertEqual(closed, 4001)
+        self.assertEqual(await second_tab.factory.closed.addTimeout(5, reactor), 4001)
+        self.assertEqual((await phone_ws.request({"v": 1, "type": "ping"}))["type"], "pong")
+        self.assertEqual(len(running.server.signaling.connections), 1)
+
+    async def test_logout_during_the_handshake(self) -> None:
+        """
+        A socket whose handshake is still looking the session up when the
+        session ends is refused (401) instead of opening with it.
+        """
+        from twisted.internet.defer import Deferred
+
+        running, c = await people(self)
+        factory = running.server.signaling
+        real = factory.authenticate
+        held: Deferred[None] = Deferred()
+        asked: Deferred[None] = Deferred()
+
+        async def slow(token: str) -> object:
+            user = await real(token)  # found: the session is still there
+            asked.callback(None)
+            await held
+            return user
+
+        factory.authenticate = slow
+        self.addCleanup(setattr, factory, "authenticate", real)
+        connecting = Deferred.fromCoroutine(connect_ws(self, running.base, c["alice"]))
+        await asked
+        self.assertEqual((await c["alice"].post("/api/auth/logout")).status, 204)
+        held.callback(None)
+        with self.assertRaises(ConnectionError) as refused:
+            await connecting
+        self.assertIn("401", str(refused.exception))
+        self.assertEqual(factory.connections, set())
+
+    async def test_password_change_closes_other_sessions_sockets(self) -> None:
+        """
+        A password change closes the sockets of every other session of the
+        user (4001); the socket of the session that changed it stays open,
+        and nobody else's is touched.
+        """
+        running, c = await people(self)
+        phone = running.client()
+        self.assertEqual((await phone.login("alice")).status, 200)
+        laptop_ws = await connect_ws(self, running.base, c["alice"])
+        phone_ws = await connect_ws(self, running.base, phone)
+        bob_ws = await connect_ws(self, running.base, c["bob"])
+        await bob_ws.expect("presence")
+        changed = await c["alice"].post(
+            "/api/auth/password",
+            {"current_password": "correct horse", "new_password": "new horse!"},
+        )
+        self.assertEqual(changed.status, 204)
+        self.assertEqual(await phone_ws.factory.closed.addTimeout(5, reactor), 4001)
+        self.assertEqual((await laptop_ws.request({"v": 1, "type": "ping"}))["type"], "pong")
+        self.assertEqual((await bob_ws.request({"v": 1, "type": "ping"}))["type"], "pong")
+        # The new session works for a new socket too.
+        again = await connect_ws(self, running.base, c["alice"])
+        self.assertEqual((await again.request({"v": 1, "type": "ping"}))["type"], "pong")
+
+
 class HostileInputTests(TestCase):
     timeout = 60
 
@@ -175,6 +253,82 @@ class HostileOfferTests(TestCase):
         self.assertFalse(gone["friend"]["live"])
         self.assertEqual(running.server.scheduler.stats.streams, 0)
         del Client
+
+
+def split_sdp(sdp: str) -> tuple[str, list[str]]:
+    """The session part of an SDP and its media sections, each as text."""
+    head, *media = sdp.split("\r\nm=")
+    return head + "\r\n", ["m=" + section.rstrip("\r\n") + "\r\n" for section in media]
+
+
+async def recording_rows(running: object) -> int:
+    from sqlalchemy import func, select
+
+    from denoisecast.storage.tables import recordings
+
+    return await running.server.database.read(  # type: ignore[attr-defined]
+        lambda c: c.execute(select(func.count()).select_from(recordings)).scalar_one()
+    )
+
+
+class OfferValidationTests(TestCase):
+    timeout = 60
+
+    async def test_unusable_offers_refused_before_answering(self) -> None:
+        """
+        An offer with its audio section repeated twelve times, and one
+        without a DTLS fingerprint, are 400 bad_sdp before any answer: no
+        broadcast starts, nothing is recorded, nothing is logged as a bug,
+        and a good offer still works afterwards.
+        """
+        from tests.rtc_support import noisy_speech_file
+
+        running = await start_live(self)
+        alice = running.client()
+        await alice.register("alice")
+        ws = await connect_ws(self, running.base, alice)
+        noisy = noisy_speech_file(self)
+        _, offer = await publisher(self, noisy)
+        head, media = split_sdp(offer)
+        self.assertEqual(len(media), 1)
+        repeated = head + media[0] * 12
+        no_fingerprint = "".join(
+            line + "\r\n" for line in offer.split("\r\n") if line and not line.startswith("a=fingerprint")
+        )
+        for sdp, words in [(repeated, "12 media sections"), (head + media[0] * 2, "2 audio sections"), (no_fingerprint, "fingerprint")]:
+            reply = await ws.request({"v": 1, "type": "publish", "sdp": sdp})
+            self.assertEqual((reply["type"], reply["status"], reply["code"]), ("error", 400, "bad_sdp"), reply)
+            self.assertIn(words, reply["message"])
+            self.assertEqual(running.server.live.broadcasts, {})
+            self.assertEqual(running.server.scheduler.stats.streams, 0)
+        self.assertEqual(await recording_rows(running), 0)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        reply = await ws.request({"v": 1, "type": "publish", "sdp": offer})
+        self.assertEqual(reply["type"], "answer", reply)
+
+    async def test_broadcast_without_audio_leaves_no_recording(self) -> None:
+        """
+        A broadcast whose publisher never sends audio (its peer never takes
+        the answer) ends on silence and leaves no recording row or file.
+        """
+        from tests.rtc_support import noisy_speech_file
+
+        running = await start_live(self, silence_timeout=1.0)
+        alice = running.client()
+        await alice.register("alice")
+        ws = await connect_ws(self, running.base, alice)
+        _, offer = await publisher(self, noisy_speech_file(self))
+        reply = await ws.request({"v": 1, "type": "publish", "sdp": offer})
+        self.assertEqual(reply["type"], "answer")
+        ended = await ws.expect("ended", timeout=10.0)
+        self.assertEqual(ended["reason"], "silence")
+        from tests.test_live_manager import wait_for
+
+        await wait_for(lambda: not running.server.recorder.active)
+        self.assertEqual(await recording_rows(running), 0)
+        self.assertEqual((await alice.get("/api/recordings")).body["recordings"], [])
+        folder = running.server.recorder.data_dir / "recordings"
+        self.assertEqual([p for p in folder.rglob("*") if p.is_file()] if folder.exists() else [], [])
 
 
 class VanishingPublisherTests(TestCase):

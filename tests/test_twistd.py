@@ -160,3 +160,75 @@ class TwistdTests(TestCase):
         )
         self.assertNotEqual(result.returncode, 0)
         self.assertIn("Unknown log level 'loud'", result.stdout + result.stderr)
+
+
+#: A .tac file: the service tree ``twistd denoisecast`` builds, plus one child
+#: whose stop fails; it is the first to stop, so everything else stops after it.
+FAILING_CHILD_TAC = """
+from twisted.application.service import Application, Service
+
+from denoisecast.tap import Options, makeService
+
+
+class FailsToStop(Service):
+    name = "fails-to-stop"
+
+    def stopService(self):
+        Service.stopService(self)
+        raise RuntimeError("this child cannot stop")
+
+
+options = Options()
+options.parseOptions(["--listen", "tcp:{port}:interface=127.0.0.1", "--data-dir", {data!r}])
+top = makeService(options)
+FailsToStop().setServiceParent(top)
+application = Application("denoisecast")
+top.setServiceParent(application)
+"""
+
+
+class TwistdShutdownTests(TestCase):
+    timeout = 120
+
+    async def test_twistd_exits_when_a_child_fails_to_stop(self) -> None:
+        """
+        SIGTERM to a twistd whose service tree has a child that fails to
+        stop: the failure is logged, every other service still stops (the
+        database pool and the thread pools among them) and the process exits.
+        """
+        workdir = Path(tempfile.mkdtemp(prefix="denoisecast-twistd-"))
+        self.addCleanup(shutil.rmtree, workdir, True)
+        port = free_port()
+        tac = workdir / "failing.tac"
+        tac.write_text(FAILING_CHILD_TAC.format(port=port, data=str(workdir / "data")))
+        log = workdir / "twistd.log"
+        process = subprocess.Popen(
+            [TWISTD, "-n", "--pidfile=", "--logfile", str(log), "-y", str(tac)],
+            cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+
+        def kill() -> None:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            if process.stdout:
+                process.stdout.close()
+
+        self.addCleanup(kill)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                await deferLater(reactor, 0.1)
+        self.assertIsNone(process.poll(), log.read_text() if log.exists() else "")
+        process.terminate()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and process.poll() is None:
+            await deferLater(reactor, 0.1)
+        output = log.read_text()
+        self.assertIsNotNone(process.poll(), f"twistd did not exit: {output[-5000:]}")
+        self.assertIn("Stopping fails-to-stop failed; stopping the others", output)
+        self.assertIn("this child cannot stop", output)
+        self.assertIn("Server Shut Down.", output)

@@ -32,7 +32,7 @@ class ParseTests(SynchronousTestCase):
         self.assertEqual(parse_ranges("bytes=-5000", 1000), [(0, 999)])
         self.assertEqual(parse_ranges("bytes=990-", 1000), [(990, 999)])
         self.assertEqual(parse_ranges("bytes=990-5000", 1000), [(990, 999)])
-        self.assertEqual(parse_ranges("bytes= 0-0 , 10-19", 1000), [(0, 0), (10, 19)])
+        self.assertEqual(parse_ranges("bytes= 0-0 , 100-119", 1000), [(0, 0), (100, 119)])
         self.assertIsNone(parse_ranges("items=0-5", 1000))
 
     def test_unsatisfiable(self) -> None:
@@ -44,6 +44,35 @@ class ParseTests(SynchronousTestCase):
                        "bytes=" + ",".join(["0-1"] * 17), "bytes=2000-3000"]:
             with self.assertRaises(Unsatisfiable, msg=header):
                 parse_ranges(header, 1000)
+
+
+class HostileRangeTests(SynchronousTestCase):
+    def test_huge_numbers(self) -> None:
+        """
+        Numbers of thousands of digits are read as "beyond any file", as RFC
+        9110 asks: a last position is clipped, a suffix is the whole file, a
+        first position past the end selects nothing.
+        """
+        huge = "9" * 5000
+        self.assertEqual(parse_ranges(f"bytes=0-{huge}", 1000), [(0, 999)])
+        self.assertEqual(parse_ranges(f"bytes=-{huge}", 1000), [(0, 999)])
+        self.assertEqual(parse_ranges(f"bytes=10-{huge},{huge}-", 1000), [(10, 999)])
+        with self.assertRaises(Unsatisfiable):
+            parse_ranges(f"bytes={huge}-", 1000)
+        with self.assertRaises(Unsatisfiable):
+            parse_ranges(f"bytes={huge}-{huge}", 1000)
+
+    def test_overlapping_ranges_merged(self) -> None:
+        """
+        Overlapping, adjacent and nearly adjacent ranges are merged into one
+        (RFC 9110 section 15.3.7.2), so no byte is sent twice: sixteen times
+        the whole file is the file once.
+        """
+        self.assertEqual(parse_ranges("bytes=" + ",".join(["0-"] * 16), 1000), [(0, 999)])
+        self.assertEqual(parse_ranges("bytes=500-599,0-99,50-149,-100", 1000), [(0, 149), (500, 599), (900, 999)])
+        self.assertEqual(parse_ranges("bytes=0-9,10-19", 1000), [(0, 19)])
+        self.assertEqual(parse_ranges("bytes=0-9,30-39", 1000), [(0, 39)])
+        self.assertEqual(parse_ranges("bytes=0-9,500-509", 1000), [(0, 9), (500, 509)])
 
 
 class FileResource(Resource):
@@ -116,6 +145,20 @@ class ServeTests(TestCase):
             reply = await self.client.get("/", headers={"Range": header})
             self.assertEqual(reply.status, 416, header)
             self.assertEqual(reply.header("content-range"), "bytes */10240")
+
+    async def test_hostile_headers(self) -> None:
+        """
+        A 5000-digit number is served (clipped), not a 500; sixteen open
+        ranges of the whole file send the file once, as a single range.
+        """
+        reply = await self.client.get("/", headers={"Range": "bytes=0-" + "9" * 5000})
+        self.assertEqual((reply.status, reply.body), (206, CONTENT))
+        reply = await self.client.get("/", headers={"Range": "bytes=" + "9" * 5000 + "-"})
+        self.assertEqual(reply.status, 416)
+        reply = await self.client.get("/", headers={"Range": "bytes=" + ",".join(["0-"] * 16)})
+        self.assertEqual((reply.status, reply.header("content-range")), (206, "bytes 0-10239/10240"))
+        self.assertEqual(reply.body, CONTENT)
+        self.assertEqual(self.flushLoggedErrors(), [])
 
     async def test_if_range(self) -> None:
         """

@@ -34,13 +34,13 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from denoisecast.dsp.features import (  # noqa: E402
+from denoisecast.model.features import (  # noqa: E402
     FeatureExtractor,
     NormState,
     erb_widths,
     initial_unit_norm_state,
 )
-from denoisecast.dsp.stft import Stft  # noqa: E402
+from denoisecast.model.stft import Stft  # noqa: E402
 from tests.dsp_fixtures import DFN2_INI, FIXTURES, fixture_input, seeded_init  # noqa: E402
 
 

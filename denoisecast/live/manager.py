@@ -20,27 +20,31 @@ import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import av
 import numpy as np
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from denoisecast.dsp.opus import OpusStream
+from denoisecast.audio.opus import OpusStream
 from denoisecast.errors import bad_request, conflict, forbidden, not_found
+from denoisecast.handlers.access import Access
 from denoisecast.jobs import SerialJobs
-from denoisecast.live.fanout import ListenerOutput, SharedPacket
-from denoisecast.live.media import decode_on_the_loop, shorten_receive_buffer
-from denoisecast.live.seam import aio
-from denoisecast.live.sockets import drain_on_read
+from denoisecast.live.candidates import CandidatePolicy, filter_candidates
+from denoisecast.live.offers import check_offer
+from denoisecast.live.rtc.fanout import ListenerOutput, SharedPacket
+from denoisecast.live.rtc.media import decode_on_the_loop, shorten_receive_buffer
+from denoisecast.live.rtc.seam import aio
+from denoisecast.live.rtc.sockets import drain_on_read
 from denoisecast.logs import logger
 from denoisecast.presence import PresenceHub
-from denoisecast.protocols.messages import SIGNALS, event
+from denoisecast.protocols.messages import SIGNALS, server_message
+from denoisecast.recordings.disk import RecordingRefused
 from denoisecast.storage.store import Store, User
 
 #: Threads that encode broadcasts' Opus (each broadcast's blocks in order).
@@ -130,7 +134,7 @@ class Broadcast:
             rms = (total / count) ** 0.5
             return round(max(SILENCE_DB, 20.0 * float(np.log10(rms))) if rms > 0 else SILENCE_DB, 1)
 
-        self.connection.send_message(event("level", denoised_db=db(denoised), raw_db=db(noisy)))
+        self.connection.send_message(server_message("level", denoised_db=db(denoised), raw_db=db(noisy)))
 
     def take_audio(self, pcm: np.ndarray) -> None:
         """The publisher's next samples, 48 kHz mono int16 (reactor thread)."""
@@ -154,7 +158,7 @@ class Broadcast:
         blocks = {
             signal: block
             for signal, block in (("denoised", output), ("raw", raw))
-            if recording is not None or any(l.signal == signal for l in self.listeners.values())
+            if recording is not None or any(listener.signal == signal for listener in self.listeners.values())
         }
         position, samples = self.position, len(output)
         self.position += samples
@@ -218,20 +222,22 @@ class LiveManager:
         clock: Callable[[], datetime],
         reactor: Any,
         silence_timeout: float,
-        ice_servers: list[dict[str, Any]] | None = None,
         recorder: Any = None,
         reconnect_grace: float = DEFAULT_RECONNECT_GRACE,
+        access: Access | None = None,
+        candidate_policy: CandidatePolicy | None = None,
     ) -> None:
         self._grace = reconnect_grace
         self._recorder = recorder
+        self._candidate_policy = candidate_policy or CandidatePolicy()
         self._reactor = reactor
         self._encoding = ThreadPool(minthreads=0, maxthreads=ENCODING_THREADS, name="denoisecast-opus")
         self._store = store
+        self._access = access or Access(store)
         self._presence = presence
         self._scheduler = scheduler
         self._now = clock
         self._silence_timeout = silence_timeout
-        self._ice = ice_servers or []
         self.broadcasts: dict[int, Broadcast] = {}
         self._starting: set[int] = set()
         self._peers: set[RTCPeerConnection] = set()
@@ -246,7 +252,7 @@ class LiveManager:
     @property
     def packets_dropped(self) -> int:
         return self._dropped_before + sum(
-            l.output.late for b in self.broadcasts.values() for l in b.listeners.values()
+            listener.output.late for b in self.broadcasts.values() for listener in b.listeners.values()
         )
 
     # lifecycle -----------------------------------------------------------------
@@ -305,7 +311,7 @@ class LiveManager:
         live = None
         if broadcast is not None:
             live = {**self.public_status(broadcast), "detached": broadcast.detached is not None}
-        return event("me", live=live, denoise=denoise, atten_lim_db=atten_lim_db)
+        return server_message("me", live=live, denoise=denoise, atten_lim_db=atten_lim_db)
 
     async def describe_owner(self, user: User) -> dict[str, Any]:
         """The C{me} event for a page that just connected."""
@@ -318,10 +324,9 @@ class LiveManager:
     # peer connections ----------------------------------------------------------
 
     def _new_peer(self, on_gone: Callable[[], None]) -> RTCPeerConnection:
-        servers = [RTCIceServer(**server) for server in self._ice]
-        # Explicitly empty by default: aiortc would otherwise ask a public
-        # STUN server, which a self-hosted server must not do unasked.
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
+        # Explicitly empty: aiortc would otherwise ask a public STUN server,
+        # which a self-hosted server must not do unasked.
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self._peers.add(pc)
 
         @pc.on("connectionstatechange")
@@ -343,8 +348,14 @@ class LiveManager:
         """
         Apply a client's offer and return the answer; a bad offer is a 400.
         """
-        if not sdp.lstrip().startswith("v=0"):
-            raise bad_request("The offer is not SDP (it starts with v=0).", "bad_sdp")
+        check_offer(sdp)
+        sdp, dropped = filter_candidates(sdp, self._candidate_policy)
+        if dropped:
+            self.log.info(
+                "Ignored {count} remote ICE candidates outside the allowed networks: {addresses}",
+                count=len(dropped),
+                addresses=", ".join(dropped),
+            )
         try:
             await aio(pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer")))
         except Exception as error:
@@ -436,7 +447,7 @@ class LiveManager:
         await self._record(broadcast)
         self.log.info("{user} is live (stream {stream})", user=user["username"], stream=broadcast.stream_id)
         self._changed(me)
-        return {"type": "answer", "role": "publish", "sdp": answer, "stream": self.public_status(broadcast)}
+        return server_message("answer", role="publish", sdp=answer, stream=self.public_status(broadcast))
 
     async def _reattach(self, broadcast: Broadcast, connection: Peer | None, sdp: str) -> dict[str, Any]:
         """
@@ -464,10 +475,9 @@ class LiveManager:
         self._spawn(self._close_peer(old_pc))
         self.log.info("{user} is back (stream {stream})", user=broadcast.user["username"], stream=broadcast.stream_id)
         self._changed(me)
-        return {
-            "type": "answer", "role": "publish", "sdp": answer,
-            "stream": self.public_status(broadcast), "resumed": True,
-        }
+        return server_message(
+            "answer", role="publish", sdp=answer, stream=self.public_status(broadcast), resumed=True
+        )
 
     def _detach(self, broadcast: Broadcast, reason: str) -> None:
         """
@@ -507,15 +517,19 @@ class LiveManager:
         def not_recording(reason: str) -> None:
             # The broadcast goes on; its owner learns it is no longer recorded.
             if broadcast.connection is not None:
-                broadcast.connection.send_message(
-                    {"v": 1, "type": "recording", "recording": False, "reason": reason}
-                )
+                broadcast.connection.send_message(server_message("recording", recording=False, reason=reason))
 
         try:
             broadcast.recording = await self._recorder.start(
                 broadcast.user, model, broadcast.denoise, broadcast.atten_lim_db,
                 on_stopped=not_recording,
             )
+        except RecordingRefused as refused:
+            self.log.warn(
+                "Not recording {user}'s broadcast: {reason} ({detail})",
+                user=broadcast.user["username"], reason=refused.reason, detail=refused.detail,
+            )
+            not_recording(refused.reason)
         except Exception:
             self.log.failure("Cannot record {user}'s broadcast", user=broadcast.user["username"])
             not_recording("error")
@@ -535,7 +549,7 @@ class LiveManager:
         try:
             while True:
                 frame = await track.recv()
-                for out in resampler.resample(frame):
+                for out in resampler.resample(cast(av.AudioFrame, frame)):  # an audio track's frames
                     broadcast.take_audio(out.to_ndarray().reshape(-1))
         except (MediaStreamError, asyncio.CancelledError):
             return
@@ -547,7 +561,7 @@ class LiveManager:
         if user["id"] not in self.broadcasts:
             raise not_found("not_live", "You are not live.")
         await self._end(user["id"], reason)
-        return {"type": "stopped"}
+        return server_message("stopped")
 
     async def _end(self, user_id: int, reason: str) -> None:
         broadcast = self.broadcasts.pop(user_id, None)
@@ -566,7 +580,7 @@ class LiveManager:
             await self._drop_listener(broadcast, listener, reason="ended")
         if broadcast.connection is not None:
             broadcast.connection.send_message(
-                {"v": 1, "type": "ended", "role": "publish", "user": broadcast.user["username"], "reason": reason}
+                server_message("ended", role="publish", user=broadcast.user["username"], reason=reason)
             )
         self._changed(user_id)
         self._tell_owner(user_id, broadcast.denoise, broadcast.atten_lim_db)
@@ -606,14 +620,14 @@ class LiveManager:
             self._changed(me)
         else:
             self._tell_owner(me, prefs["denoise"], prefs["atten_lim_db"])
-        return {"type": "denoise", "enabled": prefs["denoise"], "atten_lim_db": prefs["atten_lim_db"]}
+        return server_message("denoise", enabled=prefs["denoise"], atten_lim_db=prefs["atten_lim_db"])
 
     # listening -----------------------------------------------------------------
 
     async def _friend_broadcast(self, user: User, username: str) -> Broadcast:
-        other = await self._store.get_user_by_name(username)
+        other = await self._access.listenable(user, username)
         # Unknown users and non-friends get the same answer: nothing leaks.
-        if other is None or not await self._store.are_friends(user["id"], other["id"]):
+        if other is None:
             raise forbidden("not_friends", "Only friends can listen.")
         broadcast = self.broadcasts.get(other["id"])
         if broadcast is None:
@@ -651,10 +665,10 @@ class LiveManager:
         holder["l"] = listener
         broadcast.listeners[me] = listener
         self._listeners_changed(broadcast)
-        return {
-            "type": "answer", "role": "listen", "user": broadcast.user["username"],
-            "sdp": answer, "signal": signal, "stream": self.public_status(broadcast),
-        }
+        return server_message(
+            "answer", role="listen", user=broadcast.user["username"],
+            sdp=answer, signal=signal, stream=self.public_status(broadcast),
+        )
 
     def set_signal(self, user: User, username: str, signal: str) -> dict[str, Any]:
         for broadcast in self.broadcasts.values():
@@ -662,7 +676,7 @@ class LiveManager:
                 listener = broadcast.listeners.get(user["id"])
                 if listener is not None:
                     listener.signal = signal
-                    return {"type": "signal", "user": broadcast.user["username"], "signal": signal}
+                    return server_message("signal", user=broadcast.user["username"], signal=signal)
         raise not_found("not_listening", f"You are not listening to {username}.")
 
     async def unlisten(self, user: User, username: str) -> dict[str, Any]:
@@ -671,7 +685,7 @@ class LiveManager:
                 listener = broadcast.listeners.get(user["id"])
                 if listener is not None:
                     await self._drop_listener(broadcast, listener, reason="unlistened")
-                    return {"type": "unlistened", "user": broadcast.user["username"]}
+                    return server_message("unlistened", user=broadcast.user["username"])
         raise not_found("not_listening", f"You are not listening to {username}.")
 
     async def _drop_listener(self, broadcast: Broadcast, listener: Listener, reason: str) -> None:
@@ -683,15 +697,13 @@ class LiveManager:
         listener.output.track.late = 0
         if listener.connection is not None and reason != "unlistened":
             listener.connection.send_message(
-                {"v": 1, "type": "ended", "role": "listen", "user": broadcast.user["username"], "reason": reason}
+                server_message("ended", role="listen", user=broadcast.user["username"], reason=reason)
             )
         await self._close_peer(listener.pc)
 
     def _listeners_changed(self, broadcast: Broadcast) -> None:
         if broadcast.connection is not None:
-            broadcast.connection.send_message(
-                {"v": 1, "type": "listeners", "count": len(broadcast.listeners)}
-            )
+            broadcast.connection.send_message(server_message("listeners", count=len(broadcast.listeners)))
         if self.broadcasts.get(broadcast.user["id"]) is broadcast:
             self._changed(broadcast.user["id"])
 

@@ -1,16 +1,21 @@
 """
-The messages of DenoiseCast's WebSocket, version 1: parsing and validation.
+The messages of DenoiseCast's WebSocket, version 1, both ways.
 
 Every message is a JSON object with ``"v": 1`` and a ``"type"``.  A client
 message is checked against the field table of its type before anything acts
 on it; whatever does not fit raises L{BadMessage}, which the protocol answers
 with an ``error`` message (never a crash, never an effect on anyone else).
+
+Server messages are listed in L{SERVER_MESSAGES} with their fields and built
+with L{server_message}, which adds the version: a new server message is one
+entry in that table (and a line in docs/live.md).
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+from denoisecast.web.parse import NotJsonText, load_json_text
 
 VERSION = 1
 MAX_SDP = 32 * 1024
@@ -43,14 +48,65 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
 }
 
 
+#: type -> the fields a server message of that type carries, besides "v",
+#: "type" and the "id" echoed from the client message it answers.
+SERVER_MESSAGES: dict[str, frozenset[str]] = {
+    name: frozenset(fields)
+    for name, fields in {
+        # On connecting: who you are and the ICE servers to use.
+        "hello": ("user", "ice_servers"),
+        # Presence: the snapshot on connecting, then one friend's change, or a friendship's end.
+        "presence": ("friends",),
+        "friend": ("friend",),
+        "friend_removed": ("username",),
+        # Replies to client messages.
+        "pong": (),
+        "answer": ("role", "sdp", "stream", "user", "signal", "resumed"),
+        "stopped": (),
+        "denoise": ("enabled", "atten_lim_db"),
+        "signal": ("user", "signal"),
+        "unlistened": ("user",),
+        "error": ("code", "status", "message"),
+        # Events of a broadcast, to its publisher or a listener.
+        "ended": ("role", "user", "reason"),
+        "listeners": ("count",),
+        "recording": ("recording", "reason"),
+        # Your own state, to each of your pages: live or not (and waiting
+        # for you to come back), the denoise setting.
+        "me": ("live", "denoise", "atten_lim_db"),
+        # What listeners hear and what the microphone sent, to the publisher.
+        "level": ("denoised_db", "raw_db"),
+        # A friend request made, accepted, rejected or cancelled: to both people.
+        "friend_request": ("username", "direction", "state"),
+        # A recording finished or deleted: to its owner and the owner's friends.
+        "recording_ready": ("recording",),
+        "recording_removed": ("id", "owner"),
+    }.items()
+}
+
+
+def server_message(kind: str, **fields: Any) -> dict[str, Any]:
+    """
+    A server message of a listed type, with the version; a type or field
+    not in L{SERVER_MESSAGES} is a programming error (C{ValueError}).
+    """
+    allowed = SERVER_MESSAGES.get(kind)
+    if allowed is None:
+        raise ValueError(f"{kind!r} is not a server message; list it in SERVER_MESSAGES")
+    unknown = set(fields) - allowed - {"id"}
+    if unknown:
+        raise ValueError(f"{kind} has no field(s) {', '.join(sorted(unknown))}; list them in SERVER_MESSAGES")
+    return {"v": VERSION, "type": kind, **fields}
+
+
 def parse(payload: bytes) -> dict[str, Any]:
     """
     A validated client message, or L{BadMessage}.
     """
     try:
-        message = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise BadMessage("bad_json", "Messages are UTF-8 JSON objects.") from None
+        message = load_json_text(payload)
+    except NotJsonText as problem:
+        raise BadMessage("bad_json", f"Messages are UTF-8 JSON objects ({problem}).") from None
     if not isinstance(message, dict):
         raise BadMessage("bad_json", "Messages are UTF-8 JSON objects.")
     version = message.get("v")
@@ -97,8 +153,8 @@ def reference(payload: bytes) -> Any:
     payload is not a JSON object or its id is not a short string or number).
     """
     try:
-        message = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        message = load_json_text(payload)
+    except NotJsonText:
         return None
     if not isinstance(message, dict):
         return None
@@ -108,40 +164,13 @@ def reference(payload: bytes) -> Any:
     return ref
 
 
-#: Messages the server sends on its own (not replies), and their fields; the
-#: one list of them, kept beside the client messages (docs/live.md shows it).
-SERVER_EVENTS: dict[str, tuple[str, ...]] = {
-    "hello": ("user", "ice_servers"),
-    "presence": ("friends",),
-    "friend": ("friend",),
-    "friend_removed": ("username",),
-    "me": ("live", "denoise", "atten_lim_db"),
-    "friend_request": ("username", "direction", "state"),
-    "recording_ready": ("recording",),
-    "recording_removed": ("id", "owner"),
-    "level": ("denoised_db", "raw_db"),
-    "listeners": ("count",),
-    "recording": ("recording", "reason"),
-    "ended": ("role", "user", "reason"),
-}
-
 #: ``friend_request.direction`` and ``.state``.
 REQUEST_DIRECTIONS = ("incoming", "outgoing")
 REQUEST_STATES = ("pending", "accepted", "rejected", "cancelled")
 
 
-def event(kind: str, **fields: Any) -> dict[str, Any]:
-    """
-    A server event of a kind listed in L{SERVER_EVENTS}, with exactly its fields.
-    """
-    expected = SERVER_EVENTS[kind]
-    if set(fields) != set(expected):
-        raise ValueError(f"{kind} has the fields {', '.join(expected)}, not {', '.join(sorted(fields))}")
-    return {"v": VERSION, "type": kind, **fields}
-
-
 def error(code: str, message: str, status: int = 400, ref: Any = None) -> dict[str, Any]:
-    reply: dict[str, Any] = {"v": VERSION, "type": "error", "code": code, "status": status, "message": message}
+    reply = server_message("error", code=code, status=status, message=message)
     if ref is not None:
         reply["id"] = ref
     return reply

@@ -14,19 +14,23 @@ set on the factory.
 from __future__ import annotations
 
 import time
+from collections import deque
+from collections.abc import Awaitable, Callable
 from http.cookies import CookieError, SimpleCookie
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import ensureDeferred
 
+from denoisecast.accounts import EndedSessions, hash_token
 from denoisecast.errors import DenoiseCastError
 from denoisecast.logs import logger
 from denoisecast.presence import PresenceHub
 from denoisecast.protocols import messages
 from denoisecast.storage.store import User
-from denoisecast.web.resource import SESSION_COOKIE, dump_json
+from denoisecast.web.resource import dump_json
+from denoisecast.web.sameorigin import SESSION_COOKIE, origin_allowed, session_token
 
 if TYPE_CHECKING:
     from denoisecast.live.manager import LiveManager
@@ -39,7 +43,11 @@ RATE_PER_SECOND = 20.0
 #: Errors one connection may cause before it is closed.
 MAX_ERRORS = 50
 
+#: Ended sessions remembered for handshakes in progress.
+RECENTLY_ENDED = 1024
+
 #: Close codes (also in docs/live.md).
+CLOSE_SESSION_ENDED = 4001  # logged out, or the password changed elsewhere
 CLOSE_UNSUPPORTED = 4003  # autobahn lets applications send only 1000 and 3000-4999
 CLOSE_POLICY = 4008
 
@@ -49,25 +57,32 @@ class SignalingProtocol(WebSocketServerProtocol):
     factory: "SignalingFactory"
 
     user: User | None = None
+    #: The hash of the session this connection was opened with.
+    session_hash: str | None = None
     _errors = 0
     _tokens = RATE_PER_SECOND
     _last = 0.0
 
     async def _authorise(self, request: ConnectionRequest) -> None:
-        origin = request.headers.get("origin", "")
-        host = request.headers.get("host", "")
-        if origin not in (f"http://{host}", f"https://{host}"):
+        if not origin_allowed(request.headers.get("origin"), request.headers.get("host", ""), required=True):
             raise ConnectionDeny(403, "Cross-origin WebSocket connections are not allowed.")
         try:
             cookies = SimpleCookie(request.headers.get("cookie", ""))
         except CookieError:
             cookies = SimpleCookie()
         morsel = cookies.get(SESSION_COOKIE.decode())
-        token = morsel.value if morsel is not None else ""
-        user = await self.factory.authenticate(token) if 0 < len(token) <= 128 else None
-        if user is None:
+        token = session_token(morsel.value if morsel is not None else None)
+        # A logout while the session is being looked up must not let the
+        # socket open: it would miss the closing, being not yet registered.
+        mark = self.factory.ended_mark()
+        user = await self.factory.authenticate(token) if token is not None else None
+        if user is None or token is None:
             raise ConnectionDeny(401, "Log in first.")
+        session_hash = hash_token(token)
+        if self.factory.ended_since(mark, user["id"], session_hash):
+            raise ConnectionDeny(401, "The session ended; log in again.")
         self.user = user
+        self.session_hash = session_hash
 
     def onConnect(self, request: ConnectionRequest) -> Any:
         return ensureDeferred(self._authorise(request))
@@ -132,7 +147,8 @@ Handler = Callable[[SignalingProtocol, dict[str, Any]], Awaitable[None]]
 
 
 class SignalingFactory(WebSocketServerFactory):
-    protocol = SignalingProtocol
+    # autobahn's factory is untyped, so mypy checks this against Twisted's Factory.protocol.
+    protocol = SignalingProtocol  # type: ignore[assignment]
     log = logger()
 
     def __init__(
@@ -148,6 +164,9 @@ class SignalingFactory(WebSocketServerFactory):
         self.live = live
         self.ice_servers = ice_servers
         self.connections: set[SignalingProtocol] = set()
+        #: Sessions that ended lately, numbered, for handshakes still in progress.
+        self._recently_ended: deque[tuple[int, EndedSessions]] = deque(maxlen=RECENTLY_ENDED)
+        self._ended_count = 0
         self.setProtocolOptions(
             maxFramePayloadSize=MAX_MESSAGE_BYTES,
             maxMessagePayloadSize=MAX_MESSAGE_BYTES,
@@ -163,12 +182,7 @@ class SignalingFactory(WebSocketServerFactory):
         assert user is not None
         self.connections.add(connection)
         connection.send_message(
-            {
-                "v": messages.VERSION,
-                "type": "hello",
-                "user": user["username"],
-                "ice_servers": self.ice_servers(user),
-            }
+            messages.server_message("hello", user=user["username"], ice_servers=self.ice_servers(user))
         )
         ensureDeferred(self._snapshots(user, connection)).addErrback(
             lambda failure: self.log.failure("Snapshots for a new connection failed", failure)
@@ -181,6 +195,36 @@ class SignalingFactory(WebSocketServerFactory):
         """
         await self.presence.connect(user, connection)
         connection.send_message(await self.live.describe_owner(user))
+
+    def ended_mark(self) -> int:
+        """A mark to ask L{ended_since} about sessions ended after now."""
+        return self._ended_count
+
+    def ended_since(self, mark: int, user_id: int, session_hash: str) -> bool:
+        """
+        Whether the session ended after C{mark} (a handshake that began
+        before it ended must not open).  Conservatively yes when more
+        sessions ended meanwhile than are remembered.
+        """
+        if self._ended_count - mark > len(self._recently_ended):
+            return True
+        return any(
+            seq > mark and ended.covers(user_id, session_hash) for seq, ended in self._recently_ended
+        )
+
+    def sessions_ended(self, ended: EndedSessions) -> None:
+        """
+        Close the connections opened with sessions that just ended: a socket
+        is authorised once, at its handshake, so logging out (or a password
+        change elsewhere) must end it explicitly.
+        """
+        self._ended_count += 1
+        self._recently_ended.append((self._ended_count, ended))
+        for connection in list(self.connections):
+            user, session = connection.user, connection.session_hash
+            if user is not None and session is not None and ended.covers(user["id"], session):
+                self.log.info("Closing a WebSocket of {username}: its session ended", username=user["username"])
+                connection.sendClose(CLOSE_SESSION_ENDED, "The session ended.")
 
     def unregister(self, connection: SignalingProtocol) -> None:
         user = connection.user
@@ -198,7 +242,7 @@ class SignalingFactory(WebSocketServerFactory):
         ref = message.get("id")
         reply: dict[str, Any] | None
         if kind == "ping":
-            reply = {"type": "pong"}
+            reply = messages.server_message("pong")
         elif kind == "publish":
             reply = await self.live.publish(user, connection, message["sdp"])
         elif kind == "stop":
@@ -216,7 +260,7 @@ class SignalingFactory(WebSocketServerFactory):
         else:  # pragma: no cover - parse() admits only the types above
             raise AssertionError(kind)
         if reply is not None:
-            reply = {"v": messages.VERSION, **reply}
+            reply = {**reply}  # a copy: the id is this connection's
             if ref is not None:
                 reply["id"] = ref
             connection.send_message(reply)

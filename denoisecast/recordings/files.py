@@ -9,20 +9,21 @@ is how the next start learns how much of such a file survived.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
 
-from denoisecast.dsp.opus import RATE, TIME_BASE, OpusStream, opus_header
+from denoisecast.audio.opus import RATE, TIME_BASE, OpusStream, opus_header
 
 PAGE_MICROSECONDS = 200_000
 
 
 class OggOpusWriter:
     """
-    Muxes 20 ms Opus packets (``denoisecast.dsp.opus.OpusStream``'s) into an
+    Muxes 20 ms Opus packets (``denoisecast.audio.opus.OpusStream``'s) into an
     Ogg file, written as it goes.  A broadcast hands over the packets it
     encoded for its listeners, so recording costs no encoder of its own.
     """
@@ -91,7 +92,7 @@ def recorded_duration(path: Path) -> float:
     Seconds of audio a (possibly truncated) Ogg/Opus file holds, from its
     packets' timestamps; 0 for a file with no readable audio.
     """
-    end = 0
+    end: Any = 0  # an int, then a Fraction of the stream's time base
     try:
         with av.open(str(path)) as container:
             stream = container.streams.audio[0]
@@ -105,22 +106,61 @@ def recorded_duration(path: Path) -> float:
     return float(end)
 
 
-def decode(path: Path) -> np.ndarray:
+def _decoded_frames(path: Path) -> Iterator[av.AudioFrame]:
     """
-    The whole file as float32 48 kHz mono (for tests, peaks and re-processing).
+    The file's audio as float32 48 kHz mono frames, one at a time (a
+    truncated tail ends the frames; what decoded is kept).
     """
-    blocks = []
     with av.open(str(path)) as container:
         resampler = av.AudioResampler(format="flt", layout="mono", rate=RATE)
         try:
             for frame in container.decode(audio=0):
-                for out in resampler.resample(frame):
-                    blocks.append(out.to_ndarray().reshape(-1))
+                yield from resampler.resample(frame)
         except av.error.FFmpegError:
             pass  # a truncated tail: keep what decoded
-        for out in resampler.resample(None):
-            blocks.append(out.to_ndarray().reshape(-1))
+        yield from resampler.resample(None)
+
+
+def decode(path: Path) -> np.ndarray:
+    """
+    The whole file as float32 48 kHz mono (for tests and re-processing;
+    the waveform uses L{file_peaks}, which does not hold it all).
+    """
+    blocks = [frame.to_ndarray().reshape(-1) for frame in _decoded_frames(path)]
     return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
+
+
+def file_peaks(path: Path, points: int = 512) -> list[float]:
+    """
+    C{peaks(decode(path), points)}, exactly, without holding the decoded
+    file: a 240-minute recording is 2.7 GB of float samples, this keeps one
+    frame and the C{points} maxima.
+
+    The slices' edges depend on the decoded length, so the file is decoded
+    twice: once to count samples, once to take each slice's maximum.
+    Decoding Opus is cheap beside holding its output; the result is kept
+    in the recording's row, so this runs once per finished recording.
+    """
+    try:
+        total = sum(frame.samples for frame in _decoded_frames(path))
+    except (av.error.FFmpegError, OSError):
+        return [0.0] * points  # not audio at all
+    if total == 0:
+        return [0.0] * points
+    edges = np.linspace(0, total, points + 1).astype(np.int64)
+    maxima = np.zeros(points, dtype=np.float64)
+    position = 0
+    for frame in _decoded_frames(path):
+        magnitude = np.abs(frame.to_ndarray().reshape(-1))
+        end = position + len(magnitude)
+        index = max(0, int(np.searchsorted(edges, position, side="right")) - 1)
+        while index < points and edges[index] < end:
+            first, last = max(int(edges[index]), position), min(int(edges[index + 1]), end)
+            if last > first:
+                maxima[index] = max(maxima[index], float(magnitude[first - position : last - position].max()))
+            index += 1
+        position = end
+    return [round(min(1.0, float(value)), 4) for value in maxima]
 
 
 def peaks(signal: np.ndarray, points: int = 512) -> list[float]:

@@ -11,6 +11,7 @@ order even though the pool has several threads.
 
 from __future__ import annotations
 
+import errno
 import json
 import secrets
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ from twisted.python.threadpool import ThreadPool
 
 from denoisecast.jobs import SerialJobs
 from denoisecast.logs import logger
+from denoisecast.recordings.disk import DiskState, DiskWatch, RecordingRefused
 from denoisecast.recordings.files import RATE, OggOpusWriter, recorded_duration
 from denoisecast.storage.store import Store, User
 
@@ -34,6 +36,10 @@ PROGRESS_EVERY = 5.0
 #: every handoff wakes a thread and costs the reactor thread a GIL switch,
 #: and a crash loses at most this much.
 WRITE_EVERY = 0.5
+#: Free space under which new recordings are refused and running ones stop.
+DEFAULT_MIN_FREE_BYTES = 64 * 1024 * 1024
+
+__all__ = ["DiskState", "Recorder", "Recording", "RecordingRefused", "recording_paths"]
 
 
 def recording_paths(data_dir: Path, owner_id: int, public_id: str) -> tuple[Path, Path]:
@@ -83,14 +89,44 @@ class Recording:
         self._last_progress = 0.0
         self.finished: Deferred[None] | None = None
         self.stopped_reason: str | None = None
+        #: Set on the write thread once a write failed: later writes are skipped.
+        self._write_broken = False
 
     def _write(self, origin: int, denoised: Sequence[av.Packet], raw: Sequence[av.Packet]) -> None:
-        if self._writers is None:
-            self.denoised_path.parent.mkdir(parents=True, exist_ok=True)
-            self._writers = (OggOpusWriter(self.denoised_path, origin), OggOpusWriter(self.raw_path, origin))
-        self._writers[0].write_packets(denoised)
-        self._writers[1].write_packets(raw)
-        self._sizes = (self.denoised_path.stat().st_size, self.raw_path.stat().st_size)
+        """
+        (Write thread.)  A write that fails, or that leaves less free space
+        than the floor, stops the recording (the broadcast goes on); what
+        reached the files stays there and decodes.
+        """
+        if self._write_broken:
+            return
+        disk = self.recorder.disk
+        try:
+            if self._writers is None:
+                self.denoised_path.parent.mkdir(parents=True, exist_ok=True)
+                self._writers = (OggOpusWriter(self.denoised_path, origin), OggOpusWriter(self.raw_path, origin))
+            self._writers[0].write_packets(denoised)
+            self._writers[1].write_packets(raw)
+            self._sizes = (self.denoised_path.stat().st_size, self.raw_path.stat().st_size)
+            free = disk.free_bytes()
+            if disk.too_little_room(free):
+                raise OSError(errno.ENOSPC, f"only {free} bytes left, under the floor of {disk.min_free_bytes}")
+        except (OSError, av.error.FFmpegError) as error:
+            self._write_broken = True
+            self.recorder.reactor.callFromThread(self._write_failed, error)
+
+    def _write_failed(self, error: BaseException) -> None:
+        """(Reactor thread.)"""
+        reason = self.recorder.disk.write_failed(error)
+        self.log.warn(
+            "Recording {public_id} of {owner}: writing to {path} failed ({error}); the recording stops",
+            public_id=self.public_id,
+            owner=self.owner["username"],
+            path=str(self.denoised_path.parent),
+            error=str(error),
+        )
+        if self.active:
+            self.stop_early(reason)
 
     @property
     def seconds(self) -> float:
@@ -158,6 +194,13 @@ class Recording:
         self.finish("stopped_early")
         self._on_stopped(reason)
 
+    def written(self) -> "Deferred[None]":
+        """
+        Fires (on the reactor thread) once every block queued so far is in
+        the files.
+        """
+        return self._jobs.flushed(self.recorder.reactor)
+
     def finish(self, status: str = "complete") -> "Deferred[None]":
         """
         Close both files and write the final row; idempotent.
@@ -171,16 +214,22 @@ class Recording:
         def close() -> None:
             if self._writers is not None:
                 for writer in self._writers:
-                    writer.close()
+                    try:
+                        writer.close()
+                    except (OSError, av.error.FFmpegError):
+                        # No room for the last page: the file ends at the page before.
+                        if not self._write_broken:
+                            raise
 
         self._jobs.submit(close)
 
-        def closed_sizes() -> tuple[float, int, int]:
-            self._jobs.wait()
+        def closed_sizes() -> tuple[float, int, int] | None:
             if self._jobs.failure is not None:
                 raise self._jobs.failure
             if not self.denoised_path.exists() or not self.raw_path.exists():
-                return (0.0, 0, 0)  # a broadcast that ended before any audio came
+                for path in (self.denoised_path, self.raw_path):
+                    path.unlink(missing_ok=True)
+                return None  # a broadcast that ended before any audio came
             return (
                 recorded_duration(self.denoised_path),
                 self.denoised_path.stat().st_size,
@@ -188,9 +237,21 @@ class Recording:
             )
 
         async def finalise() -> None:
-            duration, denoised_bytes, raw_bytes = await deferToThreadPool(
-                self.recorder.reactor, self.recorder.pool, closed_sizes
-            )
+            # Waits on the reactor, not in a pool thread: a thread blocked
+            # waiting is one fewer to run the writes it waits for.
+            await self.written()
+            sizes = await deferToThreadPool(self.recorder.reactor, self.recorder.pool, closed_sizes)
+            if sizes is None:
+                # Nothing was recorded: a row would only list an empty, unplayable recording.
+                await self.recorder.store.delete_recording(self.public_id, self.owner["id"])
+                self.recorder.active.pop(self.public_id, None)
+                self.log.info(
+                    "Recording {public_id} of {owner} carried no audio; removed",
+                    public_id=self.public_id,
+                    owner=self.owner["username"],
+                )
+                return
+            duration, denoised_bytes, raw_bytes = sizes
             await self.recorder.store.update_recording(
                 self.public_id,
                 ended_at=self.recorder.clock(),
@@ -224,6 +285,7 @@ class Recorder:
         quota_bytes: int | None = None,
         max_seconds: float | None = None,
         threads: int = 2,
+        min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
     ) -> None:
         self.store = store
         self.reactor = reactor
@@ -233,8 +295,13 @@ class Recorder:
         self.max_seconds = max_seconds
         self.pool = ThreadPool(minthreads=0, maxthreads=threads, name="denoisecast-recorder")
         self.active: dict[str, Recording] = {}
+        self.disk = DiskWatch(data_dir, min_free_bytes)
         #: Called with each recording once its files and row are final.
         self.finished_observers: list[Callable[[Recording], None]] = []
+
+    def disk_state(self) -> "Deferred[DiskState]":
+        """The recordings disk's state now (for health and before each recording)."""
+        return Deferred.fromCoroutine(self.disk.measure(self.reactor, self.pool))
 
     def announce_finished(self, recording: Recording) -> None:
         for observer in self.finished_observers:
@@ -258,10 +325,16 @@ class Recorder:
         Begin recording a broadcast, or return C{None} when the owner's
         quota is already used up (the broadcast goes on unrecorded).
 
+        @raise RecordingRefused: the disk is full, under the free-space
+            floor, or failed a write and has not taken one since.
+
         C{model} may be a callable: the engine may still be loading when a
         broadcast starts, so its name is asked again when the recording ends.
         """
         model_name = model if callable(model) else (lambda: model)
+        disk = await self.disk_state()
+        if disk.status != "ok":
+            raise RecordingRefused(disk.refusal, disk.problem)
         budget = None
         if self.quota_bytes is not None:
             used = await self.store.storage_used(owner["id"])
@@ -285,12 +358,6 @@ class Recorder:
     def stop_pool(self) -> None:
         self.pool.stop()
 
-    def pool_wait(self, recording: Recording) -> "Deferred[None]":
-        """
-        Fires once every block queued for C{recording} is in its files.
-        """
-        return recording._jobs.flushed(self.reactor)
-
     async def repair(self) -> int:
         """
         Find recordings a crash left unfinished, correct their duration and
@@ -301,6 +368,11 @@ class Recorder:
             if row["public_id"] in self.active:
                 continue
             denoised, raw = recording_paths(self.data_dir, row["user_id"], row["public_id"])
+            if not denoised.exists() and not raw.exists():
+                # The crash came before any audio was written: nothing to keep.
+                await self.store.delete_recording(row["public_id"], row["user_id"])
+                self.log.info("Recording {public_id} held no audio; removed", public_id=row["public_id"])
+                continue
 
             def measure(denoised: Path = denoised, raw: Path = raw) -> tuple[float, int, int]:
                 size = lambda path: path.stat().st_size if path.exists() else 0  # noqa: E731

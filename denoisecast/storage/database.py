@@ -31,6 +31,9 @@ from denoisecast.logs import logger
 T = TypeVar("T")
 
 _IMMEDIATE = "denoisecast_immediate"
+#: Seconds to wait for a PostgreSQL server to accept a connection (a URL's own
+#: ``?connect_timeout=`` wins).
+CONNECT_TIMEOUT_SECONDS = 10
 
 
 def make_engine(url: str) -> Engine:
@@ -41,7 +44,13 @@ def make_engine(url: str) -> Engine:
         )
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=4)
+    # A server that does not answer fails a connection within seconds (libpq
+    # would wait for the operating system's TCP timeout, minutes): at start-up
+    # that is the difference between a clear exit and a silent hang.
+    connect_args = {}
+    if url.startswith("postgresql") and "connect_timeout" not in url:
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+    return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=4, connect_args=connect_args)
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -10,7 +10,7 @@ into user-facing errors.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, insert, or_, select, text, update
@@ -48,8 +48,8 @@ def utc(value: datetime) -> datetime:
     SQLite hands back naive datetimes; everything stored is UTC.
     """
     if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 def _user(row: Any) -> User:
@@ -82,6 +82,7 @@ def thd_create_user(
             )
     except IntegrityError:
         raise UsernameTaken(username) from None
+    # SQLAlchemy types the key as optional; an INSERT that succeeded always has one.
     (user_id,) = result.inserted_primary_key  # type: ignore[misc]
     return {"id": user_id, "username": username, "created_at": now}
 
@@ -391,7 +392,8 @@ def _recording(row: Any) -> dict[str, Any]:
 
 def _visible_to(viewer: int) -> Any:
     """
-    Recordings the viewer may see: their own and their friends'.
+    Recordings the viewer may see: their own and their friends' -- the SQL
+    form of L{denoisecast.handlers.access.can_see}, which tests hold equal.
     """
     friend = select(1).where(_friendship_between(viewer, recordings.c.user_id)).exists()
     return or_(recordings.c.user_id == viewer, friend)

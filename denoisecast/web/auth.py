@@ -89,7 +89,7 @@ class AuthRoutes:
             {"current_password": Field(str), "new_password": Field(str)}
         )
         token = await self._accounts.change_password(
-            call.me, body["current_password"], body["new_password"]
+            call.me, body["current_password"], body["new_password"], call.session_token
         )
         set_session(call.request, token)
         return 204, None

@@ -1,8 +1,18 @@
 """
-The health route: is the database reachable, which version runs.
+The health route: is the database reachable, has the recordings disk room,
+which version runs.
+
+An unreachable database is a 503 (the server cannot serve anything); a full
+or failing recordings disk is a 200 with ``"status": "degraded"``: logins
+and live broadcasts still work, only recording does not.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
 
 from denoisecast import __version__
 from denoisecast.logs import logger
@@ -13,8 +23,9 @@ from denoisecast.web.resource import ApiCall, Response, Route
 class HealthRoutes:
     log = logger()
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, disk_state: Callable[[], "Deferred[Any]"] | None = None) -> None:
         self._store = store
+        self._disk_state = disk_state
 
     def routes(self) -> list[Route]:
         return [Route("GET", "/api/health", self.health, auth=False)]
@@ -26,8 +37,16 @@ class HealthRoutes:
             self.log.warn("Health check: database unreachable: {error}", error=repr(error))
             database = "unreachable"
         ok = database == "ok"
+        body: dict[str, Any] = {"database": database}
+        if self._disk_state is not None:
+            disk = await self._disk_state()
+            body["disk"] = disk.status
+            body["disk_free_bytes"] = disk.free_bytes
+            if disk.status != "ok":
+                self.log.warn("Health check: recordings disk {status}: {problem}", status=disk.status, problem=disk.problem)
+        degraded = not ok or body.get("disk", "ok") != "ok"
         return (200 if ok else 503), {
-            "status": "ok" if ok else "degraded",
-            "database": database,
+            "status": "degraded" if degraded else "ok",
+            **body,
             "version": __version__,
         }

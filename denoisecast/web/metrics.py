@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.twisted import MetricsResource
+from twisted.web.resource import IResource
 
 
 class HttpMetrics:
@@ -31,5 +32,5 @@ class HttpMetrics:
         self.latency.labels(method, route).observe(seconds)
 
 
-def metrics_resource(registry: CollectorRegistry) -> MetricsResource:
+def metrics_resource(registry: CollectorRegistry) -> IResource:
     return MetricsResource(registry=registry)

@@ -40,6 +40,7 @@ COMMON_ERRORS = {
     "401": error("Not logged in."),
     "403": error("CSRF token or Origin check failed, or not allowed."),
     "413": error("Body too large."),
+    "503": error("storage_full: the database's disk is full; retry after Retry-After seconds."),
 }
 PUBLIC_ERRORS = {k: v for k, v in COMMON_ERRORS.items() if k != "401"}
 USERNAME_PARAM = {
@@ -166,6 +167,15 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "status": {"type": "string", "enum": ["ok", "degraded"]},
             "database": {"type": "string"},
+            "disk": {
+                "type": "string",
+                "enum": ["ok", "low", "full", "error"],
+                "description": (
+                    "The recordings disk: under the free-space floor (low), a write failed for "
+                    "lack of room (full) or otherwise (error); new recordings are refused until ok."
+                ),
+            },
+            "disk_free_bytes": {"type": "integer"},
             "version": {"type": "string"},
         },
     },
@@ -221,10 +231,10 @@ PATHS: dict[str, Any] = {
     },
     "/api/health": {
         "get": {
-            "summary": "Whether the server and its database work, and its version.",
+            "summary": "Whether the server, its database and its recordings disk work, and its version.",
             "security": [],
             "responses": {
-                "200": ok("Healthy.", ref("Health")),
+                "200": ok("Serving; status is degraded when the recordings disk is not ok.", ref("Health")),
                 "503": ok("The database is unreachable.", ref("Health")),
             },
         }
@@ -263,13 +273,16 @@ PATHS: dict[str, Any] = {
     },
     "/api/auth/logout": {
         "post": {
-            "summary": "End this session.",
+            "summary": "End this session; its WebSockets close with code 4001.",
             "responses": {"204": ok("Logged out."), **COMMON_ERRORS},
         }
     },
     "/api/auth/password": {
         "post": {
-            "summary": "Change the password; ends every session and opens a new one for this client.",
+            "summary": (
+                "Change the password; ends every session and opens a new one for this client. "
+                "The WebSockets of the other sessions close with code 4001."
+            ),
             "requestBody": body(
                 {
                     "type": "object",
@@ -492,6 +505,10 @@ PATHS.update(
         "/api/recordings/{id}/audio": {
             "get": {
                 "summary": "A track as Ogg/Opus, with HTTP Range and If-Range for seeking.",
+                "description": (
+                    "Up to 16 byte ranges; overlapping or nearly adjacent ranges are merged "
+                    "(RFC 9110), so no byte is sent twice."
+                ),
                 "parameters": [
                     RECORDING_ID,
                     {

@@ -26,13 +26,14 @@ from urllib.parse import quote, unquote
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
-from twisted.web.resource import Resource
+from twisted.web.resource import NoResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.static import File
 
 from denoisecast.logs import logger
 from denoisecast.storage.store import User
-from denoisecast.web.resource import SESSION_COOKIE, csrf_token, dump_json
+from denoisecast.web.resource import csrf_token, dump_json
+from denoisecast.web.sameorigin import SESSION_COOKIE, session_token
 
 #: User names as the accounts service allows them; anything else is a 404 at once.
 USERNAME = re.compile(r"^[a-z0-9_.\-]{1,64}$")
@@ -95,14 +96,8 @@ class AppPages(Resource):
         return self.render_GET(request)
 
     async def _viewer(self, request: Request) -> User | None:
-        token = request.getCookie(SESSION_COOKIE)
-        if not token or len(token) > 128:
-            return None
-        try:
-            text = token.decode("ascii")
-        except UnicodeDecodeError:
-            return None
-        return await self._access.user_for_token(text)
+        token = session_token(request.getCookie(SESSION_COOKIE))
+        return None if token is None else await self._access.user_for_token(token)
 
     async def _answer(self, request: Request) -> PageAnswer:
         path = request.path.decode("latin-1")
@@ -136,7 +131,7 @@ class AppPages(Resource):
         return PageAnswer("no-access", 403, details={**details, "relationship": "none"})
 
     def _write(self, request: Request, answer: PageAnswer) -> None:
-        if request.finished or request._disconnected:  # type: ignore[attr-defined]
+        if request.finished or request._disconnected:
             return
         request.route = "page:" + answer.page  # type: ignore[attr-defined]
         for name, value in SECURITY_HEADERS.items():
@@ -160,7 +155,7 @@ class AppPages(Resource):
 
     def _failed(self, failure: Failure, request: Request) -> None:
         self.log.failure("Rendering page {path} failed", failure, path=request.path)
-        if request.finished or request._disconnected:  # type: ignore[attr-defined]
+        if request.finished or request._disconnected:
             return
         request.setResponseCode(500)
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
@@ -178,14 +173,12 @@ class StaticFiles(File):
         return _not_found()
 
     def getChild(self, path: bytes, request: Request) -> Resource:
-        if b"\x00" in path or b"\x00" in b"".join(request.postpath):
+        if b"\x00" in path or b"\x00" in b"".join(request.postpath or []):
             return _not_found()
-        return super().getChild(path, request)  # type: ignore[no-any-return]
+        return super().getChild(path, request)
 
 
 def _not_found() -> Resource:
-    from twisted.web.resource import NoResource
-
     return NoResource("No such file.")
 
 

@@ -31,6 +31,40 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not JSON")
 
 
+class NotJsonText(ValueError):
+    """
+    Bytes that are not a JSON text a person could have written: not UTF-8,
+    not JSON, too deeply nested, or holding a string that is not Unicode.
+    """
+
+
+def load_json_text(raw: bytes) -> Any:
+    """
+    The JSON value in C{raw}, refusing what Python's parser lets through
+    but no text is made of.
+
+    JSON's C{\\uXXXX} escapes can spell a lone UTF-16 surrogate
+    (C{"\\ud800"}); C{json.loads} returns it as a str that no encoder
+    accepts, so it would fail far away (hashing a password, writing SQL)
+    as a 500.  Checking here, once, covers every field of every body and
+    WebSocket message, keys included.
+
+    @raise NotJsonText: with a message fit for the client.
+    """
+    try:
+        value = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise NotJsonText("not valid JSON") from None
+    try:
+        # Re-encoding is the whole check: only lone surrogates fail it.
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise NotJsonText("a string holds a lone UTF-16 surrogate, which is not Unicode text") from None
+    except RecursionError:
+        raise NotJsonText("not valid JSON") from None
+    return value
+
+
 def parse_json_object(request: IRequest, fields: dict[str, Field]) -> dict[str, Any]:
     """
     The request body as a JSON object holding exactly C{fields}.
@@ -45,9 +79,9 @@ def parse_json_object(request: IRequest, fields: dict[str, Field]) -> dict[str, 
         )
     raw = request.content.read() if request.content is not None else b""
     try:
-        body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise bad_request("The body is not valid JSON.", "malformed_json") from None
+        body = load_json_text(raw)
+    except NotJsonText as problem:
+        raise bad_request(f"The body is not valid JSON: {problem}.", "malformed_json") from None
     if not isinstance(body, dict):
         raise bad_request("The body must be a JSON object.", "malformed_json")
     unknown = sorted(set(body) - set(fields))

@@ -4,7 +4,10 @@ Serving a file with HTTP Range support, so HTML5 players can seek.
 Byte ranges per RFC 9110: a single range is answered 206 with
 Content-Range; several are answered 206 as multipart/byteranges; a range
 that is malformed or selects nothing is 416 with ``Content-Range: bytes
-*/size``.  An ``If-Range`` validator that no longer matches (the file
+*/size``.  At most L{MAX_RANGES} ranges are accepted, and overlapping or
+nearly adjacent ones are merged (RFC 9110 section 15.3.7.2 allows it), so
+an answer never holds more bytes than the file plus its part headers.
+Positions too long to be a file offset are read as "past any end".  An ``If-Range`` validator that no longer matches (the file
 changed) turns the request into a plain 200 of the whole file, so a client
 never stitches pieces of two versions together.  Units other than bytes
 are ignored, as the RFC asks.
@@ -19,10 +22,43 @@ from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 
 from twisted.web.server import Request
-from twisted.web.static import NoRangeStaticProducer, SingleRangeStaticProducer, MultipleRangeStaticProducer
+from twisted.web.static import (
+    MultipleRangeStaticProducer,
+    NoRangeStaticProducer,
+    SingleRangeStaticProducer,
+    StaticProducer,
+)
 
 MAX_RANGES = 16
+#: Ranges closer than this are sent as one: a part's own headers cost about as much.
+MERGE_GAP = 80
+#: More digits than any file offset has (2**63 has 19): such a number means "beyond the end".
+_MAX_DIGITS = 18
+_BEYOND = 10**_MAX_DIGITS
 _SPEC = re.compile(r"\s*(\d*)\s*-\s*(\d*)\s*\Z")
+
+
+def _position(digits: str) -> int:
+    """
+    A byte position, without turning thousands of digits into an int
+    (Python refuses more than 4300 of them, and the work is quadratic).
+    """
+    stripped = digits.lstrip("0") or "0"
+    return _BEYOND if len(stripped) > _MAX_DIGITS else int(stripped)
+
+
+def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """
+    C{ranges} sorted, with those that overlap or lie within L{MERGE_GAP}
+    bytes of each other joined.
+    """
+    merged: list[tuple[int, int]] = []
+    for first, last in sorted(ranges):
+        if merged and first <= merged[-1][1] + 1 + MERGE_GAP:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+        else:
+            merged.append((first, last))
+    return merged
 
 
 class Unsatisfiable(ValueError):
@@ -71,13 +107,13 @@ def parse_ranges(header: str, size: int) -> list[tuple[int, int]] | None:
         if not first and not last:
             raise Unsatisfiable("empty range")
         if not first:
-            length = int(last)
+            length = _position(last)
             if length == 0:
                 continue
             ranges.append((max(0, size - length), size - 1))
             continue
-        start = int(first)
-        end = int(last) if last else size - 1
+        start = _position(first)
+        end = _position(last) if last else _BEYOND
         if end < start:
             raise Unsatisfiable(f"backwards range {part!r}")
         if start >= size:
@@ -85,7 +121,7 @@ def parse_ranges(header: str, size: int) -> list[tuple[int, int]] | None:
         ranges.append((start, min(end, size - 1)))
     if not ranges:
         raise Unsatisfiable("no range overlaps the file")
-    return ranges
+    return merge_ranges(ranges)
 
 
 def if_range_matches(value: str, version: FileVersion) -> bool:
@@ -132,7 +168,7 @@ def serve_file(request: Request, path: Path, content_type: str) -> int | bytes:
     if ranges is None:
         request.setHeader(b"content-type", content_type.encode())
         request.setHeader(b"content-length", str(version.size).encode())
-        producer = NoRangeStaticProducer(request, handle)
+        producer: StaticProducer = NoRangeStaticProducer(request, handle)
     elif len(ranges) == 1:
         (first, last), = ranges
         request.setResponseCode(206)
@@ -168,4 +204,4 @@ def serve_file(request: Request, path: Path, content_type: str) -> int | bytes:
     return NOT_DONE_YET
 
 
-__all__ = ["FileVersion", "Unsatisfiable", "if_range_matches", "parse_ranges", "serve_file"]
+__all__ = ["FileVersion", "Unsatisfiable", "if_range_matches", "merge_ranges", "parse_ranges", "serve_file"]

@@ -43,6 +43,7 @@ class DenoiseCastRequest(Request):
         self._body_bytes += len(data)
         if self._body_bytes > self.max_body_bytes:
             self._too_large = True
+            assert self.content is not None  # gotLength made it
             self.content.seek(0)
             self.content.truncate()
             return

@@ -31,11 +31,13 @@ from denoisecast.logs import logger
 from denoisecast.storage.store import User
 from denoisecast.web.parse import Field, parse_json_object
 from denoisecast.web.ranges import serve_file
+from denoisecast.web.sameorigin import SESSION_COOKIE, origin_allowed, session_token
 
-SESSION_COOKIE = b"dc_session"
 CSRF_COOKIE = b"dc_csrf"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = {b"GET", b"HEAD", b"OPTIONS"}
+
+#: What a session token can look like: visible ASCII, at most 128 characters.
 
 JsonValue = Any
 Response = tuple[int, JsonValue]
@@ -140,13 +142,25 @@ def csrf_token(request: Request) -> str:
     return token
 
 
+#: Seconds a client is asked to wait when the database's disk is full.
+STORAGE_FULL_RETRY_AFTER = 60
+_SQLITE_FULL = 13
+_POSTGRES_DISK_FULL = "53100"
+
+
+def storage_full(error: BaseException) -> bool:
+    """
+    Whether C{error} is the database saying its disk is full (SQLite's
+    SQLITE_FULL, PostgreSQL's disk_full), wrapped by SQLAlchemy or not.
+    """
+    original = getattr(error, "orig", None) or error
+    if getattr(original, "sqlite_errorcode", None) == _SQLITE_FULL:
+        return True
+    return getattr(original, "sqlstate", None) == _POSTGRES_DISK_FULL
+
+
 def _check_origin(request: Request) -> None:
-    origin = request.getHeader("origin")
-    if origin is None:
-        return
-    host = request.getHeader("host") or ""
-    scheme = "https" if request.isSecure() else "http"
-    if origin != f"{scheme}://{host}":
+    if not origin_allowed(request.getHeader("origin"), request.getHeader("host") or "", required=False):
         raise forbidden("bad_origin", "Cross-origin requests are not allowed.")
 
 
@@ -209,17 +223,18 @@ class JsonApi(Resource):
         csrf_token(request)
         try:
             route, params = self._find(request)
+            # The route label rides on the request for the HTTP metrics; Request does not declare it.
             request.route = route.template  # type: ignore[attr-defined]
             call = ApiCall(request, params)
             if request.method not in SAFE_METHODS:
                 _check_origin(request)
                 _check_csrf(request)
             if route.auth:
-                token = request.getCookie(SESSION_COOKIE)
+                token = session_token(request.getCookie(SESSION_COOKIE))
                 user = None
-                if token and len(token) <= 128:
-                    call.session_token = token.decode("ascii", "replace")
-                    user = await self._authenticate(call.session_token)
+                if token is not None:
+                    call.session_token = token
+                    user = await self._authenticate(token)
                 if user is None:
                     raise unauthenticated()
                 call.user = user
@@ -256,6 +271,16 @@ class JsonApi(Resource):
         request.finish()
 
     def _internal_error(self, failure: Failure, request: Request) -> None:
+        if failure.value is not None and storage_full(failure.value):
+            # Not a bug: the operator must free space; the client may retry.
+            self.log.warn("Storage full serving {path}: {error}", path=request.path, error=str(failure.value))
+            self._write(
+                request,
+                503,
+                {"error": {"code": "storage_full", "message": "The server's storage is full; try again later."}},
+                {"Retry-After": str(STORAGE_FULL_RETRY_AFTER)},
+            )
+            return
         self.log.failure("Unhandled error serving {path}", failure, path=request.path)
         self._write(
             request,

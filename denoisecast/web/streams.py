@@ -14,9 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 from denoisecast.errors import bad_request, forbidden, not_found
+from denoisecast.handlers.access import Access
 from denoisecast.live.manager import LiveManager
 from denoisecast.protocols.messages import MAX_SDP, SIGNALS
-from denoisecast.storage.store import Store, User
+from denoisecast.storage.store import User
 from denoisecast.web.parse import Field
 from denoisecast.web.resource import ApiCall, Response, Route
 
@@ -25,8 +26,8 @@ LISTEN_OFFER = {**OFFER, "signal": Field(str, required=False, max_length=16)}
 
 
 class StreamRoutes:
-    def __init__(self, store: Store, live: LiveManager) -> None:
-        self._store = store
+    def __init__(self, access: Access, live: LiveManager) -> None:
+        self._access = access
         self._live = live
 
     def routes(self) -> list[Route]:
@@ -43,13 +44,11 @@ class StreamRoutes:
             raise forbidden("not_yours", f"You can only {what} your own stream.")
 
     async def _visible(self, me: User, username: str) -> User:
-        other = await self._store.get_user_by_name(username)
-        if other is not None and (
-            other["id"] == me["id"] or await self._store.are_friends(me["id"], other["id"])
-        ):
-            return other
-        # Unknown users and non-friends look the same.
-        raise forbidden("not_friends", "Only friends can see a stream.")
+        other = await self._access.visible(me, username)
+        if other is None:
+            # Unknown users and non-friends look the same.
+            raise forbidden("not_friends", "Only friends can see a stream.")
+        return other
 
     async def status(self, call: ApiCall) -> Response:
         other = await self._visible(call.me, call.params["username"])

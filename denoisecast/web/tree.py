@@ -8,14 +8,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
-from twisted.web.resource import Resource
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
 
 from denoisecast.web.metrics import HttpMetrics, metrics_resource
 from denoisecast.web.pages import AppPages, AppRoot, PageAccess, StaticFiles
 from denoisecast.web.request import DenoiseCastRequest
 from denoisecast.web.resource import JsonApi
-
 
 #: The browser app's page URLs (first path segment); see L{AppPages}.
 APP_PATHS = (b"", b"login", b"register", b"search", b"requests", b"settings", b"u", b"r")
@@ -25,7 +24,7 @@ def build_root(
     api: JsonApi,
     static_dir: Path,
     registry: CollectorRegistry,
-    extra: dict[bytes, Resource] | None = None,
+    extra: dict[bytes, IResource] | None = None,
     pages: PageAccess | None = None,
 ) -> Resource:
     """
@@ -35,7 +34,7 @@ def build_root(
     in as far as the pages know.
     """
     app = AppPages(static_dir / "app.html", pages or _nobody())
-    table: dict[bytes, Resource] = {
+    table: dict[bytes, IResource] = {
         **{path: app for path in APP_PATHS},
         b"static": StaticFiles(str(static_dir)),
         b"api": api,
@@ -59,7 +58,7 @@ def _nobody() -> PageAccess:
 
 
 def build_site(root: Resource, metrics: HttpMetrics, max_body_bytes: int) -> Site:
-    request_class = type(
+    request_class: type[DenoiseCastRequest] = type(
         "SiteRequest",
         (DenoiseCastRequest,),
         {"metrics": metrics, "max_body_bytes": max_body_bytes},

@@ -1,0 +1,1 @@
+"""The command-line tools installed with the package."""

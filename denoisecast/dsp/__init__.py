@@ -1,4 +1,0 @@
-"""
-The audio path: ring buffers, the DeepFilterNet engine and the denoise
-worker pool.
-"""

@@ -1,0 +1,200 @@
+"""
+The DeepFilterNet engine: one loaded model on one device, enhancing
+batches of independent streams.
+
+It is the single adapter between DenoiseCast and the model code: it
+resolves the model choice, loads the weights, reports which model, which
+weights (with their SHA-256) and which device are in use, and runs the
+signal path.  Stream state lives in the ``StreamState`` its caller keeps,
+not in the engine.  The network's weights are only read, so threads may
+share them; each thread takes its own engine from ``fork()``, which keeps
+the (small) per-engine buffers apart without loading the model again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from denoisecast.logs import logger
+from denoisecast.model.config import ModelConfig
+from denoisecast.model.layers import fold_batch_norms
+from denoisecast.model.pipeline import RuntimePolicy, SignalPath, StreamState
+from denoisecast.model.traced import TracedNet, traced
+from denoisecast.model.weights import registry as models
+
+if TYPE_CHECKING:
+    from denoisecast.model.dfnet2 import DfNet2
+    from denoisecast.model.dfnet3 import DfNet3
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """``auto`` takes CUDA when torch sees a GPU, else the CPU; ``cuda`` without one is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("CUDA was requested but torch sees no GPU")
+    return torch.device(device)
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    model: str
+    weights: str
+    weights_sha256: str
+    device: str
+    sample_rate: int
+
+
+class DenoiseEngine:
+    """A loaded DeepFilterNet on one device; ``load()`` makes one from a model choice."""
+
+    log = logger()
+
+    def __init__(self, net: "DfNet2 | DfNet3", config: ModelConfig, info: EngineInfo) -> None:
+        # The engine only ever runs inference, so it takes the faster,
+        # equivalent layout of the network (idempotent: forks share it).
+        fold_batch_norms(net.eval())
+        self.net = net
+        self.config = config
+        self.info = info
+        self.device = torch.device(info.device)
+        # On the CPU the streaming forward runs traced, off the GIL (see
+        # model/traced.py); GPU passes are few and large, and half precision
+        # wraps the eager network in autocast.
+        self.path = SignalPath(traced(net) if self.device.type == "cpu" else net, config)
+
+    @classmethod
+    def load(
+        cls,
+        model: str = "auto",
+        model_dir: Path | None = None,
+        cache_dir: Path | None = None,
+        device: str = "auto",
+    ) -> "DenoiseEngine":
+        source = models.resolve(model, model_dir, cache_dir)
+        try:
+            net, config, weights, sha = cls._load_source(source)
+        except Exception:
+            if model.strip().lower() != "auto" or source.kind == "onnx":
+                raise
+            # auto never fails a start: unusable release weights give way to the bundled model.
+            cls.log.failure(
+                "Could not load {model} from {path}; using the bundled DeepFilterNet3",
+                model=source.name,
+                path=str(source.path),
+            )
+            source = models.ModelSource("deepfilternet3", models.bundled_onnx(), "onnx")
+            net, config, weights, sha = cls._load_source(source)
+        dev = pick_device(device)
+        net = net.to(dev).eval()
+        info = EngineInfo(source.name, str(weights), sha, str(dev), config.sr)
+        cls.log.info(
+            "DeepFilterNet engine ready: {model} weights {weights} (sha256 {sha256}) on {device}",
+            model=info.model,
+            weights=info.weights,
+            sha256=info.weights_sha256,
+            device=info.device,
+        )
+        return cls(net, config, info)
+
+    @staticmethod
+    def _load_source(source: models.ModelSource) -> tuple["DfNet2 | DfNet3", ModelConfig, Path, str]:
+        if source.kind == "onnx":
+            from denoisecast.model.weights.onnx_export import load_onnx_dfnet3
+
+            net, config, sha = load_onnx_dfnet3(source.path)
+            return net, config, source.path, sha
+        from denoisecast.model.weights.checkpoints import load_release_dir
+
+        return load_release_dir(source.path)
+
+    def fork(self) -> "DenoiseEngine":
+        """Another engine on the same (read-only) weights, for another thread."""
+        return DenoiseEngine(self.net, self.config, self.info)
+
+    def warm_up(self) -> None:
+        """
+        Do now what the first live chunks would otherwise pay for: trace the
+        streaming network for every chunk-length class (on the CPU) and run
+        one pass (the first forward pass is several times slower than the
+        next ones).
+        """
+        net = self.path.net
+        if isinstance(net, TracedNet):
+            net.trace_all(self.config)
+        with torch.inference_mode():
+            self.process(torch.zeros(1, 10 * self.config.hop_size, device=self.device), self.new_streams(1))
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sr
+
+    def describe(self) -> dict[str, object]:
+        """What is in use, for logs, health endpoints and the CLI."""
+        return {
+            "model": self.info.model,
+            "weights": self.info.weights,
+            "weights_sha256": self.info.weights_sha256,
+            "device": self.info.device,
+            "sample_rate": self.info.sample_rate,
+        }
+
+    def new_streams(self, count: int) -> StreamState:
+        """Fresh state for ``count`` streams processed together."""
+        return StreamState.initial(count, self.config, self.device)
+
+    @property
+    def delay(self) -> int:
+        """Samples by which ``process()`` output lags its input (1440 for DFN3, 2400 for DFN2)."""
+        return self.path.delay
+
+    def process(
+        self,
+        audio: torch.Tensor,
+        state: StreamState,
+        atten_lim_db: "float | Sequence[float] | torch.Tensor" = 100.0,
+    ) -> tuple[torch.Tensor, torch.Tensor, StreamState]:
+        """
+        The next whole hops ``[B, n * 480]`` of ``B`` live streams: the
+        runtime's (delayed) output, the local SNR per hop and the new state.
+        ``atten_lim_db`` is one limit for all, or one per stream (a sequence
+        or a ``[B]`` tensor), so streams of different strengths share a batch.
+        """
+        limit: float | torch.Tensor
+        if isinstance(atten_lim_db, (int, float)):
+            limit = float(atten_lim_db)
+        else:
+            limit = torch.as_tensor(atten_lim_db, dtype=torch.float32, device=self.device)
+        return self.path.process(audio.to(self.device), state, RuntimePolicy(atten_lim_db=limit))
+
+    def enhance(
+        self,
+        signals: Sequence[np.ndarray],
+        atten_lim_db: float = 100.0,
+        progress: Callable[[int, int], None] | None = None,
+        chunk_frames: int | None = None,
+    ) -> list[np.ndarray]:
+        """
+        Denoises several mono float signals at the model's rate as one
+        batch.  Shorter signals are padded with silence after their end,
+        which cannot affect them (the DeepFilterNet3 path is causal; the
+        whole-signal DeepFilterNet2 path is told each signal's length), and
+        cut back.
+        """
+        if not signals:
+            return []
+        longest = max(len(s) for s in signals)
+        batch = np.zeros((len(signals), longest), dtype=np.float32)
+        for row, signal in zip(batch, signals):
+            row[: len(signal)] = signal
+        audio = torch.from_numpy(batch).to(self.device)
+        lengths = [len(s) for s in signals]
+        out = self.path.enhance(audio, RuntimePolicy(atten_lim_db=atten_lim_db), chunk_frames, progress, lengths)
+        result = out.cpu().numpy()
+        return [result[i, : len(s)].copy() for i, s in enumerate(signals)]

@@ -1,0 +1,1 @@
+`--ice-allow-networks` and `--ice-deny-networks` choose which client ICE candidates the server sends connectivity checks to; by default it sends none to loopback, link-local, multicast and cloud metadata addresses, and it ignores mDNS candidates.
