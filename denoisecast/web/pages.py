@@ -30,6 +30,7 @@ from twisted.web.resource import NoResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.static import File
 
+from denoisecast.handlers.access import can_see
 from denoisecast.logs import logger
 from denoisecast.storage.store import User
 from denoisecast.web.resource import csrf_token, dump_json
@@ -126,7 +127,8 @@ class AppPages(Resource):
         details = {"username": other["username"]}
         if other["id"] == viewer["id"]:
             return PageAnswer("user", details={**details, "relationship": "self"})
-        if await self._access.are_friends(viewer["id"], other["id"]):
+        friends = await self._access.are_friends(viewer["id"], other["id"])
+        if can_see(viewer["id"], other["id"], friends):
             return PageAnswer("user", details={**details, "relationship": "friend"})
         return PageAnswer("no-access", 403, details={**details, "relationship": "none"})
 
