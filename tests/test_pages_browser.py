@@ -72,6 +72,19 @@ PLAYER = """async () => {
 }"""
 
 
+SWITCH = """async () => {
+    const audio = document.querySelector('.player audio');
+    await new Promise(ok => audio.readyState >= 1 ? ok() : audio.addEventListener('loadedmetadata', ok, {once: true}));
+    audio.currentTime = 3;
+    await new Promise(ok => audio.addEventListener('seeked', ok, {once: true}));
+    const select = document.querySelector('.player select');
+    select.value = 'raw';
+    select.dispatchEvent(new Event('change'));
+    await new Promise(ok => audio.addEventListener('seeked', ok, {once: true}));
+    return {src: audio.currentSrc, at: audio.currentTime};
+}"""
+
+
 def noise_floor_db(levels: list[float]) -> float:
     """The quiet end of a run of levels (the 10th percentile), in dB."""
     import math
@@ -179,6 +192,17 @@ def whole_story(browser: Any, base: str, checks: PageChecks) -> dict[str, Any]:
         checks.check(alice, "broadcast-live")
         checks.check(bob, "listening")
 
+        # The listener's controls: elapsed time, volume, original / noise removed.
+        bob.wait_for_function("() => /^\\d\\d:\\d\\d$/.test(document.querySelector('#listen-timer').textContent)")
+        seen["listen_timer"] = bob.inner_text("#listen-timer")
+        bob.fill("#volume", "0.3")
+        seen["volume"] = bob.evaluate("() => document.querySelector('#players audio[data-user=alice]').volume")
+        bob.check("input[name=hear][value=raw]")
+        bob.wait_for_function("() => window.denoisecast.listening.listens.get('alice').signal === 'raw'")
+        bob.check("input[name=hear][value=denoised]")
+        bob.wait_for_function("() => window.denoisecast.listening.listens.get('alice').signal === 'denoised'")
+        bob.fill("#volume", "1")
+
         # Noise removal off and on: the switch, the server and the listener's page agree each time.
         agreement = []
         for enabled in (False, True):
@@ -263,6 +287,7 @@ def whole_story(browser: Any, base: str, checks: PageChecks) -> dict[str, Any]:
         alice.wait_for_selector("canvas.wave.big")
         alice.wait_for_selector(".timeline li")
         seen["timeline"] = alice.inner_text(".timeline")
+        seen["switch"] = alice.evaluate(SWITCH)
         checks.check(alice, "recording")
         alice.go_back()
         alice.wait_for_url(base + "/u/alice")
@@ -291,7 +316,7 @@ def whole_story(browser: Any, base: str, checks: PageChecks) -> dict[str, Any]:
         alice.wait_for_selector("#send-request")
         bob.wait_for_selector("#recordings li.empty")
         seen["bob_recordings_after"] = bob.locator("#recordings li.recording").count()
-        checks.check(alice, "settings-before")  # the no-access page (403)
+        checks.check(alice, "no-access-after-unfriend")
         alice.click("header >> text=Settings")
         alice.wait_for_selector("#default-denoise")
         checks.check(alice, "settings")
@@ -403,6 +428,8 @@ class BrowserAppTests(TestCase):
         self.assertEqual(seen["after_strength"], (True, [True, 24.0]))
         self.assertIn("between 0 and 100", seen["strength_error"])
         self.assertEqual(seen["strength_shown"], "24")  # back to the server's state
+        self.assertRegex(seen["listen_timer"], r"^00:\d\d$")
+        self.assertAlmostEqual(seen["volume"], 0.3, places=3)
         self.assertTrue(seen["beforeunload_asks"])
         self.assertTrue(seen["same_broadcast"])
         self.assertTrue(seen["bob_still_listening"])
@@ -423,6 +450,8 @@ class BrowserAppTests(TestCase):
         self.assertEqual(shown, int(duration))
         self.assertEqual(seen["list_alice"], seen["list_bob"])
         self.assertIn("noise removal off", seen["timeline"])
+        self.assertIn("track=raw", seen["switch"]["src"])  # the original, at the same position
+        self.assertLess(abs(seen["switch"]["at"] - 3.0), 0.1, seen["switch"])
         self.assertTrue(seen["delete_asked"])
         self.assertEqual(seen["still_there"], 1)
         self.assertTrue(seen["unfriend_asked"])
