@@ -342,7 +342,28 @@ def stranger_and_missing(browser: Any, base: str, checks: PageChecks) -> dict[st
         page.wait_for_selector("#username")
         seen["sockets_logged_out"] = list(sockets)
         seen["errors_logged_out"] = list(errors)
+        page.fill("#username", "alice")
+        page.fill("#password", "not her password")
+        page.click("button[type=submit]")
+        page.wait_for_selector("#error:not(:empty)")
+        seen["wrong_password"] = page.inner_text("#error")
+        page.goto(base + "/register")
+        page.fill("#username", "alice")
+        page.fill("#password", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_selector("#error:not(:empty)")
+        seen["name_taken"] = page.inner_text("#error")
         register(page, base, "carol")
+        # A browser that refuses the microphone: the page says what to do.
+        page.goto(base + "/u/carol")
+        page.evaluate(
+            "() => { navigator.mediaDevices.getUserMedia = () => "
+            "Promise.reject(new DOMException('denied', 'NotAllowedError')); }"
+        )
+        page.click("#go-live")
+        page.wait_for_selector("#broadcast-error:not(:empty)")
+        seen["mic_refused"] = page.inner_text("#broadcast-error")
+        seen["live_after_refusal"] = page.is_visible("#live-badge")
         response = page.goto(base + "/u/alice")
         seen["no_access_status"] = response.status
         page.wait_for_selector("#send-request")
@@ -463,7 +484,8 @@ class BrowserAppTests(TestCase):
     async def test_stranger_missing_and_logged_out(self) -> None:
         """
         A logged-out visit goes to the login page without opening the
-        WebSocket; a stranger gets the no-access page (403) with a send
+        WebSocket; a wrong password, a taken name and a refused microphone
+        are told in words; a stranger gets the no-access page (403) with a send
         request button and no audio; a name nobody has gets the 404 page.
         """
         running, base, browser, checks = await self.start()
@@ -472,6 +494,10 @@ class BrowserAppTests(TestCase):
         seen = await browser.call(lambda b: stranger_and_missing(b, base, checks))
         self.assertEqual(seen["sockets_logged_out"], [])
         self.assertEqual(seen["errors_logged_out"], [])
+        self.assertIn("Wrong username or password", seen["wrong_password"])
+        self.assertIn("taken", seen["name_taken"])
+        self.assertIn("did not allow the microphone", seen["mic_refused"])
+        self.assertFalse(seen["live_after_refusal"])
         self.assertEqual(seen["no_access_status"], 403)
         self.assertIn("not friends yet", seen["no_access_text"])
         self.assertEqual(seen["audio_elements"], 0)
