@@ -379,6 +379,14 @@ def stranger_and_missing(browser: Any, base: str, checks: PageChecks) -> dict[st
         page.click("#send-request")
         page.wait_for_selector("text=Cancel request")
         seen["request_sent"] = page.inner_text("#relationship")
+        # The session ends elsewhere (here: a logout the page did not make):
+        # the server closes the WebSocket and the page goes to the login page.
+        seen["logout_status"] = page.evaluate(
+            """() => fetch('/api/auth/logout', {method: 'POST', headers: {'X-CSRF-Token':
+                decodeURIComponent(document.cookie.match(/dc_csrf=([^;]+)/)[1])}}).then(r => r.status)"""
+        )
+        page.wait_for_url(base + "/login?next=/u/alice")
+        seen["after_session_ended"] = page.url
     finally:
         context.close()
     return seen
@@ -504,6 +512,7 @@ class BrowserAppTests(TestCase):
         self.assertEqual(seen["missing_status"], 404)
         self.assertIn("nobody called nobody-here", seen["missing_text"])
         self.assertIn("You asked alice", seen["request_sent"])
+        self.assertTrue(seen["after_session_ended"].endswith("/login?next=/u/alice"))
         self.assertEqual(checks.violations, {})
         requests = (await client.get("/api/friends/requests")).body
         self.assertEqual([r["username"] for r in requests["incoming"]], ["carol"])

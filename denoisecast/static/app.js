@@ -25,6 +25,11 @@ app.on = (type, fn) => app.onLeave(app.socket.on(type, fn));
 app.watch = (fn) => { app.watchers.add(fn); app.onLeave(() => app.watchers.delete(fn)); };
 app.changed = () => { for (const fn of [...app.watchers]) fn(); renderFrame(); };
 
+// The login page, coming back here afterwards (as the server's redirects say it).
+function loginUrl() {
+  return "/login?next=" + encodeURIComponent(location.pathname).replace(/%2F/g, "/");
+}
+
 function readBoot(root) {
   const block = root.querySelector("#boot");
   return JSON.parse(block.textContent);
@@ -168,6 +173,9 @@ function startSocket() {
     banner.hidden = true;
     banner.textContent = "";
   });
+  socket.on("logged_out", () => {
+    location.href = loginUrl();
+  });
   socket.connect();
 }
 
@@ -235,7 +243,7 @@ async function main() {
     app.me = (await api("GET", "/api/me")).user;
   } catch (error) {
     if (error instanceof ApiError && error.status === 401) {
-      location.replace("/login?next=" + encodeURIComponent(location.pathname));
+      location.replace(loginUrl());
       return;
     }
     $("#main").replaceChildren(h("p", { class: "error", role: "alert" }, error.message));

@@ -224,7 +224,7 @@ function listenPanel(app, username) {
     h("h2", { id: "listen-title" }, `${username}'s broadcast`),
     h("p", { class: "live-line" }, badge, " ", since, " ", timer, " ", count, off),
     h("p", { class: "buttons" }, listen, stop),
-    h("div", { class: "controls" },
+    h("div", { class: "controls", id: "listen-controls" },
       h("label", { for: "volume" }, "Volume"), volume,
       h("fieldset", {}, h("legend", {}, "Hear"), ...radios),
       h("label", { for: "listen-meter" }, "Level"), level),
@@ -239,6 +239,7 @@ function listenPanel(app, username) {
       count.textContent = `${friend.listeners} listening · noise removal ${friend.denoise ? "on" : "off"}`;
     }
     listen.hidden = listening || !friend.live;
+    panel.querySelector("#listen-controls").hidden = !friend.live && !listening;
     stop.hidden = !listening;
     const entry = l.listens.get(username);
     if (entry) for (const r of radios) r.querySelector("input").checked = r.querySelector("input").value === entry.signal;

@@ -64,8 +64,22 @@ export class LiveSocket {
       this.emit("disconnected", {});
       if (this.stopped) return;
       const delay = Math.min(5000, 500 * 2 ** this.retry++);
-      setTimeout(() => this.connect(), delay);
+      setTimeout(() => this.reconnect(), delay);
     };
+  }
+
+  // Connect again, unless the session ended (logged out elsewhere, password
+  // changed): then the page goes to the login page instead of knocking forever.
+  async reconnect() {
+    try {
+      const response = await fetch("/api/me", { credentials: "same-origin" });
+      if (response.status === 401) {
+        this.stopped = true;
+        this.emit("logged_out", {});
+        return;
+      }
+    } catch { /* the server is unreachable: keep trying */ }
+    this.connect();
   }
 
   close() {
