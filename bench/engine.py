@@ -2,7 +2,7 @@
 How many live streams the full streaming path keeps in real time.
 
     .venv/bin/python bench/engine.py [--models dfn3,dfn2] [--chunks 0.02,0.1,0.5,2]
-                                     [--batches 1,4,16,64] [--threads 2] [--device cpu,cuda]
+                                     [--batches 1,4,16,64] [--threads 2] [--workers 1] [--devices cpu,cuda]
 
 For each model, device, chunk length and batch size ``B`` it opens ``B``
 streams on a ``DenoiseScheduler`` (ring buffers, features, network,
@@ -13,10 +13,18 @@ forward pass then holds exactly ``B`` streams, one chunk each.  It prints:
 - ``x real time``: audio seconds processed per wall second, i.e. how many
   streams that setting serves in real time (it serves ``B`` when this is at
   least ``B``);
-- ``pass ms``: the wall time of one batch, which the live path adds on top
-  of the chunk and the model's delay (``worker ms``: the part spent in the
+- ``pass ms``: the wall time of one batch (of one round of concurrent
+  passes with ``--workers``), which the live path adds on top of the chunk
+  and the model's delay (``worker ms``: the part spent in the
   worker thread: gathering states, network, signal path, splitting);
-- ``latency ms``: chunk + model delay + one pass, what a listener hears.
+- ``latency ms``: chunk + model delay + one pass, what a listener hears;
+- ``x official``: ``x real time`` divided by the official DeepFilterNet
+  runtime's real-time streams on as many processes as torch threads,
+  measured at the start of the same run (``--official-seconds 0`` skips it).
+
+The header says what makes the figures comparable (``bench/comparable.py``):
+the CPU and its flags, torch's build, threads, the load average before and
+after, and a calibration matmul's GFLOP/s per thread measured in the run.
 
 A ``net alone`` row times only the network's forward pass on 2 s chunks,
 the figure comparable with the reference implementation's.  ``dfn3`` is
@@ -29,12 +37,12 @@ CUDA rows appear when torch sees a GPU.
 from __future__ import annotations
 
 import argparse
-import platform
 import queue
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,8 +51,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from twisted.python.threadpool import ThreadPool  # noqa: E402
 
-from denoisecast.model.engine import DenoiseEngine, EngineInfo  # noqa: E402
+from bench.comparable import host_report, load_average, make_input, official_streams  # noqa: E402
 from denoisecast.denoise.scheduler import DenoiseScheduler, SchedulerSettings  # noqa: E402
+from denoisecast.model.engine import DenoiseEngine, EngineInfo  # noqa: E402
 
 SR = 48000
 
@@ -67,9 +76,8 @@ class LoopReactor:
 def load(model: str, device: str) -> DenoiseEngine:
     if model == "dfn3":
         return DenoiseEngine.load("deepfilternet3", device=device)
-    from denoisecast.model.weights.checkpoints import build_network
     from denoisecast.model.config import ModelConfig
-
+    from denoisecast.model.weights.checkpoints import build_network
     from tests.dsp_fixtures import seeded_init
     from tests.test_model_reference_fixtures import DFN2_INI
 
@@ -80,28 +88,29 @@ def load(model: str, device: str) -> DenoiseEngine:
     return DenoiseEngine(net, config, EngineInfo("deepfilternet2 (generated weights)", "-", "-", device, config.sr))
 
 
-def signal(seconds: float, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    n = int(seconds * SR)
-    t = np.arange(n) / SR
-    voice = 0.3 * np.sin(2 * np.pi * (150 + seed % 50) * t) * (np.sin(2 * np.pi * 1.3 * t) > 0)
-    return (voice + 0.05 * rng.standard_normal(n)).astype(np.float32)
-
-
 def full_path(
-    engine: DenoiseEngine, chunk: float, batch: int, seconds: float, half: bool, pool: ThreadPool
+    engine: DenoiseEngine, chunk: float, batch: int, seconds: float, half: bool, pool: ThreadPool, workers: int = 1
 ) -> tuple[float, float, float]:
-    """Audio seconds per wall second, the mean wall time of one pass, and of its worker part."""
+    """
+    Audio seconds per wall second, the mean wall time of one pass, and of
+    its worker part.  With several workers the ``batch`` streams are spread
+    evenly over them, so each round is ``workers`` concurrent passes.
+    """
     reactor = LoopReactor()
     settings = SchedulerSettings(
-        chunk_seconds=chunk, max_batch=batch, max_waiting_chunks=1_000_000, half=half, device=str(engine.device)
+        chunk_seconds=chunk,
+        max_batch=batch,
+        workers=workers,
+        max_waiting_chunks=1_000_000,
+        half=half,
+        device=str(engine.device),
     )
     scheduler = DenoiseScheduler(reactor, settings, engine_factory=engine.fork, threadpool=pool)
     scheduler.startService()
     reactor.run_until(lambda: scheduler.ready)
     chunk_samples = settings.chunk_hops * 480
     chunks = max(2, int(round(seconds / (chunk_samples / SR))))
-    audio = signal(chunk_samples * (chunks + 1) / SR, 0)
+    audio = make_input(chunk_samples * (chunks + 1) / SR, 0)
     received = [0]
 
     def on_output(denoised: np.ndarray, raw: np.ndarray) -> None:
@@ -116,7 +125,8 @@ def full_path(
         for s in streams:
             s.push(block)
         scheduler._free_engines = engines
-        scheduler._pump()
+        # Older trees (bench/before_after.sh runs this file against them) name it _pump.
+        (scheduler.pump if hasattr(scheduler, "pump") else scheduler._pump)()
 
     push_all(audio[:chunk_samples])  # warm-up, not timed
     reactor.run_until(lambda: received[0] == batch * chunk_samples)
@@ -128,7 +138,8 @@ def full_path(
     scheduler.stopService()
     passes = max(scheduler.stats.batches - batches_before, 1)
     model = (scheduler.stats.model_seconds_total - model_before) / passes
-    return batch * chunks * chunk_samples / SR / wall, wall / passes, model
+    rounds = max(passes // max(min(workers, batch), 1), 1)
+    return batch * chunks * chunk_samples / SR / wall, wall / rounds, model
 
 
 def net_alone(engine: DenoiseEngine, batch: int, seconds: float = 2.0, repeats: int = 3) -> float:
@@ -156,16 +167,29 @@ def main() -> None:
     parser.add_argument("--chunks", default="0.02,0.1,0.5,2")
     parser.add_argument("--batches", default="")
     parser.add_argument("--devices", default="cpu,cuda")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="denoise workers; each round of passes spreads the batch's streams over them")
     parser.add_argument("--seconds", type=float, default=2.0, help="timed audio per stream (at least 2 chunks)")
     parser.add_argument("--half", action="store_true", help="half precision on CUDA")
     parser.add_argument("--repeats", type=int, default=2, help="best of N runs per setting (shared machines are noisy)")
+    parser.add_argument("--official-seconds", type=float, default=10.0,
+                        help="audio per process for the official runtime's figure (0: skip it)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    pool = ThreadPool(1, 1, "denoise")  # one worker, reused by every setting
+    pool = ThreadPool(args.workers, args.workers, "denoise")  # reused by every setting
     pool.start()
-    print(f"# {time.strftime('%Y-%m-%d')} {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{args.threads} threads")
+    print("\n".join(host_report(args.threads)))
+    print(f"# {args.workers} denoise worker{'s' if args.workers > 1 else ''}")
+    official = 0.0
+    if args.official_seconds > 0:
+        official = official_streams(args.threads, args.official_seconds)
+        print(f"# official runtime: {official:.1f} real-time streams on {args.threads} processes "
+              f"({args.official_seconds:g} s each)")
+
+    def ratio(streams: float) -> str:
+        return f"{streams / official:.2f}" if official else "-"
+
     for device in args.devices.split(","):
         if device == "cuda" and not torch.cuda.is_available():
             print("# cuda: skipped, torch sees no GPU")
@@ -177,23 +201,26 @@ def main() -> None:
             name = engine.info.model
             print(f"\n## {name} on {device}{' fp16' if args.half and device == 'cuda' else ''}, "
                   f"model delay {engine.delay / SR * 1000:.0f} ms")
-            print("| chunk s | batch | x real time | pass ms | worker ms | latency ms |")
-            print("| --- | --- | --- | --- | --- | --- |")
+            print("| chunk s | batch | x real time | x official | pass ms | worker ms | latency ms |")
+            print("| --- | --- | --- | --- | --- | --- | --- |")
             for chunk in (float(c) for c in args.chunks.split(",")):
                 for batch in batches:
                     seconds = max(args.seconds, 2 * chunk)
-                    runs = [full_path(engine, chunk, batch, seconds, args.half, pool) for _ in range(args.repeats)]
+                    runs = [
+                        full_path(engine, chunk, batch, seconds, args.half, pool, args.workers)
+                        for _ in range(args.repeats)
+                    ]
                     rt, per_pass, worker = max(runs)
                     latency = (chunk + engine.delay / SR + per_pass) * 1000
                     print(
-                        f"| {chunk:g} | {batch} | {rt:.1f} | {per_pass * 1000:.1f} | {worker * 1000:.1f} "
-                        f"| {latency:.0f} |",
+                        f"| {chunk:g} | {batch} | {rt:.1f} | {ratio(rt)} | {per_pass * 1000:.1f} "
+                        f"| {worker * 1000:.1f} | {latency:.0f} |",
                         flush=True,
                     )
             for batch in batches:
                 best = max(net_alone(engine, batch) for _ in range(args.repeats))
-                print(f"| net alone, 2 s | {batch} | {best:.1f} | | | |", flush=True)
-    print(f"# load average at the end: {open('/proc/loadavg').read().split()[:3]}")
+                print(f"| net alone, 2 s | {batch} | {best:.1f} | {ratio(best)} | | | |", flush=True)
+    print(f"# load average after: {load_average()}")
     pool.stop()
 
 

@@ -14,42 +14,17 @@ with one process per core, each enhancing its own copy.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
-import platform
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-SR = 48000
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-
-def make_input(seconds: float, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    n = int(seconds * SR)
-    t = np.arange(n) / SR
-    voice = 0.3 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 1.3 * t) > 0)
-    return (voice + 0.05 * rng.standard_normal(n)).astype(np.float32)
-
-
-def official_run(audio: np.ndarray) -> float:
-    from tests.reference import OfficialRuntime
-
-    with OfficialRuntime() as runtime:
-        start = time.perf_counter()
-        runtime.process(audio)
-        return time.perf_counter() - start
-
-
-def official_parallel(audio: np.ndarray, workers: int) -> float:
-    """Wall time for ``workers`` processes each enhancing its own copy (model load excluded)."""
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(workers) as pool:
-        pool.map(official_run, [audio[:SR]] * workers)  # warm the workers
-        start = time.perf_counter()
-        pool.map(official_run, [audio] * workers)
-        return time.perf_counter() - start
+from bench.comparable import SR, host_report, load_average, make_input, official_parallel, official_run  # noqa: E402
 
 
 def ours(engine: object, signals: list[np.ndarray]) -> float:
@@ -70,8 +45,8 @@ def main() -> None:
     audio = make_input(args.seconds)
     batch = [make_input(args.seconds, seed=i) for i in range(args.batch)]
     cores = os.cpu_count() or 1
-    print(f"machine: {platform.processor() or platform.machine()}, {cores} cores, torch {torch.__version__}, "
-          f"{args.threads} torch threads, {args.seconds:g} s input")
+    print("\n".join(host_report(args.threads)))
+    print(f"# {args.seconds:g} s input")
     single = official_run(audio)
     print(f"official runtime, 1 stream, 1 core:       RTF {single / args.seconds:.4f}")
     workers = min(cores, args.threads)
@@ -88,6 +63,7 @@ def main() -> None:
         print(f"denoisecast {device}, 1 stream:                RTF {one / args.seconds:.4f}")
         print(f"denoisecast {device}, batch of {len(batch)}:            RTF {rtf_many:.4f} per stream-second "
               f"({official_rtf / rtf_many:.1f}x the official runtime's throughput on {workers} cores)")
+    print(f"# load average after: {load_average()}")
 
 
 if __name__ == "__main__":

@@ -44,11 +44,15 @@ class Online:
 class PresenceHub:
     log = logger()
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, live_status: LiveStatus = lambda user_id: None) -> None:
+        """
+        @param live_status: a user's broadcast status (the live manager's),
+            given here so that nothing assigns it later.
+        """
         self._store = store
         self._online: dict[int, Online] = {}
         self._names: dict[int, str] = {}
-        self.live_status: LiveStatus = lambda user_id: None
+        self._live_status = live_status
 
     # connections ------------------------------------------------------------
 
@@ -96,7 +100,7 @@ class PresenceHub:
         """
         What a friend sees of C{user_id}.
         """
-        live = self.live_status(user_id)
+        live = self._live_status(user_id)
         return {
             "username": self._names.get(user_id, ""),
             "online": user_id in self._online,

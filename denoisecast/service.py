@@ -30,11 +30,23 @@ from denoisecast.live.manager import LiveManager
 from denoisecast.logs import logger
 from denoisecast.recordings.recorder import Recorder
 from denoisecast.server import DenoiseCastServer
+from denoisecast.sessionsweep import SWEEP_SECONDS
 from denoisecast.startup import FatalStartup, one_line
 from denoisecast.storage.database import Database
 from denoisecast.storage.migrations import thd_upgrade
 
 SESSION_SWEEP_SECONDS = 3600.0
+SESSION_SOCKET_SWEEP_SECONDS = SWEEP_SECONDS
+
+
+def _sweep_sockets(server: DenoiseCastServer) -> Deferred[Any]:
+    """
+    Close sockets whose session ended in another process (never fails the
+    timer: a database hiccup is logged and the next sweep tries again).
+    """
+    swept = ensureDeferred(server.socket_sessions.sweep())
+    swept.addErrback(lambda f: DatabaseService.log.failure("Session sweep failed", f))
+    return swept
 
 
 class DatabaseService(Service):
@@ -211,6 +223,7 @@ class ListenService(Service):
         self._fatal = fatal
         self.port: IListeningPort | None = None
         self._listening: Deferred[Any] | None = None
+        self._port_waiters: list[Deferred[IListeningPort]] = []
 
     def startService(self) -> None:
         super().startService()
@@ -223,6 +236,21 @@ class ListenService(Service):
         self.port = port
         if not self.running:  # stopped while the port was being opened
             port.stopListening()
+            return
+        waiters, self._port_waiters = self._port_waiters, []
+        for waiter in waiters:
+            waiter.callback(port)
+
+    def when_listening(self) -> Deferred[IListeningPort]:
+        """
+        Fires with the port once it listens (its number, when the endpoint
+        asked for port 0, is on C{port.getHost()}).
+        """
+        if self.port is not None:
+            return succeed(self.port)
+        waiter: Deferred[IListeningPort] = Deferred()
+        self._port_waiters.append(waiter)
+        return waiter
 
     def _failed(self, failure: Failure) -> None:
         self._listening = None
@@ -282,21 +310,36 @@ def make_service(server: DenoiseCastServer, fatal: Fatal | None = None) -> Multi
     ThreadPoolService(server.password_pool).setServiceParent(top)
 
     engine = AfterReady(database.ready, fatal, database_problem(server.database))
+    engine.setName("engine")
     engine.setServiceParent(top)
     server.scheduler.setName("denoise")
     server.scheduler.setServiceParent(engine)
     RecorderService(server.recorder).setServiceParent(engine)
 
     network = AfterReady(server.scheduler.when_settled(), fatal)
+    network.setName("network")
     network.setServiceParent(top)
     LiveService(server.live).setServiceParent(network)
+    sweeper = TimerService(SESSION_SWEEP_SECONDS, sweep_sessions, server)
+    sweeper.clock = server.reactor
+    sweeper.setServiceParent(network)
+    sockets = TimerService(SESSION_SOCKET_SWEEP_SECONDS, _sweep_sockets, server)
+    sockets.clock = server.reactor
+    sockets.setServiceParent(network)
+    # The port opens last, once everything behind it runs, and closes first.
     web = ListenService(server.config.listen, server.site, server.reactor, fatal)
     web.setName("web")
     web.setServiceParent(network)
-    sweeper = TimerService(
-        SESSION_SWEEP_SECONDS,
-        lambda: server.store.delete_expired_sessions(server.clock()),
-    )
-    sweeper.clock = server.reactor
-    sweeper.setServiceParent(network)
     return top
+
+
+_sweep_log = logger()
+
+
+def sweep_sessions(server: DenoiseCastServer) -> Deferred[None]:
+    """Delete expired sessions; a failure (the database away) is said, and the next sweep tries again."""
+
+    def failed(failure: Failure) -> None:
+        _sweep_log.warn("Deleting expired sessions failed: {error}", error=failure.getErrorMessage())
+
+    return server.store.delete_expired_sessions(server.clock()).addCallbacks(lambda _: None, failed)

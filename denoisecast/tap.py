@@ -45,7 +45,6 @@ def makeService(options: Options) -> IService:
     from denoisecast import logs
     from denoisecast.server import DenoiseCastServer
     from denoisecast.service import make_service
-
     from denoisecast.startup import data_directory_problem
 
     config = options.config

@@ -7,23 +7,28 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import uuid
 from dataclasses import dataclass
 from http.cookiejar import CookieJar
 from pathlib import Path
 from typing import Any
 
-from treq.client import HTTPClient
 from argon2 import PasswordHasher
 from sqlalchemy import create_engine, text
+from treq.client import HTTPClient
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.iweb import IAgentEndpointFactory
+from zope.interface import implementer
 
 from denoisecast.config import Config
-from denoisecast.server import DenoiseCastServer
-from denoisecast.service import DatabaseService
+from denoisecast.denoise.settings import SchedulerSettings
+from denoisecast.server import DenoiseCastServer, load_live_engine
+from denoisecast.service import make_service
 
 
 def cheap_hasher() -> PasswordHasher:
@@ -93,17 +98,36 @@ class Reply:
         return None
 
 
+@implementer(IAgentEndpointFactory)
+class _FromAddress:
+    """
+    Connections from a chosen loopback address (any of 127.0.0.0/8 on
+    Linux), so one test can speak as several client addresses.
+    """
+
+    def __init__(self, source: str) -> None:
+        self._source = source
+
+    def endpointForURI(self, uri: Any) -> TCP4ClientEndpoint:
+        return TCP4ClientEndpoint(
+            reactor, uri.host.decode(), uri.port, bindAddress=(self._source, 0)
+        )
+
+
 class Client:
     """
     A browser-like API client: a cookie jar, and the CSRF header on every
     state-changing request.
     """
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, source: str | None = None) -> None:
         self.base = base
         self.cookies = CookieJar()
         self._pool = HTTPConnectionPool(reactor, persistent=False)
-        self._http = HTTPClient(Agent(reactor, pool=self._pool), cookiejar=self.cookies)
+        agent = Agent(reactor, pool=self._pool)
+        if source is not None:
+            agent = Agent.usingEndpointFactory(reactor, _FromAddress(source), pool=self._pool)
+        self._http = HTTPClient(agent, cookiejar=self.cookies)
 
     def cookie(self, name: str) -> str | None:
         for cookie in self.cookies:
@@ -164,8 +188,11 @@ class RunningServer:
         self.server = server
         self.base = f"http://127.0.0.1:{port}"
 
-    def client(self) -> Client:
-        return Client(self.base)
+    def client(self, source: str | None = None) -> Client:
+        """
+        A new client; C{source} is the loopback address it connects from.
+        """
+        return Client(self.base, source)
 
 
 async def start_server(
@@ -178,22 +205,45 @@ async def start_server(
     if data_dir is None:
         data_dir = Path(testcase.mktemp())
         data_dir.mkdir(parents=True)
+    config.setdefault("listen", "tcp:0:interface=127.0.0.1")
     settings = Config(
         data_dir=data_dir, database_url=database_url or sqlite_url(testcase), **config
     )
-    server = DenoiseCastServer(settings, reactor, password_hasher=cheap_hasher())
-    database = DatabaseService(server.database)
-    database.startService()
-    testcase.addCleanup(database.stopService)
-    await database.ready
-    server.recorder.start_pool()
-    testcase.addCleanup(server.recorder.stop_pool)
-    server.password_pool.start()
-    testcase.addCleanup(server.password_pool.stop)
-    testcase.addCleanup(lambda: Deferred.fromCoroutine(server.recorder.finish_all()))
-    port = reactor.listenTCP(0, server.site, interface="127.0.0.1")
-    testcase.addCleanup(port.stopListening)
+    server = DenoiseCastServer(settings, reactor, password_hasher=cheap_hasher(), engine_loader=shared_engine)
+    # The tree twistd runs, started as twistd starts it: the database
+    # migrated first, then the model and the recorder, then the live manager
+    # and the listener.  A problem that would end twistd fails the test.
+    problems: Deferred[Any] = Deferred()
+    service = make_service(server, fatal=lambda problem: problems.called or problems.errback(StartupFailed(problem)))
+    service.privilegedStartService()
+    service.startService()
+    testcase.addCleanup(service.stopService)
+    web = service.getServiceNamed("network").getServiceNamed("web")
+    started = await DeferredList([web.when_listening(), problems], fireOnOneCallback=True, fireOnOneErrback=True, consumeErrors=True)
+    port, _ = started
     return RunningServer(server, port.getHost().port)
+
+
+class StartupFailed(Exception):
+    """The in-process server met a problem that would end twistd."""
+
+
+_engines: dict[tuple[str, str], Any] = {}
+_engines_lock = threading.Lock()
+
+
+def shared_engine(settings: SchedulerSettings) -> Any:
+    """
+    The live engine for in-process servers: loaded once per model and
+    device for the whole test run, each server getting its own fork (the
+    same read-only weights, its own buffers), so that starting the full
+    service tree costs a test no model load.  Runs on a denoise worker.
+    """
+    key = (settings.model, settings.device)
+    with _engines_lock:
+        if key not in _engines:
+            _engines[key] = load_live_engine(settings)
+        return _engines[key].fork()
 
 
 async def finalised_recordings(client: Client, seconds: float = 10.0) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from twisted.internet import defer, reactor, task
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from denoisecast.denoise.scheduler import DenoiseScheduler, SchedulerSettings
+from denoisecast.denoise.scheduler import DenoiseScheduler, SchedulerSettings, run_batch
 
 from tests.dsp_helpers import SR, mix, noise
 from tests.scheduler_helpers import Collector, DelayEngine, ManualPool, start_scheduler
@@ -102,6 +102,31 @@ class BatchingTests(SynchronousTestCase):
         self.assertEqual(scheduler.stats.batch_sizes, {1: 1, 3: 1, 2: 1})
         snapshot = scheduler.stats.snapshot()
         self.assertEqual((snapshot["batches"], snapshot["batch_size_max"], snapshot["batch_size_mean"]), (3, 3, 2.0))
+
+    def test_waiting_streams_spread_over_free_workers(self) -> None:
+        """With two idle workers, waiting streams are split into two even passes instead of one full one."""
+        engine = DelayEngine()
+        pool = ManualPool()
+        scheduler, _ = start_scheduler(engine, pool, chunk_seconds=0.01, max_batch=8, workers=2, max_waiting_chunks=10)
+        streams = [scheduler.open_stream(f"s{i}", Collector()) for i in range(7)]
+        held, scheduler._free_engines = scheduler._free_engines, []
+        for s in streams:
+            s.push(np.zeros(480, np.float32))
+        scheduler._free_engines = held
+        scheduler._pump()
+        self.assertEqual(len(pool.jobs), 2)
+        pool.run_all()
+        self.assertEqual(engine.batches, [4, 3])
+
+    def test_large_batches_run_in_row_groups(self) -> None:
+        """run_batch runs more than 64 CPU streams in groups of 64, with the same output and states."""
+        engine = DelayEngine(delay=480)
+        audio = np.random.default_rng(0).standard_normal((130, 960)).astype(np.float32)
+        out, states, _ = run_batch(engine, audio, [None] * 130, np.full(130, 100.0, np.float32))
+        self.assertEqual(engine.batches, [64, 64, 2])
+        np.testing.assert_array_equal(out[:, 480:], audio[:, :480] * 0.5)
+        self.assertEqual(len(states), 130)
+        np.testing.assert_array_equal(states[129].tail.numpy(), audio[129:, 480:])
 
     def test_not_ready_passes_through(self) -> None:
         """Before the model has loaded, audio passes through raw (counted) instead of queueing."""
@@ -400,8 +425,16 @@ class ThreadedTests(TestCase):
         while any(h.sent < len(signals[i]) // frame for i, h in enumerate(handles)):  # type: ignore[attr-defined]
             await task.deferLater(reactor, 0.05, lambda: None)
         pacer.stop()
-        await task.deferLater(reactor, 0.3, lambda: None)
         delay = self.engine.delay
+
+        def caught_up() -> bool:
+            return all(len(c.out()) - delay > len(signals[i]) - 0.25 * SR for i, c in enumerate(outs))
+
+        # The last chunks come out once a worker has run them: wait for
+        # that (a loaded machine takes longer), not a fixed time.
+        deadline = reactor.seconds() + 30.0
+        while not caught_up() and reactor.seconds() < deadline:
+            await task.deferLater(reactor, 0.05, lambda: None)
         for i, collector in enumerate(outs):
             got = collector.out()[delay:]
             self.assertGreater(len(got), len(signals[i]) - 0.25 * SR)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 
 from twisted.internet import reactor
-from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
@@ -20,14 +19,8 @@ from tests.ws_support import WsClient, connect_ws
 
 
 async def start_live(test: TestCase, **config: object) -> RunningServer:
-    running = await start_server(test, **config)
-    server = running.server
-    started = server.scheduler.startService()
-    test.addCleanup(server.scheduler.stopService)
-    await started
-    server.live.start()
-    test.addCleanup(lambda: ensureDeferred(server.live.shutdown()))
-    return running
+    """An in-process server: start_server starts the whole tree, the model and the live manager included."""
+    return await start_server(test, **config)
 
 
 async def wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]

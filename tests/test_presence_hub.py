@@ -54,13 +54,14 @@ class HubTests(SynchronousTestCase):
         """
         store = SlowStore()
         store.pending.callback([{"id": 2, "username": "bob"}])
-        hub = PresenceHub(store)  # type: ignore[arg-type]
+        live: dict[int, dict] = {}
+        hub = PresenceHub(store, live.get)  # type: ignore[arg-type]
         alice1, alice2 = FakeConnection(), FakeConnection()
         self.successResultOf(ensureDeferred(hub.connect({"id": 1, "username": "alice"}, alice1)))
         self.successResultOf(ensureDeferred(hub.connect({"id": 1, "username": "alice"}, alice2)))
         self.assertEqual(hub.online_count(), 1)
         self.assertEqual(alice1.sent[0]["friends"][0]["username"], "bob")
-        hub.live_status = lambda user_id: {"live_since": None, "denoise": True, "atten_lim_db": 100.0, "listeners": 0} if user_id == 2 else None
+        live[2] = {"live_since": None, "denoise": True, "atten_lim_db": 100.0, "listeners": 0}
         hub.changed(2)
         self.assertTrue(alice1.sent[-1]["friend"]["live"])
         self.assertTrue(alice2.sent[-1]["friend"]["live"])

@@ -7,8 +7,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from twisted.internet import reactor
 from twisted.application.service import Service
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import ClientCreator, Protocol
@@ -16,8 +16,8 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from denoisecast.config import Config
-from denoisecast.model.engine import DenoiseEngine
 from denoisecast.denoise.scheduler import DenoiseScheduler, SchedulerSettings
+from denoisecast.model.engine import DenoiseEngine
 from denoisecast.server import DenoiseCastServer
 from denoisecast.service import AfterReady, InOrder, make_service
 from tests.support import cheap_hasher, sqlite_url
@@ -48,16 +48,15 @@ class StartOrderTests(TestCase):
         config = Config(
             data_dir=data_dir, database_url=sqlite_url(self), listen=f"tcp:{port}:interface=127.0.0.1"
         )
-        server = DenoiseCastServer(config, reactor, password_hasher=cheap_hasher())
         release = threading.Event()
 
-        def slow_load() -> DenoiseEngine:
+        def slow_load(settings: SchedulerSettings) -> DenoiseEngine:
             if not release.wait(30):
                 raise RuntimeError("the test never released the model")
             return DenoiseEngine.load("deepfilternet3", device="cpu")
 
-        scheduler = DenoiseScheduler(reactor, SchedulerSettings(), engine_factory=slow_load)
-        server.__dict__["scheduler"] = scheduler
+        server = DenoiseCastServer(config, reactor, password_hasher=cheap_hasher(), engine_loader=slow_load)
+        scheduler = server.scheduler
         service = make_service(server)
         service.privilegedStartService()  # as twistd does, before it drops privileges
         service.startService()
@@ -169,3 +168,52 @@ class StopOrderTests(TestCase):
         await group.stopService()
         self.assertEqual(stopped, ["second", "first"])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class HarnessTests(TestCase):
+    timeout = 60
+
+    async def test_in_process_server_runs_the_twistd_tree(self) -> None:
+        """
+        tests.support.start_server starts the service tree twistd runs: the
+        model has loaded, the live manager runs, the port opened last.
+        """
+        from tests.support import start_server
+
+        running = await start_server(self)
+        server = running.server
+        self.assertTrue(server.scheduler.running)
+        self.assertTrue(server.scheduler.ready)
+        self.assertTrue(server.live._watchdog.running)
+        self.assertTrue(await can_connect(int(running.base.rsplit(":", 1)[1])))
+
+
+class SessionSweepServiceTests(TestCase):
+    def test_socket_sweep_runs_while_serving(self) -> None:
+        """
+        The running server sweeps its sockets' sessions every few seconds,
+        so sessions ended by another process (denoisecast-admin) close
+        their sockets without a restart.
+        """
+        from twisted.application.internet import TimerService
+        from twisted.application.service import IServiceCollection
+
+        from denoisecast.service import _sweep_sockets
+        from denoisecast.sessionsweep import SWEEP_SECONDS
+
+        data_dir = Path(self.mktemp())
+        data_dir.mkdir(parents=True)
+        server = DenoiseCastServer(Config(data_dir=data_dir), reactor, password_hasher=cheap_hasher())
+
+        def walk(service: object) -> list[object]:
+            found = [service]
+            if IServiceCollection.providedBy(service):
+                for child in service:  # type: ignore[attr-defined]
+                    found += walk(child)
+            return found
+
+        timers = [s for s in walk(make_service(server)) if isinstance(s, TimerService)]
+        sweeps = [t for t in timers if t.call[0] is _sweep_sockets]
+        self.assertEqual(len(sweeps), 1)
+        self.assertEqual(sweeps[0].step, SWEEP_SECONDS)
+        self.assertLessEqual(SWEEP_SECONDS, 10)

@@ -11,10 +11,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-#: The internal sample rate of every stream.
-SAMPLE_RATE = 48_000
-#: One analysis hop of the denoiser: 10 ms at 48 kHz.
-HOP_SAMPLES = 480
+from denoisecast.audio import HOP_SAMPLES  # noqa: F401 (the compiled module and the twin import it from here)
+
 #: One decoded WebRTC (Opus) frame: 20 ms at 48 kHz.
 FRAME_SAMPLES = 960
 #: int16 full scale; int16 -> float divides by it, float -> int16 multiplies.

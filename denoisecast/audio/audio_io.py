@@ -11,6 +11,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from denoisecast.audio import SAMPLE_RATE
+
 #: extension -> (container format, codec, sample format, encoder options)
 OUTPUT_FORMATS: dict[str, tuple[str, str, str, dict[str, str]]] = {
     ".wav": ("wav", "pcm_s16le", "s16", {}),
@@ -25,7 +27,7 @@ class AudioFileError(Exception):
     """An input that cannot be decoded or an output that cannot be written."""
 
 
-def read_audio(path: Path, rate: int = 48000) -> np.ndarray:
+def read_audio(path: Path, rate: int = SAMPLE_RATE) -> np.ndarray:
     """Decodes the first audio stream, resampled to ``rate``, as float32 ``[channels, samples]``."""
     try:
         with av.open(str(path)) as container:
@@ -50,7 +52,7 @@ def read_audio(path: Path, rate: int = 48000) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate(chunks, axis=1), dtype=np.float32)
 
 
-def write_audio(path: Path, audio: np.ndarray, rate: int = 48000) -> None:
+def write_audio(path: Path, audio: np.ndarray, rate: int = SAMPLE_RATE) -> None:
     """Encodes float ``[channels, samples]`` in the format the extension names."""
     suffix = path.suffix.lower()
     if suffix not in OUTPUT_FORMATS:

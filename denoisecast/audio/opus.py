@@ -16,7 +16,9 @@ from functools import cache
 import av
 import numpy as np
 
-RATE = 48000
+from denoisecast.audio import SAMPLE_RATE
+
+RATE = SAMPLE_RATE  # Opus runs at the live path's rate
 FRAME = 960  # 20 ms, Opus's natural frame for speech
 TIME_BASE = fractions.Fraction(1, RATE)
 BIT_RATE = 64000

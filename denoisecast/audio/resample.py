@@ -19,7 +19,8 @@ from math import gcd
 import numpy as np
 import numpy.typing as npt
 
-SAMPLE_RATE = 48000
+from denoisecast.audio import SAMPLE_RATE
+
 MIN_RATE = 8000
 
 

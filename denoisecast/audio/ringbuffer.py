@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import warnings
 
+from denoisecast.audio import SAMPLE_RATE
 from denoisecast.audio._ringbuffer_common import (
     DROP_NEWEST,
     DROP_OLDEST,
@@ -20,7 +21,6 @@ from denoisecast.audio._ringbuffer_common import (
     HOP_SAMPLES,
     OVERFLOW_POLICIES,
     RAISE,
-    SAMPLE_RATE,
     RingBufferOverflow,
 )
 from denoisecast.logs import logger

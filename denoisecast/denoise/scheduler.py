@@ -40,15 +40,9 @@ from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
-from denoisecast.audio.resample import SAMPLE_RATE
+from denoisecast.audio import SAMPLE_RATE
 from denoisecast.audio.ringbuffer import COMPILED, HOP_SAMPLES
-from denoisecast.config import (
-    DEFAULT_DENOISE_CHUNK_SECONDS,
-    DEFAULT_DENOISE_CROSSFADE_SECONDS,
-    DEFAULT_DENOISE_MAX_BATCH,
-    DEFAULT_DENOISE_WORKERS,
-    Config,
-)
+from denoisecast.denoise.settings import SchedulerSettings
 from denoisecast.denoise.stream import Chunk, FloatArray, OutputCallback, StreamHandle
 from denoisecast.logs import logger
 
@@ -60,64 +54,10 @@ __all__ = ["DenoiseScheduler", "SchedulerSettings", "SchedulerStats", "StreamHan
 
 #: Output lag of DeepFilterNet3 (the bundled model) until an engine reports its own.
 DEFAULT_DELAY_SAMPLES = 1440
-#: The live path's gathering wait: one 20 ms WebRTC frame, the spread of
-#: aligned streams' chunk completions (see ``SchedulerSettings.gather_seconds``).
-LIVE_GATHER_SECONDS = 0.02
 HOP_SECONDS = HOP_SAMPLES / SAMPLE_RATE
 #: Hops a stream's chunk completion may stray from the shared instants before
 #: its next chunk is made a hop shorter or longer to bring it back.
 DRIFT_HOPS = 2.5
-
-
-@dataclass(frozen=True)
-class SchedulerSettings:
-    """The denoise pool's knobs (resolved from the server configuration)."""
-
-    chunk_seconds: float = DEFAULT_DENOISE_CHUNK_SECONDS
-    crossfade_seconds: float = DEFAULT_DENOISE_CROSSFADE_SECONDS
-    max_batch: int = DEFAULT_DENOISE_MAX_BATCH
-    workers: int = DEFAULT_DENOISE_WORKERS
-    device: str = "auto"
-    half: bool = False
-    model: str = "auto"
-    #: Chunks a stream may have waiting (besides the one in flight) before the oldest passes through raw.
-    max_waiting_chunks: int = 2
-    #: Cut every stream's chunks at the same instants of a shared clock, so
-    #: that live streams' chunks are ready together and share forward passes.
-    align: bool = False
-    #: How long a free worker waits for the chunks of other streams due at
-    #: the same instant before it starts a pass with those that are ready.
-    gather_seconds: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not 0.01 <= self.chunk_seconds <= 8.0:
-            raise ValueError(f"chunk length {self.chunk_seconds} s is outside 0.01–8 s")
-        if not 0.001 <= self.crossfade_seconds <= 1.0:
-            raise ValueError(f"crossfade length {self.crossfade_seconds} s is outside 0.001–1 s")
-        if self.max_batch < 1 or self.workers < 1 or self.max_waiting_chunks < 0:
-            raise ValueError("max_batch and workers must be at least 1, max_waiting_chunks at least 0")
-        if not 0.0 <= self.gather_seconds <= self.chunk_seconds:
-            raise ValueError("gather_seconds must be between 0 and the chunk length")
-
-    @classmethod
-    def from_config(cls, config: Config) -> "SchedulerSettings":
-        """The settings the server configuration resolved."""
-        return cls(
-            chunk_seconds=config.denoise_chunk_seconds,
-            crossfade_seconds=config.denoise_crossfade_seconds,
-            max_batch=config.denoise_max_batch,
-            workers=config.denoise_workers,
-            device=config.denoise_device,
-            half=config.denoise_half,
-            model=config.denoise_model,
-            align=True,
-            gather_seconds=min(LIVE_GATHER_SECONDS, config.denoise_chunk_seconds / 2),
-        )
-
-    @property
-    def chunk_hops(self) -> int:
-        """The chunk in whole 10 ms hops (rounded to the nearest, at least one)."""
-        return max(1, round(self.chunk_seconds * SAMPLE_RATE / HOP_SAMPLES))
 
 
 @dataclass
@@ -262,7 +202,7 @@ class DenoiseScheduler(Service):
         # compiled ring buffer runs (the plain-Python twin is a deployment problem).
         self.engine_info = {**engine.describe(), "ringbuffer_compiled": COMPILED}
         for stream in self._streams.values():
-            stream._raw_tail = np.zeros(self.delay_samples, dtype=np.float32)
+            stream.delay_changed(self.delay_samples)
         self.ready = True
         self.log.info(
             "Denoise pool ready: {workers} workers, chunks of {chunk_seconds} s, batches up to {max_batch}, "
@@ -275,7 +215,7 @@ class DenoiseScheduler(Service):
             log_id="dsp.scheduler.ready",
         )
         self._settle()
-        self._pump()
+        self.pump()
 
     def stopService(self) -> "defer.Deferred[None]":
         super().stopService()
@@ -311,18 +251,27 @@ class DenoiseScheduler(Service):
         self.stats.streams = len(self._streams)
         return handle
 
-    def _forget(self, handle: StreamHandle) -> None:
-        if self._streams.get(handle.stream_id) is handle:
-            del self._streams[handle.stream_id]
-        self._ready.pop(handle.stream_id, None)
-        self._behind_logged.discard(handle.stream_id)
-        self.stats.streams = len(self._streams)
+    # -- the slots' side (``stream.SlotOwner``) ---------------------------
 
-    def _mark_ready(self, handle: StreamHandle) -> None:
-        if handle.stream_id not in self._ready:
+    def stream_closed(self, stream: StreamHandle) -> None:
+        if self._streams.get(stream.stream_id) is stream:
+            del self._streams[stream.stream_id]
+        self._ready.pop(stream.stream_id, None)
+        self._behind_logged.discard(stream.stream_id)
+        self.stats.streams = len(self._streams)
+        self._count_queue()
+
+    def queue_changed(self, stream: StreamHandle) -> None:
+        """A stream with waiting chunks and none in flight becomes ready for a batch."""
+        if stream.waiting and not stream.in_flight and stream.stream_id not in self._ready:
             if not self._ready and self.settings.gather_seconds:
                 self._ready_since = self.reactor.seconds()
-            self._ready[handle.stream_id] = handle
+            self._ready[stream.stream_id] = stream
+        self._count_queue()
+
+    def _count_queue(self) -> None:
+        """The queue depth, counted here only: chunks waiting for a worker, all streams."""
+        self.stats.queue_depth = sum(stream.waiting for stream in self._streams.values())
 
     # -- the shared chunk clock ------------------------------------------
 
@@ -375,10 +324,11 @@ class DenoiseScheduler(Service):
         if remaining <= 0:
             return False
         if self._gather_call is None or not self._gather_call.active():
-            self._gather_call = self.reactor.callLater(remaining, self._pump)
+            self._gather_call = self.reactor.callLater(remaining, self.pump)
         return True
 
-    def _fell_behind(self, handle: StreamHandle, reason: str) -> None:
+    def passed_through(self, handle: StreamHandle, reason: str) -> None:
+        self._count_queue()
         self.stats.fallback_chunks += 1
         if handle.stream_id not in self._behind_logged:
             self._behind_logged.add(handle.stream_id)
@@ -393,16 +343,21 @@ class DenoiseScheduler(Service):
 
     # -- batching --------------------------------------------------------
 
-    def _pump(self) -> None:
+    def pump(self) -> None:
         """Start batches while a worker is free and chunks are waiting (reactor thread)."""
         while self.ready and self._free_engines and self._ready:
             if self._should_gather():
                 return
             # One pass holds chunks of one length: the first waiting chunk's.
             length = next(iter(self._ready.values())).next_chunk_length
+            # Spread the waiting streams evenly over the free workers: on the
+            # CPU two passes of 32 on two workers finish in about half the
+            # time of one pass of 64, while the other worker would idle.
+            alike = sum(1 for s in self._ready.values() if s.next_chunk_length == length)
+            size = min(self.settings.max_batch, -(-alike // len(self._free_engines)))
             batch: list[tuple[StreamHandle, Chunk]] = []
             for stream in list(self._ready.values()):
-                if len(batch) == self.settings.max_batch:
+                if len(batch) == size:
                     break
                 if stream.next_chunk_length == length:
                     del self._ready[stream.stream_id]
@@ -412,6 +367,7 @@ class DenoiseScheduler(Service):
 
     def _submit(self, batch: list[tuple[StreamHandle, Chunk]]) -> None:
         assert self._pool is not None
+        self._count_queue()
         engine = self._free_engines.pop()
         # A chunk given to the engine still has its audio (only passed-through chunks lose it).
         audio = np.stack([chunk.audio for _, chunk in batch])  # type: ignore[misc]
@@ -432,7 +388,7 @@ class DenoiseScheduler(Service):
             for row, (stream, chunk) in enumerate(batch):
                 stream.state = new_states[row]
                 chunk.denoised = out[row]
-                stream._finished()
+                stream.chunk_done()
 
         def failed(failure: Any) -> None:
             self.stats.errors += 1
@@ -440,13 +396,13 @@ class DenoiseScheduler(Service):
             for stream, chunk in batch:
                 chunk.audio = None
                 self.stats.fallback_chunks += 1
-                stream._finished()
+                stream.chunk_done()
 
         def finally_(_: object) -> None:
             self._in_flight.discard(d)
             self.stats.in_flight_batches = len(self._in_flight)
             self._free_engines.append(engine)
-            self._pump()
+            self.pump()
 
         d.addCallbacks(done, failed)
         d.addBoth(finally_)
@@ -465,23 +421,29 @@ def run_batch(
     A long chunk is run as consecutive pieces of ``auto_chunk_frames`` hops
     (the result is the same, streaming is exact): on the CPU a pass over
     about 800 stream-hops keeps the activations in cache and measured up to
-    1.6x faster than one pass over a 2 s chunk of 16 streams.
+    1.6x faster than one pass over a 2 s chunk of 16 streams.  A batch of
+    more than 64 streams runs in groups of 64 (``auto_batch_rows``).
     """
     import torch
 
-    from denoisecast.model.pipeline import auto_chunk_frames
+    from denoisecast.model.pipeline import auto_batch_rows, auto_chunk_frames
 
     started = time.perf_counter()
     rows = [s if s is not None else engine.new_streams(1) for s in states]
-    state = type(rows[0]).concat(rows) if len(rows) > 1 else rows[0]
     tensor = torch.from_numpy(audio).to(engine.device)
     limit = torch.from_numpy(limits).to(engine.device)
-    step = auto_chunk_frames(len(rows), engine.device) * HOP_SAMPLES
-    pieces = []
-    new = state
-    for start in range(0, tensor.shape[1], step):
-        out, _, new = engine.process(tensor[:, start : start + step], new, limit)
-        pieces.append(out)
-    result = (torch.cat(pieces, dim=1) if len(pieces) > 1 else pieces[0]).float().cpu().numpy()
-    split = new.split() if len(rows) > 1 else [new]
+    group = auto_batch_rows(len(rows), engine.device)
+    step = auto_chunk_frames(min(len(rows), group), engine.device) * HOP_SAMPLES
+    results = []
+    split: "list[StreamState]" = []
+    for first in range(0, len(rows), group):
+        last = min(first + group, len(rows))
+        new = type(rows[0]).concat(rows[first:last]) if last - first > 1 else rows[first]
+        pieces = []
+        for start in range(0, tensor.shape[1], step):
+            out, _, new = engine.process(tensor[first:last, start : start + step], new, limit[first:last])
+            pieces.append(out)
+        results.append(torch.cat(pieces, dim=1) if len(pieces) > 1 else pieces[0])
+        split.extend(new.split() if last - first > 1 else [new])
+    result = (torch.cat(results) if len(results) > 1 else results[0]).float().cpu().numpy()
     return result, split, time.perf_counter() - started

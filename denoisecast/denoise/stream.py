@@ -6,6 +6,11 @@ pushed audio at the edge, cuts it into chunks, keeps the delay-matched raw
 signal and the stream's model state, and delivers finished chunks in order
 through its crossfader.  Everything here runs on the reactor thread; the
 scheduler decides when a chunk goes to the engine.
+
+The two talk through one explicit interface each way: a slot sees its
+scheduler only as a ``SlotOwner`` (below), and the scheduler uses only the
+slot's methods under "the scheduler's side".  Neither touches the other's
+private state; the queue-depth count is the scheduler's alone.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -22,7 +27,9 @@ from denoisecast.audio.resample import StreamResampler
 from denoisecast.audio.ringbuffer import HOP_SAMPLES, Crossfader, RingBuffer
 
 if TYPE_CHECKING:
-    from denoisecast.denoise.scheduler import DenoiseScheduler
+    from twisted.logger import Logger
+
+    from denoisecast.denoise.settings import SchedulerSettings
     from denoisecast.model.pipeline import StreamState
 
 FloatArray = npt.NDArray[np.float32]
@@ -41,12 +48,41 @@ class Chunk:
         return self.audio is None or self.denoised is not None
 
 
+class SlotOwner(Protocol):
+    """What a stream's slot needs of its scheduler (``DenoiseScheduler`` is one)."""
+
+    settings: SchedulerSettings
+    crossfade_samples: int
+    delay_samples: int
+    #: Whether the engine runs: until it does, chunks pass through raw.
+    ready: bool
+    log: Logger
+
+    def first_chunk_hops(self) -> int:
+        """The length of a new stream's first chunk."""
+
+    def next_chunk_hops(self) -> int:
+        """The length of a stream's next chunk, asked as one completes."""
+
+    def queue_changed(self, stream: StreamHandle) -> None:
+        """The stream's waiting chunks changed (added, passed through, or its chunk in flight came back)."""
+
+    def passed_through(self, stream: StreamHandle, reason: str) -> None:
+        """A chunk of the stream was passed through raw instead of waiting for the engine."""
+
+    def stream_closed(self, stream: StreamHandle) -> None:
+        """The stream is closed: forget it."""
+
+    def pump(self) -> None:
+        """Start batches if a worker is free and chunks wait."""
+
+
 class StreamHandle:
     """One live stream's slot in the scheduler; every method runs on the reactor thread."""
 
     def __init__(
         self,
-        scheduler: "DenoiseScheduler",
+        scheduler: SlotOwner,
         stream_id: str,
         on_output: OutputCallback,
         denoise: bool,
@@ -88,7 +124,7 @@ class StreamHandle:
             while self._next_hops is not None and self._buffer.hops_available >= self._next_hops:
                 self._add_chunk(self._buffer.read_hops(self._next_hops))
                 self._next_hops = self._scheduler.next_chunk_hops()
-        self._scheduler._pump()
+        self._scheduler.pump()
 
     def set_denoise(self, enabled: bool, atten_lim_db: float | None = None) -> None:
         """
@@ -104,10 +140,9 @@ class StreamHandle:
         """Free the slot; a chunk in flight is finished and dropped."""
         if not self.closed:
             self.closed = True
-            self._scheduler.stats.queue_depth -= len(self._waiting)
             self._waiting.clear()
             self._chunks.clear()
-            self._scheduler._forget(self)
+            self._scheduler.stream_closed(self)
 
     # -- the scheduler's side --------------------------------------------
 
@@ -129,35 +164,35 @@ class StreamHandle:
         chunk = Chunk(raw=raw, audio=audio)
         self._chunks.append(chunk)
         self._waiting.append(chunk)
-        self._scheduler.stats.queue_depth += 1
         if not self._scheduler.ready:
             self._pass_oldest_waiting("engine not ready")
         elif len(self._waiting) > self._scheduler.settings.max_waiting_chunks:
             self._pass_oldest_waiting("engine behind")
-        if self._waiting and not self.in_flight:
-            self._scheduler._mark_ready(self)
+        self._scheduler.queue_changed(self)
         self._deliver()
 
     def _pass_oldest_waiting(self, reason: str) -> None:
         chunk = self._waiting.popleft()
         chunk.audio = None
-        self._scheduler.stats.queue_depth -= 1
-        self._scheduler._fell_behind(self, reason)
+        self._scheduler.passed_through(self, reason)
 
     def take_chunk(self) -> Chunk:
         """The oldest waiting chunk, now given to the engine."""
         chunk = self._waiting.popleft()
         chunk.submitted = True
         self.in_flight = True
-        self._scheduler.stats.queue_depth -= 1
         return chunk
 
-    def _finished(self) -> None:
-        """The chunk in flight is back (reactor thread)."""
+    def chunk_done(self) -> None:
+        """The chunk in flight is back (reactor thread): denoised, or given up as raw."""
         self.in_flight = False
-        if self._waiting and not self.closed:
-            self._scheduler._mark_ready(self)
+        if not self.closed:
+            self._scheduler.queue_changed(self)
         self._deliver()
+
+    def delay_changed(self, samples: int) -> None:
+        """The engine's output lag, once it has loaded: the raw signal is delayed to match."""
+        self._raw_tail = np.zeros(samples, dtype=np.float32)
 
     def _deliver(self) -> None:
         """Hand completed chunks to the listener, in order."""

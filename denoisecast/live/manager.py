@@ -31,6 +31,7 @@ from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from denoisecast.audio import SAMPLE_RATE
 from denoisecast.audio.opus import OpusStream
 from denoisecast.errors import bad_request, conflict, forbidden, not_found
 from denoisecast.handlers.access import Access
@@ -244,7 +245,6 @@ class LiveManager:
         self._cleanups: set[Deferred[None]] = set()
         self._watchdog = LoopingCall(self._check_silence)
         self._watchdog.clock = reactor
-        presence.live_status = self.live_status
         self.observers: list[Callable[[], None]] = []
         #: Packets dropped for listeners of ended broadcasts (live ones are added when read).
         self._dropped_before = 0
@@ -545,7 +545,7 @@ class LiveManager:
         (``InlineDecoder.sink``); what comes this way (G.711, or everything
         where aiortc's internals were not as expected) is resampled here.
         """
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=48000)
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
         try:
             while True:
                 frame = await track.recv()

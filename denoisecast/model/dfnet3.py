@@ -137,7 +137,12 @@ class EncoderStack(nn.Module):
     def forward(
         self, feat_erb: Tensor, feat_spec: Tensor, state: NetState
     ) -> tuple[list[Tensor], Tensor, Tensor, Tensor]:
-        e0 = self.erb_conv0(feat_erb, state.erb_ctx)
+        # The ERB input has one channel, which torch reads as the contiguous
+        # layout, so the first convolution would hand the whole ERB branch
+        # (encoder and decoder) contiguous activations: its pointwise
+        # convolutions then ran several times slower than the
+        # channels-last ones of the spectrum branch (docs/performance.md).
+        e0 = self.erb_conv0(feat_erb, state.erb_ctx).contiguous(memory_format=torch.channels_last)
         e1 = self.erb_conv1(e0)
         e2 = self.erb_conv2(e1)
         e3 = self.erb_conv3(e2)

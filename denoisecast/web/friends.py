@@ -5,10 +5,15 @@ API routes for finding people and for friendship.
 from __future__ import annotations
 
 from denoisecast.friends import SEARCH_PAGE_MAX, Friends
+from denoisecast.protocols.messages import USERNAME_MAX
 from denoisecast.web.auth import public_user
 from denoisecast.web.parse import Field, query_int, query_string
 from denoisecast.web.resource import ApiCall, Response, Route
 
+#: Longest search prefix and "after" cursor (a username is at most 32 characters).
+SEARCH_QUERY_MAX = 32
+#: Users in a search page when the client names no limit.
+PAGE_DEFAULT = 20
 
 class FriendRoutes:
     def __init__(self, friends: Friends) -> None:
@@ -27,9 +32,9 @@ class FriendRoutes:
         ]
 
     async def search(self, call: ApiCall) -> Response:
-        prefix = query_string(call.request, "q", "", max_length=32) or ""
-        after = query_string(call.request, "after", None, max_length=32)
-        limit = query_int(call.request, "limit", 20, 1, SEARCH_PAGE_MAX)
+        prefix = query_string(call.request, "q", "", max_length=SEARCH_QUERY_MAX) or ""
+        after = query_string(call.request, "after", None, max_length=SEARCH_QUERY_MAX)
+        limit = query_int(call.request, "limit", PAGE_DEFAULT, 1, SEARCH_PAGE_MAX)
         page, cursor = await self._friends.search(call.me, prefix, after, limit)
         return 200, {
             "users": [
@@ -52,7 +57,7 @@ class FriendRoutes:
         }
 
     async def send_request(self, call: ApiCall) -> Response:
-        body = call.body({"username": Field(str, max_length=64)})
+        body = call.body({"username": Field(str, max_length=USERNAME_MAX)})
         status = await self._friends.send_request(call.me, body["username"])
         return (201 if status == "requested" else 200), {"status": status}
 

@@ -8,11 +8,18 @@ import re
 from datetime import datetime
 from typing import Any
 
+from denoisecast.protocols.messages import USERNAME_MAX
 from denoisecast.recordings.library import PAGE_MAX, RecordingLibrary
 from denoisecast.web.parse import query_int, query_string
 from denoisecast.web.resource import ApiCall, FileBody, Response, Route
 
 AUDIO_TYPE = "audio/ogg; codecs=opus"
+
+
+#: Recordings in a page when the client names no limit.
+PAGE_DEFAULT = 20
+#: Longest pagination cursor accepted.
+CURSOR_MAX = 256
 
 
 def download_name(row: dict[str, Any], track: str) -> str:
@@ -48,9 +55,9 @@ class RecordingRoutes:
         ]
 
     async def list(self, call: ApiCall) -> Response:
-        owner = query_string(call.request, "owner", None, max_length=64)
-        cursor = query_string(call.request, "cursor", None, max_length=256)
-        limit = query_int(call.request, "limit", 20, 1, PAGE_MAX)
+        owner = query_string(call.request, "owner", None, max_length=USERNAME_MAX)
+        cursor = query_string(call.request, "cursor", None, max_length=CURSOR_MAX)
+        limit = query_int(call.request, "limit", PAGE_DEFAULT, 1, PAGE_MAX)
         page, next_cursor = await self._library.list(call.me, owner, cursor, limit)
         return 200, {"recordings": page, "next": next_cursor}
 

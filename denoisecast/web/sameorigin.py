@@ -25,7 +25,7 @@ import re
 SESSION_COOKIE = b"dc_session"
 #: Longer session cookies are not looked up at all.
 MAX_SESSION_TOKEN = 128
-_SESSION_TOKEN = re.compile(r"[\x21-\x7e]{1,%d}\Z" % MAX_SESSION_TOKEN)
+_SESSION_TOKEN = re.compile(rf"[\x21-\x7e]{{1,{MAX_SESSION_TOKEN}}}\Z")
 
 
 def origin_allowed(origin: str | None, host: str, *, required: bool) -> bool:

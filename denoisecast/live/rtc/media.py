@@ -23,6 +23,7 @@ from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
+from denoisecast.audio import SAMPLE_RATE
 from denoisecast.logs import logger
 
 #: Packets a listener may fall behind before the oldest is dropped (1 s).
@@ -55,8 +56,6 @@ def shorten_receive_buffer(receiver: RTCRtpReceiver, prefetch: int = RECEIVE_PRE
     return True
 
 
-#: What the live path takes in: 48 kHz mono int16 (see ``InlineDecoder.sink``).
-PCM_RATE = 48000
 
 
 class InlineDecoder:
@@ -133,7 +132,7 @@ class InlineDecoder:
     def _to_sink(self, data: bytes) -> None:
         if self._mono is None:
             self._mono = av.CodecContext.create("libopus", "r")
-            self._mono.format, self._mono.layout, self._mono.sample_rate = "s16", "mono", PCM_RATE
+            self._mono.format, self._mono.layout, self._mono.sample_rate = "s16", "mono", SAMPLE_RATE
         try:
             frames = self._mono.decode(av.Packet(data))
         except av.FFmpegError:
