@@ -51,6 +51,7 @@ from denoisecast.web.auth import AuthRoutes
 from denoisecast.web.friends import FriendRoutes
 from denoisecast.web.health import HealthRoutes
 from denoisecast.web.metrics import HttpMetrics
+from denoisecast.web.pages import PageAccess
 from denoisecast.web.recordings import RecordingRoutes
 from denoisecast.web.resource import JsonApi, Route
 from denoisecast.web.streams import StreamRoutes
@@ -223,7 +224,9 @@ class DenoiseCastServer:
 
     @cached_property
     def recordings(self) -> RecordingLibrary:
-        return RecordingLibrary(self.store, self.recorder, self.store.get_user_by_name)
+        return RecordingLibrary(
+            self.store, self.recorder, self.store.get_user_by_name, self.presence.send_to_circle
+        )
 
     @cached_property
     def metrics_registry(self) -> CollectorRegistry:
@@ -242,6 +245,7 @@ class DenoiseCastServer:
         # The live manager is built on the first status asked for, after the hub.
         hub = PresenceHub(self.store, lambda user_id: self.live.live_status(user_id))
         self.friends.observers.append(hub.friendship_changed)
+        self.friends.request_observers.append(hub.request_changed)
         return hub
 
     @cached_property
@@ -259,6 +263,7 @@ class DenoiseCastServer:
             self.reactor,
             self.config.silence_timeout,
             recorder=self.recorder,
+            reconnect_grace=self.config.reconnect_grace,
             access=self.access,
             candidate_policy=CandidatePolicy.from_config(self.config),
         )
@@ -305,5 +310,11 @@ class DenoiseCastServer:
             static_directory(),
             self.metrics_registry,
             {b"ws": WebSocketResource(self.signaling)},
+            PageAccess(
+                self.accounts.user_for_token,
+                self.store.get_user_by_name,
+                self.store.are_friends,
+                self.store.get_visible_recording,
+            ),
         )
         return build_site(root, self.http_metrics, self.config.max_body_bytes)
