@@ -113,7 +113,7 @@ class BatchingTests(SynchronousTestCase):
         for s in streams:
             s.push(np.zeros(480, np.float32))
         scheduler._free_engines = held
-        scheduler._pump()
+        scheduler.pump()
         self.assertEqual(len(pool.jobs), 2)
         pool.run_all()
         self.assertEqual(engine.batches, [4, 3])
