@@ -37,8 +37,6 @@ CSRF_COOKIE = b"dc_csrf"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = {b"GET", b"HEAD", b"OPTIONS"}
 
-#: What a session token can look like: visible ASCII, at most 128 characters.
-
 JsonValue = Any
 Response = tuple[int, JsonValue]
 
