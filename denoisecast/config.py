@@ -29,6 +29,7 @@ DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
 DEFAULT_DATA_DIR = "denoisecast-data"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 DEFAULT_SILENCE_TIMEOUT = 10.0
+DEFAULT_RECONNECT_GRACE = 10.0
 TURN_CREDENTIAL_TTL = 24 * 3600
 DEFAULT_REGISTRATIONS_PER_HOUR = 10
 #: Remote ICE candidates the server sends no checks to unless allowed: this
@@ -169,6 +170,12 @@ OPTIONS: list[tuple[str, str, str]] = [
         f"Seconds without audio from a publisher before the stream ends (default {DEFAULT_SILENCE_TIMEOUT:g}).",
     ),
     (
+        "reconnect-grace",
+        "DENOISECAST_RECONNECT_GRACE",
+        "Seconds a broadcast whose page went away (reload, network drop) waits for its "
+        f"owner to come back before it ends; 0 ends it at once (default {DEFAULT_RECONNECT_GRACE:g}).",
+    ),
+    (
         "denoise-chunk-seconds",
         "DENOISECAST_DENOISE_CHUNK_SECONDS",
         "Audio per stream per denoise pass, 0.01-8 s in 10 ms steps; longer "
@@ -228,6 +235,7 @@ class Config:
     turn_urls: tuple[str, ...] = ()
     turn_secret: str = ""
     silence_timeout: float = DEFAULT_SILENCE_TIMEOUT
+    reconnect_grace: float = DEFAULT_RECONNECT_GRACE
     recording_quota_bytes: int | None = None
     recording_max_seconds: float | None = 240 * 60.0
     registrations_per_hour: int = DEFAULT_REGISTRATIONS_PER_HOUR
@@ -330,6 +338,13 @@ class Config:
             silence_timeout = -1.0
         if not 0.5 <= silence_timeout <= 3600:
             raise ConfigError(f"Silence timeout {silence_text!r} is not 0.5 to 3600 seconds.")
+        reconnect_grace = _number(
+            "reconnect-grace",
+            pick("reconnect-grace", "DENOISECAST_RECONNECT_GRACE") or str(DEFAULT_RECONNECT_GRACE),
+            float,
+            0,
+            600,
+        )
         turn_urls = urls("turn", "DENOISECAST_TURN")
         turn_secret = pick("turn-secret", "DENOISECAST_TURN_SECRET") or ""
         if turn_urls and not turn_secret:
@@ -366,6 +381,7 @@ class Config:
             turn_urls=turn_urls,
             turn_secret=turn_secret,
             silence_timeout=silence_timeout,
+            reconnect_grace=reconnect_grace,
             listen=listen,
             data_dir=data_dir,
             database_url=database_url,

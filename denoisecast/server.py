@@ -55,6 +55,7 @@ from denoisecast.web.forwarded import TrustedProxies
 from denoisecast.web.friends import FriendRoutes
 from denoisecast.web.health import HealthRoutes
 from denoisecast.web.metrics import HttpMetrics, metrics_resource
+from denoisecast.web.pages import PageAccess
 from denoisecast.web.recordings import RecordingRoutes
 from denoisecast.web.resource import JsonApi, Route
 from denoisecast.web.streams import StreamRoutes
@@ -227,7 +228,9 @@ class DenoiseCastServer:
 
     @cached_property
     def recordings(self) -> RecordingLibrary:
-        return RecordingLibrary(self.store, self.recorder, self.store.get_user_by_name)
+        return RecordingLibrary(
+            self.store, self.recorder, self.store.get_user_by_name, self.presence.send_to_circle
+        )
 
     @cached_property
     def metrics_registry(self) -> CollectorRegistry:
@@ -271,6 +274,7 @@ class DenoiseCastServer:
         # The live manager is built on the first status asked for, after the hub.
         hub = PresenceHub(self.store, lambda user_id: self.live.live_status(user_id))
         self.friends.observers.append(hub.friendship_changed)
+        self.friends.request_observers.append(hub.request_changed)
         return hub
 
     @cached_property
@@ -288,6 +292,7 @@ class DenoiseCastServer:
             self.reactor,
             self.config.silence_timeout,
             recorder=self.recorder,
+            reconnect_grace=self.config.reconnect_grace,
             access=self.access,
             candidate_policy=CandidatePolicy.from_config(self.config),
         )
@@ -337,6 +342,12 @@ class DenoiseCastServer:
             static_directory(),
             self.metrics_registry,
             {b"ws": WebSocketResource(self.signaling)},
+            PageAccess(
+                self.accounts.user_for_token,
+                self.store.get_user_by_name,
+                self.store.are_friends,
+                self.store.get_visible_recording,
+            ),
         )
         # /metrics on its own endpoint, or here behind the token if one is set.
         if self.config.metrics_listen:

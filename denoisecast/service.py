@@ -41,14 +41,15 @@ SESSION_SWEEP_SECONDS = 3600.0
 SESSION_SOCKET_SWEEP_SECONDS = SWEEP_SECONDS
 
 
-def _sweep_sockets(server: DenoiseCastServer) -> Deferred[Any]:
+def _sweep_sockets(server: DenoiseCastServer) -> Deferred[None]:
     """
     Close sockets whose session ended in another process (never fails the
     timer: a database hiccup is logged and the next sweep tries again).
     """
-    swept = ensureDeferred(server.socket_sessions.sweep())
-    swept.addErrback(lambda f: DatabaseService.log.failure("Session sweep failed", f))
-    return swept
+    def failed(failure: Failure) -> None:
+        _sweep_log.warn("Checking open sockets' sessions failed: {error}", error=failure.getErrorMessage())
+
+    return ensureDeferred(server.socket_sessions.sweep()).addCallbacks(lambda _: None, failed)
 
 
 class DatabaseService(Service):

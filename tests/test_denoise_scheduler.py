@@ -113,7 +113,7 @@ class BatchingTests(SynchronousTestCase):
         for s in streams:
             s.push(np.zeros(480, np.float32))
         scheduler._free_engines = held
-        scheduler._pump()
+        scheduler.pump()
         self.assertEqual(len(pool.jobs), 2)
         pool.run_all()
         self.assertEqual(engine.batches, [4, 3])
@@ -425,8 +425,16 @@ class ThreadedTests(TestCase):
         while any(h.sent < len(signals[i]) // frame for i, h in enumerate(handles)):  # type: ignore[attr-defined]
             await task.deferLater(reactor, 0.05, lambda: None)
         pacer.stop()
-        await task.deferLater(reactor, 0.3, lambda: None)
         delay = self.engine.delay
+
+        def caught_up() -> bool:
+            return all(len(c.out()) - delay > len(signals[i]) - 0.25 * SR for i, c in enumerate(outs))
+
+        # The last chunks come out once a worker has run them: wait for
+        # that (a loaded machine takes longer), not a fixed time.
+        deadline = reactor.seconds() + 30.0
+        while not caught_up() and reactor.seconds() < deadline:
+            await task.deferLater(reactor, 0.05, lambda: None)
         for i, collector in enumerate(outs):
             got = collector.out()[delay:]
             self.assertGreater(len(got), len(signals[i]) - 0.25 * SR)

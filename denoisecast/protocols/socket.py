@@ -153,12 +153,12 @@ class SignalingProtocol(WebSocketServerProtocol):
             return
         if not self._allow():
             self.factory.rate_limited += 1
-            self.send_error(messages.error("rate_limited", "Slow down.", 429))
+            self.send_error(messages.error("rate_limited", "Slow down.", 429, messages.reference(payload)))
             return
         try:
             message = messages.parse(payload)
         except messages.BadMessage as bad:
-            self.send_error(messages.error(bad.code, bad.message))
+            self.send_error(messages.error(bad.code, bad.message, 400, messages.reference(payload)))
             return
         ensureDeferred(self.factory.handle(self, message)).addErrback(self._failed, message)
 
@@ -220,9 +220,17 @@ class SignalingFactory(WebSocketServerFactory):
         connection.send_message(
             messages.server_message("hello", user=user["username"], ice_servers=self.ice_servers(user))
         )
-        ensureDeferred(self.presence.connect(user, connection)).addErrback(
-            lambda failure: self.log.failure("Presence snapshot failed", failure)
+        ensureDeferred(self._snapshots(user, connection)).addErrback(
+            lambda failure: self.log.failure("Snapshots for a new connection failed", failure)
         )
+
+    async def _snapshots(self, user: User, connection: SignalingProtocol) -> None:
+        """
+        A new page learns, in this order, its friends' presence and the
+        user's own state (live or not, the denoise setting).
+        """
+        await self.presence.connect(user, connection)
+        connection.send_message(await self.live.describe_owner(user))
 
     def ended_mark(self) -> int:
         """A mark to ask L{ended_since} about sessions ended after now."""

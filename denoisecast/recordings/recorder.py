@@ -264,6 +264,7 @@ class Recording:
                 model=self._model(),
             )
             self.recorder.active.pop(self.public_id, None)
+            self.recorder.announce_finished(self)
 
         Deferred.fromCoroutine(finalise()).chainDeferred(done)
         return done
@@ -296,10 +297,19 @@ class Recorder:
         self.pool = ThreadPool(minthreads=0, maxthreads=threads, name="denoisecast-recorder")
         self.active: dict[str, Recording] = {}
         self.disk = DiskWatch(data_dir, min_free_bytes)
+        #: Called with each recording once its files and row are final.
+        self.finished_observers: list[Callable[[Recording], None]] = []
 
     def disk_state(self) -> "Deferred[DiskState]":
         """The recordings disk's state now (for health and before each recording)."""
         return Deferred.fromCoroutine(self.disk.measure(self.reactor, self.pool))
+
+    def announce_finished(self, recording: Recording) -> None:
+        for observer in self.finished_observers:
+            try:
+                observer(recording)
+            except Exception:
+                self.log.failure("Recording observer failed")
 
     def start_pool(self) -> None:
         self.pool.start()

@@ -50,6 +50,8 @@ class FileBody:
 
     path: Path
     content_type: str
+    #: A ready C{Content-Disposition} value (the download's file name), or none.
+    disposition: str | None = None
 
 
 @dataclass
@@ -245,6 +247,8 @@ class JsonApi(Resource):
             self._write(request, error.status, error.to_json(), error.headers)
             return
         if isinstance(body, FileBody):
+            if body.disposition is not None:
+                request.setHeader(b"content-disposition", body.disposition.encode("ascii"))
             served = serve_file(request, body.path, body.content_type)
             if isinstance(served, bytes):
                 request.write(served)
