@@ -16,7 +16,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
 
 from denoisecast.errors import DenoiseCastError, bad_request, not_found
 from denoisecast.logs import logger
@@ -59,6 +61,8 @@ class RecordingLibrary:
         self._store = store
         self._recorder = recorder
         self._find_user = find_user
+        #: The requests waiting for each waveform being computed, by recording id.
+        self._waveforms: dict[str, list[Deferred[list[float]]]] = {}
 
     @staticmethod
     def public(row: dict[str, Any]) -> dict[str, Any]:
@@ -131,9 +135,25 @@ class RecordingLibrary:
         if row["peaks"] is not None:
             return json.loads(row["peaks"])
         path = (await self.audio_path(viewer, public_id, "denoised"))
-        points = await deferToThreadPool(
-            self._recorder.reactor, self._recorder.pool, file_peaks, path, WAVEFORM_POINTS
-        )
+        waiters = self._waveforms.get(public_id)
+        if waiters is None:
+            # Requests for the same waveform share one computation.
+            waiters = self._waveforms[public_id] = []
+            computing = deferToThreadPool(
+                self._recorder.reactor, self._recorder.waveform_pool, lambda: file_peaks(path, WAVEFORM_POINTS)
+            )
+            computing.addBoth(self._computed, public_id)
+        mine: Deferred[list[float]] = Deferred()
+        waiters.append(mine)
+        points = await mine
         if row["status"] != "recording":
             await self._store.update_recording(public_id, peaks=json.dumps(points))
         return points
+
+    def _computed(self, result: "builtins.list[float] | Failure", public_id: str) -> None:
+        """Hand the computed waveform (or its failure) to every request waiting for it."""
+        for waiter in self._waveforms.pop(public_id, []):
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(result)
