@@ -13,16 +13,17 @@
 # (CPU, flags, torch build, calibration matmul, load average before and
 # after) and the official runtime's figure measured in the same run.
 #
-# Runs, per side and round (about 3 minutes per round on a quiet 2-core host):
+# Runs, per side and round (about 4 minutes per round on a quiet 2-core host):
 #   bench/engine.py  DeepFilterNet3 0.1 s chunks, batches 16 and 64, 2 torch threads, 1 worker
 #   bench/engine.py  DeepFilterNet2 2 s chunks, batches 16 and 32, 2 torch threads, 1 worker
 #   bench/engine.py  DeepFilterNet3 0.1 s chunks, batches 64 and 128, 1 torch thread, 2 workers (after only)
 #   bench/enhance.py 20 s, batch 16, 2 threads
+#   bench/profile_engine.py  CPU time and page faults of one pass, DFN3 0.1 s, batch 64, 1 thread
 # Output goes to stdout and to bench-before-after-<date>.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-BEFORE=${1:-c7705e9}
+BEFORE=${1:-7ae2158}
 ROUNDS=${2:-2}
 PY=${PY:-$ROOT/.venv/bin/python}
 LOG=$ROOT/bench-before-after-$(date -u +%Y%m%dT%H%M).log
@@ -55,6 +56,7 @@ run() {  # side, then bench arguments
             run "$side" bench/engine.py --devices cpu --models dfn3 --chunks 0.1 --batches 16,64 --threads 2 --repeats 1
             run "$side" bench/engine.py --devices cpu --models dfn2 --chunks 2 --batches 16,32 --threads 2 --repeats 1
             run "$side" bench/enhance.py --seconds 20 --batch 16 --threads 2
+            run "$side" bench/profile_engine.py --model dfn3 --chunk 0.1 --batch 64 --threads 1 --passes 10
         done
         run after bench/engine.py --devices cpu --models dfn3 --chunks 0.1 --batches 64,128 --threads 1 --workers 2 --repeats 1
     done

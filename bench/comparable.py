@@ -13,11 +13,13 @@ in the same minutes, it can be compared with a figure from another host.
 
 from __future__ import annotations
 
+import mmap
 import multiprocessing
 import os
 import platform
 import re
 import time
+
 import numpy as np
 import torch
 
@@ -44,14 +46,14 @@ def cpu_model() -> tuple[str, list[str]]:
             text = f.read()
     except OSError:
         return name, []
-    found = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
-    family = re.search(r"^cpu family\s*:\s*(\d+)$", text, re.M)
-    model = re.search(r"^model\s*:\s*(\d+)$", text, re.M)
+    found = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
+    family = re.search(r"^cpu family\s*:\s*(\d+)$", text, re.MULTILINE)
+    model = re.search(r"^model\s*:\s*(\d+)$", text, re.MULTILINE)
     if found:
         name = found.group(1).strip()
     if family and model:
         name += f" (family {family.group(1)}, model {model.group(1)})"
-    listed = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
+    listed = re.search(r"^flags\s*:\s*(.+)$", text, re.MULTILINE)
     if listed:
         flags = set(listed.group(1).split())
     return name, [f for f in FLAGS if f in flags]
@@ -100,15 +102,62 @@ def matmul_gflops(threads: int, size: int = 1024, seconds: float = 0.5) -> float
         torch.set_num_threads(previous)
 
 
+def memory_setup() -> str:
+    """
+    What decides the cost of touching fresh memory: transparent huge pages,
+    free-page reporting to a hypervisor, whether the CPU runs under one.
+    """
+
+    def read(path: str) -> str:
+        try:
+            with open(path) as f:
+                return f.read().strip()
+        except OSError:
+            return "?"
+
+    thp = re.search(r"\[(\w+)\]", read("/sys/kernel/mm/transparent_hugepage/enabled"))
+    reporting = re.search(r"page_reporting\.page_reporting_order=(\d+)", read("/proc/cmdline"))
+    hypervisor = "hypervisor" in read("/proc/cpuinfo").split()
+    return (
+        f"transparent huge pages {thp.group(1) if thp else '?'}, "
+        f"free-page reporting {'order ' + reporting.group(1) if reporting else 'not set on the command line'}, "
+        f"{'virtual machine' if hypervisor else 'no hypervisor flag'}"
+    )
+
+
+def page_fault_us(megabytes: int = 64) -> float:
+    """
+    Microseconds per first touch of a fresh 4 KiB page (the median of three
+    fresh anonymous mappings of ``megabytes``): what a pass pays for every
+    page of memory the allocator maps anew.
+    """
+    times = []
+    size = megabytes * 1024 * 1024
+    for _ in range(3):
+        area = mmap.mmap(-1, size)
+        start = time.perf_counter()
+        for offset in range(0, size, 4096):
+            area[offset] = 1
+        times.append(time.perf_counter() - start)
+        area.close()
+    return float(np.median(times)) / (size // 4096) * 1e6
+
+
 def host_report(threads: int) -> list[str]:
     """Lines (``#``-prefixed) that say on what a run's figures were measured."""
     name, flags = cpu_model()
     return [
-        f"# {time.strftime('%Y-%m-%d %H:%M %Z')}, {name}, {os.cpu_count()} logical CPUs, "
-        f"flags {' '.join(flags) or 'none of ' + ' '.join(FLAGS)}",
+        (
+            f"# {time.strftime('%Y-%m-%d %H:%M %Z')}, {name}, {os.cpu_count()} logical CPUs, "
+            f"flags {' '.join(flags) or 'none of ' + ' '.join(FLAGS)}"
+        ),
         f"# Python {platform.python_version()}, {torch_build()}, {threads} torch threads",
-        f"# calibration: 1024x1024 fp32 matmul {matmul_gflops(1):.1f} GFLOP/s on 1 thread, "
-        f"{matmul_gflops(threads):.1f} GFLOP/s per thread on {threads}",
+        (
+            f"# calibration: 1024x1024 fp32 matmul {matmul_gflops(1):.1f} GFLOP/s on 1 thread, "
+            f"{matmul_gflops(threads):.1f} GFLOP/s per thread on {threads}; "
+            f"first touch of a fresh page {page_fault_us():.2f} us"
+        ),
+        f"# memory: {memory_setup()}",
         f"# load average before: {load_average()}",
     ]
 

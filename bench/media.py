@@ -53,11 +53,24 @@ class Http:
         self.base = base
         self.jar = http.cookiejar.CookieJar()
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+        self.busy = 0
 
     def cookie(self, name: str) -> str:
         return next((c.value for c in self.jar if c.name == name), "")
 
     def call(self, method: str, path: str, body: Any = None) -> int:
+        """
+        The reply's status; a 503 (the server's password queue is full) is
+        retried after the Retry-After it names, counted in C{busy}.
+        """
+        while True:
+            status, retry = self._call(method, path, body)
+            if status != 503 or retry is None:
+                return status
+            self.busy += 1
+            time.sleep(retry)
+
+    def _call(self, method: str, path: str, body: Any) -> tuple[int, float | None]:
         if not self.cookie("dc_csrf"):
             self.opener.open(self.base + "/api/csrf").read()
         data = json.dumps(body).encode() if body is not None else None
@@ -66,9 +79,10 @@ class Http:
         request.add_header("X-CSRF-Token", self.cookie("dc_csrf"))
         try:
             with self.opener.open(request) as reply:
-                return reply.status
+                return reply.status, None
         except urllib.error.HTTPError as error:
-            return error.code
+            retry = error.headers.get("Retry-After")
+            return error.code, float(retry) if retry else None
 
 
 async def open_socket(base: str, session: str) -> Any:
@@ -275,12 +289,18 @@ async def listeners(
 
     async def one(user: str, sig: str) -> None:
         client = Http(base)
-        client.call("POST", "/api/auth/login", {"username": user, "password": "bench-password"})
+        began = time.monotonic()
+        # Off the loop, so that every listener of this process logs in at once.
+        status = await asyncio.to_thread(
+            client.call, "POST", "/api/auth/login", {"username": user, "password": "bench-password"}
+        )
+        assert status == 200, (user, status)
+        login = {"login_seconds": time.monotonic() - began, "login_busy": client.busy}
         ws = await open_socket(base, client.cookie("dc_session"))
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         pcs.append(pc)
         pc.addTransceiver("audio", direction="recvonly")
-        got: dict[str, Any] = {"frames": 0, "gaps": 0, "clicks": [], "signal": sig}
+        got: dict[str, Any] = {"frames": 0, "gaps": 0, "clicks": [], "signal": sig, **login}
         results.append(got)
 
         async def record(track: Any) -> None:
@@ -498,7 +518,7 @@ def main() -> None:
     twistd = str(Path(sys.executable).with_name("twistd"))
     server = subprocess.Popen(
         [twistd, "-n", "--pidfile=", "--logfile", str(work / "server.log"), "denoisecast",
-         "--listen", f"tcp:{port}:interface=127.0.0.1"], cwd=work,
+         "--listen", f"tcp:{port}:interface=127.0.0.1", "--registrations-per-hour", "0"], cwd=work,
     )
     try:
         for _ in range(300):
@@ -581,6 +601,8 @@ def main() -> None:
     n_listen = args.publishers * args.listeners
     frames = gaps = 0
     latencies: list[float] = []
+    logins: list[float] = []
+    login_busy = 0
     client_cpu_listener = 0.0
     client_lags: dict[str, list[float]] = {"publisher": [], "listeners": []}
     for p in pubs:
@@ -594,6 +616,8 @@ def main() -> None:
         client_cpu_listener += data["cpu"]
         client_lags["listeners"].append(data["lag"]["max"])
         for got in data["listeners"]:
+            logins.append(got["login_seconds"])
+            login_busy += got["login_busy"]
             frames += got["frames"]
             gaps += got["gaps"]
             for arrival in got["clicks"]:
@@ -610,6 +634,11 @@ def main() -> None:
         print(f"server CPU with listeners: {with_listeners * 100:.1f} % "
               f"= {(with_listeners - per_pub_phase) * 100 / n_listen:.2f} % per listener")
         print(f"listener frames: {frames} of about {expected:.0f} expected, {gaps} gaps over 150 ms (output arrives in 100 ms chunks)")
+    if logins:
+        ordered = sorted(logins)
+        print(f"listener logins (all at once, publishers live): median {ordered[len(ordered) // 2]:.2f} s, "
+              f"p90 {ordered[int(0.9 * (len(ordered) - 1))]:.2f} s, max {ordered[-1]:.2f} s, n={len(ordered)}; "
+              f"{login_busy} answered 503 busy and retried after Retry-After")
     print(f"engine: {model * 1000:.1f} ms model time per chunk, {fallbacks:.0f} chunks passed through")
     phases = ("publishers' start", "publishers-only phase", "listeners' start", "listener phase")
     marks = [0.0] + fallback_marks

@@ -29,6 +29,7 @@ DEFAULT_DATA_DIR = "denoisecast-data"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 DEFAULT_SILENCE_TIMEOUT = 10.0
 TURN_CREDENTIAL_TTL = 24 * 3600
+DEFAULT_REGISTRATIONS_PER_HOUR = 10
 #: Remote ICE candidates the server sends no checks to unless allowed: this
 #: host and "this network", link-local (169.254.169.254 is the metadata
 #: endpoint of AWS, GCP, Azure, OpenStack and DigitalOcean), multicast and
@@ -100,6 +101,12 @@ OPTIONS: list[tuple[str, str, str]] = [
         "DENOISECAST_TURN_SECRET",
         "Shared secret of the TURN server (coturn use-auth-secret); browsers get "
         "time-limited credentials made from it.",
+    ),
+    (
+        "registrations-per-hour",
+        "DENOISECAST_REGISTRATIONS_PER_HOUR",
+        "Registrations each client address may attempt per hour; 0 means "
+        f"unlimited (default {DEFAULT_REGISTRATIONS_PER_HOUR}).",
     ),
     (
         "ice-allow-networks",
@@ -178,6 +185,7 @@ class Config:
     silence_timeout: float = DEFAULT_SILENCE_TIMEOUT
     recording_quota_bytes: int | None = None
     recording_max_seconds: float | None = 240 * 60.0
+    registrations_per_hour: int = DEFAULT_REGISTRATIONS_PER_HOUR
     recording_min_free_bytes: int = 64 * 1024 * 1024
     denoise_chunk_seconds: float = DEFAULT_DENOISE_CHUNK_SECONDS
     denoise_crossfade_seconds: float = DEFAULT_DENOISE_CROSSFADE_SECONDS
@@ -235,6 +243,14 @@ class Config:
             0,
             1e6,
         )
+        registrations = _number(
+            "registrations-per-hour",
+            pick("registrations-per-hour", "DENOISECAST_REGISTRATIONS_PER_HOUR")
+            or str(DEFAULT_REGISTRATIONS_PER_HOUR),
+            int,
+            0,
+            1_000_000,
+        )
         min_free = _number(
             "recording-min-free-mb",
             pick("recording-min-free-mb", "DENOISECAST_RECORDING_MIN_FREE_MB") or "64",
@@ -282,6 +298,7 @@ class Config:
             log_level=log_level,
             recording_quota_bytes=int(quota * 1024 * 1024) or None,
             recording_max_seconds=(longest * 60.0) or None,
+            registrations_per_hour=int(registrations),
             recording_min_free_bytes=int(min_free * 1024 * 1024),
             **_denoise_options(pick),
         )

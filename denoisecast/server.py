@@ -8,6 +8,7 @@ parts that depend on it are built, and nothing reaches for globals.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import datetime
 from functools import cached_property
@@ -21,6 +22,7 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Site
 
 from denoisecast.accounts import Accounts, utcnow
+from denoisecast.admin import Administration, LiveControl
 from denoisecast.background import at_low_priority
 from denoisecast.config import Config
 from denoisecast.denoise.scheduler import DenoiseScheduler, SchedulerSettings
@@ -30,15 +32,21 @@ from denoisecast.live.candidates import CandidatePolicy
 from denoisecast.live.ice import ice_servers_for
 from denoisecast.live.manager import LiveManager
 from denoisecast.live.metrics import LiveMetrics
+from denoisecast.loginguard import LoginGuard
+from denoisecast.passwordqueue import PasswordQueue
 from denoisecast.presence import PresenceHub
 from denoisecast.protocols.socket import SignalingFactory
 from denoisecast.ratelimit import FailureLimiter
 from denoisecast.reactorlag import ReactorLagMonitor
 from denoisecast.recordings.library import RecordingLibrary
 from denoisecast.recordings.recorder import Recorder
+from denoisecast.sessionsweep import SocketSessions
+from denoisecast.storage.admin import AdminStore
 from denoisecast.storage.database import Database
+from denoisecast.storage.passwords import PasswordHashes
 from denoisecast.storage.store import Store
 from denoisecast.web import openapi
+from denoisecast.web.admin import AdminRoutes
 from denoisecast.web.auth import AuthRoutes
 from denoisecast.web.friends import FriendRoutes
 from denoisecast.web.health import HealthRoutes
@@ -51,13 +59,36 @@ from denoisecast.web.tree import build_root, build_site, static_directory
 if TYPE_CHECKING:
     from denoisecast.model.engine import DenoiseEngine
 
-#: Failed logins allowed per username, and per client address, per window.
-LOGIN_FAILURES_PER_NAME = 5
-LOGIN_FAILURES_PER_ADDRESS = 20
-LOGIN_WINDOW_SECONDS = 300.0
+#: Wrong current passwords allowed per account on /api/auth/password, per window.
+PASSWORD_CHECK_FAILURES = 5
+PASSWORD_CHECK_WINDOW_SECONDS = 300.0
 #: argon2id lanes per hash: one, so that hashing a password never takes more
-#: than one core (64 MiB, three passes: about 150 ms on a current core).
+#: than one core.
 PASSWORD_HASH_LANES = 1
+#: argon2id cost: OWASP's Password Storage Cheat Sheet's first choice,
+#: m=19 MiB, t=2, p=1 (its equal-strength alternative is m=46 MiB, t=1).
+#: Chosen over the alternative because a hash then holds 19 MiB instead of
+#: 46 MiB for the same CPU time (docs/security.md, docs/performance.md).
+#: argon2-cffi's default, used before, was m=64 MiB, t=3: about three times
+#: the work.  Hashes made with it still verify (the parameters are in the hash).
+PASSWORD_MEMORY_KIB = 19 * 1024
+PASSWORD_TIME_COST = 2
+
+
+def password_lanes(cores: int | None = None) -> int:
+    """
+    How many passwords are hashed at once: a quarter of the cores, at least
+    one, so a login storm never takes more than that from live audio.
+    """
+    return max(1, (cores or os.cpu_count() or 1) // 4)
+
+
+def default_password_hasher() -> PasswordHasher:
+    return PasswordHasher(
+        time_cost=PASSWORD_TIME_COST,
+        memory_cost=PASSWORD_MEMORY_KIB,
+        parallelism=PASSWORD_HASH_LANES,
+    )
 
 
 def load_live_engine(settings: SchedulerSettings) -> "DenoiseEngine":
@@ -94,7 +125,7 @@ class DenoiseCastServer:
         self.config = config
         self.reactor = reactor
         self.clock = clock
-        self.password_hasher = password_hasher or PasswordHasher(parallelism=PASSWORD_HASH_LANES)
+        self.password_hasher = password_hasher or default_password_hasher()
         self._engine_loader = engine_loader
 
     @cached_property
@@ -111,26 +142,68 @@ class DenoiseCastServer:
 
     @cached_property
     def accounts(self) -> Accounts:
+        per_hour = self.config.registrations_per_hour
         return Accounts(
             self.store,
             self.clock,
-            lambda fn, *args: deferToThreadPool(self.reactor, self.password_pool, at_low_priority(fn), *args),
-            FailureLimiter(self.reactor, LOGIN_FAILURES_PER_NAME, LOGIN_WINDOW_SECONDS),
-            FailureLimiter(self.reactor, LOGIN_FAILURES_PER_ADDRESS, LOGIN_WINDOW_SECONDS),
+            self.password_queue,
+            LoginGuard(self.reactor),
+            FailureLimiter(self.reactor, per_hour, 3600.0) if per_hour else None,
+            FailureLimiter(self.reactor, PASSWORD_CHECK_FAILURES, PASSWORD_CHECK_WINDOW_SECONDS),
             self.password_hasher,
+            PasswordHashes(self.database),
         )
+
+    @cached_property
+    def password_lanes(self) -> int:
+        return password_lanes()
 
     @cached_property
     def password_pool(self) -> ThreadPool:
         """
-        Where passwords are hashed and verified: one at a time, on one lane
-        (``PASSWORD_HASH_LANES``), at low priority (``background``).  argon2
-        is meant to be expensive, and a login storm (fifty friends arriving
-        for a broadcast) on the shared reactor pool took both cores of a
-        small server, so live streams lost their denoising; queued this way,
-        logins wait instead.
+        Where passwords are hashed and verified: on ``password_lanes``
+        threads, each hash on one argon2 lane, at low priority
+        (``background``).  argon2 is meant to be expensive, and a login
+        storm (fifty friends arriving for a broadcast) on the shared reactor
+        pool took both cores of a small server, so live streams lost their
+        denoising.  argon2-cffi releases the GIL while it hashes (checked by
+        tests/test_accounts_api.py), so these threads take no time from the
+        reactor thread's Python work, only the CPU the kernel gives them.
         """
-        return ThreadPool(minthreads=0, maxthreads=1, name="denoisecast-passwords")
+        return ThreadPool(minthreads=0, maxthreads=self.password_lanes, name="denoisecast-passwords")
+
+    @cached_property
+    def password_queue(self) -> PasswordQueue:
+        return PasswordQueue(
+            self.reactor,
+            lambda fn, *args: deferToThreadPool(self.reactor, self.password_pool, at_low_priority(fn), *args),
+            lanes=self.password_lanes,
+        )
+
+    @cached_property
+    def admin_store(self) -> AdminStore:
+        return AdminStore(self.database)
+
+    @cached_property
+    def socket_sessions(self) -> SocketSessions:
+        return SocketSessions(self.signaling, self.live, self.admin_store, self.clock)
+
+    @cached_property
+    def administration(self) -> Administration:
+        sessions = self.socket_sessions
+        return Administration(
+            self.store,
+            self.admin_store,
+            self.accounts,
+            self.config.data_dir,
+            self.clock,
+            LiveControl(
+                broadcasts=lambda: [self.live.public_status(b) for b in self.live.broadcasts.values()],
+                end_broadcast=sessions.end_broadcast,
+                close_sockets=sessions.close_user,
+            ),
+            self.recorder.active.get,
+        )
 
     @cached_property
     def friends(self) -> Friends:
@@ -216,6 +289,7 @@ class DenoiseCastServer:
             *FriendRoutes(self.friends).routes(),
             *StreamRoutes(self.access, self.live).routes(),
             *RecordingRoutes(self.recordings).routes(),
+            *AdminRoutes(self.administration).routes(),
         ]
 
     @cached_property

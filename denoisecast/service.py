@@ -30,11 +30,23 @@ from denoisecast.live.manager import LiveManager
 from denoisecast.logs import logger
 from denoisecast.recordings.recorder import Recorder
 from denoisecast.server import DenoiseCastServer
+from denoisecast.sessionsweep import SWEEP_SECONDS
 from denoisecast.startup import FatalStartup, one_line
 from denoisecast.storage.database import Database
 from denoisecast.storage.migrations import thd_upgrade
 
 SESSION_SWEEP_SECONDS = 3600.0
+SESSION_SOCKET_SWEEP_SECONDS = SWEEP_SECONDS
+
+
+def _sweep_sockets(server: DenoiseCastServer) -> Deferred[Any]:
+    """
+    Close sockets whose session ended in another process (never fails the
+    timer: a database hiccup is logged and the next sweep tries again).
+    """
+    swept = ensureDeferred(server.socket_sessions.sweep())
+    swept.addErrback(lambda f: DatabaseService.log.failure("Session sweep failed", f))
+    return swept
 
 
 class DatabaseService(Service):
@@ -311,6 +323,9 @@ def make_service(server: DenoiseCastServer, fatal: Fatal | None = None) -> Multi
     sweeper = TimerService(SESSION_SWEEP_SECONDS, sweep_sessions, server)
     sweeper.clock = server.reactor
     sweeper.setServiceParent(network)
+    sockets = TimerService(SESSION_SOCKET_SWEEP_SECONDS, _sweep_sockets, server)
+    sockets.clock = server.reactor
+    sockets.setServiceParent(network)
     # The port opens last, once everything behind it runs, and closes first.
     web = ListenService(server.config.listen, server.site, server.reactor, fatal)
     web.setName("web")

@@ -19,8 +19,11 @@ from sqlalchemy import create_engine, text
 from treq.client import HTTPClient
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.iweb import IAgentEndpointFactory
+from zope.interface import implementer
 
 from denoisecast.config import Config
 from denoisecast.denoise.settings import SchedulerSettings
@@ -95,17 +98,36 @@ class Reply:
         return None
 
 
+@implementer(IAgentEndpointFactory)
+class _FromAddress:
+    """
+    Connections from a chosen loopback address (any of 127.0.0.0/8 on
+    Linux), so one test can speak as several client addresses.
+    """
+
+    def __init__(self, source: str) -> None:
+        self._source = source
+
+    def endpointForURI(self, uri: Any) -> TCP4ClientEndpoint:
+        return TCP4ClientEndpoint(
+            reactor, uri.host.decode(), uri.port, bindAddress=(self._source, 0)
+        )
+
+
 class Client:
     """
     A browser-like API client: a cookie jar, and the CSRF header on every
     state-changing request.
     """
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, source: str | None = None) -> None:
         self.base = base
         self.cookies = CookieJar()
         self._pool = HTTPConnectionPool(reactor, persistent=False)
-        self._http = HTTPClient(Agent(reactor, pool=self._pool), cookiejar=self.cookies)
+        agent = Agent(reactor, pool=self._pool)
+        if source is not None:
+            agent = Agent.usingEndpointFactory(reactor, _FromAddress(source), pool=self._pool)
+        self._http = HTTPClient(agent, cookiejar=self.cookies)
 
     def cookie(self, name: str) -> str | None:
         for cookie in self.cookies:
@@ -166,8 +188,11 @@ class RunningServer:
         self.server = server
         self.base = f"http://127.0.0.1:{port}"
 
-    def client(self) -> Client:
-        return Client(self.base)
+    def client(self, source: str | None = None) -> Client:
+        """
+        A new client; C{source} is the loopback address it connects from.
+        """
+        return Client(self.base, source)
 
 
 async def start_server(

@@ -77,6 +77,35 @@ class ResponseConformanceTests(TestCase):
         self.check(method, template, reply)
         return reply
 
+    async def admin_routes(self, running: Any, admin: Any, other: Any, anon: Any) -> None:
+        """Success and error replies of the admin routes (C{admin} is made one)."""
+        account = await running.server.admin_store.get_account("alice")
+        await running.server.admin_store.set_admin(account["id"], True)
+        await self.call(other, "GET", "/api/admin/users")
+        await self.call(anon, "GET", "/api/admin/users")
+        await self.call(admin, "GET", "/api/admin/users")
+        new = {"username": "carol", "password": "carol's passphrase"}
+        await self.call(admin, "POST", "/api/admin/users", body={**new, "admin": False})
+        await self.call(admin, "POST", "/api/admin/users", body=new)
+        await self.call(admin, "POST", "/api/admin/users", body={**new, "username": "c"})
+        await self.call(admin, "POST", "/api/admin/users/{username}/password", "/api/admin/users/carol/password",
+                        body={"password": "another passphrase"})
+        await self.call(admin, "POST", "/api/admin/users/{username}/password", "/api/admin/users/nobody/password",
+                        body={"password": "another passphrase"})
+        await self.call(admin, "POST", "/api/admin/users/{username}/admin", "/api/admin/users/carol/admin", body={"admin": True})
+        await self.call(admin, "POST", "/api/admin/users/{username}/admin", "/api/admin/users/nobody/admin", body={"admin": True})
+        await self.call(admin, "POST", "/api/admin/users/{username}/disabled", "/api/admin/users/carol/disabled",
+                        body={"disabled": True})
+        await self.call(other, "POST", "/api/admin/users/{username}/disabled", "/api/admin/users/carol/disabled",
+                        body={"disabled": False})
+        await self.call(admin, "GET", "/api/admin/users/{username}/recordings", "/api/admin/users/alice/recordings")
+        await self.call(admin, "GET", "/api/admin/users/{username}/recordings", "/api/admin/users/nobody/recordings")
+        await self.call(admin, "DELETE", "/api/admin/recordings/{id}", "/api/admin/recordings/nosuchid")
+        await self.call(admin, "GET", "/api/admin/broadcasts")
+        await self.call(admin, "DELETE", "/api/admin/broadcasts/{username}", "/api/admin/broadcasts/bob")
+        await self.call(admin, "POST", "/api/admin/demo")
+        await self.call(other, "POST", "/api/admin/demo")
+
     async def test_every_route(self) -> None:
         """
         Success and typical error replies of every route match the document.
@@ -140,6 +169,7 @@ class ResponseConformanceTests(TestCase):
         await self.call(alice, "GET", "/api/recordings/{id}/audio", f"/api/recordings/{rid}/audio?track=x")
         await self.call(alice, "DELETE", "/api/recordings/{id}", f"/api/recordings/{rid}")
         await self.call(alice, "DELETE", "/api/recordings/{id}", f"/api/recordings/{rid}")
+        await self.admin_routes(running, alice, bob, anon)
         await self.call(alice, "POST", "/api/auth/password", body={"current_password": "correct horse", "new_password": "battery staple"})
         await self.call(alice, "POST", "/api/auth/logout")
         await self.call(alice, "POST", "/api/auth/logout")
@@ -152,8 +182,8 @@ class LimitTests(TestCase):
         The document states the limits the code enforces: each schema
         below accepts exactly what the server's own check accepts.
         """
-        from denoisecast.accounts import PASSWORD_MAX, PASSWORD_MIN, USERNAME_PATTERN
-
+        from denoisecast.accounts import USERNAME_PATTERN
+        from denoisecast.passwords import PASSWORD_MAX, PASSWORD_MIN
         from denoisecast.web.openapi import credentials as credentials_schema
 
         credentials = Draft202012Validator(credentials_schema())

@@ -39,6 +39,7 @@ TORCH = "torch==2.13.0"
 #: What the wheel must carry besides Python modules.
 EXPECTED_IN_WHEEL = (
     "denoisecast/audio/_ringbuffer.cpython-",  # the compiled ring buffer
+    "denoisecast/data/common-passwords.txt.gz",  # registration refuses these
     "denoisecast/static/home.html",
     "denoisecast/static/login.html",
     "denoisecast/storage/migrations/versions/0001_accounts_and_friends.py",
@@ -147,3 +148,10 @@ class WheelTests(TestCase):
         self.assertTrue((workdir / "denoisecast-data" / "denoisecast.sqlite3").exists())
         stop()
         self.assertIsNotNone(process.poll())
+        admin = subprocess.run(
+            [str(venv / "bin" / "denoisecast-admin"), "users"],
+            cwd=workdir, capture_output=True, text=True, timeout=120,
+            env={k: v for k, v in os.environ.items() if not k.startswith(("PYTHONPATH", "VIRTUAL_ENV", "DENOISECAST_"))},
+        )
+        self.assertEqual(admin.returncode, 0, admin.stderr)
+        self.assertIn('"username": "alice"', admin.stdout)

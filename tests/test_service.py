@@ -186,3 +186,34 @@ class HarnessTests(TestCase):
         self.assertTrue(server.scheduler.ready)
         self.assertTrue(server.live._watchdog.running)
         self.assertTrue(await can_connect(int(running.base.rsplit(":", 1)[1])))
+
+
+class SessionSweepServiceTests(TestCase):
+    def test_socket_sweep_runs_while_serving(self) -> None:
+        """
+        The running server sweeps its sockets' sessions every few seconds,
+        so sessions ended by another process (denoisecast-admin) close
+        their sockets without a restart.
+        """
+        from twisted.application.internet import TimerService
+        from twisted.application.service import IServiceCollection
+
+        from denoisecast.service import _sweep_sockets
+        from denoisecast.sessionsweep import SWEEP_SECONDS
+
+        data_dir = Path(self.mktemp())
+        data_dir.mkdir(parents=True)
+        server = DenoiseCastServer(Config(data_dir=data_dir), reactor, password_hasher=cheap_hasher())
+
+        def walk(service: object) -> list[object]:
+            found = [service]
+            if IServiceCollection.providedBy(service):
+                for child in service:  # type: ignore[attr-defined]
+                    found += walk(child)
+            return found
+
+        timers = [s for s in walk(make_service(server)) if isinstance(s, TimerService)]
+        sweeps = [t for t in timers if t.call[0] is _sweep_sockets]
+        self.assertEqual(len(sweeps), 1)
+        self.assertEqual(sweeps[0].step, SWEEP_SECONDS)
+        self.assertLessEqual(SWEEP_SECONDS, 10)

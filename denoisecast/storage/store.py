@@ -89,12 +89,13 @@ def thd_create_user(
 
 def thd_get_login(conn: Connection, username: str) -> dict[str, Any] | None:
     row = conn.execute(
-        select(users.c.id, users.c.username, users.c.created_at, users.c.password_hash)
-        .where(func.lower(users.c.username) == username.lower())
+        select(
+            users.c.id, users.c.username, users.c.created_at, users.c.password_hash, users.c.disabled_at
+        ).where(func.lower(users.c.username) == username.lower())
     ).first()
     if row is None:
         return None
-    return {**_user(row), "password_hash": row.password_hash}
+    return {**_user(row), "password_hash": row.password_hash, "disabled": row.disabled_at is not None}
 
 
 def thd_get_user_by_name(conn: Connection, username: str) -> User | None:
@@ -210,7 +211,11 @@ def thd_get_session_user(conn: Connection, token_hash: str, now: datetime) -> Us
     row = conn.execute(
         select(users.c.id, users.c.username, users.c.created_at)
         .join(sessions, sessions.c.user_id == users.c.id)
-        .where(sessions.c.token_hash == token_hash, sessions.c.expires_at > now)
+        .where(
+            sessions.c.token_hash == token_hash,
+            sessions.c.expires_at > now,
+            users.c.disabled_at.is_(None),
+        )
     ).first()
     return None if row is None else _user(row)
 

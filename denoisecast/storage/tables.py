@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
     func,
     text,
     true,
@@ -50,6 +51,10 @@ users = Table(
     # The user's last denoise choice, used when they next go live.
     Column("denoise_enabled", Boolean, nullable=False, server_default=true()),
     Column("denoise_atten_lim_db", Float, nullable=False, server_default=text("100.0")),
+    # May use the admin API; set by denoisecast-admin or another admin.
+    Column("is_admin", Boolean, nullable=False, server_default=false()),
+    # Set while an admin has disabled the account: no login, no session.
+    Column("disabled_at", DateTime(timezone=True), nullable=True),
 )
 Index("uq_users_username_lower", func.lower(users.c.username), unique=True)
 

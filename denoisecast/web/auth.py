@@ -8,7 +8,8 @@ from typing import Any
 
 from twisted.web.server import Request
 
-from denoisecast.accounts import PASSWORD_MAX, SESSION_LIFETIME, Accounts
+from denoisecast.accounts import SESSION_LIFETIME, Accounts
+from denoisecast.passwords import PASSWORD_MAX
 from denoisecast.protocols.messages import USERNAME_MAX
 from denoisecast.storage.store import User
 from denoisecast.web.parse import Field
@@ -43,9 +44,37 @@ def clear_session(request: Request) -> None:
     secure_cookie(request, SESSION_COOKIE, b"", httpOnly=True, sameSite="lax", max_age="0")
 
 
+#: Marks a browser as known to the accounts that logged in from it
+#: (L{denoisecast.loginguard}); a year, renewed at each login.
+DEVICE_COOKIE = b"dc_device"
+DEVICE_LIFETIME_SECONDS = 365 * 24 * 3600
+
+
 def client_address(request: Request) -> str:
+    """
+    The address rate limits are keyed on: for now the TCP peer's.  (The
+    one place to change when the address a trusted proxy reports is used.)
+    """
     peer = request.getClientAddress()
-    return getattr(peer, "host", "unknown")
+    return str(getattr(peer, "host", "unknown"))
+
+
+def device_token(request: Request) -> str | None:
+    raw = request.getCookie(DEVICE_COOKIE)
+    if not raw or len(raw) > 128:
+        return None
+    return raw.decode("ascii", "replace")
+
+
+def set_device(request: Request, token: str) -> None:
+    secure_cookie(
+        request,
+        DEVICE_COOKIE,
+        token.encode(),
+        httpOnly=True,
+        sameSite="lax",
+        max_age=str(DEVICE_LIFETIME_SECONDS),
+    )
 
 
 class AuthRoutes:
@@ -67,17 +96,24 @@ class AuthRoutes:
 
     async def register(self, call: ApiCall) -> Response:
         body = call.body(CREDENTIALS)
-        user, token = await self._accounts.register(body["username"], body["password"])
-        set_session(call.request, token)
-        return 201, {"user": public_user(user)}
+        done = await self._accounts.register(
+            body["username"], body["password"], client_address(call.request)
+        )
+        set_session(call.request, done.session_token)
+        set_device(call.request, done.device_token)
+        return 201, {"user": public_user(done.user)}
 
     async def login(self, call: ApiCall) -> Response:
         body = call.body(CREDENTIALS)
-        user, token = await self._accounts.login(
-            body["username"], body["password"], client_address(call.request)
+        done = await self._accounts.login(
+            body["username"],
+            body["password"],
+            client_address(call.request),
+            device_token(call.request),
         )
-        set_session(call.request, token)
-        return 200, {"user": public_user(user)}
+        set_session(call.request, done.session_token)
+        set_device(call.request, done.device_token)
+        return 200, {"user": public_user(done.user)}
 
     async def logout(self, call: ApiCall) -> Response:
         assert call.session_token is not None

@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from denoisecast import __version__
-from denoisecast.accounts import PASSWORD_MAX, PASSWORD_MIN, USERNAME_PATTERN
+from denoisecast.accounts import USERNAME_PATTERN
 from denoisecast.friends import SEARCH_PAGE_MAX
+from denoisecast.passwords import PASSWORD_MAX, PASSWORD_MIN
 from denoisecast.protocols.messages import MAX_SDP, SIGNALS, USERNAME_MAX
 from denoisecast.recordings.library import PAGE_MAX
 from denoisecast.web.friends import PAGE_DEFAULT as SEARCH_PAGE_DEFAULT
@@ -262,7 +263,14 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "201": ok("Registered; the dc_session cookie is set.", ref("UserEnvelope")),
                 "409": error("The username is taken."),
+                "429": error("Too many registrations from this address; see Retry-After."),
+                "503": error("Too many passwords being checked; see Retry-After (busy)."),
                 **PUBLIC_ERRORS,
+                "400": error(
+                    "Malformed input, an invalid username, or a refused password: shorter "
+                    "than 8 characters (weak_password), the username itself, or one of the "
+                    "commonest passwords (common_password)."
+                ),
             },
         }
     },
@@ -275,6 +283,7 @@ PATHS: dict[str, Any] = {
                 "200": ok("Logged in; the dc_session cookie is set.", ref("UserEnvelope")),
                 "401": error("Wrong username or password."),
                 "429": error("Too many failed logins; see Retry-After."),
+                "503": error("Too many passwords being checked; see Retry-After (busy)."),
                 **PUBLIC_ERRORS,
             },
         }
@@ -302,7 +311,16 @@ PATHS: dict[str, Any] = {
                     },
                 }
             ),
-            "responses": {"204": ok("Changed."), **COMMON_ERRORS},
+            "responses": {
+                "204": ok("Changed."),
+                **COMMON_ERRORS,
+                "400": error(
+                    "Malformed input, or a refused new password (weak_password, common_password)."
+                ),
+                "403": error("The current password is wrong (wrong_password), or CSRF/Origin failed."),
+                "429": error("Too many wrong current passwords; see Retry-After."),
+                "503": error("Too many passwords being checked; see Retry-After (busy)."),
+            },
         }
     },
     "/api/me": {
@@ -552,6 +570,142 @@ PATHS.update(
                     ),
                     "404": NO_RECORDING,
                     **COMMON_ERRORS,
+                },
+            }
+        },
+    }
+)
+
+SCHEMAS["AdminAccount"] = {
+    "type": "object",
+    "required": ["username", "created_at", "is_admin", "disabled"],
+    "additionalProperties": False,
+    "properties": {
+        "username": {"type": "string"},
+        "created_at": DATE_TIME,
+        "is_admin": {"type": "boolean"},
+        "disabled": {"type": "boolean"},
+        "recordings": {"type": "integer", "minimum": 0, "description": "In the user list: how many."},
+        "bytes": {"type": "integer", "minimum": 0, "description": "In the user list: storage used, both tracks."},
+    },
+}
+ADMIN_ERRORS = {
+    **COMMON_ERRORS,
+    "403": error("Not an administrator (not_admin), or the CSRF token or Origin check failed."),
+}
+NO_USER = error("No such user (no_such_user).")
+ACCOUNT_ENVELOPE = closed_object(user=ref("AdminAccount"))
+
+
+def flag_body(name: str) -> dict[str, Any]:
+    return body(closed_object(**{name: {"type": "boolean"}}))
+
+
+PATHS.update(
+    {
+        "/api/admin/users": {
+            "get": {
+                "summary": "Admins only: every account with its role, state and storage use.",
+                "responses": {
+                    "200": ok("The accounts, by name.", closed_object(users={"type": "array", "items": ref("AdminAccount")})),
+                    **ADMIN_ERRORS,
+                },
+            },
+            "post": {
+                "summary": "Admins only: create an account (the password rules apply).",
+                "requestBody": body(
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["username", "password"],
+                        "properties": {
+                            "username": {"type": "string", "pattern": USERNAME_SCHEMA_PATTERN},
+                            "password": {"type": "string", "minLength": PASSWORD_MIN, "maxLength": PASSWORD_MAX},
+                            "admin": {"type": "boolean", "default": False},
+                        },
+                    }
+                ),
+                "responses": {
+                    "201": ok("Created.", ACCOUNT_ENVELOPE),
+                    "409": error("The username is taken."),
+                    **ADMIN_ERRORS,
+                },
+            },
+        },
+        "/api/admin/users/{username}/password": {
+            "post": {
+                "summary": "Admins only: set a new password; every session of the account ends, its sockets close.",
+                "parameters": [USERNAME_PARAM],
+                "requestBody": body(closed_object(password={"type": "string", "minLength": PASSWORD_MIN, "maxLength": PASSWORD_MAX})),
+                "responses": {"204": ok("Reset."), "404": NO_USER, **ADMIN_ERRORS},
+            }
+        },
+        "/api/admin/users/{username}/admin": {
+            "post": {
+                "summary": "Admins only: give or take the admin role.",
+                "parameters": [USERNAME_PARAM],
+                "requestBody": flag_body("admin"),
+                "responses": {"200": ok("The account.", ACCOUNT_ENVELOPE), "404": NO_USER, **ADMIN_ERRORS},
+            }
+        },
+        "/api/admin/users/{username}/disabled": {
+            "post": {
+                "summary": (
+                    "Admins only: disable an account (its sessions end, its sockets close and its "
+                    "broadcast ends at once; it cannot log in: 403 account_disabled) or enable it."
+                ),
+                "parameters": [USERNAME_PARAM],
+                "requestBody": flag_body("disabled"),
+                "responses": {"200": ok("The account.", ACCOUNT_ENVELOPE), "404": NO_USER, **ADMIN_ERRORS},
+            }
+        },
+        "/api/admin/users/{username}/recordings": {
+            "get": {
+                "summary": "Admins only: all of a user's recordings, newest first.",
+                "parameters": [USERNAME_PARAM],
+                "responses": {
+                    "200": ok("The recordings.", closed_object(recordings={"type": "array", "items": ref("Recording")})),
+                    "404": NO_USER,
+                    **ADMIN_ERRORS,
+                },
+            }
+        },
+        "/api/admin/recordings/{id}": {
+            "delete": {
+                "summary": "Admins only: delete any recording, its row and both files.",
+                "parameters": [RECORDING_ID],
+                "responses": {"204": ok("Deleted."), "404": error("No such recording."), **ADMIN_ERRORS},
+            }
+        },
+        "/api/admin/broadcasts": {
+            "get": {
+                "summary": "Admins only: the broadcasts live on this server.",
+                "responses": {
+                    "200": ok("The broadcasts.", closed_object(broadcasts={"type": "array", "items": ref("StreamStatus")})),
+                    **ADMIN_ERRORS,
+                },
+            }
+        },
+        "/api/admin/broadcasts/{username}": {
+            "delete": {
+                "summary": "Admins only: end a user's live broadcast (its recording is finalised).",
+                "parameters": [USERNAME_PARAM],
+                "responses": {
+                    "204": ok("Ended."),
+                    "404": error("No such user, or not live (not_live)."),
+                    **ADMIN_ERRORS,
+                },
+            }
+        },
+        "/api/admin/demo": {
+            "post": {
+                "summary": (
+                    "Admins only: create the demo accounts alice, bob, carol and dave (password "
+                    "try-denoisecast) with friendships among them; existing names are left alone."
+                ),
+                "responses": {
+                    "201": ok("The names created.", closed_object(created={"type": "array", "items": {"type": "string"}})),
+                    **ADMIN_ERRORS,
                 },
             }
         },

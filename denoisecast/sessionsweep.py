@@ -1,0 +1,87 @@
+"""
+Ending the WebSockets (and broadcasts) of sessions that no longer exist.
+
+A session can end outside this process: ``denoisecast-admin`` disables an
+account or resets a password from another process, on the same database,
+by deleting the session rows; another node may do the same.  This server
+cannot be told directly, so it checks: every ``SWEEP_SECONDS`` it asks the
+database which of its open sockets' sessions are still valid (one query for
+all of them) and closes the others, and ends the broadcasts of accounts
+that have been disabled (a broadcast published over HTTP has no socket).
+Inside this process the same ending happens at once, through
+L{SocketSessions.close_user}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from denoisecast.accounts import EndedSessions
+from denoisecast.logs import logger
+from denoisecast.storage.admin import AdminStore
+
+if TYPE_CHECKING:
+    from denoisecast.live.manager import LiveManager
+    from denoisecast.protocols.socket import SignalingFactory
+
+#: How often sockets are checked against the sessions table.
+SWEEP_SECONDS = 5.0
+
+
+class SocketSessions:
+    log = logger()
+
+    def __init__(
+        self,
+        factory: "SignalingFactory",
+        live: "LiveManager",
+        admin_store: AdminStore,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._factory = factory
+        self._live = live
+        self._admin_store = admin_store
+        self._now = clock
+
+    def _open_of(self, user_id: int) -> int:
+        return sum(1 for c in list(self._factory.connections) if c.user and c.user["id"] == user_id)
+
+    def close_user(self, user_id: int, reason: str) -> int:
+        """
+        End every session of the user in this server: their sockets close
+        now (close code 4001), and a handshake in flight does not open.
+        Returns how many sockets were open.
+        """
+        count = self._open_of(user_id)
+        self.log.info("Ending the sockets of user {user_id}: {reason}", user_id=user_id, reason=reason)
+        self._factory.sessions_ended(EndedSessions(user_id=user_id))
+        return count
+
+    async def end_broadcast(self, user_id: int, reason: str) -> bool:
+        broadcast = self._live.broadcasts.get(user_id)
+        if broadcast is None:
+            return False
+        await self._live.stop(broadcast.user, reason)
+        return True
+
+    async def sweep(self) -> int:
+        """
+        Close the sockets whose session has ended and end the broadcasts
+        of disabled accounts; return how many sockets were closed.
+        """
+        open_now = [(c, c.session_hash) for c in list(self._factory.connections) if c.session_hash]
+        closed = 0
+        if open_now:
+            valid = await self._admin_store.valid_sessions({h for _, h in open_now if h}, self._now())
+            for connection, session_hash in open_now:
+                if session_hash not in valid and connection in self._factory.connections:
+                    self._factory.sessions_ended(EndedSessions(token_hash=session_hash))
+                    closed += 1
+        live_users = list(self._live.broadcasts)
+        for user_id in await self._admin_store.disabled_among(live_users):
+            await self.end_broadcast(user_id, "account disabled")
+        if closed:
+            self.log.info("Closed {count} sockets whose session ended", count=closed)
+        return closed

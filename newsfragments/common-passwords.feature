@@ -1,0 +1,1 @@
+New passwords that are among the commonest ones (a bundled list of about 8,000, as NIST SP 800-63B asks) or equal to the username are refused with a 400 `common_password` / `weak_password` that says why.
