@@ -24,6 +24,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
+from denoisecast.filemodes import PRIVATE_DIR_MODE
 from denoisecast.jobs import SerialJobs
 from denoisecast.logs import logger
 from denoisecast.recordings.disk import DiskState, DiskWatch, RecordingRefused
@@ -103,7 +104,7 @@ class Recording:
         disk = self.recorder.disk
         try:
             if self._writers is None:
-                self.denoised_path.parent.mkdir(parents=True, exist_ok=True)
+                self.denoised_path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
                 self._writers = (OggOpusWriter(self.denoised_path, origin), OggOpusWriter(self.raw_path, origin))
             self._writers[0].write_packets(denoised)
             self._writers[1].write_packets(raw)

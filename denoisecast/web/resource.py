@@ -29,6 +29,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from denoisecast.errors import DenoiseCastError, forbidden, unauthenticated
 from denoisecast.logs import logger
 from denoisecast.storage.store import User
+from denoisecast.web.forwarded import client_view
 from denoisecast.web.parse import Field, parse_json_object
 from denoisecast.web.ranges import serve_file
 from denoisecast.web.sameorigin import SESSION_COOKIE, origin_allowed, session_token
@@ -158,7 +159,12 @@ def storage_full(error: BaseException) -> bool:
 
 
 def _check_origin(request: Request) -> None:
-    if not origin_allowed(request.getHeader("origin"), request.getHeader("host") or "", required=False):
+    """
+    A browser's Origin must be this site's host as the client addressed it:
+    behind a trusted proxy, the host the proxy forwarded (see
+    L{denoisecast.web.forwarded}), not the one the proxy connected to.
+    """
+    if not origin_allowed(request.getHeader("origin"), client_view(request).host, required=False):
         raise forbidden("bad_origin", "Cross-origin requests are not allowed.")
 
 

@@ -11,6 +11,8 @@ from prometheus_client import CollectorRegistry
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
 
+from denoisecast.web.access import AccessLoggingSite
+from denoisecast.web.forwarded import X_FORWARDED, TrustedProxies
 from denoisecast.web.metrics import HttpMetrics, metrics_resource
 from denoisecast.web.pages import AppPages, AppRoot, PageAccess, StaticFiles
 from denoisecast.web.request import DenoiseCastRequest
@@ -57,13 +59,24 @@ def _nobody() -> PageAccess:
     return PageAccess(none, none, never, none)
 
 
-def build_site(root: Resource, metrics: HttpMetrics, max_body_bytes: int) -> Site:
+def build_site(
+    root: Resource,
+    metrics: HttpMetrics,
+    max_body_bytes: int,
+    trusted_proxies: TrustedProxies | None = None,
+    proxy_header: str = X_FORWARDED,
+) -> Site:
     request_class: type[DenoiseCastRequest] = type(
         "SiteRequest",
         (DenoiseCastRequest,),
-        {"metrics": metrics, "max_body_bytes": max_body_bytes},
+        {
+            "metrics": metrics,
+            "max_body_bytes": max_body_bytes,
+            "trusted_proxies": trusted_proxies or TrustedProxies(),
+            "proxy_header": proxy_header,
+        },
     )
-    site = Site(root)
+    site = AccessLoggingSite(root)
     site.requestFactory = request_class
     site.displayTracebacks = False
     return site
