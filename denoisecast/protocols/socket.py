@@ -31,7 +31,7 @@ from denoisecast.presence import PresenceHub
 from denoisecast.protocols import messages
 from denoisecast.storage.store import User
 from denoisecast.web.forwarded import X_FORWARDED, ClientView, TrustedProxies, resolve_client
-from denoisecast.web.resource import dump_json
+from denoisecast.web.resource import dump_json, storage_full
 from denoisecast.web.sameorigin import SESSION_COOKIE, origin_allowed, session_token
 
 if TYPE_CHECKING:
@@ -166,6 +166,12 @@ class SignalingProtocol(WebSocketServerProtocol):
         if failure.check(DenoiseCastError):
             error = failure.value
             self.send_error(messages.error(error.code, error.message, error.status, message.get("id")))
+            return
+        if storage_full(failure.value):
+            self.log.warn("Storage full handling {kind}: {error}", kind=message.get("type"), error=str(failure.value))
+            self.send_error(
+                messages.error("storage_full", "The server's storage is full; try again later.", 503, message.get("id"))
+            )
             return
         self.log.failure("Handling {kind} failed", failure, kind=message.get("type"))
         self.send_error(

@@ -18,6 +18,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
 
 from denoisecast.errors import DenoiseCastError, bad_request, not_found
 from denoisecast.logs import logger
@@ -64,6 +65,8 @@ class RecordingLibrary:
         self._find_user = find_user
         #: Sends an event to a user's own pages and their friends' (presence).
         self._tell_circle = tell_circle or (lambda user_id, message: None)
+        #: The requests waiting for each waveform being computed, by recording id.
+        self._waveforms: dict[str, list[Deferred[list[float]]]] = {}
         recorder.finished_observers.append(self._finished)
 
     def _finished(self, recording: Recording) -> None:
@@ -152,9 +155,25 @@ class RecordingLibrary:
         if row["peaks"] is not None:
             return json.loads(row["peaks"])
         path = (await self.audio_path(viewer, public_id, "denoised"))
-        points = await deferToThreadPool(
-            self._recorder.reactor, self._recorder.pool, file_peaks, path, WAVEFORM_POINTS
-        )
+        waiters = self._waveforms.get(public_id)
+        if waiters is None:
+            # Requests for the same waveform share one computation.
+            waiters = self._waveforms[public_id] = []
+            computing = deferToThreadPool(
+                self._recorder.reactor, self._recorder.waveform_pool, lambda: file_peaks(path, WAVEFORM_POINTS)
+            )
+            computing.addBoth(self._computed, public_id)
+        mine: Deferred[list[float]] = Deferred()
+        waiters.append(mine)
+        points = await mine
         if row["status"] != "recording":
             await self._store.update_recording(public_id, peaks=json.dumps(points))
         return points
+
+    def _computed(self, result: "builtins.list[float] | Failure", public_id: str) -> None:
+        """Hand the computed waveform (or its failure) to every request waiting for it."""
+        for waiter in self._waveforms.pop(public_id, []):
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(result)

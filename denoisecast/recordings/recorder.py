@@ -295,6 +295,10 @@ class Recorder:
         self.quota_bytes = quota_bytes
         self.max_seconds = max_seconds
         self.pool = ThreadPool(minthreads=0, maxthreads=threads, name="denoisecast-recorder")
+        #: Waveforms, one at a time, apart from the writers: one can take
+        #: minutes (a 240-minute recording is decoded twice) and must not
+        #: hold up live recordings' writes.
+        self.waveform_pool = ThreadPool(minthreads=0, maxthreads=1, name="denoisecast-waveform")
         self.active: dict[str, Recording] = {}
         self.disk = DiskWatch(data_dir, min_free_bytes)
         #: Called with each recording once its files and row are final.
@@ -313,6 +317,7 @@ class Recorder:
 
     def start_pool(self) -> None:
         self.pool.start()
+        self.waveform_pool.start()
 
     async def start(
         self,
@@ -358,6 +363,7 @@ class Recorder:
 
     def stop_pool(self) -> None:
         self.pool.stop()
+        self.waveform_pool.stop()
 
     async def repair(self) -> int:
         """
