@@ -19,7 +19,8 @@ forward pass then holds exactly ``B`` streams, one chunk each.  It prints:
   worker thread: gathering states, network, signal path, splitting);
 - ``latency ms``: chunk + model delay + one pass, what a listener hears;
 - ``x official``: ``x real time`` divided by the official DeepFilterNet
-  runtime's real-time streams on as many processes as torch threads,
+  runtime's real-time streams on as many processes as torch threads
+  times workers,
   measured at the start of the same run (``--official-seconds 0`` skips it).
 
 The header says what makes the figures comparable (``bench/comparable.py``):
@@ -183,8 +184,10 @@ def main() -> None:
     print(f"# {args.workers} denoise worker{'s' if args.workers > 1 else ''}")
     official = 0.0
     if args.official_seconds > 0:
-        official = official_streams(args.threads, args.official_seconds)
-        print(f"# official runtime: {official:.1f} real-time streams on {args.threads} processes "
+        # As many processes as the threads this run uses in all, so the ratio compares the same cores.
+        cores = args.threads * args.workers
+        official = official_streams(cores, args.official_seconds)
+        print(f"# official runtime: {official:.1f} real-time streams on {cores} processes "
               f"({args.official_seconds:g} s each)")
 
     def ratio(streams: float) -> str:

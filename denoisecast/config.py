@@ -23,11 +23,13 @@ from denoisecast.denoise.settings import (
     DEFAULT_DENOISE_MAX_BATCH,
     DEFAULT_DENOISE_WORKERS,
 )
+from denoisecast.web.forwarded import PROXY_HEADERS, X_FORWARDED, Network, parse_network
 
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
 DEFAULT_DATA_DIR = "denoisecast-data"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 DEFAULT_SILENCE_TIMEOUT = 10.0
+DEFAULT_RECONNECT_GRACE = 10.0
 TURN_CREDENTIAL_TTL = 24 * 3600
 DEFAULT_REGISTRATIONS_PER_HOUR = 10
 #: Remote ICE candidates the server sends no checks to unless allowed: this
@@ -51,6 +53,20 @@ OPTIONS: list[tuple[str, str, str]] = [
         "DENOISECAST_LISTEN",
         "Twisted endpoint string to listen on; ssl:... gives TLS "
         f"(default {DEFAULT_LISTEN}).",
+    ),
+    (
+        "trusted-proxies",
+        "DENOISECAST_TRUSTED_PROXIES",
+        "Comma-separated addresses or networks of reverse proxies (e.g. "
+        "127.0.0.1,10.0.0.0/8) whose forwarded headers are believed for the "
+        "client's scheme, host and address; none by default.",
+    ),
+    (
+        "proxy-header",
+        "DENOISECAST_PROXY_HEADER",
+        "Which forwarded headers the trusted proxies set: x-forwarded "
+        "(X-Forwarded-For/-Proto/-Host) or forwarded (RFC 7239); the other "
+        "family is ignored (default x-forwarded).",
     ),
     (
         "database-url",
@@ -85,6 +101,33 @@ OPTIONS: list[tuple[str, str, str]] = [
         "DENOISECAST_LOG_LEVEL",
         "Lowest level of DenoiseCast's own log events: debug, info, warn, "
         "error or critical (default info).",
+    ),
+    (
+        "log-format",
+        "DENOISECAST_LOG_FORMAT",
+        "text, or json for one JSON object per line with every event field "
+        "(default text).",
+    ),
+    (
+        "log-rotate-mb",
+        "DENOISECAST_LOG_ROTATE_MB",
+        "Rotate twistd's --logfile at this size in MiB (default 10).",
+    ),
+    (
+        "log-keep",
+        "DENOISECAST_LOG_KEEP",
+        "Rotated log files kept, oldest removed first (default 10).",
+    ),
+    (
+        "metrics-listen",
+        "DENOISECAST_METRICS_LISTEN",
+        "Serve /metrics only on this separate endpoint (e.g. "
+        "tcp:9108:interface=127.0.0.1) instead of the main one.",
+    ),
+    (
+        "metrics-token",
+        "DENOISECAST_METRICS_TOKEN",
+        "Require 'Authorization: Bearer TOKEN' on /metrics (at least 16 characters).",
     ),
     (
         "stun",
@@ -125,6 +168,12 @@ OPTIONS: list[tuple[str, str, str]] = [
         "silence-timeout",
         "DENOISECAST_SILENCE_TIMEOUT",
         f"Seconds without audio from a publisher before the stream ends (default {DEFAULT_SILENCE_TIMEOUT:g}).",
+    ),
+    (
+        "reconnect-grace",
+        "DENOISECAST_RECONNECT_GRACE",
+        "Seconds a broadcast whose page went away (reload, network drop) waits for its "
+        f"owner to come back before it ends; 0 ends it at once (default {DEFAULT_RECONNECT_GRACE:g}).",
     ),
     (
         "denoise-chunk-seconds",
@@ -178,11 +227,15 @@ class Config:
     data_dir: Path = Path(DEFAULT_DATA_DIR)
     database_url: str = ""
     log_level: LogLevel = LogLevel.info
+    log_format: str = "text"
+    log_rotate_bytes: int = 10 * 1024 * 1024
+    log_keep: int = 10
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     stun_urls: tuple[str, ...] = ()
     turn_urls: tuple[str, ...] = ()
     turn_secret: str = ""
     silence_timeout: float = DEFAULT_SILENCE_TIMEOUT
+    reconnect_grace: float = DEFAULT_RECONNECT_GRACE
     recording_quota_bytes: int | None = None
     recording_max_seconds: float | None = 240 * 60.0
     registrations_per_hour: int = DEFAULT_REGISTRATIONS_PER_HOUR
@@ -194,6 +247,10 @@ class Config:
     denoise_device: str = "auto"
     denoise_half: bool = False
     denoise_model: str = "auto"
+    trusted_proxies: tuple[Network, ...] = ()
+    metrics_listen: str = ""
+    metrics_token: str = ""
+    proxy_header: str = X_FORWARDED
     ice_allow_networks: tuple[IPv4Network | IPv6Network, ...] = ()
     ice_deny_networks: tuple[IPv4Network | IPv6Network, ...] = tuple(
         ip_network(network) for network in DEFAULT_ICE_DENY_NETWORKS
@@ -233,6 +290,13 @@ class Config:
                 f"Unknown log level {level_name!r}; use debug, info, warn, "
                 "error or critical."
             ) from None
+        log_format = (pick("log-format", "DENOISECAST_LOG_FORMAT") or "text").lower()
+        if log_format not in ("text", "json"):
+            raise ConfigError(f"--log-format {log_format!r}: use text or json.")
+        log_rotate_mb = _number(
+            "log-rotate-mb", pick("log-rotate-mb", "DENOISECAST_LOG_ROTATE_MB") or "10", float, 0.01, 1e6
+        )
+        log_keep = _number("log-keep", pick("log-keep", "DENOISECAST_LOG_KEEP") or "10", int, 1, 100000)
         quota = _number(
             "recording-quota-mb", pick("recording-quota-mb", "DENOISECAST_RECORDING_QUOTA_MB") or "0", float, 0, 1e9
         )
@@ -274,16 +338,41 @@ class Config:
             silence_timeout = -1.0
         if not 0.5 <= silence_timeout <= 3600:
             raise ConfigError(f"Silence timeout {silence_text!r} is not 0.5 to 3600 seconds.")
+        reconnect_grace = _number(
+            "reconnect-grace",
+            pick("reconnect-grace", "DENOISECAST_RECONNECT_GRACE") or str(DEFAULT_RECONNECT_GRACE),
+            float,
+            0,
+            600,
+        )
         turn_urls = urls("turn", "DENOISECAST_TURN")
         turn_secret = pick("turn-secret", "DENOISECAST_TURN_SECRET") or ""
         if turn_urls and not turn_secret:
             raise ConfigError("TURN URLs need --turn-secret (the TURN server's shared secret).")
+        try:
+            trusted_proxies = tuple(
+                parse_network(item)
+                for item in (pick("trusted-proxies", "DENOISECAST_TRUSTED_PROXIES") or "").split(",")
+                if item.strip()
+            )
+        except ValueError as error:
+            raise ConfigError(f"--trusted-proxies: {error}.") from None
+        proxy_header = (pick("proxy-header", "DENOISECAST_PROXY_HEADER") or X_FORWARDED).lower()
+        if proxy_header not in PROXY_HEADERS:
+            raise ConfigError(f"--proxy-header {proxy_header!r}: use x-forwarded or forwarded.")
+        metrics_token = pick("metrics-token", "DENOISECAST_METRICS_TOKEN") or ""
+        if metrics_token and (len(metrics_token) < 16 or not metrics_token.isascii() or not metrics_token.isprintable()):
+            raise ConfigError("--metrics-token must be at least 16 printable ASCII characters.")
         deny_text = pick("ice-deny-networks", "DENOISECAST_ICE_DENY_NETWORKS")
         if deny_text is None:
             deny_text = ",".join(DEFAULT_ICE_DENY_NETWORKS)
         elif deny_text.strip().lower() == "none":
             deny_text = ""
         return cls(
+            metrics_listen=pick("metrics-listen", "DENOISECAST_METRICS_LISTEN") or "",
+            metrics_token=metrics_token,
+            trusted_proxies=trusted_proxies,
+            proxy_header=proxy_header,
             ice_allow_networks=_networks(
                 "ice-allow-networks", pick("ice-allow-networks", "DENOISECAST_ICE_ALLOW_NETWORKS") or ""
             ),
@@ -292,10 +381,14 @@ class Config:
             turn_urls=turn_urls,
             turn_secret=turn_secret,
             silence_timeout=silence_timeout,
+            reconnect_grace=reconnect_grace,
             listen=listen,
             data_dir=data_dir,
             database_url=database_url,
             log_level=log_level,
+            log_format=log_format,
+            log_rotate_bytes=int(log_rotate_mb * 1024 * 1024),
+            log_keep=int(log_keep),
             recording_quota_bytes=int(quota * 1024 * 1024) or None,
             recording_max_seconds=(longest * 60.0) or None,
             registrations_per_hour=int(registrations),

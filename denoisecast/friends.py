@@ -30,6 +30,9 @@ class Friends:
         self._now = clock
         #: Called with (user, user, are_friends) after a friendship begins or ends.
         self.observers: list[Callable[[User, User, bool], None]] = []
+        #: Called with (sender, receiver, state) when a request is made
+        #: ("pending"), "accepted", "rejected" or "cancelled".
+        self.request_observers: list[Callable[[User, User, str], None]] = []
 
     def _notify(self, a: User, b: User, friends: bool) -> None:
         for observer in self.observers:
@@ -37,6 +40,13 @@ class Friends:
                 observer(a, b, friends)
             except Exception:
                 self.log.failure("Friendship observer failed")
+
+    def _notify_request(self, sender: User, receiver: User, state: str) -> None:
+        for observer in self.request_observers:
+            try:
+                observer(sender, receiver, state)
+            except Exception:
+                self.log.failure("Friend request observer failed")
 
     async def _other(self, me: User, username: str) -> User:
         other = await self._store.get_user_by_name(username)
@@ -73,7 +83,11 @@ class Friends:
             status=status,
         )
         if status == "friends":
+            # The other had asked first: their request is what became a friendship.
+            self._notify_request(other, me, "accepted")
             self._notify(me, other, True)
+        else:
+            self._notify_request(me, other, "pending")
         return status
 
     async def accept(self, me: User, username: str) -> None:
@@ -82,6 +96,7 @@ class Friends:
             await self._store.accept_request(me["id"], other["id"], self._now())
         except NoSuchRequest:
             raise not_found("no_such_request", f"{other['username']} has not asked you.") from None
+        self._notify_request(other, me, "accepted")
         self._notify(me, other, True)
 
     async def reject(self, me: User, username: str) -> None:
@@ -90,6 +105,7 @@ class Friends:
             await self._store.reject_request(me["id"], other["id"])
         except NoSuchRequest:
             raise not_found("no_such_request", f"{other['username']} has not asked you.") from None
+        self._notify_request(other, me, "rejected")
 
     async def cancel(self, me: User, username: str) -> None:
         other = await self._other(me, username)
@@ -97,6 +113,7 @@ class Friends:
             await self._store.cancel_request(me["id"], other["id"])
         except NoSuchRequest:
             raise not_found("no_such_request", f"You have not asked {other['username']}.") from None
+        self._notify_request(me, other, "cancelled")
 
     async def unfriend(self, me: User, username: str) -> None:
         other = await self._other(me, username)

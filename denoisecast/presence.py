@@ -131,6 +131,38 @@ class PresenceHub:
             if user_id in other.friends:
                 self._send_all(other, message)
 
+    def send_to_circle(self, user_id: int, message: dict[str, Any]) -> None:
+        """
+        Send to the user's own pages and to every online friend of theirs:
+        the people allowed to see what the user owns (recordings).
+        """
+        self.send_to_user(user_id, message)
+        for other in self._online.values():
+            if user_id in other.friends:
+                self._send_all(other, message)
+
+    def request_changed(self, sender: User, receiver: User, state: str) -> None:
+        """
+        Called by L{denoisecast.friends.Friends} when a friend request is
+        made, accepted, rejected or cancelled: each side's pages learn it.
+        """
+        self._names[sender["id"]] = sender["username"]
+        self._names[receiver["id"]] = receiver["username"]
+        self.send_to_user(
+            receiver["id"],
+            server_message("friend_request", username=sender["username"], direction="incoming", state=state),
+        )
+        self.send_to_user(
+            sender["id"],
+            server_message("friend_request", username=receiver["username"], direction="outgoing", state=state),
+        )
+
+    def send_to_user(self, user_id: int, message: dict[str, Any]) -> None:
+        entry = self._online.get(user_id)
+        if entry is not None:
+            self._send_all(entry, message)
+
+
     def _send_all(self, entry: Online, message: dict[str, Any]) -> None:
         for connection in list(entry.connections):
             connection.send_message(message)

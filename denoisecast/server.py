@@ -19,6 +19,7 @@ from autobahn.twisted.resource import WebSocketResource
 from prometheus_client import CollectorRegistry
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
+from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from denoisecast.accounts import Accounts, utcnow
@@ -40,17 +41,21 @@ from denoisecast.ratelimit import FailureLimiter
 from denoisecast.reactorlag import ReactorLagMonitor
 from denoisecast.recordings.library import RecordingLibrary
 from denoisecast.recordings.recorder import Recorder
+from denoisecast.servermetrics import DiskSampler, ServerMetrics, add_standard_collectors
 from denoisecast.sessionsweep import SocketSessions
 from denoisecast.storage.admin import AdminStore
 from denoisecast.storage.database import Database
 from denoisecast.storage.passwords import PasswordHashes
 from denoisecast.storage.store import Store
 from denoisecast.web import openapi
+from denoisecast.web.access import AccessLoggingSite
 from denoisecast.web.admin import AdminRoutes
 from denoisecast.web.auth import AuthRoutes
+from denoisecast.web.forwarded import TrustedProxies
 from denoisecast.web.friends import FriendRoutes
 from denoisecast.web.health import HealthRoutes
-from denoisecast.web.metrics import HttpMetrics
+from denoisecast.web.metrics import HttpMetrics, metrics_resource
+from denoisecast.web.pages import PageAccess
 from denoisecast.web.recordings import RecordingRoutes
 from denoisecast.web.resource import JsonApi, Route
 from denoisecast.web.streams import StreamRoutes
@@ -223,11 +228,38 @@ class DenoiseCastServer:
 
     @cached_property
     def recordings(self) -> RecordingLibrary:
-        return RecordingLibrary(self.store, self.recorder, self.store.get_user_by_name)
+        return RecordingLibrary(
+            self.store, self.recorder, self.store.get_user_by_name, self.presence.send_to_circle
+        )
 
     @cached_property
     def metrics_registry(self) -> CollectorRegistry:
-        return CollectorRegistry()
+        registry = CollectorRegistry()
+        add_standard_collectors(registry)
+        return registry
+
+    @cached_property
+    def disk_sampler(self) -> DiskSampler:
+        return DiskSampler(self.config.data_dir, self.reactor)
+
+    @cached_property
+    def server_metrics(self) -> ServerMetrics:
+        return ServerMetrics(
+            self.metrics_registry,
+            lambda: self.signaling.connections,
+            lambda: self.database.errors,
+            lambda: self.signaling.rate_limited,
+            self.disk_sampler,
+        )
+
+    @cached_property
+    def metrics_site(self) -> Site:
+        """The site of C{--metrics-listen}: C{/metrics} and nothing else."""
+        root = Resource()
+        root.putChild(b"metrics", metrics_resource(self.metrics_registry, self.config.metrics_token))
+        site = AccessLoggingSite(root)
+        site.displayTracebacks = False
+        return site
 
     @cached_property
     def reactor_lag(self) -> ReactorLagMonitor:
@@ -242,6 +274,7 @@ class DenoiseCastServer:
         # The live manager is built on the first status asked for, after the hub.
         hub = PresenceHub(self.store, lambda user_id: self.live.live_status(user_id))
         self.friends.observers.append(hub.friendship_changed)
+        self.friends.request_observers.append(hub.request_changed)
         return hub
 
     @cached_property
@@ -259,6 +292,7 @@ class DenoiseCastServer:
             self.reactor,
             self.config.silence_timeout,
             recorder=self.recorder,
+            reconnect_grace=self.config.reconnect_grace,
             access=self.access,
             candidate_policy=CandidatePolicy.from_config(self.config),
         )
@@ -276,6 +310,8 @@ class DenoiseCastServer:
             self.presence,
             self.live,
             ice_servers_for(self.config, self.reactor.seconds),
+            TrustedProxies(self.config.trusted_proxies),
+            self.config.proxy_header,
         )
         self.accounts.session_observers.append(factory.sessions_ended)
         return factory
@@ -298,12 +334,30 @@ class DenoiseCastServer:
 
     @cached_property
     def site(self) -> Site:
-        # The live metrics register their collectors when built: build them with the site.
+        # The metrics register their collectors when built: build them with the site.
         _ = self.live_metrics
+        _ = self.server_metrics
         root = build_root(
             self.api,
             static_directory(),
             self.metrics_registry,
             {b"ws": WebSocketResource(self.signaling)},
+            PageAccess(
+                self.accounts.user_for_token,
+                self.store.get_user_by_name,
+                self.store.are_friends,
+                self.store.get_visible_recording,
+            ),
         )
-        return build_site(root, self.http_metrics, self.config.max_body_bytes)
+        # /metrics on its own endpoint, or here behind the token if one is set.
+        if self.config.metrics_listen:
+            root.delEntity(b"metrics")
+        else:
+            root.putChild(b"metrics", metrics_resource(self.metrics_registry, self.config.metrics_token))
+        return build_site(
+            root,
+            self.http_metrics,
+            self.config.max_body_bytes,
+            TrustedProxies(self.config.trusted_proxies),
+            self.config.proxy_header,
+        )

@@ -23,6 +23,8 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
+from twisted.logger import ILogObserver
+from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
@@ -39,14 +41,15 @@ SESSION_SWEEP_SECONDS = 3600.0
 SESSION_SOCKET_SWEEP_SECONDS = SWEEP_SECONDS
 
 
-def _sweep_sockets(server: DenoiseCastServer) -> Deferred[Any]:
+def _sweep_sockets(server: DenoiseCastServer) -> Deferred[None]:
     """
     Close sockets whose session ended in another process (never fails the
     timer: a database hiccup is logged and the next sweep tries again).
     """
-    swept = ensureDeferred(server.socket_sessions.sweep())
-    swept.addErrback(lambda f: DatabaseService.log.failure("Session sweep failed", f))
-    return swept
+    def failed(failure: Failure) -> None:
+        _sweep_log.warn("Checking open sockets' sessions failed: {error}", error=failure.getErrorMessage())
+
+    return ensureDeferred(server.socket_sessions.sweep()).addCallbacks(lambda _: None, failed)
 
 
 class DatabaseService(Service):
@@ -109,6 +112,22 @@ class InOrder(MultiService):
                     service=child.name or type(child).__name__,
                     log_id="service.stop_failed",
                 )
+
+
+class ServerTree(InOrder):
+    """
+    The top of the tree twistd runs.  twistd asks its application for an
+    C{ILogObserver} component before making its own text log; when twistd
+    parents this service to the application, it hands over
+    C{log_observer} (JSON lines, bounded rotation: L{denoisecast.logoutput}).
+    """
+
+    log_observer: ILogObserver | None = None
+
+    def setServiceParent(self, parent: Any) -> None:
+        if self.log_observer is not None and isinstance(parent, Componentized):
+            parent.setComponent(ILogObserver, self.log_observer)
+        super().setServiceParent(parent)
 
 
 class ThreadPoolService(Service):
@@ -296,14 +315,14 @@ def database_problem(database: Database) -> Callable[[Failure], str]:
     return describe
 
 
-def make_service(server: DenoiseCastServer, fatal: Fatal | None = None) -> MultiService:
+def make_service(server: DenoiseCastServer, fatal: Fatal | None = None) -> ServerTree:
     """
     The tree twistd runs.  C{fatal} is told a problem that keeps the server
     from starting; by default it ends the process with a failure status
     (L{FatalStartup}), tests pass their own.
     """
     fatal = fatal or FatalStartup(server.reactor)
-    top = InOrder()
+    top = ServerTree()
     database = DatabaseService(server.database)
     database.setServiceParent(top)
     server.reactor_lag.setServiceParent(top)
@@ -323,6 +342,11 @@ def make_service(server: DenoiseCastServer, fatal: Fatal | None = None) -> Multi
     sweeper = TimerService(SESSION_SWEEP_SECONDS, sweep_sessions, server)
     sweeper.clock = server.reactor
     sweeper.setServiceParent(network)
+    server.disk_sampler.setServiceParent(network)
+    if server.config.metrics_listen:
+        metrics = ListenService(server.config.metrics_listen, server.metrics_site, server.reactor, fatal)
+        metrics.setName("metrics")
+        metrics.setServiceParent(network)
     sockets = TimerService(SESSION_SOCKET_SWEEP_SECONDS, _sweep_sockets, server)
     sockets.clock = server.reactor
     sockets.setServiceParent(network)

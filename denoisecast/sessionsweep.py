@@ -80,8 +80,9 @@ class SocketSessions:
                     self._factory.sessions_ended(EndedSessions(token_hash=session_hash))
                     closed += 1
         live_users = list(self._live.broadcasts)
-        for user_id in await self._admin_store.disabled_among(live_users):
-            await self.end_broadcast(user_id, "account disabled")
+        if live_users:
+            for user_id in await self._admin_store.disabled_among(live_users):
+                await self.end_broadcast(user_id, "account disabled")
         if closed:
             self.log.info("Closed {count} sockets whose session ended", count=closed)
         return closed

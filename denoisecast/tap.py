@@ -43,6 +43,8 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     from denoisecast import logs
+    from denoisecast.filemodes import make_data_dir_private
+    from denoisecast.logoutput import observer_for, open_target
     from denoisecast.server import DenoiseCastServer
     from denoisecast.service import make_service
     from denoisecast.startup import data_directory_problem
@@ -53,5 +55,16 @@ def makeService(options: Options) -> IService:
     if problem is not None:
         # Before the reactor and the log exist: one line on stderr, exit status 1.
         raise SystemExit(f"denoisecast: {problem}")
+    # The directory exists and takes writes: now close it to other users.
+    make_data_dir_private(config.data_dir)
     server: Any = DenoiseCastServer(config, reactor)
-    return make_service(server)
+    # twistd's own options, when twistd parsed ours as its subcommand (a .tac
+    # file calling makeService has none: then twistd's log is left alone).
+    twistd_options = getattr(options, "parent", None)
+    stream = None
+    if twistd_options is not None:
+        stream = open_target(twistd_options, config.log_rotate_bytes, config.log_keep)
+    top = make_service(server)
+    if stream is not None:
+        top.log_observer = observer_for(config.log_format, stream)
+    return top

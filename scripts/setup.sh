@@ -9,7 +9,11 @@ ROOT=$PWD
 
 # Debian packages.  The test suite also uses PostgreSQL and Redis servers and
 # the audio tools; a server-only machine can set DENOISECAST_SERVER_ONLY=1.
-DEBS=(python3-venv postgresql redis-server espeak-ng sox libsox-fmt-all chromium)
+# nginx: the reverse-proxy test runs Debian's nginx as a child process of its own.
+DEBS=(python3-venv postgresql redis-server espeak-ng sox libsox-fmt-all chromium nginx)
+if [ "${DENOISECAST_SERVER_ONLY:-0}" = 1 ]; then
+    DEBS=(python3-venv)
+fi
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
     for pkg in "${DEBS[@]}"; do

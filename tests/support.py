@@ -21,7 +21,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.trial.unittest import SkipTest, TestCase
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
@@ -120,13 +120,24 @@ class Client:
     state-changing request.
     """
 
-    def __init__(self, base: str, source: str | None = None) -> None:
+    def __init__(self, base: str, source: str | None = None, tls: Any = None) -> None:
+        """
+        C{source}: the local address to connect from (any of 127.0.0.0/8);
+        C{tls}: an C{IPolicyForHTTPS} for https bases (e.g. trusting a test
+        certificate).
+        """
         self.base = base
         self.cookies = CookieJar()
         self._pool = HTTPConnectionPool(reactor, persistent=False)
-        agent = Agent(reactor, pool=self._pool)
-        if source is not None:
+        if source is not None and tls is None:
             agent = Agent.usingEndpointFactory(reactor, _FromAddress(source), pool=self._pool)
+        else:
+            agent = Agent(
+                reactor,
+                tls if tls is not None else BrowserLikePolicyForHTTPS(),
+                pool=self._pool,
+                bindAddress=(source, 0) if source is not None else None,
+            )
         self._http = HTTPClient(agent, cookiejar=self.cookies)
 
     def cookie(self, name: str) -> str | None:

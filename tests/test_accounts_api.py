@@ -430,32 +430,37 @@ class PasswordWorkTests(TestCase):
     def test_argon2_releases_the_gil(self) -> None:
         """
         While a pool thread hashes a password, the calling thread keeps
-        running Python: argon2-cffi releases the GIL around the C call, so
-        hashing on threads takes no time from the reactor thread's Python
-        work (otherwise a subprocess pool would be needed).
+        running Python through the whole hash: argon2-cffi releases the GIL
+        around the C call, so hashing on threads takes no time from the
+        reactor thread's Python work (otherwise a subprocess pool would be
+        needed).  Were the GIL held, this thread could run only in the few
+        milliseconds around the call's start and end.
         """
         import threading
+        import time
 
         from argon2 import PasswordHasher
 
         hasher = PasswordHasher(time_cost=40, memory_cost=8 * 1024, parallelism=1)
-        state = {"inside": False, "done": False}
+        state: dict[str, float] = {}
 
         def work() -> None:
-            state["inside"] = True
+            state["start"] = time.perf_counter()
             hasher.hash("pw-123456")
-            state["done"] = True
+            state["end"] = time.perf_counter()
 
         thread = threading.Thread(target=work)
         thread.start()
-        while not state["inside"]:
+        while "start" not in state:
             pass
-        turns = 0
-        while not state["done"]:
-            turns += 1
+        first = last = time.perf_counter()
+        while "end" not in state:
+            last = time.perf_counter()
         thread.join()
-        # Holding the GIL for the whole hash would leave this at about zero.
-        self.assertGreater(turns, 10_000)
+        hashing = state["end"] - state["start"]
+        self.assertGreater(hashing, 0.05)
+        # This thread ran from the hash's start to its end.
+        self.assertGreater(last - first, 0.5 * hashing, (last - first, hashing))
 
     def test_default_hasher_uses_one_lane(self) -> None:
         from pathlib import Path

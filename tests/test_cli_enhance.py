@@ -67,3 +67,66 @@ class EnhanceCommandTests(SynchronousTestCase):
         bar(5, 10)
         bar.close()
         self.assertIn("50%", out.getvalue())
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+class EnhanceValidationTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.dir = Path(self.mktemp())
+        self.dir.mkdir()
+        self.stderr = io.StringIO()
+        self.patch(enhance.sys, "stderr", self.stderr)
+        self.source = self.dir / "in.wav"
+        rng = np.random.default_rng(0)
+        write_audio(self.source, (rng.standard_normal((1, 4800)) * 0.05).astype(np.float32), 48000)
+
+    def refuse_model(self) -> None:
+        """Make loading the model fail the test: validation must come first."""
+        from denoisecast.model import engine
+
+        def load(*args: object, **kwargs: object) -> None:
+            raise AssertionError("the model was loaded")
+
+        self.patch(engine.DenoiseEngine, "load", load)
+
+    def test_invalid_values_refused(self) -> None:
+        """
+        A negative or non-numeric attenuation limit, a batch size of 0 and
+        similar are refused with exit status 2 and a message naming the option.
+        """
+        self.refuse_model()
+        for option, value in (
+            ("--atten-lim-db", "-5"), ("--atten-lim-db", "nan"), ("--atten-lim-db", "101"), ("--atten-lim-db", "loud"),
+            ("--batch-size", "0"), ("--batch-size", "-3"), ("--batch-size", "2.5"), ("--batch-size", "99999"),
+        ):
+            self.stderr.truncate(0)
+            with self.assertRaises(SystemExit) as caught:
+                enhance.main([str(self.source), str(self.dir / "out.wav"), option, value])
+            self.assertEqual(caught.exception.code, 2, (option, value))
+            self.assertIn(f"argument {option}", self.stderr.getvalue())
+            self.assertFalse((self.dir / "out.wav").exists())
+
+    def test_missing_input_before_model(self) -> None:
+        """A missing input stops the command with status 2 before the model loads."""
+        self.refuse_model()
+        code = enhance.main([str(self.source), str(self.dir / "gone.wav"), str(self.dir / "out") + "/"])
+        self.assertEqual(code, 2)
+        self.assertEqual(self.stderr.getvalue().strip(), f"denoisecast-enhance: {self.dir / 'gone.wav'}: no such file")
+
+    def test_progress_bar_only_on_terminal(self) -> None:
+        """
+        Into a pipe or file no bar (no carriage returns); on a terminal the
+        bar is drawn.
+        """
+        self.patch(enhance, "BAR_AFTER_S", 0.0)
+        self.assertEqual(enhance.main([str(self.source), str(self.dir / "a.wav")]), 0)
+        self.assertNotIn("\r", self.stderr.getvalue())
+        self.assertIn("1 file(s)", self.stderr.getvalue())
+        terminal = _Terminal()
+        self.patch(enhance.sys, "stderr", terminal)
+        self.assertEqual(enhance.main([str(self.source), str(self.dir / "b.wav")]), 0)
+        self.assertIn("\rbatch 1/1 [", terminal.getvalue())

@@ -73,18 +73,19 @@ class MetricsTests(TestCase):
 class PageTests(TestCase):
     async def test_pages_served(self) -> None:
         """
-        /, /login and /register are HTML pages with their script, a CSRF
-        cookie and a strict content security policy; static files are served.
+        /login and /register are the app's HTML shell with its module, a
+        CSRF cookie and a strict content security policy; static files are
+        served.  (tests/test_pages.py covers every page URL.)
         """
         running = await start_server(self)
-        for path, marker in [("/", 'data-page="home"'), ("/login", 'data-page="login"'), ("/register", 'data-page="register"')]:
+        for path, marker in [("/login", '"page": "login"'), ("/register", '"page": "register"')]:
             client = running.client()
             reply = await client.get(path)
             self.assertEqual(reply.status, 200, path)
-            self.assertIn(marker, reply.body.decode())
-            self.assertIn("/static/pages.js", reply.body.decode())
+            self.assertIn(marker, reply.body.decode().replace('":"', '": "'))
+            self.assertIn("/static/app.js", reply.body.decode())
             self.assertIsNotNone(client.cookie("dc_csrf"))
             self.assertIn("default-src 'self'", reply.header("content-security-policy"))
-        script = await running.client().get("/static/pages.js")
+        script = await running.client().get("/static/api.js")
         self.assertEqual(script.status, 200)
         self.assertIn(b"X-CSRF-Token", script.body)

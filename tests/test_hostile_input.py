@@ -343,3 +343,24 @@ class DiskFullDatabaseTests(TestCase):
         assert_error_shape(self, reply)
         self.assertIsNotNone(reply.header("retry-after"))
         self.assertEqual(self.flushLoggedErrors(), [])
+
+    async def test_full_database_disk_on_the_websocket(self) -> None:
+        """
+        The same on the WebSocket: a message whose handling meets a full
+        database disk is answered with an error storage_full (503, with the
+        message's id), not internal_error, and nothing is logged as a bug.
+        """
+        from tests.test_presence import people
+        from tests.ws_support import connect_ws
+
+        running, c = await people(self)
+        error = disk_full_error()
+
+        async def full(*args: object) -> object:
+            raise error
+
+        self.patch(running.server.live, "set_denoise", full)
+        alice = await connect_ws(self, running.base, c["alice"])
+        reply = await alice.request({"v": 1, "type": "denoise", "enabled": False})
+        self.assertEqual((reply["type"], reply["code"], reply["status"]), ("error", "storage_full", 503))
+        self.assertEqual(self.flushLoggedErrors(), [])

@@ -45,6 +45,7 @@ class LiveManagerTests(TestCase):
         for name, client in clients.items():
             sockets[name] = await connect_ws(self, running.base, client)
             await sockets[name].expect("presence")
+            await sockets[name].expect("me")
         return running, sockets
 
     async def test_unfriend_ends_listening(self) -> None:
@@ -136,11 +137,12 @@ class LiveManagerTests(TestCase):
         """
         A publisher whose DTLS handshake fails (its offer names another
         certificate's fingerprint, so the server rejects the one it is
-        shown) is ended as soon as its connection fails: the publisher is
-        told why, friends see it go offline, the engine slot is freed.
+        shown) is ended once its connection fails and no new one comes
+        within the grace period: the publisher is told why, friends see it
+        go offline, the engine slot is freed.
         """
         noisy = noisy_speech_file(self)
-        running, ws = await self.setup_people()
+        running, ws = await self.setup_people(reconnect_grace=0.5)
         pc, offer = await publisher(self, noisy)
         forged, count = re.subn(
             r"(a=fingerprint:[\w-]+ )([0-9A-Fa-f]{2})",

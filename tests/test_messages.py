@@ -8,7 +8,7 @@ import json
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from denoisecast.protocols.messages import BadMessage, parse
+from denoisecast.protocols.messages import BadMessage, parse, reference
 
 
 def encode(message: object) -> bytes:
@@ -51,6 +51,19 @@ class ParseTests(SynchronousTestCase):
             with self.assertRaises(BadMessage) as raised:
                 parse(payload)
             self.assertEqual(raised.exception.code, code, payload[:60])
+
+
+class ReferenceTests(SynchronousTestCase):
+    def test_id_of_an_invalid_message(self) -> None:
+        """
+        The id is found in messages that fail validation, and nothing is
+        made up for payloads that have no usable id.
+        """
+        self.assertEqual(reference(encode({"v": 1, "type": "denoise", "atten_lim_db": 150, "id": "7"})), "7")
+        self.assertEqual(reference(encode({"v": 9, "id": 4})), 4)
+        for payload in (b"not json", b"[1]", encode({"id": True}), encode({"id": {"a": 1}}),
+                        encode({"id": "x" * 65}), b"\xff", encode({"v": 1})):
+            self.assertIsNone(reference(payload), payload)
 
 
 class ServerMessageTests(SynchronousTestCase):

@@ -40,8 +40,8 @@ TORCH = "torch==2.13.0"
 EXPECTED_IN_WHEEL = (
     "denoisecast/audio/_ringbuffer.cpython-",  # the compiled ring buffer
     "denoisecast/data/common-passwords.txt.gz",  # registration refuses these
-    "denoisecast/static/home.html",
-    "denoisecast/static/login.html",
+    "denoisecast/static/app.html",
+    "denoisecast/static/app.js",
     "denoisecast/storage/migrations/versions/0001_accounts_and_friends.py",
     "twisted/plugins/denoisecast_plugin.py",
 )

@@ -55,6 +55,7 @@ class PresenceTests(TestCase):
         )
         carol = await connect_ws(self, running.base, c["carol"])
         self.assertEqual((await carol.expect("presence"))["friends"], [])
+        self.assertEqual((await carol.next())["type"], "me")  # carol's own state comes next
         alice = await connect_ws(self, running.base, c["alice"])
         update = await bob.expect("friend", timeout=1.0)
         self.assertEqual(update["friend"]["username"], "alice")

@@ -270,6 +270,49 @@ class RecordingApiTests(TestCase):
         row = await self.running.server.store.get_visible_recording(self.first.public_id, alice["id"])
         self.assertEqual(json.loads(row["peaks"]), reply.body["points"])
 
+    async def test_waveform_work_leaves_the_recorder_free(self) -> None:
+        """
+        Computing waveforms (minutes for a long recording) never takes the
+        threads that write live recordings: while two requests for a
+        waveform are being computed, a live recording's writes still reach
+        its files, and the two requests share one computation.
+        """
+        import threading
+
+        from twisted.internet import reactor
+        from twisted.internet.task import deferLater
+
+        from denoisecast.recordings import library
+
+        release = threading.Event()
+        self.addCleanup(release.set)
+        computed: list[str] = []
+        real = library.file_peaks
+
+        def slow_peaks(path: Any, points: int) -> list[float]:
+            computed.append(threading.current_thread().name)
+            release.wait(30)
+            return real(path, points)
+
+        self.patch(library, "file_peaks", slow_peaks)
+        path = f"/api/recordings/{self.first.public_id}/waveform"
+        requests = [self.bob.get(path), self.alice.get(path)]
+        for _ in range(100):
+            if computed:
+                break
+            await deferLater(reactor, 0.05)
+        live = await record(self.running, "alice", 1.0, finish=False)
+        written = live.written()
+        written.addTimeout(10, reactor)
+        await written
+        self.assertFalse(release.is_set())
+        release.set()
+        replies = [await request for request in requests]
+        self.assertEqual(replies[0].body, replies[1].body)
+        self.assertEqual(len(computed), 1)
+        self.assertNotIn("recorder", computed[0])
+        await live.finish()
+
     async def test_delete(self) -> None:
         """
         Only the owner deletes; afterwards the row and both files are gone.

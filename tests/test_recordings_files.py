@@ -6,6 +6,7 @@ writer being killed mid-way.
 from __future__ import annotations
 
 import os
+import stat
 import signal
 import subprocess
 import sys
@@ -45,6 +46,21 @@ class WriterTests(SynchronousTestCase):
         self.assertLess(abs((float(np.sqrt(np.mean(decoded[4800:-4800] ** 2)))) - (0.3 / np.sqrt(2))), 0.02)
         spectrum = np.abs(np.fft.rfft(decoded[4800:52800]))
         self.assertLess(abs((np.argmax(spectrum) * RATE / 48000) - (440.0)), 2.0)
+
+    def test_private_mode(self) -> None:
+        """
+        A recording file is created without world (or group write) bits, even
+        in a process whose umask would allow them.
+        """
+        path = Path(self.mktemp() + ".ogg")
+        old = os.umask(0)
+        try:
+            writer = OggOpusWriter(path)
+            writer.write(tone(0.1))
+            writer.close()
+        finally:
+            os.umask(old)
+        self.assertEqual(stat.S_IMODE(path.stat().st_mode), 0o640)
 
     def test_survives_kill(self) -> None:
         """

@@ -93,6 +93,12 @@ class RecordedBroadcastTests(TestCase):
             self.assertGreater(correlation, 0.6, track)
             floors[track] = noise_floor_db(audio, clean, lag)
         self.assertLess(floors["denoised"], floors["raw"] - 10.0, floors)
+        # Database and recordings are not readable by other users of the machine.
+        data = workdir / "denoisecast-data"
+        private = [data, *data.rglob("*")]
+        self.assertTrue(any(p.suffix == ".ogg" for p in private) and any(p.suffix == ".sqlite3" for p in private))
+        for path in private:
+            self.assertEqual(path.stat().st_mode & 0o007, 0, f"{path} is open to others")
 
     async def test_killed_server_recording_repaired(self) -> None:
         """

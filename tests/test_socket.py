@@ -130,6 +130,7 @@ class HostileInputTests(TestCase):
         bob = await connect_ws(self, running.base, c["bob"])
         await alice.expect("presence")
         await bob.expect("presence")
+        await bob.expect("me")
         await alice.expect("friend")
         cases = [
             (b"not json", "bad_json"),
@@ -159,6 +160,27 @@ class HostileInputTests(TestCase):
             self.assertEqual((reply["type"], reply["status"], reply["code"]), ("error", status, code))
         self.assertEqual((await alice.request({"v": 1, "type": "ping"}))["type"], "pong")
         self.assertEqual(await bob.silent(0.2), [])
+
+    async def test_errors_echo_the_request_id(self) -> None:
+        """
+        Validation errors and rate-limit errors carry the id of the message
+        they answer (docs/live.md: every reply does), so a page can tell
+        the person which of its requests failed instead of waiting forever.
+        """
+        running, c = await people(self)
+        alice = await connect_ws(self, running.base, c["alice"])
+        await alice.expect("presence")
+        reply = await alice.request({"v": 1, "type": "denoise", "atten_lim_db": 150})
+        self.assertEqual((reply["type"], reply["code"]), ("error", "bad_field"))
+        reply = await alice.request({"v": 1, "type": "denoise", "atten_lim_db": -5})
+        self.assertEqual((reply["type"], reply["code"]), ("error", "bad_field"))
+        reply = await alice.request({"v": 1, "type": "explode"})
+        self.assertEqual((reply["type"], reply["code"]), ("error", "unknown_type"))
+        for n in range(40):  # more than a second's allowance at once
+            alice.send({"v": 1, "type": "ping", "id": f"burst{n}"})
+        limited = await alice.expect("error", code="rate_limited")
+        self.assertEqual(limited["status"], 429)
+        self.assertTrue(str(limited.get("id", "")).startswith("burst"), limited)
 
     async def test_oversized_and_binary_frames_close(self) -> None:
         """

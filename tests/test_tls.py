@@ -1,10 +1,11 @@
 """
-Under TLS the session cookie is marked Secure.
+Under TLS the session cookie is marked Secure and responses carry HSTS.
 """
 
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import json
 import ssl
 
@@ -63,3 +64,45 @@ class TlsTests(TestCase):
         self.assertEqual(len(session), 1)
         for attribute in ("Secure", "HttpOnly", "SameSite=lax"):
             self.assertIn(attribute, session[0])
+
+
+def hsts_over_tls(port: int, path: str) -> str | None:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
+    try:
+        connection.request("GET", path)
+        reply = connection.getresponse()
+        reply.read()
+        return reply.headers.get("Strict-Transport-Security")
+    finally:
+        connection.close()
+
+
+class HstsTests(TestCase):
+    async def test_hsts_on_direct_tls(self) -> None:
+        """
+        Over a direct TLS listener every response (API, page, static file,
+        404) has Strict-Transport-Security; over plain HTTP none has.
+        """
+        running = await start_server(self)
+        port = reactor.listenSSL(0, running.server.site, self_signed().options(), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        for path in ("/api/health", "/login", "/static/style.css", "/nowhere"):
+            header = await deferToThread(hsts_over_tls, port.getHost().port, path)
+            self.assertEqual(header, "max-age=31536000", path)
+            plain = await running.client().get(path)
+            self.assertIsNone(plain.header("strict-transport-security"), path)
+
+    async def test_hsts_from_trusted_proxy_only(self) -> None:
+        """
+        C{X-Forwarded-Proto: https} gives HSTS when the peer is a trusted
+        proxy, and nothing when anyone else sends it.
+        """
+        trusted = await start_server(self, trusted_proxies=(ipaddress.ip_network("127.0.0.1"),))
+        reply = await trusted.client().get("/api/health", headers={"X-Forwarded-Proto": "https"})
+        self.assertEqual(reply.header("strict-transport-security"), "max-age=31536000")
+        untrusted = await start_server(self)
+        reply = await untrusted.client().get("/api/health", headers={"X-Forwarded-Proto": "https"})
+        self.assertIsNone(reply.header("strict-transport-security"))

@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -124,6 +125,25 @@ class TwistdTests(TestCase):
         server = TwistdProcess(self, workdir, env={"DENOISECAST_DATA_DIR": str(data)})
         await server.ready()
         self.assertTrue((data / "denoisecast.sqlite3").exists())
+
+    async def test_data_private(self) -> None:
+        """
+        The server runs with umask 027 and takes the world bits off a data
+        directory an operator left open: the database inside is reachable by
+        the server's user and group only.
+        """
+        workdir = self.workdir()
+        data = workdir / "denoisecast-data"
+        data.mkdir()
+        data.chmod(0o777)
+        server = TwistdProcess(self, workdir)
+        await server.ready()
+        await Client(server.base).register("alice")
+        self.assertEqual(stat.S_IMODE(data.stat().st_mode), 0o770)
+        database = data / "denoisecast.sqlite3"
+        self.assertEqual(stat.S_IMODE(database.stat().st_mode) & 0o027, 0, oct(database.stat().st_mode))
+        status = Path(f"/proc/{server.process.pid}/status").read_text()
+        self.assertIn("Umask:\t0027", status)
 
     def test_help_documents_every_option(self) -> None:
         """

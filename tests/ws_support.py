@@ -103,13 +103,17 @@ async def connect_ws(
     client: Client | None,
     origin: str | None = "same",
     cookie: str | None = None,
+    tls: Any = None,
+    bind: str | None = None,
+    extra_headers: dict[str, str] | None = None,
 ) -> WsClient:
     """
     Open C{/ws} as the user logged in on C{client}; raises ConnectionError
-    when the server refuses the handshake.
+    when the server refuses the handshake.  For an https C{base}, C{tls} is
+    the client TLS connection creator; C{bind} the local address.
     """
-    url = base.replace("http://", "ws://") + "/ws"
-    headers = {}
+    url = base.replace("http://", "ws://").replace("https://", "wss://") + "/ws"
+    headers = dict(extra_headers or {})
     if cookie is None and client is not None:
         cookie = f"dc_session={client.cookie('dc_session')}"
     if cookie:
@@ -118,7 +122,7 @@ async def connect_ws(
         origin = base
     factory = _Factory(url, origin=origin, headers=headers)
     host = urlparse(base)
-    connector = connectWS(factory)
+    connector = connectWS(factory, contextFactory=tls, bindAddress=(bind, 0) if bind else None)
 
     def drop() -> Deferred[Any] | None:
         if factory.connection is not None and not factory.closed.called:

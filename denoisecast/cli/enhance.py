@@ -8,7 +8,10 @@ Inputs in any format FFmpeg reads are resampled to 48 kHz; every channel of
 every file is one stream of a batch, so many files run together.  Outputs
 are written at 48 kHz in the format their extension names (wav, flac, ogg,
 opus, mp3); into a directory, an output keeps its input's name.  Problems
-with a file are reported in one line and the other files still run.
+with a file are reported in one line and the other files still run; a
+missing input or an invalid option stops the command before the model loads
+(which takes seconds).  The progress bar is drawn only on a terminal, so a
+log or a pipe gets no carriage-return noise.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ import numpy as np
 from denoisecast.audio.audio_io import OUTPUT_FORMATS, AudioFileError, read_audio, write_audio
 
 PROG = "denoisecast-enhance"
+#: The bar appears only once work has taken this long (seconds).
+BAR_AFTER_S = 2.0
+MAX_BATCH_SIZE = 4096
 
 
 @dataclass
@@ -37,10 +43,10 @@ class Job:
 class ProgressBar:
     """A one-line bar on a terminal, shown only once the work has taken a couple of seconds."""
 
-    def __init__(self, stream: TextIO, label: str, after_s: float = 2.0) -> None:
+    def __init__(self, stream: TextIO, label: str, after_s: float | None = None) -> None:
         self.stream = stream
         self.label = label
-        self.after_s = after_s
+        self.after_s = BAR_AFTER_S if after_s is None else after_s
         self.started = time.monotonic()
         self.shown = False
 
@@ -78,6 +84,28 @@ def plan(paths: list[Path]) -> list[Job]:
     return jobs
 
 
+def attenuation_limit(text: str) -> float:
+    """C{--atten-lim-db}: a number of dB from 0 (no denoising) to 100 (no limit)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 100.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text} is outside 0-100 dB")
+    return value
+
+
+def batch_size(text: str) -> int:
+    """C{--batch-size}: a whole number of streams, at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= MAX_BATCH_SIZE:
+        raise argparse.ArgumentTypeError(f"{value} is outside 1-{MAX_BATCH_SIZE}")
+    return value
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -87,9 +115,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="input file(s), then an output file or directory")
     parser.add_argument("--model", default="auto", help="auto (default), deepfilternet2, deepfilternet3 or a model path")
     parser.add_argument("--model-dir", type=Path, default=None, help="directory with official model releases")
-    parser.add_argument("--atten-lim-db", type=float, default=100.0, help="limit the noise attenuation (dB; 100 = no limit)")
+    parser.add_argument(
+        "--atten-lim-db", type=attenuation_limit, default=100.0, help="limit the noise attenuation (0-100 dB; 100 = no limit)"
+    )
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the network runs")
-    parser.add_argument("--batch-size", type=int, default=8, help="streams (file channels) processed together")
+    parser.add_argument("--batch-size", type=batch_size, default=8, help="streams (file channels) processed together")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     return parser.parse_args(argv)
 
@@ -112,6 +142,11 @@ def run(args: argparse.Namespace, err: TextIO) -> int:
         jobs = plan(args.paths)
     except ValueError as e:
         err.write(f"{PROG}: {e}\n")
+        return 2
+    missing = [job.source for job in jobs if not job.source.is_file()]
+    for source in missing:
+        err.write(f"{PROG}: {source}: no such file\n")
+    if missing:
         return 2
     from denoisecast.model.engine import DenoiseEngine
     from denoisecast.model.weights.registry import ModelNotFound
@@ -136,10 +171,12 @@ def run(args: argparse.Namespace, err: TextIO) -> int:
     results: dict[tuple[int, int], np.ndarray] = {}
     total_samples = sum(job.audio.shape[1] for job, _ in streams)  # type: ignore[union-attr]
     started = time.monotonic()
-    size = max(1, args.batch_size)
+    size = args.batch_size
     for first in range(0, len(streams), size):
         group = streams[first : first + size]
-        bar = ProgressBar(err, f"batch {first // size + 1}/{-(-len(streams) // size)}") if not args.quiet else None
+        bar = None
+        if not args.quiet and err.isatty():
+            bar = ProgressBar(err, f"batch {first // size + 1}/{-(-len(streams) // size)}")
         outputs = engine.enhance([job.audio[ch] for job, ch in group], args.atten_lim_db, bar)  # type: ignore[index]
         if bar is not None:
             bar.close()

@@ -50,6 +50,14 @@ from denoisecast.storage.store import Store, User
 
 #: Threads that encode broadcasts' Opus (each broadcast's blocks in order).
 ENCODING_THREADS = 2
+#: Seconds a broadcast whose publisher went away (page reloaded, network
+#: dropped) waits for that person to publish again before it ends.
+DEFAULT_RECONNECT_GRACE = 10.0
+#: Audio (samples at 48 kHz) between two level reports to the broadcaster.
+LEVEL_EVERY = 4800
+#: The level reported for digital silence (dBFS).
+SILENCE_DB = -100.0
+
 
 
 class Peer(Protocol):
@@ -87,6 +95,12 @@ class Broadcast:
     #: The broadcast's queue on the live encoding pool, and the way back to the reactor.
     encoding: SerialJobs | None = None
     call_from_thread: Callable[..., None] | None = None
+    #: Set while nobody publishes (page gone or media lost): the broadcast
+    #: waits for its owner to come back until the grace timer fires.
+    detached: Any = None
+    #: Levels of the audio since the last report to the broadcaster.
+    _level_samples: int = 0
+    _level_energy: tuple[float, float] = (0.0, 0.0)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -95,6 +109,33 @@ class Broadcast:
             "atten_lim_db": self.atten_lim_db,
             "listeners": len(self.listeners),
         }
+
+    def report_level(self, output: np.ndarray, raw: np.ndarray) -> None:
+        """
+        Tell the broadcaster, a few times a second, how loud what listeners
+        hear (denoised) and what the microphone sent (raw) are, so the page
+        can show the noise going away.
+        """
+        def energy(block: np.ndarray) -> float:
+            samples = block.astype(np.float64) / (32768.0 if block.dtype == np.int16 else 1.0)
+            return float(np.sum(samples * samples))
+
+        denoised, noisy = self._level_energy
+        self._level_energy = (denoised + energy(output), noisy + energy(raw))
+        self._level_samples += len(output)
+        if self._level_samples < LEVEL_EVERY:
+            return
+        count = self._level_samples
+        denoised, noisy = self._level_energy
+        self._level_samples, self._level_energy = 0, (0.0, 0.0)
+        if self.connection is None:
+            return
+
+        def db(total: float) -> float:
+            rms = (total / count) ** 0.5
+            return round(max(SILENCE_DB, 20.0 * float(np.log10(rms))) if rms > 0 else SILENCE_DB, 1)
+
+        self.connection.send_message(server_message("level", denoised_db=db(denoised), raw_db=db(noisy)))
 
     def take_audio(self, pcm: np.ndarray) -> None:
         """The publisher's next samples, 48 kHz mono int16 (reactor thread)."""
@@ -113,6 +154,7 @@ class Broadcast:
         reactor instead of taking a share of its thread); without one, it
         runs on the spot.
         """
+        self.report_level(output, raw)
         recording = self.recording if self.recording is not None and self.recording.active else None
         blocks = {
             signal: block
@@ -182,9 +224,11 @@ class LiveManager:
         reactor: Any,
         silence_timeout: float,
         recorder: Any = None,
+        reconnect_grace: float = DEFAULT_RECONNECT_GRACE,
         access: Access | None = None,
         candidate_policy: CandidatePolicy | None = None,
     ) -> None:
+        self._grace = reconnect_grace
         self._recorder = recorder
         self._candidate_policy = candidate_policy or CandidatePolicy()
         self._reactor = reactor
@@ -249,8 +293,33 @@ class LiveManager:
 
     def _changed(self, user_id: int) -> None:
         self._presence.changed(user_id)
+        broadcast = self.broadcasts.get(user_id)
+        if broadcast is not None:
+            self._tell_owner(user_id, broadcast.denoise, broadcast.atten_lim_db)
         for observer in self.observers:
             observer()
+
+    def _tell_owner(self, user_id: int, denoise: bool, atten_lim_db: float) -> None:
+        """
+        Every open page of the user learns their own state: live or not (so
+        a second tab shows the broadcast), and the denoise setting.
+        """
+        self._presence.send_to_user(user_id, self.owner_event(user_id, denoise, atten_lim_db))
+
+    def owner_event(self, user_id: int, denoise: bool, atten_lim_db: float) -> dict[str, Any]:
+        broadcast = self.broadcasts.get(user_id)
+        live = None
+        if broadcast is not None:
+            live = {**self.public_status(broadcast), "detached": broadcast.detached is not None}
+        return server_message("me", live=live, denoise=denoise, atten_lim_db=atten_lim_db)
+
+    async def describe_owner(self, user: User) -> dict[str, Any]:
+        """The C{me} event for a page that just connected."""
+        broadcast = self.broadcasts.get(user["id"])
+        if broadcast is not None:
+            return self.owner_event(user["id"], broadcast.denoise, broadcast.atten_lim_db)
+        prefs = await self._store.get_denoise_prefs(user["id"])
+        return self.owner_event(user["id"], prefs["denoise"], prefs["atten_lim_db"])
 
     # peer connections ----------------------------------------------------------
 
@@ -305,24 +374,31 @@ class LiveManager:
 
     async def publish(self, user: User, connection: Peer | None, sdp: str) -> dict[str, Any]:
         me = user["id"]
-        if me in self.broadcasts or me in self._starting:
+        running = self.broadcasts.get(me)
+        if me in self._starting or (running is not None and running.detached is None):
             raise conflict("already_live", "You are already live; stop that stream first.")
         self._starting.add(me)
         try:
+            if running is not None:
+                return await self._reattach(running, connection, sdp)
             return await self._publish(user, connection, sdp)
         finally:
             self._starting.discard(me)
 
-    async def _publish(self, user: User, connection: Peer | None, sdp: str) -> dict[str, Any]:
-        me = user["id"]
-        prefs = await self._store.get_denoise_prefs(me)
-        holder: dict[str, Broadcast] = {}
+    async def _receive(
+        self, me: int, sdp: str, holder: dict[str, Broadcast]
+    ) -> tuple[RTCPeerConnection, str, MediaStreamTrack, Any]:
+        """
+        A peer connection that receives the offer's audio: the answer, the
+        track and the inline decoder (C{None} where aiortc's internals were
+        not as expected).  Losing it detaches the broadcast in C{holder}.
+        """
         tracks: list[MediaStreamTrack] = []
 
         def gone() -> None:
             broadcast = holder.get("b")
-            if broadcast is not None and self.broadcasts.get(me) is broadcast:
-                self._spawn(self._end(me, "connection_lost"))
+            if broadcast is not None and self.broadcasts.get(me) is broadcast and broadcast.pc is pc:
+                self._detach(broadcast, "connection_lost")
 
         pc = self._new_peer(gone)
         pc.on("track", tracks.append)
@@ -345,6 +421,13 @@ class LiveManager:
         except BaseException:
             await self._close_peer(pc)
             raise
+        return pc, answer, audio[0], decoder
+
+    async def _publish(self, user: User, connection: Peer | None, sdp: str) -> dict[str, Any]:
+        me = user["id"]
+        prefs = await self._store.get_denoise_prefs(me)
+        holder: dict[str, Broadcast] = {}
+        pc, answer, track, decoder = await self._receive(me, sdp, holder)
         broadcast = Broadcast(
             uuid.uuid4().hex, user, connection, pc, self._now(),
             prefs["denoise"], prefs["atten_lim_db"],
@@ -359,12 +442,67 @@ class LiveManager:
         if decoder is not None:
             # Set before the answer leaves, so before any audio can arrive.
             decoder.sink = broadcast.take_audio
-        broadcast.ingest = asyncio.ensure_future(self._ingest(broadcast, audio[0]))
+        broadcast.ingest = asyncio.ensure_future(self._ingest(broadcast, track))
         self.broadcasts[me] = broadcast
         await self._record(broadcast)
         self.log.info("{user} is live (stream {stream})", user=user["username"], stream=broadcast.stream_id)
         self._changed(me)
         return server_message("answer", role="publish", sdp=answer, stream=self.public_status(broadcast))
+
+    async def _reattach(self, broadcast: Broadcast, connection: Peer | None, sdp: str) -> dict[str, Any]:
+        """
+        The owner of a broadcast waiting in its grace period publishes
+        again: the new microphone connection takes the old one's place, and
+        the broadcast goes on with its listeners, start time and recording.
+        """
+        me = broadcast.user["id"]
+        holder = {"b": broadcast}
+        pc, answer, track, decoder = await self._receive(me, sdp, holder)
+        if self.broadcasts.get(me) is not broadcast:  # ended while we negotiated
+            await self._close_peer(pc)
+            raise not_found("not_live", "That broadcast has ended; go live again.")
+        old_pc, old_ingest = broadcast.pc, broadcast.ingest
+        broadcast.pc, broadcast.connection = pc, connection
+        if broadcast.detached is not None and broadcast.detached.active():
+            broadcast.detached.cancel()
+        broadcast.detached = None
+        broadcast.last_audio = time.monotonic()
+        if decoder is not None:
+            decoder.sink = broadcast.take_audio
+        broadcast.ingest = asyncio.ensure_future(self._ingest(broadcast, track))
+        if old_ingest is not None:
+            old_ingest.cancel()
+        self._spawn(self._close_peer(old_pc))
+        self.log.info("{user} is back (stream {stream})", user=broadcast.user["username"], stream=broadcast.stream_id)
+        self._changed(me)
+        return server_message(
+            "answer", role="publish", sdp=answer, stream=self.public_status(broadcast), resumed=True
+        )
+
+    def _detach(self, broadcast: Broadcast, reason: str) -> None:
+        """
+        The publisher went away (its WebSocket closed, or its media
+        connection was lost).  Without a grace period the broadcast ends;
+        with one, it waits that long for its owner to publish again.
+        """
+        me = broadcast.user["id"]
+        if self._grace <= 0:
+            self._spawn(self._end(me, reason))
+            return
+        if broadcast.detached is not None:
+            return
+
+        def expire() -> None:
+            if self.broadcasts.get(me) is broadcast and broadcast.detached is not None:
+                broadcast.detached = None
+                self._spawn(self._end(me, reason))
+
+        broadcast.detached = self._reactor.callLater(self._grace, expire)
+        self.log.info(
+            "{user}'s broadcast waits {grace} s for its publisher: {reason}",
+            user=broadcast.user["username"], grace=self._grace, reason=reason,
+        )
+        self._changed(me)
 
     async def _record(self, broadcast: Broadcast) -> None:
         """
@@ -429,6 +567,9 @@ class LiveManager:
         broadcast = self.broadcasts.pop(user_id, None)
         if broadcast is None:
             return
+        if broadcast.detached is not None and broadcast.detached.active():
+            broadcast.detached.cancel()
+        broadcast.detached = None
         self.log.info(
             "{user} is no longer live: {reason}", user=broadcast.user["username"], reason=reason
         )
@@ -442,6 +583,7 @@ class LiveManager:
                 server_message("ended", role="publish", user=broadcast.user["username"], reason=reason)
             )
         self._changed(user_id)
+        self._tell_owner(user_id, broadcast.denoise, broadcast.atten_lim_db)
         await self._close_peer(broadcast.pc)
         if broadcast.encoding is not None:
             # Blocks still being encoded reach the recording before it closes.
@@ -455,6 +597,8 @@ class LiveManager:
     def _check_silence(self) -> None:
         now = time.monotonic()
         for user_id, broadcast in list(self.broadcasts.items()):
+            if broadcast.detached is not None:
+                continue  # its grace timer decides
             if now - broadcast.last_audio > self._silence_timeout:
                 self._spawn(self._end(user_id, "silence"))
 
@@ -474,6 +618,8 @@ class LiveManager:
             if broadcast.recording is not None:
                 broadcast.recording.note(broadcast.denoise, broadcast.atten_lim_db)
             self._changed(me)
+        else:
+            self._tell_owner(me, prefs["denoise"], prefs["atten_lim_db"])
         return server_message("denoise", enabled=prefs["denoise"], atten_lim_db=prefs["atten_lim_db"])
 
     # listening -----------------------------------------------------------------
@@ -564,9 +710,10 @@ class LiveManager:
     # events from elsewhere ---------------------------------------------------------
 
     def connection_closed(self, connection: Peer) -> None:
-        for user_id, broadcast in list(self.broadcasts.items()):
+        for broadcast in list(self.broadcasts.values()):
             if broadcast.connection is connection:
-                self._spawn(self._end(user_id, "closed"))
+                broadcast.connection = None
+                self._detach(broadcast, "closed")
                 continue
             for listener in list(broadcast.listeners.values()):
                 if listener.connection is connection:

@@ -61,7 +61,7 @@ SERVER_MESSAGES: dict[str, frozenset[str]] = {
         "friend_removed": ("username",),
         # Replies to client messages.
         "pong": (),
-        "answer": ("role", "sdp", "stream", "user", "signal"),
+        "answer": ("role", "sdp", "stream", "user", "signal", "resumed"),
         "stopped": (),
         "denoise": ("enabled", "atten_lim_db"),
         "signal": ("user", "signal"),
@@ -71,6 +71,16 @@ SERVER_MESSAGES: dict[str, frozenset[str]] = {
         "ended": ("role", "user", "reason"),
         "listeners": ("count",),
         "recording": ("recording", "reason"),
+        # Your own state, to each of your pages: live or not (and waiting
+        # for you to come back), the denoise setting.
+        "me": ("live", "denoise", "atten_lim_db"),
+        # What listeners hear and what the microphone sent, to the publisher.
+        "level": ("denoised_db", "raw_db"),
+        # A friend request made, accepted, rejected or cancelled: to both people.
+        "friend_request": ("username", "direction", "state"),
+        # A recording finished or deleted: to its owner and the owner's friends.
+        "recording_ready": ("recording",),
+        "recording_removed": ("id", "owner"),
     }.items()
 }
 
@@ -134,6 +144,29 @@ def parse(payload: bytes) -> dict[str, Any]:
         else:
             message["atten_lim_db"] = float(limit)
     return message
+
+
+def reference(payload: bytes) -> Any:
+    """
+    The client's ``id`` from a message that may not be valid, so that an
+    error about it can still be matched to the request (C{None} when the
+    payload is not a JSON object or its id is not a short string or number).
+    """
+    try:
+        message = load_json_text(payload)
+    except NotJsonText:
+        return None
+    if not isinstance(message, dict):
+        return None
+    ref = message.get("id")
+    if isinstance(ref, bool) or not isinstance(ref, (int, str)) or len(str(ref)) > 64:
+        return None
+    return ref
+
+
+#: ``friend_request.direction`` and ``.state``.
+REQUEST_DIRECTIONS = ("incoming", "outgoing")
+REQUEST_STATES = ("pending", "accepted", "rejected", "cancelled")
 
 
 def error(code: str, message: str, status: int = 400, ref: Any = None) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import ensureDeferred
+from twisted.internet.interfaces import ISSLTransport
 
 from denoisecast.accounts import EndedSessions, hash_token
 from denoisecast.errors import DenoiseCastError
@@ -29,7 +30,8 @@ from denoisecast.logs import logger
 from denoisecast.presence import PresenceHub
 from denoisecast.protocols import messages
 from denoisecast.storage.store import User
-from denoisecast.web.resource import dump_json
+from denoisecast.web.forwarded import X_FORWARDED, ClientView, TrustedProxies, resolve_client
+from denoisecast.web.resource import dump_json, storage_full
 from denoisecast.web.sameorigin import SESSION_COOKIE, origin_allowed, session_token
 
 if TYPE_CHECKING:
@@ -57,14 +59,35 @@ class SignalingProtocol(WebSocketServerProtocol):
     factory: "SignalingFactory"
 
     user: User | None = None
+    #: The real client address (behind a trusted proxy, the proxy's client).
+    client_address = "unknown"
     #: The hash of the session this connection was opened with.
     session_hash: str | None = None
     _errors = 0
     _tokens = RATE_PER_SECOND
     _last = 0.0
 
+    def client_view(self, request: ConnectionRequest) -> ClientView:
+        """
+        Scheme, host and address as the client used them: behind a trusted
+        proxy, what its forwarded headers say (see L{denoisecast.web.forwarded}).
+        """
+        peer = self.transport.getPeer() if self.transport is not None else None
+        headers: dict[str, str] = request.headers
+        return resolve_client(
+            getattr(peer, "host", "unknown"),
+            ISSLTransport.providedBy(self.transport),
+            headers.get("host", ""),
+            lambda name: [headers[name]] if name in headers else [],
+            self.factory.trusted_proxies,
+            self.factory.proxy_header,
+        )
+
     async def _authorise(self, request: ConnectionRequest) -> None:
-        if not origin_allowed(request.headers.get("origin"), request.headers.get("host", ""), required=True):
+        view = self.client_view(request)
+        self.client_address = view.address
+        # The host the client addressed: behind a trusted proxy, the one it forwarded.
+        if not origin_allowed(request.headers.get("origin"), view.host, required=True):
             raise ConnectionDeny(403, "Cross-origin WebSocket connections are not allowed.")
         try:
             cookies = SimpleCookie(request.headers.get("cookie", ""))
@@ -88,6 +111,12 @@ class SignalingProtocol(WebSocketServerProtocol):
         return ensureDeferred(self._authorise(request))
 
     def onOpen(self) -> None:
+        assert self.user is not None
+        self.log.info(
+            "Socket opened for {username} from {client}",
+            username=self.user["username"],
+            client=self.client_address,
+        )
         self.factory.register(self)
 
     @property
@@ -123,12 +152,13 @@ class SignalingProtocol(WebSocketServerProtocol):
             self.sendClose(CLOSE_UNSUPPORTED, "Only JSON text messages.")
             return
         if not self._allow():
-            self.send_error(messages.error("rate_limited", "Slow down.", 429))
+            self.factory.rate_limited += 1
+            self.send_error(messages.error("rate_limited", "Slow down.", 429, messages.reference(payload)))
             return
         try:
             message = messages.parse(payload)
         except messages.BadMessage as bad:
-            self.send_error(messages.error(bad.code, bad.message))
+            self.send_error(messages.error(bad.code, bad.message, 400, messages.reference(payload)))
             return
         ensureDeferred(self.factory.handle(self, message)).addErrback(self._failed, message)
 
@@ -136,6 +166,12 @@ class SignalingProtocol(WebSocketServerProtocol):
         if failure.check(DenoiseCastError):
             error = failure.value
             self.send_error(messages.error(error.code, error.message, error.status, message.get("id")))
+            return
+        if storage_full(failure.value):
+            self.log.warn("Storage full handling {kind}: {error}", kind=message.get("type"), error=str(failure.value))
+            self.send_error(
+                messages.error("storage_full", "The server's storage is full; try again later.", 503, message.get("id"))
+            )
             return
         self.log.failure("Handling {kind} failed", failure, kind=message.get("type"))
         self.send_error(
@@ -157,13 +193,19 @@ class SignalingFactory(WebSocketServerFactory):
         presence: PresenceHub,
         live: "LiveManager",
         ice_servers: Callable[[User], list[dict[str, Any]]],
+        trusted_proxies: TrustedProxies | None = None,
+        proxy_header: str = X_FORWARDED,
     ) -> None:
         super().__init__()
+        self.trusted_proxies = trusted_proxies or TrustedProxies()
+        self.proxy_header = proxy_header
         self.authenticate = authenticate
         self.presence = presence
         self.live = live
         self.ice_servers = ice_servers
         self.connections: set[SignalingProtocol] = set()
+        #: Messages refused with rate_limited, for the metrics.
+        self.rate_limited = 0
         #: Sessions that ended lately, numbered, for handshakes still in progress.
         self._recently_ended: deque[tuple[int, EndedSessions]] = deque(maxlen=RECENTLY_ENDED)
         self._ended_count = 0
@@ -184,9 +226,17 @@ class SignalingFactory(WebSocketServerFactory):
         connection.send_message(
             messages.server_message("hello", user=user["username"], ice_servers=self.ice_servers(user))
         )
-        ensureDeferred(self.presence.connect(user, connection)).addErrback(
-            lambda failure: self.log.failure("Presence snapshot failed", failure)
+        ensureDeferred(self._snapshots(user, connection)).addErrback(
+            lambda failure: self.log.failure("Snapshots for a new connection failed", failure)
         )
+
+    async def _snapshots(self, user: User, connection: SignalingProtocol) -> None:
+        """
+        A new page learns, in this order, its friends' presence and the
+        user's own state (live or not, the denoise setting).
+        """
+        await self.presence.connect(user, connection)
+        connection.send_message(await self.live.describe_owner(user))
 
     def ended_mark(self) -> int:
         """A mark to ask L{ended_since} about sessions ended after now."""

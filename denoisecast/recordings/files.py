@@ -17,6 +17,7 @@ import av
 import numpy as np
 
 from denoisecast.audio.opus import RATE, TIME_BASE, OpusStream, opus_header
+from denoisecast.filemodes import PRIVATE_FILE_MODE
 
 PAGE_MICROSECONDS = 200_000
 
@@ -35,6 +36,9 @@ class OggOpusWriter:
         """
         self.path = path
         self._origin = origin
+        # Created owner/group-only before FFmpeg opens it (which keeps an
+        # existing file's mode): recordings are private to their owner's friends.
+        path.touch(mode=PRIVATE_FILE_MODE, exist_ok=True)
         self._container = av.open(
             str(path),
             "w",

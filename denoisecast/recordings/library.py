@@ -16,12 +16,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
 
 from denoisecast.errors import DenoiseCastError, bad_request, not_found
 from denoisecast.logs import logger
+from denoisecast.protocols.messages import server_message
 from denoisecast.recordings.files import file_peaks
-from denoisecast.recordings.recorder import Recorder, recording_paths
+from denoisecast.recordings.recorder import Recorder, Recording, recording_paths
 from denoisecast.storage.store import Store, User
 
 PAGE_MAX = 50
@@ -55,10 +58,30 @@ class RecordingLibrary:
         store: Store,
         recorder: Recorder,
         find_user: Callable[[str], Any],
+        tell_circle: Callable[[int, dict[str, Any]], None] | None = None,
     ) -> None:
         self._store = store
         self._recorder = recorder
         self._find_user = find_user
+        #: Sends an event to a user's own pages and their friends' (presence).
+        self._tell_circle = tell_circle or (lambda user_id, message: None)
+        #: The requests waiting for each waveform being computed, by recording id.
+        self._waveforms: dict[str, list[Deferred[list[float]]]] = {}
+        recorder.finished_observers.append(self._finished)
+
+    def _finished(self, recording: Recording) -> None:
+        """
+        A recording became final: everyone allowed to play it (its owner and
+        the owner's friends) sees it appear in their lists at once.
+        """
+        async def announce() -> None:
+            row = await self._store.get_visible_recording(recording.public_id, recording.owner["id"])
+            if row is not None:
+                self._tell_circle(row["user_id"], server_message("recording_ready", recording=self.public(row)))
+
+        Deferred.fromCoroutine(announce()).addErrback(
+            lambda failure: self.log.failure("Announcing a recording failed", failure)
+        )
 
     @staticmethod
     def public(row: dict[str, Any]) -> dict[str, Any]:
@@ -119,6 +142,7 @@ class RecordingLibrary:
         await self._store.delete_recording(public_id, viewer["id"])
         for path in recording_paths(self._recorder.data_dir, row["user_id"], row["public_id"]):
             path.unlink(missing_ok=True)
+        self._tell_circle(row["user_id"], server_message("recording_removed", id=public_id, owner=row["owner"]))
 
     async def waveform(self, viewer: User, public_id: str) -> builtins.list[float]:  # list: the method above
         """
@@ -131,9 +155,25 @@ class RecordingLibrary:
         if row["peaks"] is not None:
             return json.loads(row["peaks"])
         path = (await self.audio_path(viewer, public_id, "denoised"))
-        points = await deferToThreadPool(
-            self._recorder.reactor, self._recorder.pool, file_peaks, path, WAVEFORM_POINTS
-        )
+        waiters = self._waveforms.get(public_id)
+        if waiters is None:
+            # Requests for the same waveform share one computation.
+            waiters = self._waveforms[public_id] = []
+            computing = deferToThreadPool(
+                self._recorder.reactor, self._recorder.waveform_pool, lambda: file_peaks(path, WAVEFORM_POINTS)
+            )
+            computing.addBoth(self._computed, public_id)
+        mine: Deferred[list[float]] = Deferred()
+        waiters.append(mine)
+        points = await mine
         if row["status"] != "recording":
             await self._store.update_recording(public_id, peaks=json.dumps(points))
         return points
+
+    def _computed(self, result: "builtins.list[float] | Failure", public_id: str) -> None:
+        """Hand the computed waveform (or its failure) to every request waiting for it."""
+        for waiter in self._waveforms.pop(public_id, []):
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(result)

@@ -24,6 +24,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
+from denoisecast.filemodes import PRIVATE_DIR_MODE
 from denoisecast.jobs import SerialJobs
 from denoisecast.logs import logger
 from denoisecast.recordings.disk import DiskState, DiskWatch, RecordingRefused
@@ -103,7 +104,7 @@ class Recording:
         disk = self.recorder.disk
         try:
             if self._writers is None:
-                self.denoised_path.parent.mkdir(parents=True, exist_ok=True)
+                self.denoised_path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
                 self._writers = (OggOpusWriter(self.denoised_path, origin), OggOpusWriter(self.raw_path, origin))
             self._writers[0].write_packets(denoised)
             self._writers[1].write_packets(raw)
@@ -263,6 +264,7 @@ class Recording:
                 model=self._model(),
             )
             self.recorder.active.pop(self.public_id, None)
+            self.recorder.announce_finished(self)
 
         Deferred.fromCoroutine(finalise()).chainDeferred(done)
         return done
@@ -293,15 +295,29 @@ class Recorder:
         self.quota_bytes = quota_bytes
         self.max_seconds = max_seconds
         self.pool = ThreadPool(minthreads=0, maxthreads=threads, name="denoisecast-recorder")
+        #: Waveforms, one at a time, apart from the writers: one can take
+        #: minutes (a 240-minute recording is decoded twice) and must not
+        #: hold up live recordings' writes.
+        self.waveform_pool = ThreadPool(minthreads=0, maxthreads=1, name="denoisecast-waveform")
         self.active: dict[str, Recording] = {}
         self.disk = DiskWatch(data_dir, min_free_bytes)
+        #: Called with each recording once its files and row are final.
+        self.finished_observers: list[Callable[[Recording], None]] = []
 
     def disk_state(self) -> "Deferred[DiskState]":
         """The recordings disk's state now (for health and before each recording)."""
         return Deferred.fromCoroutine(self.disk.measure(self.reactor, self.pool))
 
+    def announce_finished(self, recording: Recording) -> None:
+        for observer in self.finished_observers:
+            try:
+                observer(recording)
+            except Exception:
+                self.log.failure("Recording observer failed")
+
     def start_pool(self) -> None:
         self.pool.start()
+        self.waveform_pool.start()
 
     async def start(
         self,
@@ -347,6 +363,7 @@ class Recorder:
 
     def stop_pool(self) -> None:
         self.pool.stop()
+        self.waveform_pool.stop()
 
     async def repair(self) -> int:
         """

@@ -21,9 +21,11 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, create_engine, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from denoisecast.logs import logger
@@ -93,6 +95,8 @@ class Database:
         self._reactor = reactor
         self._pool = ThreadPool(minthreads=1, maxthreads=max_threads, name="denoisecast-db")
         self._started = False
+        #: Operations that failed with a database error, for the metrics.
+        self.errors = 0
 
     def start(self) -> None:
         if not self._started:
@@ -113,7 +117,13 @@ class Database:
         """
         Run C{fn(*args, **kwargs)} on the database pool, outside any transaction.
         """
-        return deferToThreadPool(self._reactor, self._pool, fn, *args, **kwargs)
+        return deferToThreadPool(self._reactor, self._pool, fn, *args, **kwargs).addErrback(self._count_error)
+
+    def _count_error(self, failure: Failure) -> Failure:
+        """Count database errors (not the domain errors a C{thd_*} raises) for the metrics."""
+        if failure.check(SQLAlchemyError):
+            self.errors += 1
+        return failure
 
     def read(self, fn: Callable[..., T], *args: Any) -> "Deferred[T]":
         """

@@ -12,6 +12,7 @@ from denoisecast.accounts import SESSION_LIFETIME, Accounts
 from denoisecast.passwords import PASSWORD_MAX
 from denoisecast.protocols.messages import USERNAME_MAX
 from denoisecast.storage.store import User
+from denoisecast.web.forwarded import client_address
 from denoisecast.web.parse import Field
 from denoisecast.web.resource import (
     SESSION_COOKIE,
@@ -48,15 +49,6 @@ def clear_session(request: Request) -> None:
 #: (L{denoisecast.loginguard}); a year, renewed at each login.
 DEVICE_COOKIE = b"dc_device"
 DEVICE_LIFETIME_SECONDS = 365 * 24 * 3600
-
-
-def client_address(request: Request) -> str:
-    """
-    The address rate limits are keyed on: for now the TCP peer's.  (The
-    one place to change when the address a trusted proxy reports is used.)
-    """
-    peer = request.getClientAddress()
-    return str(getattr(peer, "host", "unknown"))
 
 
 def device_token(request: Request) -> str | None:

@@ -542,9 +542,19 @@ PATHS.update(
                         "in": "query",
                         "schema": {"type": "string", "enum": ["denoised", "raw"], "default": "denoised"},
                     },
+                    {
+                        "name": "download",
+                        "in": "query",
+                        "description": "Present (any value): Content-Disposition is attachment instead of inline.",
+                        "schema": {"type": "string"},
+                    },
                 ],
                 "responses": {
-                    "200": {"description": "The whole file.", "content": {"audio/ogg": {}}},
+                    "200": {
+                        "description": "The whole file, with Content-Disposition naming it "
+                        "<owner>-<YYYY-MM-DD-HHMM>-<track>.ogg.",
+                        "content": {"audio/ogg": {}},
+                    },
                     "206": {"description": "The requested range(s).", "content": {"audio/ogg": {}}},
                     "404": NO_RECORDING,
                     "416": error("The range is malformed or outside the file."),

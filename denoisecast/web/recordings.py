@@ -4,6 +4,10 @@ API routes for recordings: list, metadata, audio (seekable), waveform, delete.
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
+from typing import Any
+
 from denoisecast.protocols.messages import USERNAME_MAX
 from denoisecast.recordings.library import PAGE_MAX, RecordingLibrary
 from denoisecast.web.parse import query_int, query_string
@@ -16,6 +20,26 @@ AUDIO_TYPE = "audio/ogg; codecs=opus"
 PAGE_DEFAULT = 20
 #: Longest pagination cursor accepted.
 CURSOR_MAX = 256
+
+
+def download_name(row: dict[str, Any], track: str) -> str:
+    """
+    A file name that says whose broadcast, when and which signal, in the
+    characters every file system and header accepts (user names are
+    already [a-z0-9_.-]; anything else is replaced all the same).
+    """
+    owner = re.sub(r"[^A-Za-z0-9_.-]", "_", str(row["owner"]))
+    started: datetime = row["started_at"]
+    return f"{owner}-{started:%Y-%m-%d-%H%M}-{track}.ogg"
+
+
+def disposition(row: dict[str, Any], track: str, download: bool) -> str:
+    """
+    ``attachment`` when the person asked to download, else ``inline`` (the
+    player), with the file name either way.
+    """
+    return f'{"attachment" if download else "inline"}; filename="{download_name(row, track)}"'
+
 
 class RecordingRoutes:
     def __init__(self, library: RecordingLibrary) -> None:
@@ -47,8 +71,10 @@ class RecordingRoutes:
 
     async def audio(self, call: ApiCall) -> Response:
         track = query_string(call.request, "track", "denoised", max_length=16) or "denoised"
+        download = query_string(call.request, "download", None, max_length=8) is not None
         path = await self._library.audio_path(call.me, call.params["id"], track)
-        return 200, FileBody(path, AUDIO_TYPE)
+        row = await self._library.get(call.me, call.params["id"])
+        return 200, FileBody(path, AUDIO_TYPE, disposition(row, track, download))
 
     async def waveform(self, call: ApiCall) -> Response:
         points = await self._library.waveform(call.me, call.params["id"])

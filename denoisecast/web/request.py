@@ -1,5 +1,6 @@
 """
-The request class of DenoiseCast's site: body size limit and metrics.
+The request class of DenoiseCast's site: body size limit, metrics, and the
+client's own view of the request behind a trusted reverse proxy.
 
 Twisted reads a request body completely before dispatching it.  This class
 stops keeping the body once it passes the limit (judged from
@@ -15,7 +16,19 @@ import time
 
 from twisted.web.server import Request
 
+from denoisecast.web.forwarded import (
+    X_FORWARDED,
+    ClientView,
+    TrustedProxies,
+    request_headers,
+    resolve_client,
+)
 from denoisecast.web.metrics import HttpMetrics
+
+#: HSTS on every response the client received over TLS: browsers then use
+#: https only for a year, so a later plain-http link cannot leak a cookie.
+#: Not includeSubDomains: other services of the domain are not ours to bind.
+HSTS = b"max-age=31536000"
 
 KNOWN_METHODS = {b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS"}
 
@@ -24,6 +37,8 @@ class DenoiseCastRequest(Request):
     #: Set on the class by L{denoisecast.web.tree.build_site}.
     max_body_bytes: int = 64 * 1024
     metrics: HttpMetrics | None = None
+    trusted_proxies: TrustedProxies = TrustedProxies()
+    proxy_header: str = X_FORWARDED
 
     #: The route template that served this request, for metric labels.
     route: str = "other"
@@ -31,6 +46,31 @@ class DenoiseCastRequest(Request):
     _body_bytes = 0
     _too_large = False
     _started: float = 0.0
+    _client_view: ClientView | None = None
+
+    def client_view(self) -> ClientView:
+        """
+        Scheme, host and address as the client used them (see
+        L{denoisecast.web.forwarded}); computed once per request.
+        """
+        if self._client_view is None:
+            peer = super().getClientAddress()
+            self._client_view = resolve_client(
+                getattr(peer, "host", "unknown"),
+                super().isSecure(),
+                (self.getHeader(b"host") or b"").decode("latin-1"),
+                request_headers(self),
+                self.trusted_proxies,
+                self.proxy_header,
+            )
+        return self._client_view
+
+    def isSecure(self) -> bool:
+        """
+        Whether the client connected over TLS: directly, or to a trusted
+        proxy that says so.  Cookies get their C{Secure} flag from this.
+        """
+        return self.client_view().scheme == "https"
 
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > self.max_body_bytes:
@@ -51,6 +91,8 @@ class DenoiseCastRequest(Request):
 
     def process(self) -> None:
         self._started = time.monotonic()
+        if self.isSecure():
+            self.setHeader(b"strict-transport-security", HSTS)
         self.notifyFinish().addBoth(self._record)
         if self._too_large:
             self.route = "too_large"

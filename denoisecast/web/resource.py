@@ -29,6 +29,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from denoisecast.errors import DenoiseCastError, forbidden, unauthenticated
 from denoisecast.logs import logger
 from denoisecast.storage.store import User
+from denoisecast.web.forwarded import client_view
 from denoisecast.web.parse import Field, parse_json_object
 from denoisecast.web.ranges import serve_file
 from denoisecast.web.sameorigin import SESSION_COOKIE, origin_allowed, session_token
@@ -49,6 +50,8 @@ class FileBody:
 
     path: Path
     content_type: str
+    #: A ready C{Content-Disposition} value (the download's file name), or none.
+    disposition: str | None = None
 
 
 @dataclass
@@ -156,7 +159,12 @@ def storage_full(error: BaseException) -> bool:
 
 
 def _check_origin(request: Request) -> None:
-    if not origin_allowed(request.getHeader("origin"), request.getHeader("host") or "", required=False):
+    """
+    A browser's Origin must be this site's host as the client addressed it:
+    behind a trusted proxy, the host the proxy forwarded (see
+    L{denoisecast.web.forwarded}), not the one the proxy connected to.
+    """
+    if not origin_allowed(request.getHeader("origin"), client_view(request).host, required=False):
         raise forbidden("bad_origin", "Cross-origin requests are not allowed.")
 
 
@@ -239,6 +247,8 @@ class JsonApi(Resource):
             self._write(request, error.status, error.to_json(), error.headers)
             return
         if isinstance(body, FileBody):
+            if body.disposition is not None:
+                request.setHeader(b"content-disposition", body.disposition.encode("ascii"))
             served = serve_file(request, body.path, body.content_type)
             if isinstance(served, bytes):
                 request.write(served)

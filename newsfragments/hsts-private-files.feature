@@ -1,0 +1,1 @@
+Under TLS (direct, or `X-Forwarded-Proto: https` from a trusted proxy) every response carries HSTS (`Strict-Transport-Security: max-age=31536000`). The database and the recordings are no longer readable by other users of the machine: the server runs with umask 027, closes the data directory to others, and creates recording files with mode 0640.

@@ -1,0 +1,1 @@
+`--log-format json` writes one JSON object per line with every field of each event (plus `message` and `level`); a log file given with twistd's `--logfile` rotates at `--log-rotate-mb` (default 10 MiB) and keeps `--log-keep` old files (default 10) instead of twistd's megabyte with no limit on the number of files.
