@@ -320,6 +320,14 @@ def whole_story(browser: Any, base: str, checks: PageChecks) -> dict[str, Any]:
         alice.click("header >> text=Settings")
         alice.wait_for_selector("#default-denoise")
         checks.check(alice, "settings")
+        alice.fill("#current", PASSWORD)
+        alice.fill("#new", "a longer horse battery")
+        alice.fill("#again", "a longer horse battery")
+        alice.click("text=Change password >> nth=-1")
+        alice.wait_for_selector("#password-done:has-text('Your password is changed')")
+        alice.uncheck("#default-denoise")
+        alice.wait_for_function("() => window.denoisecast.broadcaster.denoise === false")
+        seen["default_denoise"] = alice.is_checked("#default-denoise")
     finally:
         for context in contexts:
             context.close()
@@ -488,6 +496,10 @@ class BrowserAppTests(TestCase):
         self.assertEqual(seen["bob_recordings_after"], 0)
         self.assertEqual(checks.violations, {})
         self.assertEqual(len(running.server.live.broadcasts), 0)
+        self.assertFalse(seen["default_denoise"])
+        user = await running.server.store.get_user_by_name("alice")
+        self.assertFalse((await running.server.store.get_denoise_prefs(user["id"]))["denoise"])
+        self.assertEqual((await running.client().login("alice", "a longer horse battery")).status, 200)
 
     async def test_stranger_missing_and_logged_out(self) -> None:
         """
