@@ -76,6 +76,7 @@ class PresenceTests(TestCase):
         running, c = await people(self)
         bob = await connect_ws(self, running.base, c["bob"])
         await bob.expect("presence")
+        await bob.expect("me")  # bob's own state follows his snapshot; it is not news about alice
         tab1 = await connect_ws(self, running.base, c["alice"])
         self.assertTrue((await bob.expect("friend"))["friend"]["online"])
         tab2 = await connect_ws(self, running.base, c["alice"])
