@@ -19,6 +19,7 @@ from tests.browser_support import PageChecks, need_browser, screenshot_folder, s
 from tests.rtc_support import noisy_speech
 from tests.support import RunningServer
 from tests.test_live_manager import start_live
+from tests.test_presence import befriend
 
 PASSWORD = "correct horse"
 _microphone: dict[str, Path] = {}
@@ -400,12 +401,147 @@ def stranger_and_missing(browser: Any, base: str, checks: PageChecks) -> dict[st
     return seen
 
 
+# The microphone fails as the test says (window.micFails: a DOMException's
+# name, or nothing for the fake device).
+MIC_TROUBLE = """(() => {
+    const devices = navigator.mediaDevices;
+    const real = devices.getUserMedia.bind(devices);
+    devices.getUserMedia = (constraints) => window.micFails
+        ? Promise.reject(new DOMException('test', window.micFails)) : real(constraints);
+})();"""
+
+# Notifications are recorded instead of shown; the tab counts as hidden
+# (in the background) unless the test says otherwise, as a person's would.
+NOTIFICATIONS = """(() => {
+    const Real = window.Notification;
+    window.notified = [];
+    window.Notification = class {
+        static get permission() { return Real.permission; }
+        static requestPermission() { return Real.requestPermission(); }
+        constructor(title, options) { window.notified.push([title, (options || {}).body || '']); }
+    };
+    window.tabHidden = true;
+    Object.defineProperty(Document.prototype, 'hidden', {configurable: true, get: () => window.tabHidden});
+})();"""
+
+
+def log_in(page: Any, base: str, name: str) -> None:
+    page.goto(base + "/login")
+    page.fill("#username", name)
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(base + "/")
+    page.wait_for_selector(f"#nav-me:has-text('{name}')")
+
+
+def download(page: Any, selector: str) -> tuple[str, bytes]:
+    """Click a download link; the file name the browser chose and the file's first bytes."""
+    with page.expect_download() as info:
+        page.click(selector)
+    done = info.value
+    return done.suggested_filename, Path(done.path()).read_bytes()[:4]
+
+
+def trouble(browser: Any, base: str, checks: PageChecks) -> dict[str, Any]:
+    """
+    alice's microphone is missing, then busy, then works; bob, in another
+    tab, gets a browser notification; his media connection breaks and comes
+    back; alice's page goes away for good; bob downloads the recording.
+    """
+    seen: dict[str, Any] = {}
+    alice_context = browser.new_context(viewport={"width": 1280, "height": 800})
+    alice_context.add_init_script(MIC_TROUBLE)
+    bob_context = browser.new_context(viewport={"width": 1280, "height": 800})
+    bob_context.grant_permissions(["notifications"], origin=base)
+    bob_context.add_init_script(NOTIFICATIONS)
+    alice, bob = alice_context.new_page(), bob_context.new_page()
+    for page in (alice, bob):
+        page.set_default_timeout(20000)
+    try:
+        log_in(alice, base, "alice")
+        log_in(bob, base, "bob")
+        seen["permission"] = bob.evaluate("() => Notification.permission")
+        alice.goto(base + "/u/alice")
+        for name in ("NotFoundError", "NotReadableError"):
+            alice.evaluate("(name) => { window.micFails = name; }", name)
+            alice.click("#go-live")
+            alice.wait_for_function(
+                "() => document.querySelector('#broadcast-error').textContent !== ''"
+                " && !document.querySelector('#go-live').disabled"
+            )
+            seen[name] = alice.inner_text("#broadcast-error")
+            seen[f"live_after_{name}"] = alice.is_visible("#live-badge")
+            if name == "NotFoundError":
+                checks.check(alice, "microphone-missing")
+        alice.evaluate("() => { window.micFails = null; }")
+        alice.click("#go-live")
+        alice.wait_for_selector("#live-badge:not([hidden])")
+        seen["error_after_success"] = alice.inner_text("#broadcast-error")
+
+        # bob's tab is in the background: the browser notifies him, and the page shows a notice.
+        bob.wait_for_function("() => window.notified.length > 0")
+        seen["notified"] = bob.evaluate("() => window.notified")
+        bob.wait_for_selector("#notices >> text=alice is LIVE now.")
+
+        bob.goto(base + "/u/alice")
+        bob.click("#listen")
+        bob.wait_for_selector("#stop-listening:not([hidden])")
+        seen["inbound"] = packets_over(bob, 50)
+        # Only the media connection breaks (the WebSocket stays): bob listens again by himself.
+        bob.evaluate(
+            "() => { const e = window.denoisecast.listening.listens.get('alice'); window.brokenPc = e.pc; e.pc.close(); }"
+        )
+        bob.wait_for_function(
+            """() => { const e = window.denoisecast.listening.listens.get('alice');
+                       return e && e.pc !== window.brokenPc && e.pc.connectionState === 'connected'; }""",
+            timeout=40000,
+        )
+        seen["inbound_after_break"] = packets_over(bob, 50)
+        seen["socket_kept"] = bob.evaluate("() => window.denoisecast.socket.open")
+
+        # alice's page goes away and does not come back within the grace period.
+        alice.close()
+        bob.wait_for_selector("#listen-notice:has-text('went offline')", timeout=30000)
+        seen["offline_notice"] = bob.inner_text("#listen-notice")
+        seen["listening_after_offline"] = bob.is_visible("#stop-listening")
+        checks.check(bob, "friend-went-offline")
+
+        # The recording: its download buttons give files named after it.
+        bob.wait_for_selector("#recordings li.recording", timeout=30000)
+        seen["recording"] = bob.evaluate(
+            "() => fetch('/api/recordings?owner=alice').then(r => r.json()).then(b => b.recordings[0])"
+        )
+        seen["list_download"] = download(bob, "#recordings li.recording a.button")
+        bob.click("#recordings li.recording a.when")
+        bob.wait_for_selector(".player audio")
+        seen["page_downloads"] = [
+            download(bob, "a.button:has-text('Download (noise removed)')"),
+            download(bob, "a.button:has-text('Download (original)')"),
+        ]
+    finally:
+        alice_context.close()
+        bob_context.close()
+    return seen
+
+
+def shots_saved(test: TestCase, checks: PageChecks) -> None:
+    """Every page photographed was saved, at desktop and phone width."""
+    import struct
+
+    test.assertTrue(checks.shots)
+    for name in checks.shots:
+        data = (checks.folder / name).read_bytes()
+        test.assertEqual(data[:8], b"\x89PNG\r\n\x1a\n", name)
+        width = struct.unpack(">I", data[16:20])[0]
+        test.assertEqual(width, 360 if name.endswith("-phone.png") else 1280, name)
+
+
 class BrowserAppTests(TestCase):
     timeout = 420
 
-    async def start(self) -> tuple[RunningServer, str, Any, PageChecks]:
+    async def start(self, **config: object) -> tuple[RunningServer, str, Any, PageChecks]:
         need_browser()
-        running = await start_live(self)
+        running = await start_live(self, **config)
         self.close_browser_connections(running)
         base = running.base.replace("127.0.0.1", "localhost")  # a secure context for getUserMedia
         browser = shared_browser(microphone(self))
@@ -495,6 +631,7 @@ class BrowserAppTests(TestCase):
         self.assertEqual(seen["still_friends"], 1)
         self.assertEqual(seen["bob_recordings_after"], 0)
         self.assertEqual(checks.violations, {})
+        shots_saved(self, checks)
         self.assertEqual(len(running.server.live.broadcasts), 0)
         self.assertFalse(seen["default_denoise"])
         user = await running.server.store.get_user_by_name("alice")
@@ -526,6 +663,46 @@ class BrowserAppTests(TestCase):
         self.assertIn("You asked alice", seen["request_sent"])
         self.assertTrue(seen["after_session_ended"].endswith("/login?next=/u/alice"))
         self.assertEqual(checks.violations, {})
+        shots_saved(self, checks)
         requests = (await client.get("/api/friends/requests")).body
         self.assertEqual([r["username"] for r in requests["incoming"]], ["carol"])
 
+
+    async def test_trouble_notifications_and_downloads(self) -> None:
+        """
+        A missing and a busy microphone are told in words and nothing goes
+        live; a friend in a background tab who allowed notifications gets
+        one when alice goes live; a listener whose media connection breaks
+        (his WebSocket does not) hears her again by himself; when alice's
+        page goes away for longer than the grace period, the listener reads
+        that she went offline; the download buttons give the recording's
+        files by their names.
+        """
+        from datetime import datetime, timezone
+
+        running, base, browser, checks = await self.start(reconnect_grace=1.0)
+        alice, bob = running.client(), running.client()
+        await alice.register("alice", PASSWORD)
+        await bob.register("bob", PASSWORD)
+        await befriend(alice, bob, "bob", "alice")
+        seen = await browser.call(lambda b: trouble(b, base, checks))
+        self.assertEqual(seen["permission"], "granted")
+        self.assertIn("No microphone was found", seen["NotFoundError"])
+        self.assertIn("microphone is busy", seen["NotReadableError"])
+        self.assertFalse(seen["live_after_NotFoundError"])
+        self.assertFalse(seen["live_after_NotReadableError"])
+        self.assertEqual(seen["error_after_success"], "")
+        self.assertEqual(seen["notified"], [["alice is live on DenoiseCast", "Open DenoiseCast to listen."]])
+        self.assertGreater(seen["inbound"]["packets"], 50)
+        self.assertGreater(seen["inbound_after_break"]["packets"], 50)
+        self.assertTrue(seen["socket_kept"])
+        self.assertIn("alice went offline", seen["offline_notice"])
+        self.assertFalse(seen["listening_after_offline"])
+        started = datetime.fromisoformat(seen["recording"]["started_at"]).astimezone(timezone.utc)
+        stem = f"alice-{started:%Y-%m-%d-%H%M}"
+        self.assertEqual(seen["list_download"], (f"{stem}-denoised.ogg", b"OggS"))
+        self.assertEqual(
+            seen["page_downloads"], [(f"{stem}-denoised.ogg", b"OggS"), (f"{stem}-raw.ogg", b"OggS")]
+        )
+        self.assertEqual(checks.violations, {})
+        shots_saved(self, checks)

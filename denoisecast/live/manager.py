@@ -576,8 +576,11 @@ class LiveManager:
         broadcast.handle.close()
         if broadcast.ingest is not None:
             broadcast.ingest.cancel()
+        # Listeners learn whether the broadcaster ended it or went away
+        # (the page closed or the connection failed, and did not come back).
+        gone = "offline" if reason in ("closed", "connection_lost") else "ended"
         for listener in list(broadcast.listeners.values()):
-            await self._drop_listener(broadcast, listener, reason="ended")
+            await self._drop_listener(broadcast, listener, reason=gone)
         if broadcast.connection is not None:
             broadcast.connection.send_message(
                 server_message("ended", role="publish", user=broadcast.user["username"], reason=reason)

@@ -225,11 +225,13 @@ export class Listening extends Observable {
     socket.on("ended", (m) => {
       if (m.role !== "listen") return;
       this.drop(m.user);
-      if (m.reason === "ended" || m.reason === "unfriended") {
+      if (m.reason === "ended" || m.reason === "offline" || m.reason === "unfriended") {
         this.wanted.delete(m.user);
         this.notices.set(m.user, m.reason === "ended"
           ? `${m.user} ended the broadcast. It is in the recordings below.`
-          : `You and ${m.user} are no longer friends.`);
+          : m.reason === "offline"
+            ? `${m.user} went offline while you listened. The broadcast is in the recordings below.`
+            : `You and ${m.user} are no longer friends.`);
       } else if (m.reason !== "replaced") {
         this.reconnect(m.user);
       }
