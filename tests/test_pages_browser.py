@@ -15,7 +15,7 @@ from typing import Any
 
 from twisted.trial.unittest import TestCase
 
-from tests.browser_support import PageChecks, need_browser, screenshot_folder, shared_browser
+from tests.browser_support import DESKTOP, PHONE, PageChecks, need_browser, screenshot_folder, shared_browser
 from tests.rtc_support import noisy_speech
 from tests.support import RunningServer
 from tests.test_live_manager import start_live
@@ -180,6 +180,10 @@ def whole_story(browser: Any, base: str, checks: PageChecks) -> dict[str, Any]:
         # bob sees it without reloading, from his requests page, and listens in one click.
         bob.wait_for_selector("#friend-list li[data-user=alice].live >> text=LIVE")
         bob.wait_for_selector("#notices >> text=alice is LIVE now.")
+        # On a phone the friends list is folded: its button says who is live.
+        bob.set_viewport_size(PHONE)
+        seen["phone_toggle"] = (bob.is_visible("#friend-list"), bob.inner_text("#friends-toggle"))
+        bob.set_viewport_size(DESKTOP)
         bob.click("#friend-list li[data-user=alice] button")
         bob.wait_for_url(base + "/u/alice")
         bob.wait_for_selector("#stop-listening:not([hidden])")
@@ -482,6 +486,10 @@ def trouble(browser: Any, base: str, checks: PageChecks) -> dict[str, Any]:
         bob.wait_for_function("() => window.notified.length > 0")
         seen["notified"] = bob.evaluate("() => window.notified")
         bob.wait_for_selector("#notices >> text=alice is LIVE now.")
+        # On a phone the friends list is folded: its button says who is live.
+        bob.set_viewport_size(PHONE)
+        seen["phone_toggle"] = (bob.is_visible("#friend-list"), bob.inner_text("#friends-toggle"))
+        bob.set_viewport_size(DESKTOP)
 
         bob.goto(base + "/u/alice")
         bob.click("#listen")
@@ -692,6 +700,7 @@ class BrowserAppTests(TestCase):
         self.assertFalse(seen["live_after_NotFoundError"])
         self.assertFalse(seen["live_after_NotReadableError"])
         self.assertEqual(seen["error_after_success"], "")
+        self.assertEqual(seen["phone_toggle"], (False, "Friends (1 LIVE)"))
         self.assertEqual(seen["notified"], [["alice is live on DenoiseCast", "Open DenoiseCast to listen."]])
         self.assertGreater(seen["inbound"]["packets"], 50)
         self.assertGreater(seen["inbound_after_break"]["packets"], 50)

@@ -96,6 +96,9 @@ function renderFrame() {
     return item;
   }));
   if (!friends.length) list.append(emptyItem("No friends yet. Find people to add."));
+  // On a phone the list is folded behind this button: it tells who is live.
+  const live = friends.filter((f) => f.live).length;
+  $("#friends-toggle").textContent = live ? `Friends (${live} LIVE)` : "Friends";
   const count = app.requests.incoming.size;
   const link = $("#nav-requests");
   link.textContent = count ? `Requests (${count})` : "Requests";

@@ -129,7 +129,7 @@ function broadcastPanel(app) {
   const slider = h("input", { type: "range", id: "strength", min: "0", max: "100", step: "1",
     "aria-describedby": "strength-text" });
   const number = h("input", { type: "number", id: "strength-number", min: "0", max: "100", step: "1",
-    inputmode: "numeric", "aria-describedby": "strength-text" });
+    inputmode: "numeric", placeholder: "full", "aria-describedby": "strength-text" });
   const strengthText = h("span", { id: "strength-text", class: "muted" });
   const sendStrength = (value) => {
     report(null);

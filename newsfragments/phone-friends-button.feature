@@ -1,0 +1,1 @@
+On a phone, the folded friends list's button looks like a button (with an arrow) and says how many friends are live ("Friends (1 LIVE)"); the strength box shows "full" instead of staying empty when noise removal is at full strength.
