@@ -109,13 +109,21 @@ function renderFrame() {
   }
 }
 
-function notice(text, actions = []) {
-  const box = h("div", { class: "notice" }, h("span", {}, text), ...actions,
+// A notice at the bottom of the page; one with a key goes away when what it
+// told is no longer true (withdraw), not only when dismissed or timed out.
+function notice(text, actions = [], key = "") {
+  withdraw(key);
+  const box = h("div", { class: "notice", "data-key": key }, h("span", {}, text), ...actions,
     h("button", { type: "button", class: "icon", "aria-label": "Dismiss", onclick: () => box.remove() }, "×"));
   $("#notices").append(box);
   setTimeout(() => box.remove(), 15000);
 }
 app.notice = notice;
+
+function withdraw(key) {
+  if (!key) return;
+  for (const box of document.querySelectorAll(`#notices .notice[data-key="${CSS.escape(key)}"]`)) box.remove();
+}
 
 function wentLive(friend) {
   const listen = h("button", {
@@ -125,7 +133,7 @@ function wentLive(friend) {
       app.listening.listen(friend.username).catch((error) => notice(error.message));
     },
   }, "Listen");
-  notice(`${friend.username} is LIVE now.`, [listen]);
+  notice(`${friend.username} is LIVE now.`, [listen], `live:${friend.username}`);
   if ("Notification" in window && Notification.permission === "granted" && document.hidden) {
     new Notification(`${friend.username} is live on DenoiseCast`, { body: "Open DenoiseCast to listen." });
   }
@@ -147,6 +155,7 @@ function startSocket() {
     const before = app.friends.get(m.friend.username);
     app.friends.set(m.friend.username, m.friend);
     if (m.friend.live && before && !before.live) wentLive(m.friend);
+    if (!m.friend.live) withdraw(`live:${m.friend.username}`);
     if (!before) {
       app.requests.incoming.delete(m.friend.username);
       app.requests.outgoing.delete(m.friend.username);
@@ -163,7 +172,9 @@ function startSocket() {
     else set.delete(m.username);
     if (m.state === "pending" && m.direction === "incoming") {
       notice(`${m.username} wants to be your friend.`,
-        [h("a", { href: "/requests", "data-link": true }, "See requests")]);
+        [h("a", { href: "/requests", "data-link": true }, "See requests")], `request:${m.username}`);
+    } else if (m.direction === "incoming") {
+      withdraw(`request:${m.username}`);  // accepted, rejected or cancelled: nothing left to see
     }
     app.changed();
   });

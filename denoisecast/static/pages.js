@@ -431,12 +431,21 @@ function settings(app, main) {
   };
   app.watch(draw);
   draw();
+  const notifyState = h("p", { id: "notify-state", role: "status" });
+  const [notifyError, notifyReport] = errorLine("notify-error");
+  const showNotifyState = () => {
+    notifyState.textContent = Notification.permission === "granted"
+      ? "Notifications are on: when a friend goes live while DenoiseCast is in a background tab, the browser tells you."
+      : "";
+  };
   const notifications = "Notification" in window
     ? action("Notify me when a friend goes live", async () => {
       const answer = await Notification.requestPermission();
+      showNotifyState();
       if (answer !== "granted") throw new Error("The browser will not show notifications; you still see a notice on the page.");
-    }, dnReport, { id: "notify" })
+    }, notifyReport, { id: "notify" })
     : null;
+  if (notifications) showNotifyState();
   main.append(h("h1", {}, "Settings"), password,
     h("section", { class: "card narrow", "aria-labelledby": "denoise-title" },
       h("h2", { id: "denoise-title" }, "Noise removal"),
@@ -445,7 +454,7 @@ function settings(app, main) {
       h("label", { for: "default-strength" }, "Strength (dB of noise removed at most)"), strength,
       h("p", { id: "default-strength-help", class: "muted" }, "0 to 100; empty for no limit."),
       dnError),
-    notifications ? h("section", { class: "card narrow" }, h("h2", {}, "Notifications"), notifications) : null);
+    notifications ? h("section", { class: "card narrow" }, h("h2", {}, "Notifications"), notifications, notifyState, notifyError) : null);
 }
 
 export const PAGES = {
