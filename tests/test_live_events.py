@@ -11,7 +11,7 @@ from __future__ import annotations
 from twisted.trial.unittest import TestCase
 
 from denoisecast.live.rtc.seam import aio
-from tests.rtc_support import answer, noisy_speech_file, publisher
+from tests.rtc_support import answer, listener, noisy_speech_file, publisher
 from tests.support import Client, RunningServer
 from tests.test_live_manager import start_live, wait_for
 from tests.test_presence import befriend, people
@@ -137,7 +137,8 @@ class ReattachTests(TestCase):
         reload): the broadcast waits, its listener stays; the same person
         publishing again from a new page re-attaches to the same broadcast
         (same start, same recording), and audio flows again.  A broadcast
-        whose publisher does not come back ends when the grace runs out.
+        whose publisher does not come back ends when the grace runs out,
+        and its listeners are told the broadcaster went offline (`offline`).
         """
         running = await start_live(self, reconnect_grace=3.0)
         c = {"alice": running.client(), "bob": running.client()}
@@ -171,7 +172,14 @@ class ReattachTests(TestCase):
         pc3, offer3 = await publisher(self, noisy)
         refused = await reloaded.request({"v": 1, "type": "publish", "sdp": offer3})
         self.assertEqual(refused["code"], "already_live")
+        # bob listens; when alice's page goes for good he is told she went offline.
+        lpc, loffer, _ = await listener(self)
+        listening = await ws["bob"].request({"v": 1, "type": "listen", "user": "alice", "sdp": loffer})
+        self.assertEqual(listening["type"], "answer", listening)
+        await answer(lpc, listening["sdp"])
         await reloaded.close()
+        gone = await ws["bob"].expect("ended", timeout=10.0)
+        self.assertEqual((gone["role"], gone["user"], gone["reason"]), ("listen", "alice", "offline"))
         ended = await ws["bob"].expect("friend", timeout=10.0)
         while ended["friend"]["live"]:
             ended = await ws["bob"].expect("friend", timeout=10.0)

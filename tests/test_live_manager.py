@@ -129,7 +129,7 @@ class LiveManagerTests(TestCase):
         stopped = await ws["alice"].request({"v": 1, "type": "stop"})
         self.assertEqual(stopped["type"], "stopped")
         ended = await ws["bob"].expect("ended")
-        self.assertEqual((ended["role"], ended["user"]), ("listen", "alice"))
+        self.assertEqual((ended["role"], ended["user"], ended["reason"]), ("listen", "alice", "ended"))
         self.assertEqual(running.server.live.broadcasts, {})
         self.assertEqual(running.server.scheduler.stats.streams, 0)
 
