@@ -187,6 +187,7 @@ def whole_story(browser: Any, base: str, checks: PageChecks) -> dict[str, Any]:
         bob.wait_for_url(base + "/u/alice")
         bob.wait_for_selector("#stop-listening:not([hidden])")
         alice.wait_for_selector("#listener-count:has-text('1 listening')")
+        bob.wait_for_selector("#notices >> text=alice is LIVE now.", state="detached", timeout=5000)
         bob.wait_for_function(
             "() => window.denoisecast.listening.level('alice') > 0.001", timeout=20000
         )

@@ -96,6 +96,7 @@ function renderFrame() {
     return item;
   }));
   if (!friends.length) list.append(emptyItem("No friends yet. Find people to add."));
+  for (const username of app.listening.listens.keys()) withdraw(`live:${username}`);  // already listening
   // On a phone the list is folded behind this button: it tells who is live.
   const live = friends.filter((f) => f.live).length;
   $("#friends-toggle").textContent = live ? `Friends (${live} LIVE)` : "Friends";
