@@ -429,6 +429,37 @@ NOTIFICATIONS = """(() => {
 })();"""
 
 
+# The next listen's answer gets a wrong DTLS fingerprint, and 'ended' for
+# listening is kept from the page, so only the page's own watch on its
+# connection can notice; resolves once the page called reconnect, with what
+# the server said meanwhile.
+FAIL_ONCE = """async () => {
+    const socket = window.denoisecast.socket, listening = window.denoisecast.listening;
+    const request = socket.request.bind(socket), emit = socket.emit.bind(socket);
+    let once = true;
+    socket.request = async (message, ...rest) => {
+        const reply = await request(message, ...rest);
+        if (message.type === 'listen' && once) {
+            once = false;
+            reply.sdp = reply.sdp.replace(/(a=fingerprint:\\S+ )([0-9A-F]{2})/gi,
+                (_, head, pair) => head + (pair === '00' ? '11' : '00'));
+        }
+        return reply;
+    };
+    const held = [];
+    socket.emit = (type, message) => (type === 'ended' && message.role === 'listen')
+        ? held.push(message.reason) : emit(type, message);
+    const reconnect = listening.reconnect.bind(listening), reconnects = [];
+    listening.reconnect = (user) => { reconnects.push(user); return reconnect(user); };
+    window.restoreEmit = () => { socket.emit = emit; socket.request = request; listening.reconnect = reconnect; };
+    await listening.listen('alice');
+    window.failedPc = listening.listens.get('alice').pc;
+    const t0 = Date.now();
+    while (!reconnects.length && Date.now() - t0 < 30000) await new Promise(ok => setTimeout(ok, 50));
+    return {reconnects, held, socket: socket.open, state: window.failedPc.connectionState};
+}"""
+
+
 def log_in(page: Any, base: str, name: str) -> None:
     page.goto(base + "/login")
     page.fill("#username", name)
@@ -519,6 +550,17 @@ def trouble(browser: Any, base: str, checks: PageChecks) -> dict[str, Any]:
             timeout=40000,
         )
         seen["inbound_after_break"] = packets_over(bob, 50)
+        # The browser's own side fails (DTLS: the answer's fingerprint is not
+        # the server's, once) and the server's word about it is held back:
+        # the page notices the failed connection by itself and listens again.
+        seen["failed_seen"] = bob.evaluate(FAIL_ONCE)
+        bob.wait_for_function(
+            """() => { const e = window.denoisecast.listening.listens.get('alice');
+                       return e && e.pc !== window.failedPc && e.pc.connectionState === 'connected'; }""",
+            timeout=40000,
+        )
+        seen["inbound_after_failure"] = packets_over(bob, 50)
+        bob.evaluate("() => window.restoreEmit()")
         seen["socket_kept"] = bob.evaluate("() => window.denoisecast.socket.open")
 
         # alice's page goes away and does not come back within the grace period.
@@ -695,11 +737,13 @@ class BrowserAppTests(TestCase):
         A missing and a busy microphone are told in words and nothing goes
         live; a friend in a background tab who allowed notifications gets
         one when alice goes live (and Settings says they are on); a notice
-        about a friend request goes once it is accepted; a listener whose media connection breaks
-        (his WebSocket does not) hears her again by himself; when alice's
-        page goes away for longer than the grace period, the listener reads
-        that she went offline; the download buttons give the recording's
-        files by their names.
+        about a friend request goes once it is accepted; a listener whose
+        media connection breaks (his WebSocket does not) hears her again by
+        himself, whether the server tells him (the connection closed) or
+        only his browser knows (DTLS failed); when alice's page goes away
+        for longer than the grace period, the listener reads that she went
+        offline; the download buttons give the recording's files by their
+        names.
         """
         from datetime import datetime, timezone
 
@@ -719,6 +763,10 @@ class BrowserAppTests(TestCase):
         self.assertEqual(seen["notified"], [["alice is live on DenoiseCast", "Open DenoiseCast to listen."]])
         self.assertGreater(seen["inbound"]["packets"], 50)
         self.assertGreater(seen["inbound_after_break"]["packets"], 50)
+        # Only the page's watch on the failed connection can have called reconnect.
+        self.assertEqual(seen["failed_seen"]["reconnects"], ["alice"], seen["failed_seen"])
+        self.assertTrue(seen["failed_seen"]["socket"])
+        self.assertGreater(seen["inbound_after_failure"]["packets"], 50)
         self.assertTrue(seen["socket_kept"])
         self.assertIn("alice went offline", seen["offline_notice"])
         self.assertFalse(seen["listening_after_offline"])
