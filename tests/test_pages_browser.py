@@ -745,7 +745,7 @@ class BrowserAppTests(TestCase):
         offline; the download buttons give the recording's files by their
         names.
         """
-        from datetime import datetime, timezone
+        from datetime import UTC, datetime
 
         running, base, browser, checks = await self.start(reconnect_grace=1.0)
         alice, bob = running.client(), running.client()
@@ -770,7 +770,7 @@ class BrowserAppTests(TestCase):
         self.assertTrue(seen["socket_kept"])
         self.assertIn("alice went offline", seen["offline_notice"])
         self.assertFalse(seen["listening_after_offline"])
-        started = datetime.fromisoformat(seen["recording"]["started_at"]).astimezone(timezone.utc)
+        started = datetime.fromisoformat(seen["recording"]["started_at"]).astimezone(UTC)
         stem = f"alice-{started:%Y-%m-%d-%H%M}"
         self.assertEqual(seen["list_download"], (f"{stem}-denoised.ogg", b"OggS"))
         self.assertEqual(
