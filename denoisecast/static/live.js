@@ -221,7 +221,7 @@ export class Listening extends Observable {
     this.listens = new Map();     // username -> {pc, audio, signal, analyser}
     this.wanted = new Map();      // username -> signal: what the person asked to hear
     this.volume = new Map();
-    this.notices = new Map();     // username -> sentence ("ended", "lost")
+    this.notices = new Map();     // username -> sentence (ended, went offline, reconnecting)
     socket.on("ended", (m) => {
       if (m.role !== "listen") return;
       this.drop(m.user);
