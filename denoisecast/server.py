@@ -49,16 +49,16 @@ from denoisecast.storage.passwords import PasswordHashes
 from denoisecast.storage.store import Store
 from denoisecast.web import openapi
 from denoisecast.web.access import AccessLoggingSite
-from denoisecast.web.admin import AdminRoutes
-from denoisecast.web.auth import AuthRoutes
 from denoisecast.web.forwarded import TrustedProxies
-from denoisecast.web.friends import FriendRoutes
-from denoisecast.web.health import HealthRoutes
 from denoisecast.web.metrics import HttpMetrics, metrics_resource
 from denoisecast.web.pages import PageAccess
-from denoisecast.web.recordings import RecordingRoutes
 from denoisecast.web.resource import JsonApi, Route
-from denoisecast.web.streams import StreamRoutes
+from denoisecast.web.routes.admin import AdminRoutes
+from denoisecast.web.routes.auth import AuthRoutes
+from denoisecast.web.routes.friends import FriendRoutes
+from denoisecast.web.routes.health import HealthRoutes
+from denoisecast.web.routes.recordings import RecordingRoutes
+from denoisecast.web.routes.streams import StreamRoutes
 from denoisecast.web.tree import build_root, build_site, static_directory
 
 if TYPE_CHECKING:

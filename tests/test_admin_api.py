@@ -17,7 +17,7 @@ from twisted.trial.unittest import TestCase
 from denoisecast.admin import DEMO_PASSWORD, DEMO_USERS
 from denoisecast.protocols.socket import CLOSE_SESSION_ENDED
 from denoisecast.recordings.recorder import recording_paths
-from denoisecast.web.admin import AdminRoutes
+from denoisecast.web.routes.admin import AdminRoutes
 from tests.support import Client, RunningServer, start_server
 from tests.ws_support import connect_ws
 

@@ -16,10 +16,10 @@ from denoisecast.friends import SEARCH_PAGE_MAX
 from denoisecast.passwords import PASSWORD_MAX, PASSWORD_MIN
 from denoisecast.protocols.messages import MAX_SDP, SIGNALS, USERNAME_MAX
 from denoisecast.recordings.library import PAGE_MAX
-from denoisecast.web.friends import PAGE_DEFAULT as SEARCH_PAGE_DEFAULT
-from denoisecast.web.friends import SEARCH_QUERY_MAX
-from denoisecast.web.recordings import CURSOR_MAX, PAGE_DEFAULT
 from denoisecast.web.resource import ApiCall, Response, Route
+from denoisecast.web.routes.friends import PAGE_DEFAULT as SEARCH_PAGE_DEFAULT
+from denoisecast.web.routes.friends import SEARCH_QUERY_MAX
+from denoisecast.web.routes.recordings import CURSOR_MAX, PAGE_DEFAULT
 
 JSON = "application/json"
 

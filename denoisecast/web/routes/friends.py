@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from denoisecast.friends import SEARCH_PAGE_MAX, Friends
 from denoisecast.protocols.messages import USERNAME_MAX
-from denoisecast.web.auth import public_user
 from denoisecast.web.parse import Field, query_int, query_string
 from denoisecast.web.resource import ApiCall, Response, Route
+from denoisecast.web.routes.auth import public_user
 
 #: Longest search prefix and "after" cursor (a username is at most 32 characters).
 SEARCH_QUERY_MAX = 32
