@@ -10,7 +10,9 @@ from typing import Any
 
 from denoisecast.admin import Administration
 from denoisecast.errors import forbidden
+from denoisecast.passwords import PASSWORD_MAX, PASSWORD_MIN
 from denoisecast.recordings.library import RecordingLibrary
+from denoisecast.web.apidoc import COMMON_ERRORS, RECORDING_ID, USERNAME_PARAM, USERNAME_SCHEMA_PATTERN, body, closed_object, error, ok, ref
 from denoisecast.web.parse import Field
 from denoisecast.web.resource import ApiCall, Response, Route
 
@@ -105,3 +107,126 @@ class AdminRoutes:
     async def demo(self, call: ApiCall) -> Response:
         actor = await self._actor(call)
         return 201, {"created": await self._admin.demo(actor)}
+
+
+ADMIN_ERRORS = {
+    **COMMON_ERRORS,
+    "403": error("Not an administrator (not_admin), or the CSRF token or Origin check failed."),
+}
+NO_USER = error("No such user (no_such_user).")
+ACCOUNT_ENVELOPE = closed_object(user=ref("AdminAccount"))
+
+
+def flag_body(name: str) -> dict[str, Any]:
+    return body(closed_object(**{name: {"type": "boolean"}}))
+
+
+#: The OpenAPI paths of these routes (web/openapi.py puts the document together).
+OPENAPI_PATHS: dict[str, Any] = {
+    "/api/admin/users": {
+        "get": {
+            "summary": "Admins only: every account with its role, state and storage use.",
+            "responses": {
+                "200": ok("The accounts, by name.", closed_object(users={"type": "array", "items": ref("AdminAccount")})),
+                **ADMIN_ERRORS,
+            },
+        },
+        "post": {
+            "summary": "Admins only: create an account (the password rules apply).",
+            "requestBody": body(
+                {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["username", "password"],
+                    "properties": {
+                        "username": {"type": "string", "pattern": USERNAME_SCHEMA_PATTERN},
+                        "password": {"type": "string", "minLength": PASSWORD_MIN, "maxLength": PASSWORD_MAX},
+                        "admin": {"type": "boolean", "default": False},
+                    },
+                }
+            ),
+            "responses": {
+                "201": ok("Created.", ACCOUNT_ENVELOPE),
+                "409": error("The username is taken."),
+                **ADMIN_ERRORS,
+            },
+        },
+    },
+    "/api/admin/users/{username}/password": {
+        "post": {
+            "summary": "Admins only: set a new password; every session of the account ends, its sockets close.",
+            "parameters": [USERNAME_PARAM],
+            "requestBody": body(closed_object(password={"type": "string", "minLength": PASSWORD_MIN, "maxLength": PASSWORD_MAX})),
+            "responses": {"204": ok("Reset."), "404": NO_USER, **ADMIN_ERRORS},
+        }
+    },
+    "/api/admin/users/{username}/admin": {
+        "post": {
+            "summary": "Admins only: give or take the admin role.",
+            "parameters": [USERNAME_PARAM],
+            "requestBody": flag_body("admin"),
+            "responses": {"200": ok("The account.", ACCOUNT_ENVELOPE), "404": NO_USER, **ADMIN_ERRORS},
+        }
+    },
+    "/api/admin/users/{username}/disabled": {
+        "post": {
+            "summary": (
+                "Admins only: disable an account (its sessions end, its sockets close and its "
+                "broadcast ends at once; it cannot log in: 403 account_disabled) or enable it."
+            ),
+            "parameters": [USERNAME_PARAM],
+            "requestBody": flag_body("disabled"),
+            "responses": {"200": ok("The account.", ACCOUNT_ENVELOPE), "404": NO_USER, **ADMIN_ERRORS},
+        }
+    },
+    "/api/admin/users/{username}/recordings": {
+        "get": {
+            "summary": "Admins only: all of a user's recordings, newest first.",
+            "parameters": [USERNAME_PARAM],
+            "responses": {
+                "200": ok("The recordings.", closed_object(recordings={"type": "array", "items": ref("Recording")})),
+                "404": NO_USER,
+                **ADMIN_ERRORS,
+            },
+        }
+    },
+    "/api/admin/recordings/{id}": {
+        "delete": {
+            "summary": "Admins only: delete any recording, its row and both files.",
+            "parameters": [RECORDING_ID],
+            "responses": {"204": ok("Deleted."), "404": error("No such recording."), **ADMIN_ERRORS},
+        }
+    },
+    "/api/admin/broadcasts": {
+        "get": {
+            "summary": "Admins only: the broadcasts live on this server.",
+            "responses": {
+                "200": ok("The broadcasts.", closed_object(broadcasts={"type": "array", "items": ref("StreamStatus")})),
+                **ADMIN_ERRORS,
+            },
+        }
+    },
+    "/api/admin/broadcasts/{username}": {
+        "delete": {
+            "summary": "Admins only: end a user's live broadcast (its recording is finalised).",
+            "parameters": [USERNAME_PARAM],
+            "responses": {
+                "204": ok("Ended."),
+                "404": error("No such user, or not live (not_live)."),
+                **ADMIN_ERRORS,
+            },
+        }
+    },
+    "/api/admin/demo": {
+        "post": {
+            "summary": (
+                "Admins only: create the demo accounts alice, bob, carol and dave (password "
+                "try-denoisecast) with friendships among them; existing names are left alone."
+            ),
+            "responses": {
+                "201": ok("The names created.", closed_object(created={"type": "array", "items": {"type": "string"}})),
+                **ADMIN_ERRORS,
+            },
+        }
+    },
+}

@@ -9,9 +9,10 @@ from typing import Any
 from twisted.web.server import Request
 
 from denoisecast.accounts import SESSION_LIFETIME, Accounts
-from denoisecast.passwords import PASSWORD_MAX
+from denoisecast.passwords import PASSWORD_MAX, PASSWORD_MIN
 from denoisecast.protocols.messages import USERNAME_MAX
 from denoisecast.storage.store import User
+from denoisecast.web.apidoc import COMMON_ERRORS, PUBLIC_ERRORS, USERNAME_SCHEMA_PATTERN, body, error, ok, ref
 from denoisecast.web.forwarded import client_address
 from denoisecast.web.parse import Field
 from denoisecast.web.resource import (
@@ -125,3 +126,101 @@ class AuthRoutes:
 
     async def me(self, call: ApiCall) -> Response:
         return 200, {"user": public_user(call.me)}
+
+
+def credentials() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["username", "password"],
+        "properties": {
+            "username": {"type": "string", "pattern": USERNAME_SCHEMA_PATTERN},
+            "password": {"type": "string", "minLength": PASSWORD_MIN, "maxLength": PASSWORD_MAX},
+        },
+    }
+
+
+#: The OpenAPI paths of these routes (web/openapi.py puts the document together).
+OPENAPI_PATHS: dict[str, Any] = {
+    "/api/csrf": {
+        "get": {
+            "summary": "The CSRF token to repeat in the X-CSRF-Token header; also set as the dc_csrf cookie.",
+            "security": [],
+            "responses": {"200": ok("The token.", ref("CsrfToken"))},
+        }
+    },
+    "/api/auth/register": {
+        "post": {
+            "summary": "Create an account and log in.",
+            "security": [],
+            "requestBody": body(credentials()),
+            "responses": {
+                "201": ok("Registered; the dc_session cookie is set.", ref("UserEnvelope")),
+                "409": error("The username is taken."),
+                "429": error("Too many registrations from this address; see Retry-After."),
+                "503": error("Too many passwords being checked; see Retry-After (busy)."),
+                **PUBLIC_ERRORS,
+                "400": error(
+                    "Malformed input, an invalid username, or a refused password: shorter "
+                    "than 8 characters (weak_password), the username itself, or one of the "
+                    "commonest passwords (common_password)."
+                ),
+            },
+        }
+    },
+    "/api/auth/login": {
+        "post": {
+            "summary": "Log in; the same error for unknown users and wrong passwords.",
+            "security": [],
+            "requestBody": body(credentials()),
+            "responses": {
+                "200": ok("Logged in; the dc_session cookie is set.", ref("UserEnvelope")),
+                "401": error("Wrong username or password."),
+                "429": error("Too many failed logins; see Retry-After."),
+                "503": error("Too many passwords being checked; see Retry-After (busy)."),
+                **PUBLIC_ERRORS,
+            },
+        }
+    },
+    "/api/auth/logout": {
+        "post": {
+            "summary": "End this session; its WebSockets close with code 4001.",
+            "responses": {"204": ok("Logged out."), **COMMON_ERRORS},
+        }
+    },
+    "/api/auth/password": {
+        "post": {
+            "summary": (
+                "Change the password; ends every session and opens a new one for this client. "
+                "The WebSockets of the other sessions close with code 4001."
+            ),
+            "requestBody": body(
+                {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["current_password", "new_password"],
+                    "properties": {
+                        "current_password": {"type": "string"},
+                        "new_password": {"type": "string", "minLength": PASSWORD_MIN, "maxLength": PASSWORD_MAX},
+                    },
+                }
+            ),
+            "responses": {
+                "204": ok("Changed."),
+                **COMMON_ERRORS,
+                "400": error(
+                    "Malformed input, or a refused new password (weak_password, common_password)."
+                ),
+                "403": error("The current password is wrong (wrong_password), or CSRF/Origin failed."),
+                "429": error("Too many wrong current passwords; see Retry-After."),
+                "503": error("Too many passwords being checked; see Retry-After (busy)."),
+            },
+        }
+    },
+    "/api/me": {
+        "get": {
+            "summary": "The logged-in user.",
+            "responses": {"200": ok("The user.", ref("UserEnvelope")), **COMMON_ERRORS},
+        }
+    },
+}

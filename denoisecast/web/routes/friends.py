@@ -4,8 +4,11 @@ API routes for finding people and for friendship.
 
 from __future__ import annotations
 
+from typing import Any
+
 from denoisecast.friends import SEARCH_PAGE_MAX, Friends
 from denoisecast.protocols.messages import USERNAME_MAX
+from denoisecast.web.apidoc import COMMON_ERRORS, USERNAME_PARAM, body, error, ok, ref
 from denoisecast.web.parse import Field, query_int, query_string
 from denoisecast.web.resource import ApiCall, Response, Route
 from denoisecast.web.routes.auth import public_user
@@ -76,3 +79,97 @@ class FriendRoutes:
     async def unfriend(self, call: ApiCall) -> Response:
         await self._friends.unfriend(call.me, call.params["username"])
         return 204, None
+
+
+#: The OpenAPI paths of these routes (web/openapi.py puts the document together).
+OPENAPI_PATHS: dict[str, Any] = {
+    "/api/users": {
+        "get": {
+            "summary": "Search users by case-insensitive name prefix; never includes yourself.",
+            "parameters": [
+                {"name": "q", "in": "query", "schema": {"type": "string", "maxLength": SEARCH_QUERY_MAX}},
+                {"name": "after", "in": "query", "schema": {"type": "string", "maxLength": SEARCH_QUERY_MAX}},
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": SEARCH_PAGE_MAX, "default": PAGE_DEFAULT},
+                },
+            ],
+            "responses": {"200": ok("One page of users.", ref("SearchResult")), **COMMON_ERRORS},
+        }
+    },
+    "/api/friends": {
+        "get": {
+            "summary": "Your friends.",
+            "responses": {"200": ok("Friends.", ref("FriendList")), **COMMON_ERRORS},
+        }
+    },
+    "/api/friends/{username}": {
+        "delete": {
+            "summary": "Unfriend someone.",
+            "parameters": [USERNAME_PARAM],
+            "responses": {
+                "204": ok("No longer friends."),
+                "404": error("No such user, or not friends."),
+                **COMMON_ERRORS,
+            },
+        }
+    },
+    "/api/friends/requests": {
+        "get": {
+            "summary": "Incoming and outgoing friend requests.",
+            "responses": {"200": ok("Requests.", ref("RequestList")), **COMMON_ERRORS},
+        },
+        "post": {
+            "summary": "Ask someone to be friends; if they already asked you, you become friends.",
+            "requestBody": body(
+                {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["username"],
+                    "properties": {"username": {"type": "string"}},
+                }
+            ),
+            "responses": {
+                "201": ok("Requested.", ref("FriendStatus")),
+                "200": ok("They had asked you: now friends.", ref("FriendStatus")),
+                "404": error("No such user."),
+                "409": error("Already friends, or already requested."),
+                **COMMON_ERRORS,
+            },
+        },
+    },
+    "/api/friends/requests/{username}": {
+        "delete": {
+            "summary": "Cancel your request to someone.",
+            "parameters": [USERNAME_PARAM],
+            "responses": {
+                "204": ok("Cancelled."),
+                "404": error("No such user or request."),
+                **COMMON_ERRORS,
+            },
+        }
+    },
+    "/api/friends/requests/{username}/accept": {
+        "post": {
+            "summary": "Accept someone's request.",
+            "parameters": [USERNAME_PARAM],
+            "responses": {
+                "200": ok("Now friends.", ref("FriendStatus")),
+                "404": error("No such user or request."),
+                **COMMON_ERRORS,
+            },
+        }
+    },
+    "/api/friends/requests/{username}/reject": {
+        "post": {
+            "summary": "Reject someone's request.",
+            "parameters": [USERNAME_PARAM],
+            "responses": {
+                "204": ok("Rejected."),
+                "404": error("No such user or request."),
+                **COMMON_ERRORS,
+            },
+        }
+    },
+}

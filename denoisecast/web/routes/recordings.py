@@ -10,6 +10,7 @@ from typing import Any
 
 from denoisecast.protocols.messages import USERNAME_MAX
 from denoisecast.recordings.library import PAGE_MAX, RecordingLibrary
+from denoisecast.web.apidoc import COMMON_ERRORS, RECORDING_ID, error, ok, ref
 from denoisecast.web.parse import query_int, query_string
 from denoisecast.web.resource import ApiCall, FileBody, Response, Route
 
@@ -79,3 +80,119 @@ class RecordingRoutes:
     async def waveform(self, call: ApiCall) -> Response:
         points = await self._library.waveform(call.me, call.params["id"])
         return 200, {"points": points}
+
+
+NO_RECORDING = error("No such recording, or not the owner's or a friend's: the same answer either way.")
+
+
+#: The OpenAPI paths of these routes (web/openapi.py puts the document together).
+OPENAPI_PATHS: dict[str, Any] = {
+    "/api/recordings": {
+        "get": {
+            "summary": "Your and your friends' recordings, newest first.",
+            "parameters": [
+                {"name": "owner", "in": "query", "schema": {"type": "string", "maxLength": USERNAME_MAX}},
+                {"name": "cursor", "in": "query", "schema": {"type": "string", "maxLength": CURSOR_MAX}},
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": PAGE_MAX, "default": PAGE_DEFAULT},
+                },
+            ],
+            "responses": {
+                "200": ok(
+                    "One page.",
+                    {
+                        "type": "object",
+                        "required": ["recordings", "next"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "recordings": {"type": "array", "items": ref("Recording")},
+                            "next": {"type": ["string", "null"]},
+                        },
+                    },
+                ),
+                **COMMON_ERRORS,
+            },
+        }
+    },
+    "/api/recordings/{id}": {
+        "get": {
+            "summary": "One recording's details.",
+            "parameters": [RECORDING_ID],
+            "responses": {
+                "200": ok(
+                    "The recording.",
+                    {
+                        "type": "object",
+                        "required": ["recording"],
+                        "additionalProperties": False,
+                        "properties": {"recording": ref("Recording")},
+                    },
+                ),
+                "404": NO_RECORDING,
+                **COMMON_ERRORS,
+            },
+        },
+        "delete": {
+            "summary": "Delete your recording: its row and both files.",
+            "parameters": [RECORDING_ID],
+            "responses": {"204": ok("Deleted."), "404": NO_RECORDING, **COMMON_ERRORS},
+        },
+    },
+    "/api/recordings/{id}/audio": {
+        "get": {
+            "summary": "A track as Ogg/Opus, with HTTP Range and If-Range for seeking.",
+            "description": (
+                "Up to 16 byte ranges; overlapping or nearly adjacent ranges are merged "
+                "(RFC 9110), so no byte is sent twice."
+            ),
+            "parameters": [
+                RECORDING_ID,
+                {
+                    "name": "track",
+                    "in": "query",
+                    "schema": {"type": "string", "enum": ["denoised", "raw"], "default": "denoised"},
+                },
+                {
+                    "name": "download",
+                    "in": "query",
+                    "description": "Present (any value): Content-Disposition is attachment instead of inline.",
+                    "schema": {"type": "string"},
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": "The whole file, with Content-Disposition naming it "
+                    "<owner>-<YYYY-MM-DD-HHMM>-<track>.ogg.",
+                    "content": {"audio/ogg": {}},
+                },
+                "206": {"description": "The requested range(s).", "content": {"audio/ogg": {}}},
+                "404": NO_RECORDING,
+                "416": error("The range is malformed or outside the file."),
+                **COMMON_ERRORS,
+            },
+        }
+    },
+    "/api/recordings/{id}/waveform": {
+        "get": {
+            "summary": "Peak magnitudes of the denoised track at a fixed resolution, for drawing.",
+            "parameters": [RECORDING_ID],
+            "responses": {
+                "200": ok(
+                    "The peaks, each in [0, 1].",
+                    {
+                        "type": "object",
+                        "required": ["points"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "points": {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}}
+                        },
+                    },
+                ),
+                "404": NO_RECORDING,
+                **COMMON_ERRORS,
+            },
+        }
+    },
+}
