@@ -23,10 +23,10 @@ from twisted.internet.defer import ensureDeferred
 
 from denoisecast.errors import DenoiseCastError, bad_request, conflict, forbidden, unauthenticated
 from denoisecast.loginguard import LoginGuard, address_key
-from denoisecast.logs import logger
 from denoisecast.passwordqueue import PasswordQueue, Priority
 from denoisecast.passwords import validate_password
 from denoisecast.ratelimit import FailureLimiter
+from denoisecast.runtime.logs import logger
 from denoisecast.storage.passwords import PasswordHashes
 from denoisecast.storage.store import Store, User, UsernameTaken
 

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from denoisecast.accounts import Accounts, validate_username
 from denoisecast.errors import DenoiseCastError, not_found
-from denoisecast.logs import logger
 from denoisecast.passwords import validate_password
 from denoisecast.recordings.recorder import recording_paths
+from denoisecast.runtime.logs import logger
 from denoisecast.storage.admin import AdminStore
 from denoisecast.storage.store import Store
 

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from denoisecast.logs import logger
 from denoisecast.protocols.messages import server_message
+from denoisecast.runtime.logs import logger
 from denoisecast.storage.store import Store, User
 
 

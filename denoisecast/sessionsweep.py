@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from denoisecast.accounts import EndedSessions
-from denoisecast.logs import logger
+from denoisecast.runtime.logs import logger
 from denoisecast.storage.admin import AdminStore
 
 if TYPE_CHECKING:

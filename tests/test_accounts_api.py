@@ -355,7 +355,7 @@ class PasswordWorkTests(TestCase):
         import sys
         import threading
 
-        from denoisecast.background import NICENESS
+        from denoisecast.runtime.background import NICENESS
 
         if not sys.platform.startswith("linux"):
             raise SkipTest("per-thread nice values are Linux's")
@@ -467,8 +467,8 @@ class PasswordWorkTests(TestCase):
 
         from twisted.internet import reactor
 
-        from denoisecast.config import Config
-        from denoisecast.server import DenoiseCastServer
+        from denoisecast.app.config import Config
+        from denoisecast.app.server import DenoiseCastServer
 
         server = DenoiseCastServer(Config(data_dir=Path(self.mktemp())), reactor)
         self.assertEqual(server.password_hasher.parallelism, 1)

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "denoisecast"
 
 #: What the server is built from, above the audio path.
 _SERVER = (
-    "denoisecast.config", "denoisecast.server", "denoisecast.service", "denoisecast.tap",
+    "denoisecast.app",
     "denoisecast.web", "denoisecast.protocols", "denoisecast.handlers", "denoisecast.storage",
     "denoisecast.live", "denoisecast.recordings", "denoisecast.accounts", "denoisecast.friends",
     "denoisecast.presence",

@@ -17,7 +17,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger, LogLevel
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from denoisecast.config import Config, ConfigError
+from denoisecast.app.config import Config, ConfigError
 from denoisecast.logoutput import json_line
 from tests.support import Client
 from tests.test_twistd import TWISTD, TwistdProcess, free_port

@@ -41,7 +41,7 @@ from twisted.logger import (
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
-from denoisecast.config import Config, ConfigError
+from denoisecast.app.config import Config, ConfigError
 
 #: How long the session the command opens to ask a running server lives.
 CLI_SESSION_LIFETIME = timedelta(minutes=5)
@@ -142,8 +142,8 @@ def audit_to_stderr() -> None:
 async def run(reactor: Any, args: argparse.Namespace, config: Config) -> list[Any]:
     from denoisecast.accounts import hash_token, utcnow
     from denoisecast.admin import Administration
-    from denoisecast.server import DenoiseCastServer
-    from denoisecast.service import DatabaseService
+    from denoisecast.app.server import DenoiseCastServer
+    from denoisecast.app.service import DatabaseService
 
     server = DenoiseCastServer(config, reactor)
     database = DatabaseService(server.database)

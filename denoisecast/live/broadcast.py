@@ -25,11 +25,11 @@ from twisted.python.failure import Failure
 
 from denoisecast.audio import SAMPLE_RATE
 from denoisecast.audio.opus import OpusStream
-from denoisecast.jobs import SerialJobs
 from denoisecast.live.rtc.fanout import SharedPacket
-from denoisecast.logs import logger
 from denoisecast.protocols.messages import SIGNALS, server_message
 from denoisecast.recordings.disk import RecordingRefused
+from denoisecast.runtime.jobs import SerialJobs
+from denoisecast.runtime.logs import logger
 from denoisecast.storage.store import User
 
 if TYPE_CHECKING:

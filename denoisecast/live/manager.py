@@ -33,14 +33,14 @@ from twisted.python.threadpool import ThreadPool
 
 from denoisecast.errors import conflict, not_found
 from denoisecast.handlers.access import Access
-from denoisecast.jobs import SerialJobs
 from denoisecast.live.broadcast import Broadcast, Peer, public_status, read_track, start_recording
 from denoisecast.live.candidates import CandidatePolicy
 from denoisecast.live.listener import Listener, Listening
 from denoisecast.live.peers import PeerConnections
-from denoisecast.logs import logger
 from denoisecast.presence import PresenceHub
 from denoisecast.protocols.messages import server_message
+from denoisecast.runtime.jobs import SerialJobs
+from denoisecast.runtime.logs import logger
 from denoisecast.storage.store import Store, User
 
 __all__ = ["Broadcast", "DEFAULT_RECONNECT_GRACE", "ENCODING_THREADS", "Listener", "LiveManager", "Peer"]

@@ -22,7 +22,7 @@ from denoisecast.live.offers import check_offer
 from denoisecast.live.rtc.media import decode_on_the_loop, shorten_receive_buffer
 from denoisecast.live.rtc.seam import aio
 from denoisecast.live.rtc.sockets import drain_on_read
-from denoisecast.logs import logger
+from denoisecast.runtime.logs import logger
 
 
 class PeerConnections:

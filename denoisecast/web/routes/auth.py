@@ -129,6 +129,7 @@ class AuthRoutes:
 
 
 def credentials() -> dict[str, Any]:
+    """The register and login body as the document states it: the same limits as the accounts' own checks."""
     return {
         "type": "object",
         "additionalProperties": False,

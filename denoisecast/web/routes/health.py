@@ -15,7 +15,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from denoisecast import __version__
-from denoisecast.logs import logger
+from denoisecast.runtime.logs import logger
 from denoisecast.storage.store import Store
 from denoisecast.web.apidoc import ok, ref
 from denoisecast.web.resource import ApiCall, Response, Route

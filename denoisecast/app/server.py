@@ -24,8 +24,7 @@ from twisted.web.server import Site
 
 from denoisecast.accounts import Accounts, utcnow
 from denoisecast.admin import Administration, LiveControl
-from denoisecast.background import at_low_priority
-from denoisecast.config import Config
+from denoisecast.app.config import Config
 from denoisecast.denoise.scheduler import DenoiseScheduler, SchedulerSettings
 from denoisecast.friends import Friends
 from denoisecast.handlers.access import Access
@@ -38,9 +37,10 @@ from denoisecast.passwordqueue import PasswordQueue
 from denoisecast.presence import PresenceHub
 from denoisecast.protocols.socket import SignalingFactory
 from denoisecast.ratelimit import FailureLimiter
-from denoisecast.reactorlag import ReactorLagMonitor
 from denoisecast.recordings.library import RecordingLibrary
 from denoisecast.recordings.recorder import Recorder
+from denoisecast.runtime.background import at_low_priority
+from denoisecast.runtime.reactorlag import ReactorLagMonitor
 from denoisecast.servermetrics import DiskSampler, ServerMetrics, add_standard_collectors
 from denoisecast.sessionsweep import SocketSessions
 from denoisecast.storage.admin import AdminStore

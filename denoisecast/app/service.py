@@ -28,12 +28,12 @@ from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from denoisecast.app.server import DenoiseCastServer
+from denoisecast.app.startup import FatalStartup, one_line
 from denoisecast.live.manager import LiveManager
-from denoisecast.logs import logger
 from denoisecast.recordings.recorder import Recorder
-from denoisecast.server import DenoiseCastServer
+from denoisecast.runtime.logs import logger
 from denoisecast.sessionsweep import SWEEP_SECONDS
-from denoisecast.startup import FatalStartup, one_line
 from denoisecast.storage.database import Database
 from denoisecast.storage.migrations import thd_upgrade
 
