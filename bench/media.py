@@ -518,7 +518,9 @@ def main() -> None:
     twistd = str(Path(sys.executable).with_name("twistd"))
     server = subprocess.Popen(
         [twistd, "-n", "--pidfile=", "--logfile", str(work / "server.log"), "denoisecast",
-         "--listen", f"tcp:{port}:interface=127.0.0.1", "--registrations-per-hour", "0"], cwd=work,
+         "--listen", f"tcp:{port}:interface=127.0.0.1", "--registrations-per-hour", "0",
+         # Every client is on loopback, which remote ICE candidates may not name by default.
+         "--ice-allow-networks", "127.0.0.0/8"], cwd=work,
     )
     try:
         for _ in range(300):
