@@ -9,8 +9,8 @@ from __future__ import annotations
 from sqlalchemy import select
 from twisted.trial.unittest import SkipTest, TestCase
 
-from denoisecast.accounts import hash_token
-from denoisecast.passwordqueue import Priority
+from denoisecast.handlers.accounts import hash_token
+from denoisecast.handlers.passwordqueue import Priority
 from denoisecast.storage.tables import sessions, users
 from tests.support import start_server
 
@@ -380,7 +380,7 @@ class PasswordWorkTests(TestCase):
         from twisted.internet import reactor
         from twisted.internet.task import deferLater
 
-        from denoisecast.accounts import utcnow
+        from denoisecast.handlers.accounts import utcnow
 
         running = await start_server(self)
         server = running.server

@@ -17,8 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "denoisecast"
 _SERVER = (
     "denoisecast.app",
     "denoisecast.web", "denoisecast.protocols", "denoisecast.handlers", "denoisecast.storage",
-    "denoisecast.live", "denoisecast.recordings", "denoisecast.accounts", "denoisecast.friends",
-    "denoisecast.presence",
+    "denoisecast.live", "denoisecast.recordings",
 )
 #: Twisted's event loop, services and web: the reactor side (its logger is allowed everywhere).
 _TWISTED = ("twisted.internet", "twisted.application", "twisted.web")

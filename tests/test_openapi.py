@@ -182,8 +182,8 @@ class LimitTests(TestCase):
         The document states the limits the code enforces: each schema
         below accepts exactly what the server's own check accepts.
         """
-        from denoisecast.accounts import USERNAME_PATTERN
-        from denoisecast.passwords import PASSWORD_MAX, PASSWORD_MIN
+        from denoisecast.handlers.accounts import USERNAME_PATTERN
+        from denoisecast.handlers.passwords import PASSWORD_MAX, PASSWORD_MIN
         from denoisecast.web.routes.auth import credentials as credentials_schema
 
         credentials = Draft202012Validator(credentials_schema())

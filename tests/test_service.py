@@ -199,7 +199,7 @@ class SessionSweepServiceTests(TestCase):
         from twisted.application.service import IServiceCollection
 
         from denoisecast.app.service import _sweep_sockets
-        from denoisecast.sessionsweep import SWEEP_SECONDS
+        from denoisecast.handlers.sessionsweep import SWEEP_SECONDS
 
         data_dir = Path(self.mktemp())
         data_dir.mkdir(parents=True)

@@ -22,27 +22,27 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from denoisecast.accounts import Accounts, utcnow
-from denoisecast.admin import Administration, LiveControl
 from denoisecast.app.config import Config
 from denoisecast.denoise.scheduler import DenoiseScheduler, SchedulerSettings
-from denoisecast.friends import Friends
 from denoisecast.handlers.access import Access
+from denoisecast.handlers.accounts import Accounts, utcnow
+from denoisecast.handlers.admin import Administration, LiveControl
+from denoisecast.handlers.friends import Friends
+from denoisecast.handlers.loginguard import LoginGuard
+from denoisecast.handlers.passwordqueue import PasswordQueue
+from denoisecast.handlers.presence import PresenceHub
+from denoisecast.handlers.sessionsweep import SocketSessions
 from denoisecast.live.candidates import CandidatePolicy
 from denoisecast.live.ice import ice_servers_for
 from denoisecast.live.manager import LiveManager
 from denoisecast.live.metrics import LiveMetrics
-from denoisecast.loginguard import LoginGuard
-from denoisecast.passwordqueue import PasswordQueue
-from denoisecast.presence import PresenceHub
 from denoisecast.protocols.socket import SignalingFactory
-from denoisecast.ratelimit import FailureLimiter
 from denoisecast.recordings.library import RecordingLibrary
 from denoisecast.recordings.recorder import Recorder
 from denoisecast.runtime.background import at_low_priority
+from denoisecast.runtime.ratelimit import FailureLimiter
 from denoisecast.runtime.reactorlag import ReactorLagMonitor
-from denoisecast.servermetrics import DiskSampler, ServerMetrics, add_standard_collectors
-from denoisecast.sessionsweep import SocketSessions
+from denoisecast.runtime.servermetrics import DiskSampler, ServerMetrics, add_standard_collectors
 from denoisecast.storage.admin import AdminStore
 from denoisecast.storage.database import Database
 from denoisecast.storage.passwords import PasswordHashes

@@ -45,9 +45,9 @@ def makeService(options: Options) -> IService:
     from denoisecast.app.server import DenoiseCastServer
     from denoisecast.app.service import make_service
     from denoisecast.app.startup import data_directory_problem
-    from denoisecast.filemodes import make_data_dir_private
-    from denoisecast.logoutput import observer_for, open_target
     from denoisecast.runtime import logs
+    from denoisecast.runtime.filemodes import make_data_dir_private
+    from denoisecast.runtime.logoutput import observer_for, open_target
 
     config = options.config
     logs.set_level(config.log_level)

@@ -33,11 +33,11 @@ from twisted.python.threadpool import ThreadPool
 
 from denoisecast.errors import conflict, not_found
 from denoisecast.handlers.access import Access
+from denoisecast.handlers.presence import PresenceHub
 from denoisecast.live.broadcast import Broadcast, Peer, public_status, read_track, start_recording
 from denoisecast.live.candidates import CandidatePolicy
 from denoisecast.live.listener import Listener, Listening
 from denoisecast.live.peers import PeerConnections
-from denoisecast.presence import PresenceHub
 from denoisecast.protocols.messages import server_message
 from denoisecast.runtime.jobs import SerialJobs
 from denoisecast.runtime.logs import logger

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from denoisecast.accounts import USERNAME_PATTERN
+from denoisecast.handlers.accounts import USERNAME_PATTERN
 from denoisecast.protocols.messages import USERNAME_MAX
 
 JSON = "application/json"

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from denoisecast.admin import Administration
 from denoisecast.errors import forbidden
-from denoisecast.passwords import PASSWORD_MAX, PASSWORD_MIN
+from denoisecast.handlers.admin import Administration
+from denoisecast.handlers.passwords import PASSWORD_MAX, PASSWORD_MIN
 from denoisecast.recordings.library import RecordingLibrary
 from denoisecast.web.apidoc import COMMON_ERRORS, RECORDING_ID, USERNAME_PARAM, USERNAME_SCHEMA_PATTERN, body, closed_object, error, ok, ref
 from denoisecast.web.parse import Field

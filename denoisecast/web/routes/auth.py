@@ -8,8 +8,8 @@ from typing import Any
 
 from twisted.web.server import Request
 
-from denoisecast.accounts import SESSION_LIFETIME, Accounts
-from denoisecast.passwords import PASSWORD_MAX, PASSWORD_MIN
+from denoisecast.handlers.accounts import SESSION_LIFETIME, Accounts
+from denoisecast.handlers.passwords import PASSWORD_MAX, PASSWORD_MIN
 from denoisecast.protocols.messages import USERNAME_MAX
 from denoisecast.storage.store import User
 from denoisecast.web.apidoc import COMMON_ERRORS, PUBLIC_ERRORS, USERNAME_SCHEMA_PATTERN, body, error, ok, ref
@@ -47,7 +47,7 @@ def clear_session(request: Request) -> None:
 
 
 #: Marks a browser as known to the accounts that logged in from it
-#: (L{denoisecast.loginguard}); a year, renewed at each login.
+#: (L{denoisecast.handlers.loginguard}); a year, renewed at each login.
 DEVICE_COOKIE = b"dc_device"
 DEVICE_LIFETIME_SECONDS = 365 * 24 * 3600
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from denoisecast.friends import SEARCH_PAGE_MAX, Friends
+from denoisecast.handlers.friends import SEARCH_PAGE_MAX, Friends
 from denoisecast.protocols.messages import USERNAME_MAX
 from denoisecast.web.apidoc import COMMON_ERRORS, USERNAME_PARAM, body, error, ok, ref
 from denoisecast.web.parse import Field, query_int, query_string

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from denoisecast.accounts import EndedSessions
+from denoisecast.handlers.accounts import EndedSessions
 from denoisecast.runtime.logs import logger
 from denoisecast.storage.admin import AdminStore
 
