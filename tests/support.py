@@ -25,10 +25,10 @@ from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionP
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
-from denoisecast.config import Config
+from denoisecast.app.config import Config
 from denoisecast.denoise.settings import SchedulerSettings
-from denoisecast.server import DenoiseCastServer, load_live_engine
-from denoisecast.service import make_service
+from denoisecast.app.server import DenoiseCastServer, load_live_engine
+from denoisecast.app.service import make_service
 
 
 def cheap_hasher() -> PasswordHasher:

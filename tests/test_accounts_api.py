@@ -9,8 +9,8 @@ from __future__ import annotations
 from sqlalchemy import select
 from twisted.trial.unittest import SkipTest, TestCase
 
-from denoisecast.accounts import hash_token
-from denoisecast.passwordqueue import Priority
+from denoisecast.handlers.accounts import hash_token
+from denoisecast.handlers.passwordqueue import Priority
 from denoisecast.storage.tables import sessions, users
 from tests.support import start_server
 
@@ -355,7 +355,7 @@ class PasswordWorkTests(TestCase):
         import sys
         import threading
 
-        from denoisecast.background import NICENESS
+        from denoisecast.runtime.background import NICENESS
 
         if not sys.platform.startswith("linux"):
             raise SkipTest("per-thread nice values are Linux's")
@@ -380,7 +380,7 @@ class PasswordWorkTests(TestCase):
         from twisted.internet import reactor
         from twisted.internet.task import deferLater
 
-        from denoisecast.accounts import utcnow
+        from denoisecast.handlers.accounts import utcnow
 
         running = await start_server(self)
         server = running.server
@@ -467,8 +467,8 @@ class PasswordWorkTests(TestCase):
 
         from twisted.internet import reactor
 
-        from denoisecast.config import Config
-        from denoisecast.server import DenoiseCastServer
+        from denoisecast.app.config import Config
+        from denoisecast.app.server import DenoiseCastServer
 
         server = DenoiseCastServer(Config(data_dir=Path(self.mktemp())), reactor)
         self.assertEqual(server.password_hasher.parallelism, 1)

@@ -14,10 +14,10 @@ from typing import Any
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
-from denoisecast.admin import DEMO_PASSWORD, DEMO_USERS
+from denoisecast.handlers.admin import DEMO_PASSWORD, DEMO_USERS
 from denoisecast.protocols.socket import CLOSE_SESSION_ENDED
 from denoisecast.recordings.recorder import recording_paths
-from denoisecast.web.admin import AdminRoutes
+from denoisecast.web.routes.admin import AdminRoutes
 from tests.support import Client, RunningServer, start_server
 from tests.ws_support import connect_ws
 
@@ -155,7 +155,7 @@ class ActionTests(TestCase):
         root_socket = await connect_ws(self, running.base, root)
         await root_socket.expect("hello")
         account = await running.server.admin_store.get_account("alice")
-        from denoisecast.accounts import utcnow
+        from denoisecast.handlers.accounts import utcnow
         from denoisecast.storage.admin import thd_set_disabled
 
         await running.server.database.write(thd_set_disabled, account["id"], utcnow())
@@ -175,7 +175,7 @@ class ActionTests(TestCase):
         await alice.register("alice")
         server = running.server
         account = await server.admin_store.get_account("alice")
-        from denoisecast.accounts import utcnow
+        from denoisecast.handlers.accounts import utcnow
 
         timeline = json.dumps([{"t": 0, "denoise": True, "atten_lim_db": 100.0}])
         await server.store.create_recording("rec0001", account["id"], utcnow(), "dfn3", timeline)
@@ -230,8 +230,8 @@ class LiveControlTests(TestCase):
         a live user ends their broadcast too (live side stood in for: the
         real one needs WebRTC peers, see tests/test_live_manager.py).
         """
-        from denoisecast.accounts import utcnow
-        from denoisecast.admin import Administration, LiveControl
+        from denoisecast.handlers.accounts import utcnow
+        from denoisecast.handlers.admin import Administration, LiveControl
 
         events = audit_events(self)
         running, _ = await with_admin(self)

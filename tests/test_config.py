@@ -11,8 +11,8 @@ from twisted.logger import LogLevel
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from denoisecast.config import DEFAULT_LISTEN, Config, ConfigError
-from denoisecast.tap import Options
+from denoisecast.app.config import DEFAULT_LISTEN, Config, ConfigError
+from denoisecast.app.tap import Options
 
 
 class ConfigTests(SynchronousTestCase):
@@ -80,7 +80,7 @@ class LogLevelTests(SynchronousTestCase):
         """
         from twisted.logger import globalLogPublisher
 
-        from denoisecast import logs
+        from denoisecast.runtime import logs
 
         seen: list[dict] = []
         globalLogPublisher.addObserver(seen.append)

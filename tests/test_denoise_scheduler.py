@@ -62,7 +62,7 @@ class SettingsTests(SynchronousTestCase):
 
     def test_from_config(self) -> None:
         """The server configuration's denoise options become the scheduler's settings."""
-        from denoisecast.config import Config
+        from denoisecast.app.config import Config
 
         config = Config.resolve({"denoise-chunk-seconds": "0.5", "denoise-workers": "2", "denoise-model": "x"}, {})
         settings = SchedulerSettings.from_config(config)

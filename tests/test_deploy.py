@@ -13,7 +13,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from denoisecast.config import OPTIONS
+from denoisecast.app.config import OPTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "deploy" / "denoisecast.service"

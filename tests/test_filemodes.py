@@ -14,7 +14,7 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from denoisecast.filemodes import PRIVATE_UMASK, make_data_dir_private
+from denoisecast.runtime.filemodes import PRIVATE_UMASK, make_data_dir_private
 
 
 class DataDirTests(SynchronousTestCase):

@@ -9,7 +9,7 @@ import ipaddress
 
 from twisted.trial.unittest import TestCase
 
-from denoisecast.config import Config, ConfigError
+from denoisecast.app.config import Config, ConfigError
 from denoisecast.web.forwarded import (
     FORWARDED,
     X_FORWARDED,

@@ -11,7 +11,7 @@ import hmac
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from denoisecast.config import Config, ConfigError
+from denoisecast.app.config import Config, ConfigError
 from denoisecast.live.ice import ice_servers_for, turn_credentials
 
 

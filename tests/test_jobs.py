@@ -11,7 +11,7 @@ from twisted.internet import reactor
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import TestCase
 
-from denoisecast.jobs import SerialJobs
+from denoisecast.runtime.jobs import SerialJobs
 
 
 class FlushedTests(TestCase):

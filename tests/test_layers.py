@@ -15,10 +15,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "denoisecast"
 
 #: What the server is built from, above the audio path.
 _SERVER = (
-    "denoisecast.config", "denoisecast.server", "denoisecast.service", "denoisecast.tap",
+    "denoisecast.app",
     "denoisecast.web", "denoisecast.protocols", "denoisecast.handlers", "denoisecast.storage",
-    "denoisecast.live", "denoisecast.recordings", "denoisecast.accounts", "denoisecast.friends",
-    "denoisecast.presence",
+    "denoisecast.live", "denoisecast.recordings",
 )
 #: Twisted's event loop, services and web: the reactor side (its logger is allowed everywhere).
 _TWISTED = ("twisted.internet", "twisted.application", "twisted.web")

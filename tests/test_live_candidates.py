@@ -16,7 +16,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from denoisecast.config import Config
+from denoisecast.app.config import Config
 from denoisecast.live.candidates import CandidatePolicy, filter_candidates
 
 OFFER = (

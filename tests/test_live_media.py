@@ -389,7 +389,7 @@ class BroadcastEncodingTests(TestCase):
         from twisted.internet import reactor
         from twisted.python.threadpool import ThreadPool
 
-        from denoisecast.jobs import SerialJobs
+        from denoisecast.runtime.jobs import SerialJobs
         from denoisecast.live.rtc.fanout import ListenerOutput
 
         pool = ThreadPool(minthreads=0, maxthreads=2, name="test-opus")
@@ -432,7 +432,7 @@ class BroadcastEncodingTests(TestCase):
         from twisted.internet import reactor
         from twisted.python.threadpool import ThreadPool
 
-        from denoisecast.jobs import SerialJobs
+        from denoisecast.runtime.jobs import SerialJobs
 
         pool = ThreadPool(minthreads=0, maxthreads=1, name="test-opus")
         pool.start()

@@ -17,8 +17,8 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger, LogLevel
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from denoisecast.config import Config, ConfigError
-from denoisecast.logoutput import json_line
+from denoisecast.app.config import Config, ConfigError
+from denoisecast.runtime.logoutput import json_line
 from tests.support import Client
 from tests.test_twistd import TWISTD, TwistdProcess, free_port
 
@@ -33,7 +33,7 @@ class JsonLineTests(SynchronousTestCase):
             "log_format": "Registered {username}",
             "username": "al\nice",
             "log_level": LogLevel.info,
-            "log_namespace": "denoisecast.accounts",
+            "log_namespace": "denoisecast.handlers.accounts",
             "log_time": 1.5,
         }
         line = json_line(event)
@@ -42,7 +42,7 @@ class JsonLineTests(SynchronousTestCase):
         self.assertEqual(parsed["username"], "al\nice")
         self.assertEqual(parsed["message"], "Registered al\nice")
         self.assertEqual(parsed["level"], "info")
-        self.assertEqual(parsed["log_namespace"], "denoisecast.accounts")
+        self.assertEqual(parsed["log_namespace"], "denoisecast.handlers.accounts")
 
     def test_malformed_event_still_one_line(self) -> None:
         """
@@ -153,6 +153,6 @@ class TwistdLogTests(TestCase):
         client = Client(server.base)
         await client.register("alice")
         text = server.log.read_text()
-        self.assertIn("[denoisecast.accounts.Accounts#info] Registered alice", text)
+        self.assertIn("[denoisecast.handlers.accounts.Accounts#info] Registered alice", text)
         self.assertIn('[denoisecast.access#info] 127.0.0.1 "POST /api/auth/register" 201', text)
         self.assertFalse(text.lstrip().startswith("{"))

@@ -9,7 +9,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from denoisecast.errors import DenoiseCastError
-from denoisecast.loginguard import KnownClients, LoginGuard, address_key
+from denoisecast.handlers.loginguard import KnownClients, LoginGuard, address_key
 
 
 class GuardTests(SynchronousTestCase):

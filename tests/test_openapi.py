@@ -182,9 +182,9 @@ class LimitTests(TestCase):
         The document states the limits the code enforces: each schema
         below accepts exactly what the server's own check accepts.
         """
-        from denoisecast.accounts import USERNAME_PATTERN
-        from denoisecast.passwords import PASSWORD_MAX, PASSWORD_MIN
-        from denoisecast.web.openapi import credentials as credentials_schema
+        from denoisecast.handlers.accounts import USERNAME_PATTERN
+        from denoisecast.handlers.passwords import PASSWORD_MAX, PASSWORD_MIN
+        from denoisecast.web.routes.auth import credentials as credentials_schema
 
         credentials = Draft202012Validator(credentials_schema())
         for name in ("ab", "abc", "a" * 32, "a" * 33, "Alice", "al ice", "al.i-c_e9"):

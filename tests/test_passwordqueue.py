@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from denoisecast.errors import DenoiseCastError
-from denoisecast.passwordqueue import PasswordQueue, Priority
+from denoisecast.handlers.passwordqueue import PasswordQueue, Priority
 
 
 class FakeLanes:

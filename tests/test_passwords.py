@@ -12,7 +12,7 @@ from pathlib import Path
 from twisted.trial.unittest import SynchronousTestCase
 
 from denoisecast.errors import DenoiseCastError
-from denoisecast.passwords import (
+from denoisecast.handlers.passwords import (
     COMMON_PASSWORDS_RESOURCE,
     common_passwords,
     validate_password,

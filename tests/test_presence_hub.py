@@ -10,7 +10,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.trial.unittest import SynchronousTestCase
 
-from denoisecast.presence import PresenceHub
+from denoisecast.handlers.presence import PresenceHub
 
 
 class FakeConnection:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from denoisecast.ratelimit import FailureLimiter
+from denoisecast.runtime.ratelimit import FailureLimiter
 
 
 class FailureLimiterTests(SynchronousTestCase):

@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
-from denoisecast.reactorlag import ReactorLagMonitor
+from denoisecast.runtime.reactorlag import ReactorLagMonitor
 
 
 class ReactorLagMonitorTests(TestCase):

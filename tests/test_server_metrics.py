@@ -15,7 +15,7 @@ from sqlalchemy.exc import OperationalError
 from twisted.trial.unittest import TestCase
 
 from denoisecast._version import __version__
-from denoisecast.config import Config, ConfigError
+from denoisecast.app.config import Config, ConfigError
 from tests.support import Client, start_server
 from tests.test_twistd import TwistdProcess, free_port
 from tests.ws_support import connect_ws

@@ -15,11 +15,11 @@ from twisted.internet.protocol import ClientCreator, Protocol
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from denoisecast.config import Config
+from denoisecast.app.config import Config
 from denoisecast.denoise.scheduler import DenoiseScheduler, SchedulerSettings
 from denoisecast.model.engine import DenoiseEngine
-from denoisecast.server import DenoiseCastServer
-from denoisecast.service import AfterReady, InOrder, make_service
+from denoisecast.app.server import DenoiseCastServer
+from denoisecast.app.service import AfterReady, InOrder, make_service
 from tests.support import cheap_hasher, sqlite_url
 from tests.test_twistd import free_port
 
@@ -198,8 +198,8 @@ class SessionSweepServiceTests(TestCase):
         from twisted.application.internet import TimerService
         from twisted.application.service import IServiceCollection
 
-        from denoisecast.service import _sweep_sockets
-        from denoisecast.sessionsweep import SWEEP_SECONDS
+        from denoisecast.app.service import _sweep_sockets
+        from denoisecast.handlers.sessionsweep import SWEEP_SECONDS
 
         data_dir = Path(self.mktemp())
         data_dir.mkdir(parents=True)

@@ -280,7 +280,7 @@ class DenoisePreferenceTests(TestCase):
         """
         from tests.support import sqlite_url
         from denoisecast.storage.database import Database
-        from denoisecast.service import DatabaseService
+        from denoisecast.app.service import DatabaseService
         from denoisecast.storage.store import Store
         from datetime import datetime, timezone
 

@@ -149,7 +149,7 @@ class TwistdTests(TestCase):
         """
         ``twistd denoisecast --help`` names every option and its variable.
         """
-        from denoisecast.config import OPTIONS
+        from denoisecast.app.config import OPTIONS
 
         out = subprocess.run(
             [TWISTD, "denoisecast", "--help"], cwd=self.workdir(), capture_output=True, text=True, check=True
@@ -187,7 +187,7 @@ class TwistdTests(TestCase):
 FAILING_CHILD_TAC = """
 from twisted.application.service import Application, Service
 
-from denoisecast.tap import Options, makeService
+from denoisecast.app.tap import Options, makeService
 
 
 class FailsToStop(Service):

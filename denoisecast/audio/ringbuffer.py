@@ -23,7 +23,7 @@ from denoisecast.audio._ringbuffer_common import (
     RAISE,
     RingBufferOverflow,
 )
-from denoisecast.logs import logger
+from denoisecast.runtime.logs import logger
 
 log = logger()
 

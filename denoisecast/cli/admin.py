@@ -4,9 +4,9 @@ configured database, also while the server runs.
 
 It reads the same ``--database-url`` / ``--data-dir`` options and
 ``DENOISECAST_*`` variables as the server and works on the database
-directly (the same code as the admin API: L{denoisecast.admin}).  A
+directly (the same code as the admin API: L{denoisecast.handlers.admin}).  A
 running server notices what it did to sessions within its session sweep
-(``denoisecast.sessionsweep``, a few seconds): the sockets of a disabled
+(``denoisecast.handlers.sessionsweep``, a few seconds): the sockets of a disabled
 account or of a reset password close then.  Live broadcasts exist only in
 the running server, so ``broadcasts`` and ``end-broadcast`` ask it over its
 admin API (``--server``, by default the ``--listen`` address), with a
@@ -41,7 +41,7 @@ from twisted.logger import (
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
-from denoisecast.config import Config, ConfigError
+from denoisecast.app.config import Config, ConfigError
 
 #: How long the session the command opens to ask a running server lives.
 CLI_SESSION_LIFETIME = timedelta(minutes=5)
@@ -140,10 +140,10 @@ def audit_to_stderr() -> None:
 
 
 async def run(reactor: Any, args: argparse.Namespace, config: Config) -> list[Any]:
-    from denoisecast.accounts import hash_token, utcnow
-    from denoisecast.admin import Administration
-    from denoisecast.server import DenoiseCastServer
-    from denoisecast.service import DatabaseService
+    from denoisecast.app.server import DenoiseCastServer
+    from denoisecast.app.service import DatabaseService
+    from denoisecast.handlers.accounts import hash_token, utcnow
+    from denoisecast.handlers.admin import Administration
 
     server = DenoiseCastServer(config, reactor)
     database = DatabaseService(server.database)
@@ -174,7 +174,7 @@ async def run(reactor: Any, args: argparse.Namespace, config: Config) -> list[An
             return [{"deleted": row["public_id"], "owner": row["owner"]}]
         if command == "demo":
             created = await admin.demo(actor)
-            from denoisecast.admin import DEMO_PASSWORD
+            from denoisecast.handlers.admin import DEMO_PASSWORD
 
             return [{"created": name, "password": DEMO_PASSWORD} for name in created]
         # broadcasts, end-broadcast: ask the running server as an admin.

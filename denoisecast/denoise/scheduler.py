@@ -44,7 +44,7 @@ from denoisecast.audio import SAMPLE_RATE
 from denoisecast.audio.ringbuffer import COMPILED, HOP_SAMPLES
 from denoisecast.denoise.settings import SchedulerSettings
 from denoisecast.denoise.stream import Chunk, FloatArray, OutputCallback, StreamHandle
-from denoisecast.logs import logger
+from denoisecast.runtime.logs import logger
 
 if TYPE_CHECKING:
     from denoisecast.model.engine import DenoiseEngine

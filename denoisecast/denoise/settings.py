@@ -1,7 +1,7 @@
 """
 The denoise scheduler's settings and their defaults, in one place.
 
-The server's configuration (``denoisecast.config``) offers these as
+The server's configuration (``denoisecast.app.config``) offers these as
 options and takes its defaults from here; the scheduler takes a
 ``SchedulerSettings``.  Nothing here imports the configuration: it reads
 any object with the ``denoise_*`` fields (``DenoiseOptions``).
@@ -26,7 +26,7 @@ LIVE_GATHER_SECONDS = 0.02
 
 
 class DenoiseOptions(Protocol):
-    """The denoise options of the server configuration (``denoisecast.config.Config``)."""
+    """The denoise options of the server configuration (``denoisecast.app.config.Config``)."""
 
     @property
     def denoise_chunk_seconds(self) -> float: ...

@@ -14,7 +14,7 @@ import hmac
 from collections.abc import Callable
 from typing import Any
 
-from denoisecast.config import TURN_CREDENTIAL_TTL, Config
+from denoisecast.app.config import TURN_CREDENTIAL_TTL, Config
 
 
 def turn_credentials(secret: str, name: str, now: float, ttl: int = TURN_CREDENTIAL_TTL) -> tuple[str, str]:

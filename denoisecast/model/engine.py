@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from denoisecast.logs import logger
 from denoisecast.model.config import ModelConfig
 from denoisecast.model.layers import fold_batch_norms
 from denoisecast.model.pipeline import RuntimePolicy, SignalPath, StreamState
 from denoisecast.model.traced import TracedNet, traced
 from denoisecast.model.weights import registry as models
+from denoisecast.runtime.logs import logger
 
 if TYPE_CHECKING:
     from denoisecast.model.dfnet2 import DfNet2

@@ -24,11 +24,11 @@ from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.interfaces import ISSLTransport
 
-from denoisecast.accounts import EndedSessions, hash_token
 from denoisecast.errors import DenoiseCastError
-from denoisecast.logs import logger
-from denoisecast.presence import PresenceHub
+from denoisecast.handlers.accounts import EndedSessions, hash_token
+from denoisecast.handlers.presence import PresenceHub
 from denoisecast.protocols import messages
+from denoisecast.runtime.logs import logger
 from denoisecast.storage.store import User
 from denoisecast.web.forwarded import X_FORWARDED, ClientView, TrustedProxies, resolve_client
 from denoisecast.web.resource import dump_json, storage_full

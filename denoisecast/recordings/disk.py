@@ -22,7 +22,7 @@ from typing import Any
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
-from denoisecast.startup import data_directory_problem
+from denoisecast.app.startup import data_directory_problem
 
 #: Errors that mean "no room": the disk or the user's quota is full.
 NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})

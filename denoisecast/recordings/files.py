@@ -17,7 +17,7 @@ import av
 import numpy as np
 
 from denoisecast.audio.opus import RATE, TIME_BASE, OpusStream, opus_header
-from denoisecast.filemodes import PRIVATE_FILE_MODE
+from denoisecast.runtime.filemodes import PRIVATE_FILE_MODE
 
 PAGE_MICROSECONDS = 200_000
 

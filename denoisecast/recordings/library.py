@@ -21,10 +21,10 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 
 from denoisecast.errors import DenoiseCastError, bad_request, not_found
-from denoisecast.logs import logger
 from denoisecast.protocols.messages import server_message
 from denoisecast.recordings.files import file_peaks
 from denoisecast.recordings.recorder import Recorder, Recording, recording_paths
+from denoisecast.runtime.logs import logger
 from denoisecast.storage.store import Store, User
 
 PAGE_MAX = 50

@@ -24,11 +24,11 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
-from denoisecast.filemodes import PRIVATE_DIR_MODE
-from denoisecast.jobs import SerialJobs
-from denoisecast.logs import logger
 from denoisecast.recordings.disk import DiskState, DiskWatch, RecordingRefused
 from denoisecast.recordings.files import RATE, OggOpusWriter, recorded_duration
+from denoisecast.runtime.filemodes import PRIVATE_DIR_MODE
+from denoisecast.runtime.jobs import SerialJobs
+from denoisecast.runtime.logs import logger
 from denoisecast.storage.store import Store, User
 
 #: How often (seconds of audio) a live recording's row is brought up to date.

@@ -28,7 +28,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from denoisecast.logs import logger
+from denoisecast.runtime.logs import logger
 
 T = TypeVar("T")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from twisted.web.http import Request
 from twisted.web.server import Site
 
-from denoisecast.logs import logger
+from denoisecast.runtime.logs import logger
 from denoisecast.web.forwarded import client_view
 
 _log = logger("denoisecast.access")

@@ -31,7 +31,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.static import File
 
 from denoisecast.handlers.access import can_see
-from denoisecast.logs import logger
+from denoisecast.runtime.logs import logger
 from denoisecast.storage.store import User
 from denoisecast.web.resource import csrf_token, dump_json
 from denoisecast.web.sameorigin import SESSION_COOKIE, session_token

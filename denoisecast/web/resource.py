@@ -27,7 +27,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from denoisecast.errors import DenoiseCastError, forbidden, unauthenticated
-from denoisecast.logs import logger
+from denoisecast.runtime.logs import logger
 from denoisecast.storage.store import User
 from denoisecast.web.forwarded import client_view
 from denoisecast.web.parse import Field, parse_json_object

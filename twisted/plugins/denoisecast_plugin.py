@@ -7,7 +7,7 @@ from twisted.application.service import ServiceMaker
 
 denoisecast = ServiceMaker(
     "DenoiseCast",
-    "denoisecast.tap",
+    "denoisecast.app.tap",
     "Live, AI-denoised audio broadcasting among friends.",
     "denoisecast",
 )

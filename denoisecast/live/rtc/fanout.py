@@ -34,7 +34,7 @@ from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
 from denoisecast.live.rtc.media import PacketTrack
-from denoisecast.logs import logger
+from denoisecast.runtime.logs import logger
 
 #: Bytes a listener's socket may have queued (in asyncio's transport, the
 #: kernel refused them) before its packets are dropped instead: a listener

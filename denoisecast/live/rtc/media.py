@@ -24,7 +24,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
 from denoisecast.audio import SAMPLE_RATE
-from denoisecast.logs import logger
+from denoisecast.runtime.logs import logger
 
 #: Packets a listener may fall behind before the oldest is dropped (1 s).
 QUEUE_PACKETS = 50

@@ -26,7 +26,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from denoisecast.logs import logger
+from denoisecast.runtime.logs import logger
 
 log = logger()
 

@@ -10,7 +10,7 @@ from typing import Any
 from twisted.application.service import IService
 from twisted.python import usage
 
-from denoisecast.config import OPTIONS, Config, ConfigError
+from denoisecast.app.config import OPTIONS, Config, ConfigError
 
 
 class Options(usage.Options):
@@ -36,18 +36,18 @@ class Options(usage.Options):
 
 
 def makeService(options: Options) -> IService:
-    from denoisecast.reactor import install_asyncio_reactor
+    from denoisecast.app.reactor import install_asyncio_reactor
 
     install_asyncio_reactor()
 
     from twisted.internet import reactor
 
-    from denoisecast import logs
-    from denoisecast.filemodes import make_data_dir_private
-    from denoisecast.logoutput import observer_for, open_target
-    from denoisecast.server import DenoiseCastServer
-    from denoisecast.service import make_service
-    from denoisecast.startup import data_directory_problem
+    from denoisecast.app.server import DenoiseCastServer
+    from denoisecast.app.service import make_service
+    from denoisecast.app.startup import data_directory_problem
+    from denoisecast.runtime import logs
+    from denoisecast.runtime.filemodes import make_data_dir_private
+    from denoisecast.runtime.logoutput import observer_for, open_target
 
     config = options.config
     logs.set_level(config.log_level)

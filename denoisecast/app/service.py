@@ -28,12 +28,12 @@ from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from denoisecast.app.server import DenoiseCastServer
+from denoisecast.app.startup import FatalStartup, one_line
+from denoisecast.handlers.sessionsweep import SWEEP_SECONDS
 from denoisecast.live.manager import LiveManager
-from denoisecast.logs import logger
 from denoisecast.recordings.recorder import Recorder
-from denoisecast.server import DenoiseCastServer
-from denoisecast.sessionsweep import SWEEP_SECONDS
-from denoisecast.startup import FatalStartup, one_line
+from denoisecast.runtime.logs import logger
 from denoisecast.storage.database import Database
 from denoisecast.storage.migrations import thd_upgrade
 
@@ -119,7 +119,7 @@ class ServerTree(InOrder):
     The top of the tree twistd runs.  twistd asks its application for an
     C{ILogObserver} component before making its own text log; when twistd
     parents this service to the application, it hands over
-    C{log_observer} (JSON lines, bounded rotation: L{denoisecast.logoutput}).
+    C{log_observer} (JSON lines, bounded rotation: L{denoisecast.runtime.logoutput}).
     """
 
     log_observer: ILogObserver | None = None

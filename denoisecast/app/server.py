@@ -22,43 +22,43 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from denoisecast.accounts import Accounts, utcnow
-from denoisecast.admin import Administration, LiveControl
-from denoisecast.background import at_low_priority
-from denoisecast.config import Config
+from denoisecast.app.config import Config
 from denoisecast.denoise.scheduler import DenoiseScheduler, SchedulerSettings
-from denoisecast.friends import Friends
 from denoisecast.handlers.access import Access
+from denoisecast.handlers.accounts import Accounts, utcnow
+from denoisecast.handlers.admin import Administration, LiveControl
+from denoisecast.handlers.friends import Friends
+from denoisecast.handlers.loginguard import LoginGuard
+from denoisecast.handlers.passwordqueue import PasswordQueue
+from denoisecast.handlers.presence import PresenceHub
+from denoisecast.handlers.sessionsweep import SocketSessions
 from denoisecast.live.candidates import CandidatePolicy
 from denoisecast.live.ice import ice_servers_for
 from denoisecast.live.manager import LiveManager
 from denoisecast.live.metrics import LiveMetrics
-from denoisecast.loginguard import LoginGuard
-from denoisecast.passwordqueue import PasswordQueue
-from denoisecast.presence import PresenceHub
 from denoisecast.protocols.socket import SignalingFactory
-from denoisecast.ratelimit import FailureLimiter
-from denoisecast.reactorlag import ReactorLagMonitor
 from denoisecast.recordings.library import RecordingLibrary
 from denoisecast.recordings.recorder import Recorder
-from denoisecast.servermetrics import DiskSampler, ServerMetrics, add_standard_collectors
-from denoisecast.sessionsweep import SocketSessions
+from denoisecast.runtime.background import at_low_priority
+from denoisecast.runtime.ratelimit import FailureLimiter
+from denoisecast.runtime.reactorlag import ReactorLagMonitor
+from denoisecast.runtime.servermetrics import DiskSampler, ServerMetrics, add_standard_collectors
 from denoisecast.storage.admin import AdminStore
 from denoisecast.storage.database import Database
 from denoisecast.storage.passwords import PasswordHashes
 from denoisecast.storage.store import Store
 from denoisecast.web import openapi
 from denoisecast.web.access import AccessLoggingSite
-from denoisecast.web.admin import AdminRoutes
-from denoisecast.web.auth import AuthRoutes
 from denoisecast.web.forwarded import TrustedProxies
-from denoisecast.web.friends import FriendRoutes
-from denoisecast.web.health import HealthRoutes
 from denoisecast.web.metrics import HttpMetrics, metrics_resource
 from denoisecast.web.pages import PageAccess
-from denoisecast.web.recordings import RecordingRoutes
 from denoisecast.web.resource import JsonApi, Route
-from denoisecast.web.streams import StreamRoutes
+from denoisecast.web.routes.admin import AdminRoutes
+from denoisecast.web.routes.auth import AuthRoutes
+from denoisecast.web.routes.friends import FriendRoutes
+from denoisecast.web.routes.health import HealthRoutes
+from denoisecast.web.routes.recordings import RecordingRoutes
+from denoisecast.web.routes.streams import StreamRoutes
 from denoisecast.web.tree import build_root, build_site, static_directory
 
 if TYPE_CHECKING:

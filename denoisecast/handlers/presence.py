@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from denoisecast.logs import logger
 from denoisecast.protocols.messages import server_message
+from denoisecast.runtime.logs import logger
 from denoisecast.storage.store import Store, User
 
 
@@ -143,7 +143,7 @@ class PresenceHub:
 
     def request_changed(self, sender: User, receiver: User, state: str) -> None:
         """
-        Called by L{denoisecast.friends.Friends} when a friend request is
+        Called by L{denoisecast.handlers.friends.Friends} when a friend request is
         made, accepted, rejected or cancelled: each side's pages learn it.
         """
         self._names[sender["id"]] = sender["username"]
@@ -171,7 +171,7 @@ class PresenceHub:
 
     def friendship_changed(self, a: User, b: User, friends: bool) -> None:
         """
-        Called by L{denoisecast.friends.Friends} after a friendship begins or ends.
+        Called by L{denoisecast.handlers.friends.Friends} after a friendship begins or ends.
         """
         self._names[a["id"]] = a["username"]
         self._names[b["id"]] = b["username"]

@@ -20,7 +20,7 @@ from typing import Any
 
 from twisted.python.failure import Failure
 
-from denoisecast.logs import logger
+from denoisecast.runtime.logs import logger
 
 #: Bytes written (and synced) to prove the data directory takes data.
 PROBE_BYTES = 64 * 1024

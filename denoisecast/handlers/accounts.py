@@ -5,7 +5,7 @@ Sessions are database rows keyed by the SHA-256 of a random token; the
 token itself only ever lives in the client's cookie, so a leaked database
 does not hand out live sessions.  Password hashing (argon2id) is slow on
 purpose and therefore runs on its own low-priority lanes, never on the
-reactor, queued by L{denoisecast.passwordqueue.PasswordQueue}.
+reactor, queued by L{denoisecast.handlers.passwordqueue.PasswordQueue}.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from twisted.internet.defer import ensureDeferred
 
 from denoisecast.errors import DenoiseCastError, bad_request, conflict, forbidden, unauthenticated
-from denoisecast.loginguard import LoginGuard, address_key
-from denoisecast.logs import logger
-from denoisecast.passwordqueue import PasswordQueue, Priority
-from denoisecast.passwords import validate_password
-from denoisecast.ratelimit import FailureLimiter
+from denoisecast.handlers.loginguard import LoginGuard, address_key
+from denoisecast.handlers.passwordqueue import PasswordQueue, Priority
+from denoisecast.handlers.passwords import validate_password
+from denoisecast.runtime.logs import logger
+from denoisecast.runtime.ratelimit import FailureLimiter
 from denoisecast.storage.passwords import PasswordHashes
 from denoisecast.storage.store import Store, User, UsernameTaken
 
@@ -193,7 +193,7 @@ class Accounts:
 
         Unknown users and wrong passwords give the same error, after the
         same amount of hashing work.  The login guard decides first whether
-        this client may try now (L{denoisecast.loginguard}).
+        this client may try now (L{denoisecast.handlers.loginguard}).
         """
         attempt = self._guard.check(username, address, device_token)
         login = await self._store.get_login(username)

@@ -18,6 +18,7 @@ from denoisecast.handlers.access import Access
 from denoisecast.live.manager import LiveManager
 from denoisecast.protocols.messages import MAX_SDP, SIGNALS
 from denoisecast.storage.store import User
+from denoisecast.web.apidoc import COMMON_ERRORS, USERNAME_PARAM, body, error, ok, ref
 from denoisecast.web.parse import Field
 from denoisecast.web.resource import ApiCall, Response, Route
 
@@ -90,3 +91,57 @@ class StreamRoutes:
         await self._live.unlisten(call.me, call.params["username"])
         return 204, None
 
+
+#: The OpenAPI paths of these routes (web/openapi.py puts the document together).
+OPENAPI_PATHS: dict[str, Any] = {
+    "/api/streams/{username}": {
+        "get": {
+            "summary": "Whether a user (yourself or a friend) is live, since when, with which denoise setting and how many listeners.",
+            "parameters": [USERNAME_PARAM],
+            "responses": {
+                "200": ok("The stream's status.", ref("StreamStatus")),
+                **COMMON_ERRORS,
+            },
+        },
+        "post": {
+            "summary": "Go live without the WebSocket: send a WebRTC offer with your microphone, get the server's answer (docs/live.md).",
+            "parameters": [USERNAME_PARAM],
+            "requestBody": body(ref("Offer")),
+            "responses": {
+                "201": ok("Live; apply the answer.", ref("PublishAnswer")),
+                "409": error("You are already live."),
+                **COMMON_ERRORS,
+            },
+        },
+        "delete": {
+            "summary": "Stop your own live stream (listeners are told).",
+            "parameters": [USERNAME_PARAM],
+            "responses": {
+                "204": ok("Stopped."),
+                "404": error("You are not live."),
+                **COMMON_ERRORS,
+            },
+        },
+    },
+    "/api/streams/{username}/listen": {
+        "post": {
+            "summary": "Listen to a friend's live stream without the WebSocket: send a WebRTC offer that receives audio, get the answer.",
+            "parameters": [USERNAME_PARAM],
+            "requestBody": body(ref("ListenOffer")),
+            "responses": {
+                "201": ok("Listening; apply the answer.", ref("ListenAnswer")),
+                "404": error("Not live."),
+                **COMMON_ERRORS,
+            },
+        },
+        "delete": {
+            "summary": "Stop listening.",
+            "parameters": [USERNAME_PARAM],
+            "responses": {
+                "204": ok("Stopped listening."),
+                "404": error("You are not listening to them."),
+                **COMMON_ERRORS,
+            },
+        },
+    },
+}

@@ -8,7 +8,7 @@ Every action that changes something writes one audit event (namespace
 action's own), so the log says who did what to whom.  Ending an account's
 sessions also closes its WebSockets at once when this process holds them;
 another process's sockets close at that server's next session sweep
-(L{denoisecast.sessionsweep}).
+(L{denoisecast.handlers.sessionsweep}).
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from denoisecast.accounts import Accounts, validate_username
 from denoisecast.errors import DenoiseCastError, not_found
-from denoisecast.logs import logger
-from denoisecast.passwords import validate_password
+from denoisecast.handlers.accounts import Accounts, validate_username
+from denoisecast.handlers.passwords import validate_password
 from denoisecast.recordings.recorder import recording_paths
+from denoisecast.runtime.logs import logger
 from denoisecast.storage.admin import AdminStore
 from denoisecast.storage.store import Store
 

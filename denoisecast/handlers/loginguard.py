@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from twisted.internet.interfaces import IReactorTime
 
 from denoisecast.errors import DenoiseCastError
-from denoisecast.logs import logger
-from denoisecast.ratelimit import FailureLimiter
+from denoisecast.runtime.logs import logger
+from denoisecast.runtime.ratelimit import FailureLimiter
 
 #: Failed logins allowed per window: per account (for clients it does not
 #: know), per client address, and per known device.

@@ -6,7 +6,7 @@ its own options (``--logfile``, ``-n``), and always as text, rotating a file
 every megabyte and keeping every old one.  It first asks the application for
 an C{ILogObserver} component, though, and the plugin's top service sees the
 application when twistd parents it; so the tree's top
-(L{denoisecast.service.ServerTree}) sets that component to an observer made
+(L{denoisecast.app.service.ServerTree}) sets that component to an observer made
 here from DenoiseCast's options: the same target
 twistd would choose (the ``--logfile`` file, or stdout under ``-n``), the
 chosen format, and rotation by size with a bounded number of old files.

@@ -15,8 +15,9 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from denoisecast import __version__
-from denoisecast.logs import logger
+from denoisecast.runtime.logs import logger
 from denoisecast.storage.store import Store
+from denoisecast.web.apidoc import ok, ref
 from denoisecast.web.resource import ApiCall, Response, Route
 
 
@@ -50,3 +51,18 @@ class HealthRoutes:
             **body,
             "version": __version__,
         }
+
+
+#: The OpenAPI paths of these routes (web/openapi.py puts the document together).
+OPENAPI_PATHS: dict[str, Any] = {
+    "/api/health": {
+        "get": {
+            "summary": "Whether the server, its database and its recordings disk work, and its version.",
+            "security": [],
+            "responses": {
+                "200": ok("Serving; status is degraded when the recordings disk is not ok.", ref("Health")),
+                "503": ok("The database is unreachable.", ref("Health")),
+            },
+        }
+    },
+}

@@ -28,7 +28,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from denoisecast.errors import DenoiseCastError
-from denoisecast.logs import logger
+from denoisecast.runtime.logs import logger
 
 T = TypeVar("T")
 

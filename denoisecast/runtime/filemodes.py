@@ -16,7 +16,7 @@ import os
 import stat
 from pathlib import Path
 
-from denoisecast.logs import logger
+from denoisecast.runtime.logs import logger
 
 _log = logger()
 

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from denoisecast.errors import bad_request, conflict, not_found
-from denoisecast.logs import logger
+from denoisecast.runtime.logs import logger
 from denoisecast.storage.store import (
     AlreadyFriends,
     NoSuchRequest,

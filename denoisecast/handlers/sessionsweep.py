@@ -18,8 +18,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from denoisecast.accounts import EndedSessions
-from denoisecast.logs import logger
+from denoisecast.handlers.accounts import EndedSessions
+from denoisecast.runtime.logs import logger
 from denoisecast.storage.admin import AdminStore
 
 if TYPE_CHECKING:

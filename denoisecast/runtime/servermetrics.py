@@ -36,7 +36,7 @@ from twisted.application.internet import TimerService
 from twisted.internet.threads import deferToThread
 
 from denoisecast._version import __version__
-from denoisecast.logs import logger
+from denoisecast.runtime.logs import logger
 
 DISK_SAMPLE_SECONDS = 60.0
 

@@ -1,0 +1,121 @@
+"""
+The live side's WebRTC peer connections: every one that is open (so that
+shutdown closes them all: aiortc's decoder threads keep the process alive
+otherwise), the answers to clients' offers, and closing.
+
+A connection that fails or closes leaves the registry by itself and tells
+whoever made it; offers are checked and their remote candidates filtered
+before aiortc sees them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamTrack
+
+from denoisecast.errors import bad_request
+from denoisecast.live.candidates import CandidatePolicy, filter_candidates
+from denoisecast.live.offers import check_offer
+from denoisecast.live.rtc.media import decode_on_the_loop, shorten_receive_buffer
+from denoisecast.live.rtc.seam import aio
+from denoisecast.live.rtc.sockets import drain_on_read
+from denoisecast.runtime.logs import logger
+
+
+class PeerConnections:
+    log = logger()
+
+    def __init__(self, candidate_policy: CandidatePolicy) -> None:
+        self._candidate_policy = candidate_policy
+        self._open: set[RTCPeerConnection] = set()
+
+    def new(self, on_gone: Callable[[], None]) -> RTCPeerConnection:
+        """A connection that calls C{on_gone} once it has failed or closed."""
+        # Explicitly empty: aiortc would otherwise ask a public STUN server,
+        # which a self-hosted server must not do unasked.
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self._open.add(pc)
+
+        @pc.on("connectionstatechange")
+        def state_changed() -> None:
+            if pc.connectionState in ("failed", "closed"):
+                self._open.discard(pc)
+                on_gone()
+
+        return pc
+
+    async def close(self, pc: RTCPeerConnection) -> None:
+        """Close one connection; a failure to close is logged, never raised."""
+        self._open.discard(pc)
+        try:
+            await aio(pc.close())
+        except Exception:
+            self.log.failure("Closing a peer connection failed")
+
+    async def close_all(self) -> None:
+        """(Shutdown.)  Close every connection still open."""
+        for pc in list(self._open):
+            await aio(pc.close())
+
+    async def answer(self, pc: RTCPeerConnection, sdp: str, want: Callable[[], None] | None = None) -> str:
+        """
+        Apply a client's offer and return the answer; a bad offer is a 400.
+        C{want} adds what the server sends (a listener's track) before the
+        answer is made.
+        """
+        check_offer(sdp)
+        sdp, dropped = filter_candidates(sdp, self._candidate_policy)
+        if dropped:
+            self.log.info(
+                "Ignored {count} remote ICE candidates outside the allowed networks: {addresses}",
+                count=len(dropped),
+                addresses=", ".join(dropped),
+            )
+        try:
+            await aio(pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer")))
+        except Exception as error:
+            raise bad_request(f"The offer is not usable SDP: {error}", "bad_sdp") from None
+        if not any(t.kind == "audio" for t in pc.getTransceivers()):
+            raise bad_request("The offer has no audio.", "no_audio")
+        if want is not None:
+            want()
+        answer = await aio(pc.createAnswer())
+        await aio(pc.setLocalDescription(answer))
+        if not drain_on_read(pc):
+            self.log.warn("Cannot make the connection's sockets drain on read; asyncio reads one datagram per event")
+        return pc.localDescription.sdp
+
+    async def receive(
+        self, sdp: str, on_gone: Callable[[RTCPeerConnection], None]
+    ) -> tuple[RTCPeerConnection, str, MediaStreamTrack, Any]:
+        """
+        A peer connection that receives the offer's audio: the answer, the
+        track and the inline decoder (C{None} where aiortc's internals were
+        not as expected).  Losing it calls C{on_gone} with it.
+        """
+        tracks: list[MediaStreamTrack] = []
+        pc = self.new(lambda: on_gone(pc))
+        pc.on("track", tracks.append)
+        try:
+            answer = await self.answer(pc, sdp)
+            audio = [t for t in tracks if t.kind == "audio"]
+            if not audio:
+                raise bad_request("The offer sends no audio.", "no_audio")
+            decoder = None
+            for transceiver in pc.getTransceivers():
+                if transceiver.kind != "audio":
+                    continue
+                if not shorten_receive_buffer(transceiver.receiver):
+                    self.log.warn("Cannot shorten the receive buffer; aiortc's default applies")
+                inline = decode_on_the_loop(transceiver.receiver)
+                if inline is None:
+                    self.log.warn("Cannot decode on the event loop; aiortc's decoder thread applies")
+                elif transceiver.receiver.track is audio[0]:
+                    decoder = inline
+        except BaseException:
+            await self.close(pc)
+            raise
+        return pc, answer, audio[0], decoder
