@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from media import Http  # noqa: E402
+from media import Http, start_server  # noqa: E402
 
 PASSWORD = "bench-password"
 
@@ -91,24 +90,9 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="denoisecast-bench-logins-"))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
-    twistd = str(Path(sys.executable).with_name("twistd"))
-    server = subprocess.Popen(
-        [twistd, "-n", "--pidfile=", "--logfile", str(work / "server.log"), "denoisecast",
-         "--listen", f"tcp:{port}:interface=127.0.0.1", "--registrations-per-hour", "0"],
-        cwd=work,
-    )
+    server, base = start_server(work)
     publishers: list[subprocess.Popen[bytes]] = []
     try:
-        for _ in range(300):
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
         users = [f"user{i}" for i in range(args.logins)]
         pubs = [f"pub{i}" for i in range(args.publishers)]
         began = time.monotonic()

@@ -45,6 +45,31 @@ CLICK_FRAMES = 51
 CLICK_EVERY = CLICK_FRAMES * 960 / 48000
 
 
+def start_server(work: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """
+    A real ``twistd denoisecast`` in C{work} on a free loopback port, once it
+    accepts connections; its base URL.  Shared by the benchmarks, so they
+    all run the server the same way.
+    """
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    twistd = str(Path(sys.executable).with_name("twistd"))
+    server = subprocess.Popen(
+        [twistd, "-n", "--pidfile=", "--logfile", str(work / "server.log"), "denoisecast",
+         "--listen", f"tcp:{port}:interface=127.0.0.1", "--registrations-per-hour", "0",
+         # Every client is on loopback, which remote ICE candidates may not name by default.
+         "--ice-allow-networks", "127.0.0.0/8"], cwd=work,
+    )
+    for _ in range(300):
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    return server, f"http://127.0.0.1:{port}"
+
+
 # -- HTTP and WebSocket client helpers (plain asyncio, no Twisted) -----------------
 
 
@@ -511,24 +536,8 @@ def main() -> None:
         return
 
     work = Path(tempfile.mkdtemp(prefix="denoisecast-bench-"))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
-    twistd = str(Path(sys.executable).with_name("twistd"))
-    server = subprocess.Popen(
-        [twistd, "-n", "--pidfile=", "--logfile", str(work / "server.log"), "denoisecast",
-         "--listen", f"tcp:{port}:interface=127.0.0.1", "--registrations-per-hour", "0",
-         # Every client is on loopback, which remote ICE candidates may not name by default.
-         "--ice-allow-networks", "127.0.0.0/8"], cwd=work,
-    )
+    server, base = start_server(work)
     try:
-        for _ in range(300):
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
         time.sleep(3)  # the engine loads in the background
         pubs = [f"pub{i}" for i in range(args.publishers)]
         subs = {p: [f"{p}l{j}" for j in range(args.listeners)] for p in pubs}
