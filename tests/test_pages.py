@@ -13,8 +13,8 @@ from typing import Any
 
 from twisted.trial.unittest import TestCase
 
-from tests.support import Client, RunningServer, start_server
-from tests.test_presence import befriend
+from tests.support import start_server
+from tests.test_presence import people
 from tests.test_recordings import record
 
 
@@ -23,16 +23,6 @@ def boot(body: bytes) -> dict[str, Any]:
     match = re.search(rb'<script type="application/json" id="boot">(.*?)</script>', body, re.S)
     assert match is not None, body[:200]
     return json.loads(match.group(1))
-
-
-async def people(test: TestCase) -> tuple[RunningServer, dict[str, Client]]:
-    running = await start_server(test)
-    clients = {}
-    for name in ("alice", "bob", "carol"):
-        clients[name] = running.client()
-        await clients[name].register(name)
-    await befriend(clients["alice"], clients["bob"], "bob", "alice")
-    return running, clients
 
 
 class PageStatusTests(TestCase):

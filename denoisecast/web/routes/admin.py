@@ -12,9 +12,10 @@ from denoisecast.errors import forbidden
 from denoisecast.handlers.admin import Administration
 from denoisecast.handlers.passwords import PASSWORD_MAX, PASSWORD_MIN
 from denoisecast.recordings.library import RecordingLibrary
-from denoisecast.web.apidoc import COMMON_ERRORS, RECORDING_ID, USERNAME_PARAM, USERNAME_SCHEMA_PATTERN, body, closed_object, error, ok, ref
+from denoisecast.web.apidoc import COMMON_ERRORS, RECORDING_ID, USERNAME_PARAM, body, closed_object, error, ok, ref
 from denoisecast.web.parse import Field
 from denoisecast.web.resource import ApiCall, Response, Route
+from denoisecast.web.routes.auth import credentials
 
 
 def public_account(account: dict[str, Any]) -> dict[str, Any]:
@@ -122,6 +123,14 @@ def flag_body(name: str) -> dict[str, Any]:
 
 
 #: The OpenAPI paths of these routes (web/openapi.py puts the document together).
+
+def _new_account() -> dict[str, Any]:
+    """An admin's new account: the register body (its limits in one place) and whether it is an admin."""
+    schema = credentials()
+    schema["properties"]["admin"] = {"type": "boolean", "default": False}
+    return schema
+
+
 OPENAPI_PATHS: dict[str, Any] = {
     "/api/admin/users": {
         "get": {
@@ -133,18 +142,7 @@ OPENAPI_PATHS: dict[str, Any] = {
         },
         "post": {
             "summary": "Admins only: create an account (the password rules apply).",
-            "requestBody": body(
-                {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "required": ["username", "password"],
-                    "properties": {
-                        "username": {"type": "string", "pattern": USERNAME_SCHEMA_PATTERN},
-                        "password": {"type": "string", "minLength": PASSWORD_MIN, "maxLength": PASSWORD_MAX},
-                        "admin": {"type": "boolean", "default": False},
-                    },
-                }
-            ),
+            "requestBody": body(_new_account()),
             "responses": {
                 "201": ok("Created.", ACCOUNT_ENVELOPE),
                 "409": error("The username is taken."),
