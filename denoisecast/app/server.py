@@ -46,7 +46,7 @@ from denoisecast.runtime.servermetrics import DiskSampler, ServerMetrics, add_st
 from denoisecast.storage.admin import AdminStore
 from denoisecast.storage.database import Database
 from denoisecast.storage.passwords import PasswordHashes
-from denoisecast.storage.store import Store
+from denoisecast.storage.store import Store, User
 from denoisecast.web import openapi
 from denoisecast.web.access import AccessLoggingSite
 from denoisecast.web.forwarded import TrustedProxies
@@ -57,8 +57,10 @@ from denoisecast.web.routes.admin import AdminRoutes
 from denoisecast.web.routes.auth import AuthRoutes
 from denoisecast.web.routes.friends import FriendRoutes
 from denoisecast.web.routes.health import HealthRoutes
+from denoisecast.web.routes.listen import OggListenResource
 from denoisecast.web.routes.recordings import RecordingRoutes
 from denoisecast.web.routes.streams import StreamRoutes
+from denoisecast.web.routes.whep import WhepResource
 from denoisecast.web.tree import build_root, build_site, static_directory
 
 if TYPE_CHECKING:
@@ -328,6 +330,13 @@ class DenoiseCastServer:
             *AdminRoutes(self.administration).routes(),
         ]
 
+    async def listen_token_user(self, token: str) -> User | None:
+        """
+        The person a listen token belongs to, if it is valid (WHEP, the HTTP
+        stream).  A seam until listen tokens exist: no token is valid.
+        """
+        return None
+
     @cached_property
     def api(self) -> JsonApi:
         return JsonApi(self.routes, self.accounts.user_for_token)
@@ -341,7 +350,11 @@ class DenoiseCastServer:
             self.api,
             static_directory(),
             self.metrics_registry,
-            {b"ws": WebSocketResource(self.signaling)},
+            {
+                b"ws": WebSocketResource(self.signaling),
+                b"whep": WhepResource(self.live, self.listen_token_user),
+                b"listen": OggListenResource(self.live, self.listen_token_user, self.accounts.user_for_token),
+            },
             PageAccess(
                 self.accounts.user_for_token,
                 self.store.get_user_by_name,

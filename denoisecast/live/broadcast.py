@@ -63,6 +63,8 @@ class Broadcast:
     last_audio: float = field(default_factory=time.monotonic)
     frames_in: int = 0
     listeners: dict[int, Listener] = field(default_factory=dict)
+    #: Listeners from outside the browser app (WHEP, HTTP), by session (C{live/taps.py}).
+    taps: dict[str, Any] = field(default_factory=dict)
     encoders: dict[str, OpusStream] = field(default_factory=dict)
     position: int = 0
     recording: Any = None
@@ -81,8 +83,12 @@ class Broadcast:
             "live_since": self.live_since,
             "denoise": self.denoise,
             "atten_lim_db": self.atten_lim_db,
-            "listeners": len(self.listeners),
+            "listeners": self.listener_count(),
         }
+
+    def listener_count(self) -> int:
+        """Everyone listening: in the browser app, over WHEP and over HTTP."""
+        return len(self.listeners) + len(self.taps)
 
     def report_level(self, output: np.ndarray, raw: np.ndarray) -> None:
         """
@@ -133,7 +139,9 @@ class Broadcast:
         blocks = {
             signal: block
             for signal, block in (("denoised", output), ("raw", raw))
-            if recording is not None or any(listener.signal == signal for listener in self.listeners.values())
+            if recording is not None
+            or any(listener.signal == signal for listener in self.listeners.values())
+            or any(tap.signal == signal for tap in self.taps.values())
         }
         position, samples = self.position, len(output)
         self.position += samples
@@ -177,6 +185,10 @@ class Broadcast:
             shared = packets.get(listener.signal)
             if shared:
                 listener.output.send(shared)
+        for tap in list(self.taps.values()):  # a tap may end while it is sent to
+            shared = packets.get(tap.signal)
+            if shared:
+                tap.send(shared)
         if recording is not None and recording.active:
             recording.write(
                 position,

@@ -145,7 +145,7 @@ class Listening:
 
     def listeners_changed(self, broadcast: Broadcast) -> None:
         if broadcast.connection is not None:
-            broadcast.connection.send_message(server_message("listeners", count=len(broadcast.listeners)))
+            broadcast.connection.send_message(server_message("listeners", count=broadcast.listener_count()))
         if self._broadcasts.get(broadcast.user["id"]) is broadcast:
             self._changed(broadcast.user["id"])
 

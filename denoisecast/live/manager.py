@@ -38,6 +38,7 @@ from denoisecast.live.broadcast import Broadcast, Peer, public_status, read_trac
 from denoisecast.live.candidates import CandidatePolicy
 from denoisecast.live.listener import Listener, Listening
 from denoisecast.live.peers import PeerConnections
+from denoisecast.live.taps import Taps
 from denoisecast.protocols.messages import server_message
 from denoisecast.runtime.jobs import SerialJobs
 from denoisecast.runtime.logs import logger
@@ -83,6 +84,10 @@ class LiveManager:
         self._listening = Listening(
             self.broadcasts, self._peers, access or Access(store), self._spawn, self._changed
         )
+        #: Listeners from outside the browser app: WHEP players and HTTP streams.
+        self.taps = Taps(
+            self.broadcasts, self._peers, access or Access(store), self._spawn, self._changed, reactor.seconds
+        )
         self._cleanups: set[Deferred[None]] = set()
         self._watchdog = LoopingCall(self._check_silence)
         self._watchdog.clock = reactor
@@ -90,7 +95,7 @@ class LiveManager:
 
     @property
     def packets_dropped(self) -> int:
-        return self._listening.packets_dropped
+        return self._listening.packets_dropped + self.taps.packets_dropped
 
     # lifecycle -----------------------------------------------------------------
 
@@ -116,7 +121,7 @@ class LiveManager:
         return None if broadcast is None else broadcast.status()
 
     def listener_count(self) -> int:
-        return self._listening.count()
+        return self._listening.count() + self.taps.count()
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         """
@@ -298,6 +303,7 @@ class LiveManager:
         gone = "offline" if reason in ("closed", "connection_lost") else "ended"
         for listener in list(broadcast.listeners.values()):
             await self._listening.drop(broadcast, listener, reason=gone)
+        self.taps.end_all(broadcast, gone)
         if broadcast.connection is not None:
             broadcast.connection.send_message(
                 server_message("ended", role="publish", user=broadcast.user["username"], reason=reason)
@@ -367,3 +373,4 @@ class LiveManager:
 
     def friendship_changed(self, a: User, b: User, friends: bool) -> None:
         self._listening.friendship_changed(a, b, friends)
+        self.taps.friendship_changed(a, b, friends)

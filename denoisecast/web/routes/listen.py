@@ -1,0 +1,182 @@
+"""
+``GET /listen/<username>.ogg``: a friend's live broadcast as a plain
+Ogg/Opus HTTP stream, for players that speak no WebRTC (VLC, ffplay, a
+phone's podcast app, the browser's ``<audio>``).
+
+The listener proves who they are with a listen token, in
+``Authorization: Bearer`` or, for players that cannot set headers, in
+``?token=``; or with the browser app's session cookie (a GET changes
+nothing, so no CSRF header).  ``?signal=raw`` streams the raw signal.  The
+stream is the broadcast's shared Opus packets in Ogg pages of the
+listener's own (C{audio/ogg.py}, C{live/taps.py}): a chunked response that
+ends with an end-of-stream page when the broadcast does.
+
+The response is a push producer's consumer: when the client's socket
+buffers fill, Twisted pauses the tap, which drops packets instead of
+queueing them, and cuts the client off after a while (C{STALL_SECONDS}).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.interfaces import IPushProducer
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+from zope.interface import implementer
+
+from denoisecast.errors import DenoiseCastError, bad_request, not_found
+from denoisecast.live.manager import LiveManager
+from denoisecast.live.taps import OggTap
+from denoisecast.protocols.messages import SIGNALS
+from denoisecast.runtime.logs import logger
+from denoisecast.storage.store import User
+from denoisecast.web.apidoc import COMMON_ERRORS, USERNAME_PARAM, error
+from denoisecast.web.bearer import TokenCheck, bad_token, bearer_token, write_error
+from denoisecast.web.sameorigin import SESSION_COOKIE, session_token
+
+ROUTE = "/listen/{username}.ogg"
+SUFFIX = ".ogg"
+
+
+@implementer(IPushProducer)
+class _TapProducer:
+    """Passes Twisted's flow control on to the tap (see the module docstring)."""
+
+    def __init__(self, tap: OggTap) -> None:
+        self.tap = tap
+
+    def pauseProducing(self) -> None:
+        self.tap.pause()
+
+    def resumeProducing(self) -> None:
+        self.tap.resume()
+
+    def stopProducing(self) -> None:
+        self.tap.stop("closed", end_page=False)
+
+
+def signal_of(request: Request) -> str:
+    values = (request.args or {}).get(b"signal", [b"denoised"])
+    signal = values[0].decode("latin-1")
+    if len(values) != 1 or signal not in SIGNALS:
+        raise bad_request(f"signal is one of {', '.join(SIGNALS)}.", "invalid_field")
+    return signal
+
+
+class OggListenResource(Resource):
+    """The C{/listen} subtree."""
+
+    isLeaf = True
+    log = logger()
+
+    def __init__(self, live: LiveManager, listen_token: TokenCheck, session_user: TokenCheck) -> None:
+        super().__init__()
+        self._live = live
+        self._listen_token = listen_token
+        self._session_user = session_user
+
+    def render_GET(self, request: Request) -> Any:
+        ensureDeferred(self._stream(request, body=True)).addErrback(self._failed, request)
+        return NOT_DONE_YET
+
+    def render_HEAD(self, request: Request) -> Any:
+        ensureDeferred(self._stream(request, body=False)).addErrback(self._failed, request)
+        return NOT_DONE_YET
+
+    def _failed(self, failure: Failure, request: Request) -> None:
+        self.log.failure("Unhandled error serving {path}", failure, path=request.path)
+        write_error(request, DenoiseCastError(500, "internal_error", "Something went wrong on the server."))
+
+    async def _listener(self, request: Request) -> User:
+        token = bearer_token(request)
+        if token is None:
+            query = (request.args or {}).get(b"token")
+            if query is not None:
+                token = query[0].decode("ascii", "replace") if len(query) == 1 and 0 < len(query[0]) <= 256 else ""
+        if token is not None:
+            user = await self._listen_token(token) if token else None
+            if user is None:
+                raise bad_token()
+            return user
+        cookie = session_token(request.getCookie(SESSION_COOKIE))
+        user = await self._session_user(cookie) if cookie is not None else None
+        if user is None:
+            raise bad_token()
+        return user
+
+    async def _stream(self, request: Request, body: bool) -> None:
+        request.route = ROUTE  # type: ignore[attr-defined]  # the metrics' label
+        try:
+            parts = request.postpath or []
+            name = parts[0].decode("utf-8") if len(parts) == 1 else ""
+            if not name.endswith(SUFFIX) or len(name) == len(SUFFIX):
+                raise not_found("not_found", "Listen at /listen/<username>.ogg.")
+            signal = signal_of(request)
+            user = await self._listener(request)
+            broadcast = await self._live.taps.broadcast(user, name[: -len(SUFFIX)])
+        except UnicodeDecodeError:
+            write_error(request, not_found("not_found", "Listen at /listen/<username>.ogg."))
+            return
+        except DenoiseCastError as refused:
+            write_error(request, refused)
+            return
+        if request._disconnected:
+            return
+        request.setHeader(b"content-type", b"audio/ogg")
+        request.setHeader(b"cache-control", b"no-store")
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        if not body:
+            request.finish()
+            return
+
+        def open_() -> bool:
+            return not request.finished and not request._disconnected
+
+        def write(data: bytes) -> None:
+            if open_():
+                request.write(data)
+
+        def finish(clean: bool) -> None:
+            if not open_():
+                return
+            request.unregisterProducer()
+            if clean:
+                request.finish()
+            else:  # it reads nothing: the end would wait in its buffers forever
+                request.channel.transport.abortConnection()  # type: ignore[union-attr]  # a TCP transport while connected
+
+        tap = self._live.taps.open_ogg(broadcast, user, signal, write, finish)
+        request.registerProducer(_TapProducer(tap), True)
+        request.notifyFinish().addBoth(lambda _: tap.stop("closed", end_page=False))
+
+
+#: Documented beside the JSON API (it is not JSON, but it is an API).
+OPENAPI_PATHS: dict[str, Any] = {
+    ROUTE: {
+        "get": {
+            "summary": (
+                "Listen to a friend's live broadcast as an Ogg/Opus HTTP stream (docs/interop.md): "
+                "a listen token in Authorization: Bearer or ?token=, or the session cookie."
+            ),
+            "parameters": [
+                USERNAME_PARAM,
+                {"name": "signal", "in": "query", "required": False, "schema": {"enum": list(SIGNALS)}},
+                {"name": "token", "in": "query", "required": False, "schema": {"type": "string"}},
+            ],
+            "responses": {
+                "200": {
+                    "description": "The live stream, until the broadcast ends.",
+                    "content": {"audio/ogg": {"schema": {"type": "string", "format": "binary"}}},
+                },
+                "400": error("A bad signal."),
+                "401": error("No valid listen token or session."),
+                "403": error("Not a friend (or no such user)."),
+                "404": error("Not live."),
+                **{k: v for k, v in COMMON_ERRORS.items() if k not in ("400", "401", "403", "404")},
+            },
+        },
+    },
+}
