@@ -32,6 +32,7 @@ from denoisecast.handlers.loginguard import LoginGuard
 from denoisecast.handlers.passwordqueue import PasswordQueue
 from denoisecast.handlers.presence import PresenceHub
 from denoisecast.handlers.sessionsweep import SocketSessions
+from denoisecast.handlers.tokens import CREATIONS_PER_HOUR, Tokens
 from denoisecast.live.candidates import CandidatePolicy
 from denoisecast.live.ice import ice_servers_for
 from denoisecast.live.manager import LiveManager
@@ -59,6 +60,7 @@ from denoisecast.web.routes.friends import FriendRoutes
 from denoisecast.web.routes.health import HealthRoutes
 from denoisecast.web.routes.recordings import RecordingRoutes
 from denoisecast.web.routes.streams import StreamRoutes
+from denoisecast.web.routes.tokens import TokenRoutes
 from denoisecast.web.tree import build_root, build_site, static_directory
 
 if TYPE_CHECKING:
@@ -215,6 +217,12 @@ class DenoiseCastServer:
         return Friends(self.store, self.clock)
 
     @cached_property
+    def tokens(self) -> Tokens:
+        return Tokens(
+            self.store, self.clock, self.access, FailureLimiter(self.reactor, CREATIONS_PER_HOUR, 3600.0)
+        )
+
+    @cached_property
     def recorder(self) -> Recorder:
         return Recorder(
             self.store,
@@ -326,6 +334,7 @@ class DenoiseCastServer:
             *StreamRoutes(self.access, self.live).routes(),
             *RecordingRoutes(self.recordings).routes(),
             *AdminRoutes(self.administration).routes(),
+            *TokenRoutes(self.tokens).routes(),
         ]
 
     @cached_property
