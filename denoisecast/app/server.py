@@ -32,6 +32,7 @@ from denoisecast.handlers.loginguard import LoginGuard
 from denoisecast.handlers.passwordqueue import PasswordQueue
 from denoisecast.handlers.presence import PresenceHub
 from denoisecast.handlers.sessionsweep import SocketSessions
+from denoisecast.handlers.tokens import CREATIONS_PER_HOUR, LISTEN, Tokens
 from denoisecast.live.candidates import CandidatePolicy
 from denoisecast.live.ice import ice_servers_for
 from denoisecast.live.manager import LiveManager
@@ -60,6 +61,7 @@ from denoisecast.web.routes.health import HealthRoutes
 from denoisecast.web.routes.listen import OggListenResource
 from denoisecast.web.routes.recordings import RecordingRoutes
 from denoisecast.web.routes.streams import StreamRoutes
+from denoisecast.web.routes.tokens import TokenRoutes
 from denoisecast.web.routes.whep import WhepResource
 from denoisecast.web.tree import build_root, build_site, static_directory
 
@@ -217,6 +219,12 @@ class DenoiseCastServer:
         return Friends(self.store, self.clock)
 
     @cached_property
+    def tokens(self) -> Tokens:
+        return Tokens(
+            self.store, self.clock, self.access, FailureLimiter(self.reactor, CREATIONS_PER_HOUR, 3600.0)
+        )
+
+    @cached_property
     def recorder(self) -> Recorder:
         return Recorder(
             self.store,
@@ -328,14 +336,16 @@ class DenoiseCastServer:
             *StreamRoutes(self.access, self.live).routes(),
             *RecordingRoutes(self.recordings).routes(),
             *AdminRoutes(self.administration).routes(),
+            *TokenRoutes(self.tokens).routes(),
         ]
 
     async def listen_token_user(self, token: str) -> User | None:
         """
         The person a listen token belongs to, if it is valid (WHEP, the HTTP
-        stream).  A seam until listen tokens exist: no token is valid.
+        stream); whether they may listen to a broadcast is the live side's
+        question (friends only, asked at every use).
         """
-        return None
+        return await self.tokens.check(token, LISTEN)
 
     @cached_property
     def api(self) -> JsonApi:

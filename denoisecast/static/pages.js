@@ -3,6 +3,7 @@
 import { api, enc } from "./api.js";
 import { h, clock, when, action, errorLine, emptyItem } from "./ui.js";
 import { recordingList, recordingPage } from "./recordings.js";
+import { tokenSection } from "./tokens.js";
 
 const TITLE = "DenoiseCast";
 
@@ -454,7 +455,8 @@ function settings(app, main) {
       h("label", { for: "default-strength" }, "Strength (dB of noise removed at most)"), strength,
       h("p", { id: "default-strength-help", class: "muted" }, "0 to 100; empty for no limit."),
       dnError),
-    notifications ? h("section", { class: "card narrow" }, h("h2", {}, "Notifications"), notifications, notifyState, notifyError) : null);
+    notifications ? h("section", { class: "card narrow" }, h("h2", {}, "Notifications"), notifications, notifyState, notifyError) : null,
+    tokenSection(app));
 }
 
 export const PAGES = {

@@ -145,3 +145,30 @@ recordings = Table(
     Column("peaks", Text, nullable=True),
 )
 Index("ix_recordings_user_id_started_at", recordings.c.user_id, recordings.c.started_at)
+
+#: Publish and listen tokens: a client that is not a browser (OBS, ffmpeg, a
+#: player) proves who it is with one instead of a session cookie.  Only the
+#: SHA-256 of the token is kept (it is 32 random bytes: a fast hash is
+#: enough, no one can guess its input); C{public_id} is what the API's URLs
+#: carry, random like a recording's, so one person's ids say nothing about
+#: another's.
+access_tokens = Table(
+    "access_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("public_id", String(32), nullable=False, unique=True),
+    Column(
+        "user_id",
+        Integer,
+        ForeignKey("users.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    #: publish (go live over WHIP) or listen (WHEP, the HTTP stream).
+    Column("scope", String(16), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_used_at", DateTime(timezone=True), nullable=True),
+    CheckConstraint("scope IN ('publish', 'listen')", name="scope"),
+)

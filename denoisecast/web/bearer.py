@@ -17,30 +17,23 @@ from collections.abc import Awaitable, Callable
 from twisted.web.server import Request
 
 from denoisecast.errors import DenoiseCastError
+from denoisecast.handlers.tokens import bearer_token as token_of_header
 from denoisecast.storage.store import User
 from denoisecast.web.resource import dump_json
 
 #: Maps a listen token to the user who owns it, or None (unknown, revoked).
 TokenCheck = Callable[[str], Awaitable[User | None]]
 
-#: Longer bearer tokens are not looked up at all.
-MAX_TOKEN = 256
-
-
 def bearer_token(request: Request) -> str | None:
     """
     The token of an C{Authorization: Bearer} header; "" for a header that
-    is there but is not a usable bearer token (a 401 either way).
+    is there but cannot be a token (a 401 either way, never a fallback to
+    another credential).
     """
     raw = request.getHeader(b"authorization")
     if raw is None:
         return None
-    header = raw.decode("latin-1") if isinstance(raw, bytes) else raw
-    scheme, _, token = header.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN or not token.isascii():
-        return ""
-    return token
+    return token_of_header(raw.decode("latin-1") if isinstance(raw, bytes) else raw) or ""
 
 
 def bad_token() -> DenoiseCastError:

@@ -16,7 +16,7 @@ from denoisecast import __version__
 from denoisecast.protocols.messages import MAX_SDP, SIGNALS
 from denoisecast.web.apidoc import DATE_TIME, closed_object, ok, ref, user_with
 from denoisecast.web.resource import ApiCall, Response, Route
-from denoisecast.web.routes import admin, auth, friends, health, recordings, streams
+from denoisecast.web.routes import admin, auth, friends, health, recordings, streams, tokens
 
 SCHEMAS: dict[str, Any] = {
     "StreamStatus": {
@@ -168,6 +168,8 @@ SCHEMAS["AdminAccount"] = {
     },
 }
 
+SCHEMAS.update(tokens.OPENAPI_SCHEMAS)
+
 PATHS: dict[str, Any] = {
     "/api/openapi.json": {
         "get": {
@@ -182,6 +184,7 @@ PATHS: dict[str, Any] = {
     **streams.OPENAPI_PATHS,
     **recordings.OPENAPI_PATHS,
     **admin.OPENAPI_PATHS,
+    **tokens.OPENAPI_PATHS,
 }
 
 DOCUMENT: dict[str, Any] = {

@@ -1,6 +1,6 @@
 """
 The store: every query DenoiseCast makes, as methods that return Deferreds,
-split by domain (users, sessions, friends, prefs, recordings).
+split by domain (users, sessions, friends, prefs, recordings, tokens).
 
 Each public method hands a ``thd_*`` function to the database pool; those
 functions hold the SQL, run on a pool thread inside one transaction and
@@ -17,6 +17,7 @@ from denoisecast.storage.store.common import (
     NoSuchRequest,
     NotFriends,
     RequestExists,
+    TooManyTokens,
     User,
     UsernameTaken,
     utc,
@@ -56,6 +57,13 @@ from denoisecast.storage.store.sessions import (  # the thd_* functions, for oth
     thd_delete_session,
     thd_get_session_user,
 )
+from denoisecast.storage.store.tokens import (  # the thd_* functions, for other storage modules
+    TokenStore,
+    thd_create_token,
+    thd_delete_token,
+    thd_list_tokens,
+    thd_token_user,
+)
 from denoisecast.storage.store.users import (  # the thd_* functions, for other storage modules
     UserStore,
     thd_create_user,
@@ -73,10 +81,12 @@ __all__ = [
     "thd_cancel_request",
     "thd_create_recording",
     "thd_create_session",
+    "thd_create_token",
     "thd_create_user",
     "thd_delete_expired_sessions",
     "thd_delete_recording",
     "thd_delete_session",
+    "thd_delete_token",
     "thd_get_denoise_prefs",
     "thd_get_login",
     "thd_get_password_hash",
@@ -85,6 +95,7 @@ __all__ = [
     "thd_get_visible_recording",
     "thd_list_friends",
     "thd_list_requests",
+    "thd_list_tokens",
     "thd_list_visible_recordings",
     "thd_ping",
     "thd_reject_request",
@@ -93,6 +104,7 @@ __all__ = [
     "thd_set_denoise_prefs",
     "thd_set_password",
     "thd_storage_used",
+    "thd_token_user",
     "thd_unfinished_recordings",
     "thd_unfriend",
     "thd_update_recording",
@@ -101,13 +113,14 @@ __all__ = [
     "NotFriends",
     "RequestExists",
     "Store",
+    "TooManyTokens",
     "User",
     "UsernameTaken",
     "utc",
 ]
 
 
-class Store(UserStore, SessionStore, FriendStore, PrefStore, RecordingStore):
+class Store(UserStore, SessionStore, FriendStore, PrefStore, RecordingStore, TokenStore):
     """
     Deferred-returning access to everything DenoiseCast keeps in the database:
     one object, its methods grouped by domain in the modules beside this one.

@@ -31,6 +31,10 @@ class NotFriends(Exception):
     pass
 
 
+class TooManyTokens(Exception):
+    pass
+
+
 def utc(value: datetime) -> datetime:
     """
     SQLite hands back naive datetimes; everything stored is UTC.

@@ -1,0 +1,1 @@
+Publish and listen tokens for programs that are not the browser app: made, named, listed and revoked in the settings page and under `/api/tokens`, shown once and stored only as a SHA-256; a publish token goes live over WHIP, a listen token listens to any of its holder's current friends (checked at each use); at most 20 per user and 30 made per hour.
