@@ -1,0 +1,260 @@
+"""
+Listening from outside the browser app, end to end: a real ``twistd
+denoisecast`` process on loopback, a publisher sending noisy espeak-ng
+speech, and friends listening with listen tokens over WHEP (an aiortc
+player) and over the plain HTTP Ogg/Opus stream (FFmpeg's command-line
+player reading the URL, and a late joiner reading the raw bytes).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.trial.unittest import SkipTest, TestCase
+
+from denoisecast.audio.ogg import BEGINNING, END
+from tests.rtc_support import answer, best_correlation, listener, noisy_speech, publisher
+from tests.support import Client, Reply
+from tests.test_audio_ogg import parse_pages
+from tests.test_live_twistd import noise_floor_db
+from tests.test_presence import befriend
+from tests.test_twistd import TwistdProcess
+from tests.ws_support import connect_ws
+
+LOOPBACK_ICE = Path(__file__).resolve().parent / "loopback_ice"
+RATE = 48000
+
+
+async def listen_token(client: Client, name: str = "player") -> str:
+    made = await client.post("/api/tokens", {"name": name, "scope": "listen"})
+    assert made.status == 201, made
+    return str(made.body["secret"])
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+class FfmpegListener:
+    """FFmpeg reading the HTTP stream to raw 48 kHz mono float, as a player would."""
+
+    def __init__(self, test: TestCase, url: str, workdir: Path, name: str) -> None:
+        self.out = workdir / f"{name}.f32"
+        self.log = workdir / f"{name}.log"
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-i", url,
+                 "-f", "f32le", "-ac", "1", "-ar", str(RATE), "-y", str(self.out)],
+                stdout=subprocess.DEVNULL, stderr=log,
+            )
+        test.addCleanup(self.kill)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    async def ended(self, timeout: float) -> int | None:
+        for _ in range(int(timeout / 0.1)):
+            if self.process.poll() is not None:
+                return self.process.returncode
+            await deferLater(reactor, 0.1)
+        return None
+
+    def audio(self) -> np.ndarray:
+        return np.fromfile(self.out, dtype=np.float32) if self.out.exists() else np.zeros(0, np.float32)
+
+
+def decode_ogg(data: bytes) -> np.ndarray:
+    with av.open(io.BytesIO(data), format="ogg") as container:
+        frames = [f.to_ndarray().reshape(-1) for f in container.decode(audio=0)]
+    return np.concatenate(frames) if frames else np.zeros(0, np.float32)
+
+
+class ListenTwistdTests(TestCase):
+    timeout = 180
+
+    async def test_whep_and_http_listeners(self) -> None:
+        """
+        With listen tokens, a WHEP player and two FFmpeg players (denoised
+        and raw) hear the broadcast: envelopes follow the clean speech
+        (correlation above 0.6) and the denoised noise floor in pauses is at
+        least 20 dB below the raw one on both paths.  A late joiner gets a
+        decodable stream with its own header pages; every HTTP stream ends
+        with an end-of-stream page when the broadcast stops (FFmpeg exits
+        0); a friend who is unfriended while listening is cut off and their
+        token refused; strangers, bad tokens, one's own stream, bad SDP and
+        a wrong content type are refused with the documented statuses.
+        """
+        if shutil.which("ffmpeg") is None:
+            raise SkipTest("ffmpeg is not installed (scripts/setup.sh installs it)")
+        import aioice.ice
+
+        self.patch(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else [])
+        workdir = Path(tempfile.mkdtemp(prefix="denoisecast-listen-"))
+        self.addCleanup(shutil.rmtree, workdir, True)
+        noisy, clean, _ = noisy_speech(workdir, seconds_pause=1.5)
+        server = TwistdProcess(
+            self, workdir, "--silence-timeout", "5", "--ice-allow-networks", "127.0.0.0/8",
+            env={"PYTHONPATH": os.pathsep.join(filter(None, [str(LOOPBACK_ICE), os.environ.get("PYTHONPATH")]))},
+        )
+        await server.ready()
+        names = ("alice", "bob", "dave", "erin", "carol")
+        clients = {name: Client(server.base) for name in names}
+        for name, client in clients.items():
+            await client.register(name)
+        for friend in ("bob", "dave", "erin"):
+            await befriend(clients["alice"], clients[friend], friend, "alice")
+        tokens = {name: await listen_token(clients[name]) for name in ("bob", "dave", "erin", "carol")}
+        anon = Client(server.base)
+        url = f"{server.base}/listen/alice.ogg"
+
+        # Before the broadcast: a friend hears 404, everyone else the usual refusals.
+        not_live = await anon.get("/listen/alice.ogg", headers=bearer(tokens["bob"]))
+        self.assertEqual((not_live.status, not_live.error_code), (404, "not_live"), not_live)
+
+        ws = await connect_ws(self, server.base, clients["alice"])
+        pc, offer = await publisher(self, noisy)
+        reply = await ws.request({"v": 1, "type": "publish", "sdp": offer})
+        self.assertEqual(reply["type"], "answer", reply)
+
+        await self.refusals(anon, tokens)
+        whep_pc, whep_offer, whep_recorder = await listener(self)
+        session = await self.whep_conformance(anon, tokens, whep_offer)
+        await answer(whep_pc, session.body.decode())
+        players = {
+            "bob": FfmpegListener(self, f"{url}?token={tokens['bob']}", workdir, "bob"),
+            "dave": FfmpegListener(self, f"{url}?signal=raw&token={tokens['dave']}", workdir, "dave"),
+        }
+        # erin listens by header, and is unfriended half-way.
+        erin: Deferred[Reply] = ensureDeferred(anon.get("/listen/alice.ogg", headers=bearer(tokens["erin"])))
+        await self.wait_listeners(clients["bob"], 4)
+        await answer(pc, reply["sdp"])
+
+        seconds = len(clean) / RATE + 3.0
+        await deferLater(reactor, seconds / 2)
+        late: Deferred[Reply] = ensureDeferred(anon.get("/listen/alice.ogg", headers=bearer(tokens["bob"])))
+        self.assertEqual((await clients["alice"].delete("/api/friends/erin")).status, 204)
+        cut = await erin
+        self.assertEqual(parse_pages(cut.body)[-1]["flags"], END)
+        refused = await anon.get("/listen/alice.ogg", headers=bearer(tokens["erin"]))
+        self.assertIn(refused.status, (401, 403), refused)
+        await deferLater(reactor, seconds / 2)
+        stopped = await ws.request({"v": 1, "type": "stop"})
+        self.assertEqual(stopped["type"], "stopped")
+
+        for name, player in players.items():
+            self.assertEqual(await player.ended(15.0), 0, f"{name}: {player.log.read_text()}")
+        late_reply = await late
+        self.check_late_joiner(late_reply.body)
+        deleted = await anon.delete(session.header("location") or "", headers=bearer(tokens["bob"]))
+        self.assertEqual(deleted.status, 404)  # the broadcast's end ended the session
+
+        heard = {"whep": whep_recorder.audio(), **{name: p.audio() for name, p in players.items()}}
+        floors = {}
+        for name, audio in heard.items():
+            self.assertGreater(len(audio), len(clean) * 0.8, f"{name} heard too little")
+            correlation, lag = best_correlation(audio, clean)
+            self.assertGreater(correlation, 0.6, f"{name}: envelope correlation {correlation:.2f}")
+            floors[name] = noise_floor_db(audio, clean, lag)
+            Logger().info(
+                "{name}: correlation {correlation:.2f}, noise floor {floor:.1f} dBFS, lag {lag} windows",
+                name=name, correlation=correlation, floor=floors[name], lag=lag,
+            )
+        for denoised in ("whep", "bob"):
+            self.assertGreaterEqual(floors["dave"] - floors[denoised], 20.0, f"noise floors (dBFS): {floors}")
+        self.assertNotIn(tokens["bob"], server.output())
+
+    async def wait_listeners(self, client: Client, count: int) -> None:
+        for _ in range(200):
+            status = await client.get("/api/streams/alice")
+            if status.body["listeners"] >= count:
+                return
+            await deferLater(reactor, 0.1)
+        self.fail(f"listeners never reached {count}: {status.body}")
+
+    async def refusals(self, anon: Client, tokens: dict[str, str]) -> None:
+        """The HTTP stream's refusals, while alice is live."""
+        cases: list[tuple[str, dict[str, str], int, str]] = [
+            ("/listen/alice.ogg", {}, 401, "bad_token"),
+            ("/listen/alice.ogg", bearer("dcl_" + "x" * 43), 401, "bad_token"),
+            ("/listen/alice.ogg", {"Authorization": "Basic Ym9iOmJvYg=="}, 401, "bad_token"),
+            ("/listen/alice.ogg?token=nonsense", {}, 401, "bad_token"),
+            ("/listen/alice.ogg", bearer(tokens["carol"]), 403, "not_friends"),
+            ("/listen/nobody.ogg", bearer(tokens["bob"]), 403, "not_friends"),
+            ("/listen/bob.ogg", bearer(tokens["bob"]), 403, "not_friends"),
+            ("/listen/alice.ogg?signal=loud", bearer(tokens["bob"]), 400, "invalid_field"),
+            ("/listen/alice", bearer(tokens["bob"]), 404, "not_found"),
+        ]
+        for path, headers, status, code in cases:
+            got = await anon.get(path, headers=headers)
+            self.assertEqual((got.status, got.error_code), (status, code), f"{path} {headers}: {got}")
+        head = await anon.request("HEAD", "/listen/alice.ogg", headers=bearer(tokens["bob"]))
+        self.assertEqual((head.status, head.header("content-type")), (200, "audio/ogg"))
+
+    async def whep_conformance(self, anon: Client, tokens: dict[str, str], offer: str) -> Reply:
+        """WHEP's statuses and headers; returns the created session's reply (bob, denoised)."""
+        sdp = {"Content-Type": "application/sdp"}
+        options = await anon.request("OPTIONS", "/whep/alice", csrf=False)
+        self.assertEqual(options.status, 204)
+        self.assertEqual(options.header("accept-post"), "application/sdp")
+        self.assertEqual(options.header("access-control-allow-origin"), "*")
+        self.assertIn("Authorization", options.header("access-control-allow-headers") or "")
+        cases: list[tuple[dict[str, str], bytes, int, str]] = [
+            ({**sdp}, offer.encode(), 401, "bad_token"),
+            ({**sdp, **bearer(tokens["carol"])}, offer.encode(), 403, "not_friends"),
+            ({"Content-Type": "application/json", **bearer(tokens["bob"])}, offer.encode(), 415, "unsupported_media_type"),
+            ({**sdp, **bearer(tokens["bob"])}, b"v=0\r\nnot sdp", 400, "no_audio"),
+            ({**sdp, **bearer(tokens["bob"])}, b"\xff\xfe", 400, "bad_sdp"),
+            ({**sdp, **bearer(tokens["bob"])}, offer.replace("a=recvonly", "a=sendonly").encode(), 400, "bad_sdp"),
+        ]
+        for headers, body, status, code in cases:
+            got = await anon.request("POST", "/whep/alice", raw=body, headers=headers, csrf=False)
+            self.assertEqual((got.status, got.error_code), (status, code), f"{headers}: {got}")
+        created = await anon.request("POST", "/whep/alice", raw=offer.encode(), headers={**sdp, **bearer(tokens["bob"])}, csrf=False)
+        self.assertEqual(created.status, 201, created)
+        self.assertEqual(created.header("content-type"), "application/sdp")
+        location = created.header("location") or ""
+        self.assertTrue(location.startswith("/whep/alice/"), location)
+        self.assertEqual(created.header("etag"), f'"{location.rsplit("/", 1)[1]}"')
+        self.assertIn("a=sendonly", created.body.decode())
+        patch = await anon.request("PATCH", location, raw=b"a=end-of-candidates\r\n", csrf=False,
+                                   headers={"Content-Type": "application/trickle-ice-sdpfrag", **bearer(tokens["bob"])})
+        self.assertEqual((patch.status, patch.header("allow")), (405, "OPTIONS, DELETE"))
+        others = await anon.request("DELETE", location, headers=bearer(tokens["dave"]), csrf=False)
+        self.assertEqual(others.status, 404)
+        # A second session, ended by its owner.
+        spare_pc, spare_offer, _ = await listener(self)
+        spare = await anon.request("POST", "/whep/alice?signal=raw", raw=spare_offer.encode(),
+                                   headers={**sdp, **bearer(tokens["dave"])}, csrf=False)
+        self.assertEqual(spare.status, 201, spare)
+        ended = await anon.request("DELETE", spare.header("location") or "", headers=bearer(tokens["dave"]), csrf=False)
+        self.assertEqual(ended.status, 200)
+        again = await anon.request("DELETE", spare.header("location") or "", headers=bearer(tokens["dave"]), csrf=False)
+        self.assertEqual(again.status, 404)
+        return created
+
+    def check_late_joiner(self, data: Any) -> None:
+        """A stream joined mid-broadcast: header pages first, granules from 0, an end page, decodable."""
+        pages = parse_pages(data)
+        self.assertEqual(pages[0]["flags"], BEGINNING)
+        self.assertTrue(pages[0]["packets"][0].startswith(b"OpusHead"))  # type: ignore[index]
+        self.assertTrue(pages[1]["packets"][0].startswith(b"OpusTags"))  # type: ignore[index]
+        first_audio = pages[2]
+        self.assertEqual(first_audio["granule"], 960 * len(first_audio["packets"]))  # type: ignore[arg-type]
+        self.assertEqual(pages[-1]["flags"], END)
+        audio = decode_ogg(data)
+        self.assertGreater(len(audio), RATE * 2)
+        self.assertGreater(float(np.abs(audio).max()), 0.05)
