@@ -1,0 +1,146 @@
+"""
+HTTP listener benchmark: what one Ogg/Opus HTTP listener
+(``/listen/<username>.ogg``) costs the server, next to what a publisher
+costs.  A real ``twistd denoisecast`` on loopback (``media.start_server``),
+one publisher (``media.py``'s, in its own process), then N listeners that
+read the stream with one listen token (in one more process, at lower
+priority, reading and counting pages).
+
+    .venv/bin/python bench/http_listeners.py --listeners 50 --seconds 20
+
+Prints the server's CPU (from /proc) with the publisher alone and with the
+listeners added, the CPU per listener as a share of the publisher's, and
+what the listeners received.  The goal (docs/performance.md): a listener
+costs under a tenth of a publisher.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from media import Http, busy_share, machine_busy, metric, server_cpu, start_server  # noqa: E402
+
+
+def listen_token(base: str, user: str) -> str:
+    """Log C{user} in and make them a listen token; the token."""
+    client = Http(base)
+    client.call("POST", "/api/auth/login", {"username": user, "password": "bench-password"})
+    request = urllib.request.Request(
+        base + "/api/tokens", data=json.dumps({"name": "bench", "scope": "listen"}).encode(), method="POST",
+        headers={"Content-Type": "application/json", "X-CSRF-Token": client.cookie("dc_csrf")},
+    )
+    with client.opener.open(request) as reply:
+        return str(json.loads(reply.read())["secret"])
+
+
+async def one_listener(base: str, target: str, token: str, seconds: float, counts: dict[str, int]) -> None:
+    host, port = base.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"GET /listen/{target}.ogg HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+    )
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise SystemExit(f"listener refused: {head[:200]!r}")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        data = await reader.read(65536)
+        if not data:
+            break
+        counts["bytes"] += len(data)
+        counts["pages"] += data.count(b"OggS")
+    writer.close()
+
+
+async def listeners(base: str, target: str, token: str, count: int, seconds: float, out: Path) -> None:
+    counts = {"bytes": 0, "pages": 0}
+    out.with_suffix(".ready").touch()
+    await asyncio.gather(*(one_listener(base, target, token, seconds, counts) for _ in range(count)))
+    out.write_text(json.dumps(counts))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--listeners", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
+    parser.add_argument("--role", choices=["listeners"], help=argparse.SUPPRESS)
+    parser.add_argument("--base", help=argparse.SUPPRESS)
+    parser.add_argument("--token", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role == "listeners":
+        os.nice(10)  # stands in for other machines: yields the cores to the server
+        asyncio.run(listeners(args.base, "pub0", args.token, args.listeners, args.seconds, Path(args.out)))
+        return
+
+    work = Path(tempfile.mkdtemp(prefix="denoisecast-bench-http-"))
+    server, base = start_server(work)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        time.sleep(3)  # the engine loads in the background
+        for name in ("pub0", "fan"):
+            Http(base).call("POST", "/api/auth/register", {"username": name, "password": "bench-password"})
+        host, fan = Http(base), Http(base)
+        host.call("POST", "/api/auth/login", {"username": "pub0", "password": "bench-password"})
+        host.call("POST", "/api/friends/requests", {"username": "fan"})
+        fan.call("POST", "/api/auth/login", {"username": "fan", "password": "bench-password"})
+        fan.call("POST", "/api/friends/requests/pub0/accept")
+        token = listen_token(base, "fan")
+        media = str(Path(__file__).with_name("media.py"))
+        procs.append(subprocess.Popen([sys.executable, media, "--base", base, "--role", "publisher", "--users", "pub0",
+                                       "--seconds", "600", "--out", str(work / "pub0.json")]))
+        time.sleep(4)
+        c0, t0, m0 = server_cpu(server.pid), time.monotonic(), machine_busy()
+        time.sleep(args.seconds)
+        publisher_cpu = (server_cpu(server.pid) - c0) / (time.monotonic() - t0)
+        machine_publisher = busy_share(m0, machine_busy())
+        out = work / "listeners.json"
+        procs.append(subprocess.Popen([sys.executable, __file__, "--role", "listeners", "--base", base, "--token", token,
+                                       "--listeners", str(args.listeners), "--seconds", str(args.seconds + 4),
+                                       "--out", str(out)]))
+        while not out.with_suffix(".ready").exists():
+            time.sleep(0.1)
+        time.sleep(2)  # all connected
+        c1, t1, m1 = server_cpu(server.pid), time.monotonic(), machine_busy()
+        time.sleep(args.seconds)
+        with_listeners = (server_cpu(server.pid) - c1) / (time.monotonic() - t1)
+        machine_listeners = busy_share(m1, machine_busy())
+        dropped = metric(base, "denoisecast_live_listener_packets_dropped")
+        procs[-1].wait(30)
+        counts: dict[str, Any] = json.loads(out.read_text())
+    finally:
+        (work / "pub0.stop").touch()
+        for proc in procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        server.terminate()
+        server.wait(15)
+    per_listener = (with_listeners - publisher_cpu) / args.listeners
+    load = os.getloadavg()
+    print(f"machine: {os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
+          f"whole machine busy {machine_publisher * 100:.0f} % (publisher phase), {machine_listeners * 100:.0f} % (listeners)")
+    print(f"server CPU, one publisher: {publisher_cpu * 100:.1f} % of a core")
+    print(f"server CPU with {args.listeners} HTTP listeners: {with_listeners * 100:.1f} % of a core")
+    print(f"per HTTP listener: {per_listener * 100:.2f} % of a core = "
+          f"{per_listener / max(publisher_cpu, 1e-9):.3f} of a publisher (goal < 0.1)")
+    print(f"listeners received {counts['bytes'] / 1024:.0f} KiB in {counts['pages']} pages "
+          f"({counts['bytes'] / args.listeners / (args.seconds + 4) * 8 / 1000:.1f} kb/s each); "
+          f"packets dropped for slow listeners: {dropped:.0f}")
+
+
+if __name__ == "__main__":
+    main()
