@@ -13,6 +13,7 @@ from openapi_spec_validator import validate
 from twisted.trial.unittest import TestCase
 
 from denoisecast.web.openapi import DOCUMENT
+from denoisecast.web.routes import listen, whep
 from tests.support import Reply, start_server
 from tests.test_recordings import record
 
@@ -39,6 +40,8 @@ class DocumentTests(TestCase):
         """
         running = await start_server(self)
         served = {(route.method, route.template) for route in running.server.routes}
+        # The resources beside the JSON API (WHEP, the Ogg stream) list theirs.
+        served |= {*whep.ROUTES, *listen.ROUTES}
         self.assertEqual(served, documented_routes())
 
     async def test_served(self) -> None:
@@ -105,6 +108,21 @@ class ResponseConformanceTests(TestCase):
         await self.call(admin, "DELETE", "/api/admin/broadcasts/{username}", "/api/admin/broadcasts/bob")
         await self.call(admin, "POST", "/api/admin/demo")
         await self.call(other, "POST", "/api/admin/demo")
+
+    async def token_routes(self, anon: Any) -> None:
+        """WHEP and the Ogg stream: their error and preflight replies (success is SDP or audio, tested elsewhere)."""
+        sdp = {"Content-Type": "application/sdp"}
+        for method, template, path, headers in (
+            ("GET", "/listen/{username}.ogg", "/listen/alice.ogg", {}),
+            ("GET", "/listen/{username}.ogg", "/listen/alice.ogg?signal=loud", {}),
+            ("POST", "/whep/{username}", "/whep/alice", sdp),
+            ("POST", "/whep/{username}", "/whep/alice", {"Content-Type": "text/plain"}),
+            ("OPTIONS", "/whep/{username}", "/whep/alice", {}),
+            ("DELETE", "/whep/{username}/{session}", "/whep/alice/nosuchsession", {}),
+            ("OPTIONS", "/whep/{username}/{session}", "/whep/alice/nosuchsession", {}),
+        ):
+            reply = await anon.request(method, path, raw=b"v=0\r\n" if method == "POST" else None, headers=headers, csrf=False)
+            self.check(method, template, reply)
 
     async def test_every_route(self) -> None:
         """
@@ -176,6 +194,7 @@ class ResponseConformanceTests(TestCase):
         await self.call(alice, "POST", "/api/tokens", body={"name": "OBS", "scope": "everything"})
         await self.call(alice, "DELETE", "/api/tokens/{id}", f"/api/tokens/{made.body['token']['id']}")
         await self.call(alice, "DELETE", "/api/tokens/{id}", f"/api/tokens/{made.body['token']['id']}")
+        await self.token_routes(anon)
         await self.call(alice, "POST", "/api/auth/password", body={"current_password": "correct horse", "new_password": "battery staple"})
         await self.call(alice, "POST", "/api/auth/logout")
         await self.call(alice, "POST", "/api/auth/logout")

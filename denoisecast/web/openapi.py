@@ -16,7 +16,7 @@ from denoisecast import __version__
 from denoisecast.protocols.messages import MAX_SDP, SIGNALS
 from denoisecast.web.apidoc import DATE_TIME, closed_object, ok, ref, user_with
 from denoisecast.web.resource import ApiCall, Response, Route
-from denoisecast.web.routes import admin, auth, friends, health, recordings, streams, tokens
+from denoisecast.web.routes import admin, auth, friends, health, listen, recordings, streams, tokens, whep
 
 SCHEMAS: dict[str, Any] = {
     "StreamStatus": {
@@ -185,6 +185,9 @@ PATHS: dict[str, Any] = {
     **recordings.OPENAPI_PATHS,
     **admin.OPENAPI_PATHS,
     **tokens.OPENAPI_PATHS,
+    # Outside /api: not JSON on success (SDP, an Ogg stream), JSON errors all the same.
+    **whep.OPENAPI_PATHS,
+    **listen.OPENAPI_PATHS,
 }
 
 DOCUMENT: dict[str, Any] = {
@@ -202,7 +205,12 @@ DOCUMENT: dict[str, Any] = {
     "components": {
         "schemas": SCHEMAS,
         "securitySchemes": {
-            "session": {"type": "apiKey", "in": "cookie", "name": "dc_session"}
+            "session": {"type": "apiKey", "in": "cookie", "name": "dc_session"},
+            "listenToken": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "A listen token (dcl_...), docs/whip.md; the .ogg URL also takes it as ?token=.",
+            },
         },
     },
     "security": [{"session": []}],

@@ -33,11 +33,13 @@ from denoisecast.live.taps import OggTap
 from denoisecast.protocols.messages import SIGNALS
 from denoisecast.runtime.logs import logger
 from denoisecast.storage.store import User
-from denoisecast.web.apidoc import COMMON_ERRORS, USERNAME_PARAM, error
+from denoisecast.web.apidoc import USERNAME_PARAM, error
 from denoisecast.web.bearer import TokenCheck, bad_token, bearer_token, write_error
 from denoisecast.web.sameorigin import SESSION_COOKIE, session_token
 
 ROUTE = "/listen/{username}.ogg"
+#: What this resource serves (HEAD comes with GET), for the OpenAPI test.
+ROUTES = (("GET", ROUTE),)
 SUFFIX = ".ogg"
 
 
@@ -174,9 +176,9 @@ OPENAPI_PATHS: dict[str, Any] = {
                 "400": error("A bad signal."),
                 "401": error("No valid listen token or session."),
                 "403": error("Not a friend (or no such user)."),
-                "404": error("Not live."),
-                **{k: v for k, v in COMMON_ERRORS.items() if k not in ("400", "401", "403", "404")},
+                "404": error("Not live, or not a .ogg URL."),
             },
+            "security": [{"listenToken": []}, {"session": []}],
         },
     },
 }

@@ -40,6 +40,8 @@ from denoisecast.web.routes.listen import signal_of
 ENDPOINT = "/whep/{username}"
 SESSION = "/whep/{username}/{session}"
 SDP_TYPE = "application/sdp"
+#: What this resource serves, for the OpenAPI test.
+ROUTES = (("POST", ENDPOINT), ("OPTIONS", ENDPOINT), ("DELETE", SESSION), ("OPTIONS", SESSION))
 
 
 def _method_not_allowed(allowed: str) -> DenoiseCastError:
@@ -187,9 +189,11 @@ OPENAPI_PATHS: dict[str, Any] = {
                 "415": error("Not application/sdp."),
                 **_ERRORS,
             },
+            "security": [{"listenToken": []}],
         },
         "options": {
             "summary": "CORS preflight; Accept-Post names application/sdp.",
+            "security": [],
             "parameters": [USERNAME_PARAM],
             "responses": {"204": {"description": "The CORS headers."}},
         },
@@ -199,9 +203,11 @@ OPENAPI_PATHS: dict[str, Any] = {
             "summary": "End a WHEP session (with the token that opened it).",
             "parameters": [USERNAME_PARAM, {"name": "session", "in": "path", "required": True, "schema": {"type": "string"}}],
             "responses": {"200": {"description": "Ended."}, **_ERRORS},
+            "security": [{"listenToken": []}],
         },
         "options": {
             "summary": "CORS preflight.",
+            "security": [],
             "parameters": [USERNAME_PARAM, {"name": "session", "in": "path", "required": True, "schema": {"type": "string"}}],
             "responses": {"204": {"description": "The CORS headers."}},
         },
