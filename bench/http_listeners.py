@@ -44,31 +44,95 @@ def listen_token(base: str, user: str) -> str:
         return str(json.loads(reply.read())["secret"])
 
 
-async def one_listener(base: str, target: str, token: str, seconds: float, counts: dict[str, int]) -> None:
+def pages_in(buffer: bytearray) -> list[list[bytes]]:
+    """Take the whole Ogg pages off the front of C{buffer}; their packets."""
+    pages = []
+    while len(buffer) >= 27 and buffer[:4] == b"OggS":
+        count = buffer[26]
+        if len(buffer) < 27 + count:
+            break
+        table = buffer[27 : 27 + count]
+        size = 27 + count + sum(table)
+        if len(buffer) < size:
+            break
+        body, packets, start, length = bytes(buffer[27 + count : size]), [], 0, 0
+        for lace in table:
+            length += lace
+            if lace < 255:
+                packets.append(body[start : start + length])
+                start, length = start + length, 0
+        pages.append(packets)
+        del buffer[:size]
+    return pages
+
+
+async def one_listener(
+    base: str, target: str, token: str, seconds: float, counts: dict[str, Any], clicks: list[float] | None
+) -> None:
+    """
+    One player: reads the stream and counts it; with C{clicks}, it listens
+    to the raw signal, decodes each page as it arrives and notes when a
+    publisher's click comes out (the HTTP path's latency, with no player
+    buffer).
+    """
+    import av
+    import numpy as np
+
     host, port = base.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
+    query = "?signal=raw" if clicks is not None else ""
     writer.write(
-        f"GET /listen/{target}.ogg HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+        f"GET /listen/{target}.ogg{query} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
     )
     await writer.drain()
     head = await reader.readuntil(b"\r\n\r\n")
     if not head.startswith(b"HTTP/1.1 200"):
         raise SystemExit(f"listener refused: {head[:200]!r}")
+    decoder = None
+    if clicks is not None:
+        decoder = av.CodecContext.create("libopus", "r")
+        decoder.format, decoder.layout, decoder.sample_rate = "s16", "mono", 48000
+    buffer, last_click = bytearray(), 0.0
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         data = await reader.read(65536)
         if not data:
             break
+        now = time.monotonic()
         counts["bytes"] += len(data)
         counts["pages"] += data.count(b"OggS")
+        if decoder is None or clicks is None:
+            continue
+        # Chunked framing: sizes between chunks; the pages' bytes are whole inside each.
+        buffer += data
+        while True:
+            start = buffer.find(b"OggS")
+            if start < 0:
+                buffer.clear()
+                break
+            del buffer[:start]
+            pages = pages_in(buffer)
+            if not pages:
+                break
+            for packets in pages:
+                for packet in packets:
+                    if packet.startswith((b"OpusHead", b"OpusTags")):
+                        continue
+                    for frame in decoder.decode(av.Packet(packet)):
+                        if float(np.abs(frame.to_ndarray()).max()) > 12000 and now - last_click > 0.5:
+                            clicks.append(now)
+                            last_click = now
     writer.close()
 
 
 async def listeners(base: str, target: str, token: str, count: int, seconds: float, out: Path) -> None:
-    counts = {"bytes": 0, "pages": 0}
+    counts: dict[str, Any] = {"bytes": 0, "pages": 0}
+    clicks: list[float] = []
     out.with_suffix(".ready").touch()
-    await asyncio.gather(*(one_listener(base, target, token, seconds, counts) for _ in range(count)))
-    out.write_text(json.dumps(counts))
+    await asyncio.gather(
+        *(one_listener(base, target, token, seconds, counts, clicks if i == 0 else None) for i in range(count))
+    )
+    out.write_text(json.dumps({**counts, "clicks": clicks}))
 
 
 def main() -> None:
@@ -117,7 +181,7 @@ def main() -> None:
         time.sleep(args.seconds)
         with_listeners = (server_cpu(server.pid) - c1) / (time.monotonic() - t1)
         machine_listeners = busy_share(m1, machine_busy())
-        dropped = metric(base, "denoisecast_live_listener_packets_dropped")
+        dropped = metric(base, "denoisecast_live_listener_packets_dropped_total")
         procs[-1].wait(30)
         counts: dict[str, Any] = json.loads(out.read_text())
     finally:
@@ -129,6 +193,12 @@ def main() -> None:
                 proc.kill()
         server.terminate()
         server.wait(15)
+    sent = json.loads((work / "pub0.json").read_text())["clicks"]
+    latencies = sorted(
+        arrival - before[-1]
+        for arrival in counts["clicks"]
+        if (before := [s for s in sent if s < arrival]) and arrival - before[-1] < 1.0
+    )
     per_listener = (with_listeners - publisher_cpu) / args.listeners
     load = os.getloadavg()
     print(f"machine: {os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
@@ -140,6 +210,10 @@ def main() -> None:
     print(f"listeners received {counts['bytes'] / 1024:.0f} KiB in {counts['pages']} pages "
           f"({counts['bytes'] / args.listeners / (args.seconds + 4) * 8 / 1000:.1f} kb/s each); "
           f"packets dropped for slow listeners: {dropped:.0f}")
+    if latencies:
+        print(f"click latency publisher -> HTTP listener (raw signal, decoded as pages arrive, no player buffer): "
+              f"median {latencies[len(latencies) // 2] * 1000:.0f} ms ({latencies[0] * 1000:.0f}-{latencies[-1] * 1000:.0f}), "
+              f"{len(latencies)} clicks")
 
 
 if __name__ == "__main__":

@@ -130,6 +130,8 @@ class OggListenResource(Resource):
         request.setHeader(b"content-type", b"audio/ogg")
         request.setHeader(b"cache-control", b"no-store")
         request.setHeader(b"x-content-type-options", b"nosniff")
+        # A reverse proxy must pass each page on at once (nginx honours this).
+        request.setHeader(b"x-accel-buffering", b"no")
         if not body:
             request.finish()
             return
