@@ -10,7 +10,8 @@ ROOT=$PWD
 # Debian packages.  The test suite also uses PostgreSQL and Redis servers and
 # the audio tools; a server-only machine can set DENOISECAST_SERVER_ONLY=1.
 # nginx: the reverse-proxy test runs Debian's nginx as a child process of its own.
-DEBS=(python3-venv postgresql redis-server espeak-ng sox libsox-fmt-all chromium nginx)
+# ffmpeg: the HTTP listener tests play the Ogg/Opus stream with ffmpeg and ffprobe.
+DEBS=(python3-venv postgresql redis-server espeak-ng sox libsox-fmt-all chromium nginx ffmpeg)
 if [ "${DENOISECAST_SERVER_ONLY:-0}" = 1 ]; then
     DEBS=(python3-venv)
 fi
