@@ -68,12 +68,20 @@ class ResponseConformanceTests(TestCase):
         if content is None:
             self.assertIn(reply.body, (b"", None), f"{method} {template} has an undocumented body")
             return
+        if "application/json" not in content:
+            # WHIP's SDP: the body is text of the documented type.
+            kind = (reply.header("content-type") or "").split(";")[0]
+            self.assertIn(kind, content, f"{method} {template} {reply.status}")
+            self.assertIsInstance(reply.body, bytes)
+            return
         schema: dict[str, Any] = {**content["application/json"]["schema"], "components": DOCUMENT["components"]}
         errors = sorted(Draft202012Validator(schema).iter_errors(reply.body), key=str)
         self.assertEqual(errors, [], f"{method} {template} {reply.status}")
 
-    async def call(self, client: Any, method: str, template: str, path: str | None = None, body: Any = None) -> Reply:
-        reply = await client.request(method, path or template, body)
+    async def call(
+        self, client: Any, method: str, template: str, path: str | None = None, body: Any = None, **kw: Any
+    ) -> Reply:
+        reply = await client.request(method, path or template, body, **kw)
         self.check(method, template, reply)
         return reply
 
@@ -105,6 +113,32 @@ class ResponseConformanceTests(TestCase):
         await self.call(admin, "DELETE", "/api/admin/broadcasts/{username}", "/api/admin/broadcasts/bob")
         await self.call(admin, "POST", "/api/admin/demo")
         await self.call(other, "POST", "/api/admin/demo")
+
+    async def whip_routes(self, running: Any, alice: Any, anon: Any) -> None:
+        """WHIP's routes: SDP in and out, the JSON error shape for refusals."""
+        from aiortc import RTCPeerConnection
+
+        from denoisecast.live.rtc.seam import aio
+
+        token = (await alice.post("/api/tokens", {"name": "OBS", "scope": "publish"})).body["secret"]
+        sdp = {"Content-Type": "application/sdp", "Authorization": f"Bearer {token}"}
+        pc = RTCPeerConnection()
+        self.addCleanup(lambda: aio(pc.close()))
+        pc.addTransceiver("audio", direction="sendonly")
+        await aio(pc.setLocalDescription(await aio(pc.createOffer())))
+        offer = pc.localDescription.sdp.encode()
+        await self.call(anon, "OPTIONS", "/whip/{username}", "/whip/alice")
+        await self.call(anon, "POST", "/whip/{username}", "/whip/alice", raw=offer, headers={"Content-Type": "application/sdp"})
+        await self.call(anon, "POST", "/whip/{username}", "/whip/alice", raw=b"v=0 nonsense", headers=sdp)
+        made = await self.call(anon, "POST", "/whip/{username}", "/whip/alice", raw=offer, headers=sdp)
+        self.assertEqual(made.status, 201)
+        session = made.header("location")
+        await self.call(anon, "OPTIONS", "/whip/{username}/{session}", session)
+        fragment = {**sdp, "Content-Type": "application/trickle-ice-sdpfrag"}
+        await self.call(anon, "PATCH", "/whip/{username}/{session}", session, raw=b"a=end-of-candidates\r\n", headers=fragment)
+        await self.call(anon, "PATCH", "/whip/{username}/{session}", session, raw=b"a=ice-ufrag:new\r\n", headers=fragment)
+        await self.call(anon, "DELETE", "/whip/{username}/{session}", session, headers=sdp)
+        await self.call(anon, "DELETE", "/whip/{username}/{session}", session, headers=sdp)
 
     async def test_every_route(self) -> None:
         """
@@ -176,6 +210,7 @@ class ResponseConformanceTests(TestCase):
         await self.call(alice, "POST", "/api/tokens", body={"name": "OBS", "scope": "everything"})
         await self.call(alice, "DELETE", "/api/tokens/{id}", f"/api/tokens/{made.body['token']['id']}")
         await self.call(alice, "DELETE", "/api/tokens/{id}", f"/api/tokens/{made.body['token']['id']}")
+        await self.whip_routes(running, alice, anon)
         await self.call(alice, "POST", "/api/auth/password", body={"current_password": "correct horse", "new_password": "battery staple"})
         await self.call(alice, "POST", "/api/auth/logout")
         await self.call(alice, "POST", "/api/auth/logout")

@@ -37,6 +37,7 @@ from denoisecast.live.candidates import CandidatePolicy
 from denoisecast.live.ice import ice_servers_for
 from denoisecast.live.manager import LiveManager
 from denoisecast.live.metrics import LiveMetrics
+from denoisecast.live.whip import WhipSessions
 from denoisecast.protocols.socket import SignalingFactory
 from denoisecast.recordings.library import RecordingLibrary
 from denoisecast.recordings.recorder import Recorder
@@ -61,6 +62,7 @@ from denoisecast.web.routes.health import HealthRoutes
 from denoisecast.web.routes.recordings import RecordingRoutes
 from denoisecast.web.routes.streams import StreamRoutes
 from denoisecast.web.routes.tokens import TokenRoutes
+from denoisecast.web.routes.whip import WhipRoutes
 from denoisecast.web.tree import build_root, build_site, static_directory
 
 if TYPE_CHECKING:
@@ -308,6 +310,10 @@ class DenoiseCastServer:
         return manager
 
     @cached_property
+    def whip_sessions(self) -> WhipSessions:
+        return WhipSessions(self.live, CandidatePolicy.from_config(self.config))
+
+    @cached_property
     def live_metrics(self) -> LiveMetrics:
         return LiveMetrics(self.metrics_registry, self.live, self.scheduler)
 
@@ -335,6 +341,7 @@ class DenoiseCastServer:
             *RecordingRoutes(self.recordings).routes(),
             *AdminRoutes(self.administration).routes(),
             *TokenRoutes(self.tokens).routes(),
+            *WhipRoutes(self.tokens, self.whip_sessions, ice_servers_for(self.config, self.reactor.seconds)).routes(),
         ]
 
     @cached_property
@@ -350,7 +357,8 @@ class DenoiseCastServer:
             self.api,
             static_directory(),
             self.metrics_registry,
-            {b"ws": WebSocketResource(self.signaling)},
+            # WHIP's routes are in the API's route table; the API resource serves them at /whip.
+            {b"ws": WebSocketResource(self.signaling), b"whip": self.api},
             PageAccess(
                 self.accounts.user_for_token,
                 self.store.get_user_by_name,

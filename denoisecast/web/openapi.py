@@ -16,7 +16,7 @@ from denoisecast import __version__
 from denoisecast.protocols.messages import MAX_SDP, SIGNALS
 from denoisecast.web.apidoc import DATE_TIME, closed_object, ok, ref, user_with
 from denoisecast.web.resource import ApiCall, Response, Route
-from denoisecast.web.routes import admin, auth, friends, health, recordings, streams, tokens
+from denoisecast.web.routes import admin, auth, friends, health, recordings, streams, tokens, whip
 
 SCHEMAS: dict[str, Any] = {
     "StreamStatus": {
@@ -185,6 +185,7 @@ PATHS: dict[str, Any] = {
     **recordings.OPENAPI_PATHS,
     **admin.OPENAPI_PATHS,
     **tokens.OPENAPI_PATHS,
+    **whip.OPENAPI_PATHS,
 }
 
 DOCUMENT: dict[str, Any] = {
@@ -202,7 +203,12 @@ DOCUMENT: dict[str, Any] = {
     "components": {
         "schemas": SCHEMAS,
         "securitySchemes": {
-            "session": {"type": "apiKey", "in": "cookie", "name": "dc_session"}
+            "session": {"type": "apiKey", "in": "cookie", "name": "dc_session"},
+            "publishToken": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "A publish token (POST /api/tokens); WHIP's routes take nothing else.",
+            },
         },
     },
     "security": [{"session": []}],
