@@ -188,10 +188,10 @@ class ListenTwistdTests(TestCase):
     async def refusals(self, anon: Client, tokens: dict[str, str]) -> None:
         """The HTTP stream's refusals, while alice is live."""
         cases: list[tuple[str, dict[str, str], int, str]] = [
-            ("/listen/alice.ogg", {}, 401, "bad_token"),
-            ("/listen/alice.ogg", bearer("dcl_" + "x" * 43), 401, "bad_token"),
-            ("/listen/alice.ogg", {"Authorization": "Basic Ym9iOmJvYg=="}, 401, "bad_token"),
-            ("/listen/alice.ogg?token=nonsense", {}, 401, "bad_token"),
+            ("/listen/alice.ogg", {}, 401, "unauthenticated"),
+            ("/listen/alice.ogg", bearer("dcl_" + "x" * 43), 401, "invalid_token"),
+            ("/listen/alice.ogg", {"Authorization": "Basic Ym9iOmJvYg=="}, 401, "invalid_token"),
+            ("/listen/alice.ogg?token=nonsense", {}, 401, "invalid_token"),
             ("/listen/alice.ogg", bearer(tokens["carol"]), 403, "not_friends"),
             ("/listen/nobody.ogg", bearer(tokens["bob"]), 403, "not_friends"),
             ("/listen/bob.ogg", bearer(tokens["bob"]), 403, "not_friends"),
@@ -213,7 +213,8 @@ class ListenTwistdTests(TestCase):
         self.assertEqual(options.header("access-control-allow-origin"), "*")
         self.assertIn("Authorization", options.header("access-control-allow-headers") or "")
         cases: list[tuple[dict[str, str], bytes, int, str]] = [
-            ({**sdp}, offer.encode(), 401, "bad_token"),
+            ({**sdp}, offer.encode(), 401, "unauthenticated"),
+            ({**sdp, **bearer(tokens["bob"] + "x")}, offer.encode(), 401, "invalid_token"),
             ({**sdp, **bearer(tokens["carol"])}, offer.encode(), 403, "not_friends"),
             ({"Content-Type": "application/json", **bearer(tokens["bob"])}, offer.encode(), 415, "unsupported_media_type"),
             ({**sdp, **bearer(tokens["bob"])}, b"v=0\r\nnot sdp", 400, "no_audio"),
@@ -232,7 +233,7 @@ class ListenTwistdTests(TestCase):
         self.assertIn("a=sendonly", created.body.decode())
         patch = await anon.request("PATCH", location, raw=b"a=end-of-candidates\r\n", csrf=False,
                                    headers={"Content-Type": "application/trickle-ice-sdpfrag", **bearer(tokens["bob"])})
-        self.assertEqual((patch.status, patch.header("allow")), (405, "OPTIONS, DELETE"))
+        self.assertEqual((patch.status, patch.header("allow")), (405, "DELETE, OPTIONS"))
         others = await anon.request("DELETE", location, headers=bearer(tokens["dave"]), csrf=False)
         self.assertEqual(others.status, 404)
         # A second session, ended by its owner.

@@ -13,7 +13,7 @@ from openapi_spec_validator import validate
 from twisted.trial.unittest import TestCase
 
 from denoisecast.web.openapi import DOCUMENT
-from denoisecast.web.routes import listen, whep
+from denoisecast.web.routes import listen
 from tests.support import Reply, start_server
 from tests.test_recordings import record
 
@@ -40,8 +40,8 @@ class DocumentTests(TestCase):
         """
         running = await start_server(self)
         served = {(route.method, route.template) for route in running.server.routes}
-        # The resources beside the JSON API (WHEP, the Ogg stream) list theirs.
-        served |= {*whep.ROUTES, *listen.ROUTES}
+        # The Ogg stream is a resource of its own, beside the API's route table.
+        served |= set(listen.ROUTES)
         self.assertEqual(served, documented_routes())
 
     async def test_served(self) -> None:
@@ -71,12 +71,20 @@ class ResponseConformanceTests(TestCase):
         if content is None:
             self.assertIn(reply.body, (b"", None), f"{method} {template} has an undocumented body")
             return
+        if "application/json" not in content:
+            # WHIP's SDP: the body is text of the documented type.
+            kind = (reply.header("content-type") or "").split(";")[0]
+            self.assertIn(kind, content, f"{method} {template} {reply.status}")
+            self.assertIsInstance(reply.body, bytes)
+            return
         schema: dict[str, Any] = {**content["application/json"]["schema"], "components": DOCUMENT["components"]}
         errors = sorted(Draft202012Validator(schema).iter_errors(reply.body), key=str)
         self.assertEqual(errors, [], f"{method} {template} {reply.status}")
 
-    async def call(self, client: Any, method: str, template: str, path: str | None = None, body: Any = None) -> Reply:
-        reply = await client.request(method, path or template, body)
+    async def call(
+        self, client: Any, method: str, template: str, path: str | None = None, body: Any = None, **kw: Any
+    ) -> Reply:
+        reply = await client.request(method, path or template, body, **kw)
         self.check(method, template, reply)
         return reply
 
@@ -110,7 +118,7 @@ class ResponseConformanceTests(TestCase):
         await self.call(other, "POST", "/api/admin/demo")
 
     async def token_routes(self, anon: Any) -> None:
-        """WHEP and the Ogg stream: their error and preflight replies (success is SDP or audio, tested elsewhere)."""
+        """WHEP and the Ogg stream: their refusals and preflights (success is SDP or audio, tests/test_listen_twistd.py)."""
         sdp = {"Content-Type": "application/sdp"}
         for method, template, path, headers in (
             ("GET", "/listen/{username}.ogg", "/listen/alice.ogg", {}),
@@ -123,6 +131,32 @@ class ResponseConformanceTests(TestCase):
         ):
             reply = await anon.request(method, path, raw=b"v=0\r\n" if method == "POST" else None, headers=headers, csrf=False)
             self.check(method, template, reply)
+
+    async def whip_routes(self, running: Any, alice: Any, anon: Any) -> None:
+        """WHIP's routes: SDP in and out, the JSON error shape for refusals."""
+        from aiortc import RTCPeerConnection
+
+        from denoisecast.live.rtc.seam import aio
+
+        token = (await alice.post("/api/tokens", {"name": "OBS", "scope": "publish"})).body["secret"]
+        sdp = {"Content-Type": "application/sdp", "Authorization": f"Bearer {token}"}
+        pc = RTCPeerConnection()
+        self.addCleanup(lambda: aio(pc.close()))
+        pc.addTransceiver("audio", direction="sendonly")
+        await aio(pc.setLocalDescription(await aio(pc.createOffer())))
+        offer = pc.localDescription.sdp.encode()
+        await self.call(anon, "OPTIONS", "/whip/{username}", "/whip/alice")
+        await self.call(anon, "POST", "/whip/{username}", "/whip/alice", raw=offer, headers={"Content-Type": "application/sdp"})
+        await self.call(anon, "POST", "/whip/{username}", "/whip/alice", raw=b"v=0 nonsense", headers=sdp)
+        made = await self.call(anon, "POST", "/whip/{username}", "/whip/alice", raw=offer, headers=sdp)
+        self.assertEqual(made.status, 201)
+        session = made.header("location")
+        await self.call(anon, "OPTIONS", "/whip/{username}/{session}", session)
+        fragment = {**sdp, "Content-Type": "application/trickle-ice-sdpfrag"}
+        await self.call(anon, "PATCH", "/whip/{username}/{session}", session, raw=b"a=end-of-candidates\r\n", headers=fragment)
+        await self.call(anon, "PATCH", "/whip/{username}/{session}", session, raw=b"a=ice-ufrag:new\r\n", headers=fragment)
+        await self.call(anon, "DELETE", "/whip/{username}/{session}", session, headers=sdp)
+        await self.call(anon, "DELETE", "/whip/{username}/{session}", session, headers=sdp)
 
     async def test_every_route(self) -> None:
         """
@@ -194,6 +228,7 @@ class ResponseConformanceTests(TestCase):
         await self.call(alice, "POST", "/api/tokens", body={"name": "OBS", "scope": "everything"})
         await self.call(alice, "DELETE", "/api/tokens/{id}", f"/api/tokens/{made.body['token']['id']}")
         await self.call(alice, "DELETE", "/api/tokens/{id}", f"/api/tokens/{made.body['token']['id']}")
+        await self.whip_routes(running, alice, anon)
         await self.token_routes(anon)
         await self.call(alice, "POST", "/api/auth/password", body={"current_password": "correct horse", "new_password": "battery staple"})
         await self.call(alice, "POST", "/api/auth/logout")

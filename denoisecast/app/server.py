@@ -37,6 +37,7 @@ from denoisecast.live.candidates import CandidatePolicy
 from denoisecast.live.ice import ice_servers_for
 from denoisecast.live.manager import LiveManager
 from denoisecast.live.metrics import LiveMetrics
+from denoisecast.live.whip import WhipSessions
 from denoisecast.protocols.socket import SignalingFactory
 from denoisecast.recordings.library import RecordingLibrary
 from denoisecast.recordings.recorder import Recorder
@@ -62,7 +63,8 @@ from denoisecast.web.routes.listen import OggListenResource
 from denoisecast.web.routes.recordings import RecordingRoutes
 from denoisecast.web.routes.streams import StreamRoutes
 from denoisecast.web.routes.tokens import TokenRoutes
-from denoisecast.web.routes.whep import WhepResource
+from denoisecast.web.routes.whep import WhepRoutes
+from denoisecast.web.routes.whip import WhipRoutes
 from denoisecast.web.tree import build_root, build_site, static_directory
 
 if TYPE_CHECKING:
@@ -310,6 +312,10 @@ class DenoiseCastServer:
         return manager
 
     @cached_property
+    def whip_sessions(self) -> WhipSessions:
+        return WhipSessions(self.live, CandidatePolicy.from_config(self.config))
+
+    @cached_property
     def live_metrics(self) -> LiveMetrics:
         return LiveMetrics(self.metrics_registry, self.live, self.scheduler)
 
@@ -337,6 +343,8 @@ class DenoiseCastServer:
             *RecordingRoutes(self.recordings).routes(),
             *AdminRoutes(self.administration).routes(),
             *TokenRoutes(self.tokens).routes(),
+            *WhipRoutes(self.tokens, self.whip_sessions, ice_servers_for(self.config, self.reactor.seconds)).routes(),
+            *WhepRoutes(self.tokens, self.live, ice_servers_for(self.config, self.reactor.seconds)).routes(),
         ]
 
     async def listen_token_user(self, token: str) -> User | None:
@@ -360,9 +368,11 @@ class DenoiseCastServer:
             self.api,
             static_directory(),
             self.metrics_registry,
+            # WHIP's and WHEP's routes are in the API's route table; the API resource serves them there too.
             {
                 b"ws": WebSocketResource(self.signaling),
-                b"whep": WhepResource(self.live, self.listen_token_user),
+                b"whip": self.api,
+                b"whep": self.api,
                 b"listen": OggListenResource(self.live, self.listen_token_user, self.accounts.user_for_token),
             },
             PageAccess(

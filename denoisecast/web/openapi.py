@@ -16,7 +16,7 @@ from denoisecast import __version__
 from denoisecast.protocols.messages import MAX_SDP, SIGNALS
 from denoisecast.web.apidoc import DATE_TIME, closed_object, ok, ref, user_with
 from denoisecast.web.resource import ApiCall, Response, Route
-from denoisecast.web.routes import admin, auth, friends, health, listen, recordings, streams, tokens, whep
+from denoisecast.web.routes import admin, auth, friends, health, listen, recordings, streams, tokens, whep, whip
 
 SCHEMAS: dict[str, Any] = {
     "StreamStatus": {
@@ -185,8 +185,9 @@ PATHS: dict[str, Any] = {
     **recordings.OPENAPI_PATHS,
     **admin.OPENAPI_PATHS,
     **tokens.OPENAPI_PATHS,
-    # Outside /api: not JSON on success (SDP, an Ogg stream), JSON errors all the same.
+    **whip.OPENAPI_PATHS,
     **whep.OPENAPI_PATHS,
+    # Outside the route table: an Ogg stream, JSON errors all the same.
     **listen.OPENAPI_PATHS,
 }
 
@@ -206,10 +207,15 @@ DOCUMENT: dict[str, Any] = {
         "schemas": SCHEMAS,
         "securitySchemes": {
             "session": {"type": "apiKey", "in": "cookie", "name": "dc_session"},
+            "publishToken": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "A publish token (POST /api/tokens); WHIP's routes take nothing else.",
+            },
             "listenToken": {
                 "type": "http",
                 "scheme": "bearer",
-                "description": "A listen token (dcl_...), docs/whip.md; the .ogg URL also takes it as ?token=.",
+                "description": "A listen token (POST /api/tokens); WHEP's routes and the .ogg stream (also as ?token=).",
             },
         },
     },

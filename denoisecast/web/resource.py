@@ -54,6 +54,18 @@ class FileBody:
     disposition: str | None = None
 
 
+@dataclass(frozen=True)
+class RawBody:
+    """
+    A handler's answer that is not JSON (WHIP's SDP answer, or an empty
+    body with headers such as C{Location}), with its own headers.
+    """
+
+    data: bytes = b""
+    content_type: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+
 @dataclass
 class ApiCall:
     """
@@ -84,6 +96,12 @@ class Route:
     template: str
     handler: Handler = field(compare=False)
     auth: bool = True
+    #: Whether state-changing requests need the Origin and CSRF checks.
+    #: Only for routes that never look at the session cookie (WHIP's,
+    #: authenticated by a bearer token another site's page cannot have).
+    csrf: bool = True
+    #: Headers on every answer of this route, errors included (CORS).
+    headers: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     @property
     def segments(self) -> list[str]:
@@ -224,13 +242,21 @@ class JsonApi(Resource):
         raise DenoiseCastError(404, "not_found", "No such API route.")
 
     async def _dispatch(self, request: Request) -> None:
-        csrf_token(request)
         try:
-            route, params = self._find(request)
+            try:
+                route, params = self._find(request)
+            except DenoiseCastError:
+                csrf_token(request)
+                raise
+            if route.csrf:
+                # Routes that never read the cookies (WHIP's) set none either.
+                csrf_token(request)
             # The route label rides on the request for the HTTP metrics; Request does not declare it.
             request.route = route.template  # type: ignore[attr-defined]
             call = ApiCall(request, params)
-            if request.method not in SAFE_METHODS:
+            for name, value in route.headers:
+                request.setHeader(name, value)
+            if request.method not in SAFE_METHODS and route.csrf:
                 _check_origin(request)
                 _check_csrf(request)
             if route.auth:
@@ -245,6 +271,9 @@ class JsonApi(Resource):
             status, body = await route.handler(call)
         except DenoiseCastError as error:
             self._write(request, error.status, error.to_json(), error.headers)
+            return
+        if isinstance(body, RawBody):
+            self._write_raw(request, status, body)
             return
         if isinstance(body, FileBody):
             if body.disposition is not None:
@@ -272,6 +301,22 @@ class JsonApi(Resource):
         if body is not None and status != 204:
             request.setHeader(b"content-type", b"application/json")
             request.write(dump_json(body))
+        request.finish()
+
+    def _write_raw(self, request: Request, status: int, body: RawBody) -> None:
+        if request.finished or request._disconnected:
+            return
+        request.setResponseCode(status)
+        request.setHeader(b"cache-control", b"no-store")
+        # A name given more than once (Link) is sent as that many header lines.
+        for name in {name for name, _ in body.headers}:
+            request.responseHeaders.removeHeader(name)
+        for name, value in body.headers:
+            request.responseHeaders.addRawHeader(name, value)
+        if body.content_type is not None:
+            request.setHeader(b"content-type", body.content_type.encode("ascii"))
+        if body.data and request.method != b"HEAD":
+            request.write(body.data)
         request.finish()
 
     def _internal_error(self, failure: Failure, request: Request) -> None:

@@ -18,6 +18,7 @@ queueing them, and cuts the client off after a while (C{STALL_SECONDS}).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from twisted.internet.defer import ensureDeferred
@@ -28,19 +29,51 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from denoisecast.errors import DenoiseCastError, bad_request, not_found
+from denoisecast.handlers.tokens import bearer_token
 from denoisecast.live.manager import LiveManager
 from denoisecast.live.taps import OggTap
 from denoisecast.protocols.messages import SIGNALS
 from denoisecast.runtime.logs import logger
 from denoisecast.storage.store import User
 from denoisecast.web.apidoc import USERNAME_PARAM, error
-from denoisecast.web.bearer import TokenCheck, bad_token, bearer_token, write_error
+from denoisecast.web.resource import dump_json
 from denoisecast.web.sameorigin import SESSION_COOKIE, session_token
 
 ROUTE = "/listen/{username}.ogg"
 #: What this resource serves (HEAD comes with GET), for the OpenAPI test.
 ROUTES = (("GET", ROUTE),)
 SUFFIX = ".ogg"
+#: Longer tokens in the query are not looked up at all.
+MAX_TOKEN = 256
+
+#: Maps a token (a listen token, or a session cookie's value) to its user, or None.
+TokenCheck = Callable[[str], Awaitable[User | None]]
+
+
+def refused(presented: bool) -> DenoiseCastError:
+    """401, worded as WHIP's and WHEP's: nothing presented, or something not valid."""
+    challenge = 'Bearer realm="DenoiseCast"' + (', error="invalid_token"' if presented else "")
+    return DenoiseCastError(
+        401,
+        "invalid_token" if presented else "unauthenticated",
+        "That is not a valid listen token (revoked, mistyped, or a publish token)."
+        if presented
+        else "Send a listen token (Authorization: Bearer <token>, or ?token=<token>), or log in.",
+        {"WWW-Authenticate": challenge},
+    )
+
+
+def write_error(request: Request, error: DenoiseCastError) -> None:
+    """Answer with the JSON error shape every DenoiseCast API uses."""
+    if request.finished or request._disconnected:
+        return
+    request.setResponseCode(error.status)
+    request.setHeader(b"cache-control", b"no-store")
+    for name, value in error.headers.items():
+        request.setHeader(name, value)
+    request.setHeader(b"content-type", b"application/json")
+    request.write(dump_json(error.to_json()))
+    request.finish()
 
 
 @implementer(IPushProducer)
@@ -93,20 +126,27 @@ class OggListenResource(Resource):
         write_error(request, DenoiseCastError(500, "internal_error", "Something went wrong on the server."))
 
     async def _listener(self, request: Request) -> User:
-        token = bearer_token(request)
-        if token is None:
-            query = (request.args or {}).get(b"token")
-            if query is not None:
-                token = query[0].decode("ascii", "replace") if len(query) == 1 and 0 < len(query[0]) <= 256 else ""
-        if token is not None:
+        """
+        Who listens: a listen token in C{Authorization: Bearer} or in
+        C{?token=} (a malformed or invalid one is a 401, never a fall-back
+        to the cookie), else the browser's session cookie.
+        """
+        header = request.getHeader(b"authorization")
+        query = (request.args or {}).get(b"token")
+        if header is not None or query is not None:
+            token = None
+            if header is not None:
+                token = bearer_token(header.decode("latin-1"))
+            elif query is not None and len(query) == 1 and len(query[0]) <= MAX_TOKEN:
+                token = query[0].decode("latin-1")
             user = await self._listen_token(token) if token else None
             if user is None:
-                raise bad_token()
+                raise refused(presented=True)
             return user
         cookie = session_token(request.getCookie(SESSION_COOKIE))
         user = await self._session_user(cookie) if cookie is not None else None
         if user is None:
-            raise bad_token()
+            raise refused(presented=False)
         return user
 
     async def _stream(self, request: Request, body: bool) -> None:

@@ -1,57 +1,54 @@
 """
 WHEP, the WebRTC-HTTP egress protocol (draft-ietf-wish-whep): a WebRTC
-player listens to a friend's live broadcast with one HTTP request.
+player listens to a friend's live broadcast with one HTTP request
+(docs/interop.md).
 
-    POST    /whep/<username>[?signal=raw]    offer (application/sdp) -> 201, answer, Location, ETag
-    DELETE  /whep/<username>/<session>       ends the session -> 200
-    PATCH   /whep/<username>/<session>       405: no trickle ICE, no ICE restart (the
-                                             answer carries every server candidate)
-    OPTIONS either                           204 with CORS and Accept-Post
+    POST    /whep/<username>[?signal=raw]   offer (application/sdp) in, 201 + answer, Location, ETag, Link
+    DELETE  /whep/<username>/<session>      ends the session, 200
+    OPTIONS either                          CORS preflight
+    PATCH                                   405: no trickle ICE, no ICE restart (the answer
+                                            carries every server candidate)
 
-The player offers to receive audio; the server answers send-only, fed
-with the broadcast's shared Opus packets like a browser listener
-(C{live/taps.py}).  Every request carries the player's listen token as
-``Authorization: Bearer``; a session is ended only with the token of the
-person who opened it.  Errors are the JSON error shape: 401 bad token,
-403 not a friend (or no such user), 404 not live or no such session, 400
-bad SDP, 415 not ``application/sdp``.
+The player offers to receive audio; the server answers send-only, fed with
+the broadcast's shared Opus packets like a browser listener
+(C{live/taps.py}).  Like WHIP's, these routes live in the JSON API's route
+table with bearer authentication only (no cookie, so no CSRF check) and
+permissive CORS; errors keep the JSON shape: 401 bad token, 403 not a
+friend (or no such user), 404 not live or no such session, 400 bad SDP,
+415 not C{application/sdp}.  A session is ended only with a token of the
+person who opened it.
 """
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
-
-from twisted.internet.defer import ensureDeferred
-from twisted.python.failure import Failure
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request
 
 from denoisecast.errors import DenoiseCastError, bad_request, not_found
+from denoisecast.handlers.tokens import LISTEN, Tokens, bearer_token
 from denoisecast.live.manager import LiveManager
 from denoisecast.live.offers import check_offer
-from denoisecast.protocols.messages import MAX_SDP
-from denoisecast.runtime.logs import logger
+from denoisecast.protocols.messages import MAX_SDP, SIGNALS
 from denoisecast.storage.store import User
 from denoisecast.web.apidoc import USERNAME_PARAM, error
-from denoisecast.web.bearer import TokenCheck, bad_token, bearer_token, sdp_cors, write_error
+from denoisecast.web.resource import ApiCall, RawBody, Response, Route
 from denoisecast.web.routes.listen import signal_of
+from denoisecast.web.routes.whip import PREFLIGHT_MAX_AGE, SDP, IceServers, ice_server_links
 
 ENDPOINT = "/whep/{username}"
 SESSION = "/whep/{username}/{session}"
-SDP_TYPE = "application/sdp"
-#: What this resource serves, for the OpenAPI test.
-ROUTES = (("POST", ENDPOINT), ("OPTIONS", ENDPOINT), ("DELETE", SESSION), ("OPTIONS", SESSION))
-
-
-def _method_not_allowed(allowed: str) -> DenoiseCastError:
-    return DenoiseCastError(405, "method_not_allowed", f"Use {allowed} here.", {"Allow": allowed})
+ENDPOINT_METHODS = "POST, OPTIONS"
+SESSION_METHODS = "DELETE, OPTIONS"
+_CORS = (
+    ("Access-Control-Allow-Origin", "*"),
+    ("Access-Control-Expose-Headers", "Location, ETag, Link"),
+)
 
 
 def check_listen_offer(sdp: str) -> None:
     """
     A WHEP offer must be usable (C{check_offer}) and receive Opus audio:
-    the server only sends the broadcast's Opus packets.
+    the server only sends the broadcast's Opus packets.  Other sections (a
+    player that also asks for video) are answered inactive.
     """
     description = check_offer(sdp)
     audio = next(section for section in description.media if section.kind == "audio")
@@ -61,155 +58,143 @@ def check_listen_offer(sdp: str) -> None:
         raise bad_request("The offer does not accept Opus audio.", "no_opus")
 
 
-class WhepResource(Resource):
-    """The C{/whep} subtree."""
-
-    isLeaf = True
-    log = logger()
-
-    def __init__(self, live: LiveManager, listen_token: TokenCheck) -> None:
-        super().__init__()
+class WhepRoutes:
+    def __init__(self, tokens: Tokens, live: LiveManager, ice_servers: IceServers) -> None:
+        self._tokens = tokens
         self._live = live
-        self._listen_token = listen_token
+        self._ice_servers = ice_servers
 
-    def render(self, request: Request) -> Any:
-        ensureDeferred(self._dispatch(request)).addErrback(self._failed, request)
-        return NOT_DONE_YET
+    def routes(self) -> list[Route]:
+        def route(method: str, template: str, handler: Any, methods: str) -> Route:
+            headers = (*_CORS, ("Allow", methods)) if method == "OPTIONS" else _CORS
+            return Route(method, template, handler, auth=False, csrf=False, headers=headers)
 
-    def _failed(self, failure: Failure, request: Request) -> None:
-        self.log.failure("Unhandled error serving {path}", failure, path=request.path)
-        write_error(request, DenoiseCastError(500, "internal_error", "Something went wrong on the server."))
+        return [
+            route("OPTIONS", ENDPOINT, self.endpoint_options, ENDPOINT_METHODS),
+            route("POST", ENDPOINT, self.listen, ENDPOINT_METHODS),
+            route("OPTIONS", SESSION, self.session_options, SESSION_METHODS),
+            route("DELETE", SESSION, self.end, SESSION_METHODS),
+        ]
 
-    async def _user(self, request: Request) -> User:
-        token = bearer_token(request)
-        user = await self._listen_token(token) if token else None
+    async def _listener(self, call: ApiCall) -> User:
+        presented = call.request.getHeader("authorization")
+        user = await self._tokens.check(bearer_token(presented), LISTEN)
         if user is None:
-            raise bad_token()
+            challenge = 'Bearer realm="DenoiseCast"' + (', error="invalid_token"' if presented else "")
+            raise DenoiseCastError(
+                401,
+                "invalid_token" if presented else "unauthenticated",
+                "That is not a valid listen token (revoked, mistyped, or a publish token)."
+                if presented
+                else "Send a listen token from your settings page as Authorization: Bearer <token>.",
+                {"WWW-Authenticate": challenge},
+            )
         return user
 
-    async def _dispatch(self, request: Request) -> None:
-        parts = request.postpath or []
-        method = request.method.decode("latin-1")
-        endpoint = len(parts) == 1
-        allowed = "OPTIONS, POST" if endpoint else "OPTIONS, DELETE"
-        request.route = ENDPOINT if endpoint else SESSION  # type: ignore[attr-defined]  # metrics label
-        sdp_cors(request, allowed)
-        try:
-            names = [part.decode("utf-8") for part in parts]
-            if len(names) not in (1, 2) or not all(names):
-                raise not_found("not_found", "WHEP endpoints are /whep/<username>.")
-            if method == "OPTIONS":
-                self._options(request, endpoint)
-                return
-            if endpoint and method == "POST":
-                await self._post(request, names[0])
-                return
-            if not endpoint and method == "DELETE":
-                await self._delete(request, names[1])
-                return
-            raise _method_not_allowed(allowed)
-        except UnicodeDecodeError:
-            write_error(request, not_found("not_found", "WHEP endpoints are /whep/<username>."))
-        except DenoiseCastError as refused:
-            write_error(request, refused)
+    def _preflight(self, methods: str) -> RawBody:
+        headers = [
+            ("Access-Control-Allow-Methods", methods),
+            ("Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match"),
+            ("Access-Control-Max-Age", PREFLIGHT_MAX_AGE),
+        ]
+        if methods == ENDPOINT_METHODS:
+            headers.append(("Accept-Post", SDP))
+        return RawBody(headers=tuple(headers))
 
-    def _options(self, request: Request, endpoint: bool) -> None:
-        request.setResponseCode(204)
-        if endpoint:
-            request.setHeader(b"accept-post", SDP_TYPE.encode())
-        request.finish()
+    async def endpoint_options(self, call: ApiCall) -> Response:
+        return 204, self._preflight(ENDPOINT_METHODS)
 
-    async def _post(self, request: Request, username: str) -> None:
-        raw_kind = request.getHeader(b"content-type") or b""
-        kind = (raw_kind.decode("latin-1") if isinstance(raw_kind, bytes) else raw_kind).split(";")[0].strip().lower()
-        if kind != SDP_TYPE:
-            raise DenoiseCastError(415, "unsupported_media_type", f"Send the offer as {SDP_TYPE}.")
-        signal = signal_of(request)
-        user = await self._user(request)
-        broadcast = await self._live.taps.broadcast(user, username)
-        assert request.content is not None
-        raw = request.content.read(MAX_SDP + 1)
+    async def session_options(self, call: ApiCall) -> Response:
+        return 204, self._preflight(SESSION_METHODS)
+
+    async def listen(self, call: ApiCall) -> Response:
+        kind = (call.request.getHeader("content-type") or "").split(";")[0].strip().lower()
+        if kind != SDP:
+            raise DenoiseCastError(415, "unsupported_media_type", f"Send the offer as {SDP}.")
+        signal = signal_of(call.request)
+        user = await self._listener(call)
+        broadcast = await self._live.taps.broadcast(user, call.params["username"])
+        raw = call.request.content.read(MAX_SDP + 1) if call.request.content is not None else b""
         if len(raw) > MAX_SDP:
-            raise bad_request(f"The offer is longer than {MAX_SDP} bytes.", "bad_sdp")
+            raise DenoiseCastError(413, "body_too_large", f"The offer is limited to {MAX_SDP} bytes.")
         try:
             offer = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise bad_request("The offer is not UTF-8 text.", "bad_sdp") from None
         check_listen_offer(offer)
         session, answer = await self._live.taps.open_whep(broadcast, user, offer, signal)
-        if request._disconnected:
-            tap = self._live.taps.find_whep(session)
-            if tap is not None:
-                tap.stop("closed")
-            return
-        request.setResponseCode(201)
-        request.setHeader(b"content-type", SDP_TYPE.encode())
-        request.setHeader(b"cache-control", b"no-store")
-        request.setHeader(
-            b"location", f"/whep/{quote(broadcast.user['username'], safe='')}/{session}".encode()
-        )
-        request.setHeader(b"etag", f'"{session}"'.encode())
-        request.write(answer.encode())
-        request.finish()
+        headers = [
+            ("Location", f"/whep/{broadcast.user['username']}/{session}"),
+            ("ETag", f'"{session}"'),
+            *(("Link", link) for link in ice_server_links(self._ice_servers(user))),
+        ]
+        return 201, RawBody(answer.encode("utf-8"), SDP, tuple(headers))
 
-    async def _delete(self, request: Request, session: str) -> None:
-        user = await self._user(request)
-        tap = self._live.taps.find_whep(session)
+    async def end(self, call: ApiCall) -> Response:
+        user = await self._listener(call)
+        tap = self._live.taps.find_whep(call.params["session"])
         if tap is None or tap.user["id"] != user["id"]:
             # Someone else's session looks like none at all.
-            raise not_found("no_session", "No such WHEP session.")
+            raise not_found("no_such_session", "There is no such WHEP session (it ended, or never was).")
         tap.stop("unlistened")
-        request.setResponseCode(200)
-        request.setHeader(b"cache-control", b"no-store")
-        request.finish()
+        return 200, RawBody()
 
 
-_ERRORS = {
-    "401": error("No valid listen token."),
-    "404": error("Not live, or no such session."),
-}
+_SDP_BODY = {"content": {SDP: {"schema": {"type": "string"}}}}
+_BEARER: list[dict[str, list[str]]] = [{"listenToken": []}]
+_SESSION_PARAMS = [
+    USERNAME_PARAM,
+    {"name": "session", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 64}},
+]
+_AUTH_ERRORS = {"401": error("No listen token, or not a valid one (WWW-Authenticate: Bearer).")}
 
-#: Documented beside the JSON API (SDP, not JSON, but an API all the same).
+#: The OpenAPI paths of these routes (web/openapi.py puts the document together).
 OPENAPI_PATHS: dict[str, Any] = {
     ENDPOINT: {
-        "post": {
-            "summary": "WHEP: listen to a friend's live broadcast over WebRTC; send a receive-only offer (docs/interop.md).",
-            "parameters": [
-                USERNAME_PARAM,
-                {"name": "signal", "in": "query", "required": False, "schema": {"enum": ["denoised", "raw"]}},
-            ],
-            "requestBody": {"required": True, "content": {SDP_TYPE: {"schema": {"type": "string"}}}},
-            "responses": {
-                "201": {
-                    "description": "The answer; the session's URL is in Location.",
-                    "content": {SDP_TYPE: {"schema": {"type": "string"}}},
-                },
-                "400": error("Bad SDP, or it does not receive Opus audio."),
-                "403": error("Not a friend (or no such user)."),
-                "415": error("Not application/sdp."),
-                **_ERRORS,
-            },
-            "security": [{"listenToken": []}],
-        },
         "options": {
-            "summary": "CORS preflight; Accept-Post names application/sdp.",
+            "summary": "CORS preflight for WHEP; Accept-Post names application/sdp.",
             "security": [],
             "parameters": [USERNAME_PARAM],
-            "responses": {"204": {"description": "The CORS headers."}},
+            "responses": {"204": {"description": "Allowed methods and headers."}},
+        },
+        "post": {
+            "summary": (
+                "WHEP: listen to a friend's live broadcast over WebRTC with a listen token; send an offer that "
+                "receives Opus audio, get a send-only answer (docs/interop.md)."
+            ),
+            "security": _BEARER,
+            "parameters": [
+                USERNAME_PARAM,
+                {"name": "signal", "in": "query", "required": False, "schema": {"enum": list(SIGNALS)}},
+            ],
+            "requestBody": {"required": True, **_SDP_BODY},
+            "responses": {
+                "201": {"description": "The answer; the session is at Location, ICE servers in Link.", **_SDP_BODY},
+                "400": error("Bad SDP, no audio, an offer that does not receive Opus, or a bad signal."),
+                **_AUTH_ERRORS,
+                "403": error("Not a friend (or no such user, or yourself)."),
+                "404": error("Not live."),
+                "413": error("The offer is too large."),
+                "415": error("The body is not application/sdp."),
+            },
         },
     },
     SESSION: {
-        "delete": {
-            "summary": "End a WHEP session (with the token that opened it).",
-            "parameters": [USERNAME_PARAM, {"name": "session", "in": "path", "required": True, "schema": {"type": "string"}}],
-            "responses": {"200": {"description": "Ended."}, **_ERRORS},
-            "security": [{"listenToken": []}],
-        },
         "options": {
-            "summary": "CORS preflight.",
+            "summary": "CORS preflight for a WHEP session.",
             "security": [],
-            "parameters": [USERNAME_PARAM, {"name": "session", "in": "path", "required": True, "schema": {"type": "string"}}],
-            "responses": {"204": {"description": "The CORS headers."}},
+            "parameters": _SESSION_PARAMS,
+            "responses": {"204": {"description": "Allowed methods and headers."}},
+        },
+        "delete": {
+            "summary": "End a WHEP session (with a listen token of the person who opened it).",
+            "security": _BEARER,
+            "parameters": _SESSION_PARAMS,
+            "responses": {
+                "200": {"description": "Ended."},
+                **_AUTH_ERRORS,
+                "404": error("No such session (ended, never was, or someone else's)."),
+            },
         },
     },
 }
