@@ -1,9 +1,10 @@
 """
 Listening from outside the browser app, end to end: a real ``twistd
-denoisecast`` process on loopback, a publisher sending noisy espeak-ng
-speech, and friends listening with listen tokens over WHEP (an aiortc
-player) and over the plain HTTP Ogg/Opus stream (FFmpeg's command-line
-player reading the URL, and a late joiner reading the raw bytes).
+denoisecast`` process on loopback, a WHIP publisher (``tests/whip_client.py``)
+sending noisy espeak-ng speech, and friends listening with listen tokens
+over WHEP (an aiortc player) and over the plain HTTP Ogg/Opus stream
+(FFmpeg's command-line player reading the URL, and a late joiner reading
+the raw bytes), beside a listener on the browser app's WebSocket path.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ from twisted.logger import Logger
 from twisted.trial.unittest import SkipTest, TestCase
 
 from denoisecast.audio.ogg import BEGINNING, END
-from tests.rtc_support import answer, best_correlation, listener, noisy_speech, publisher
+from tests.rtc_support import answer, best_correlation, listener, noisy_speech
 from tests.support import Client, Reply
 from tests.test_audio_ogg import parse_pages
 from tests.test_live_twistd import noise_floor_db
 from tests.test_presence import befriend
 from tests.test_twistd import TwistdProcess
+from tests.whip_client import WhipClient, whip_cleanup
 from tests.ws_support import connect_ws
 
 LOOPBACK_ICE = Path(__file__).resolve().parent / "loopback_ice"
@@ -88,15 +90,18 @@ class ListenTwistdTests(TestCase):
 
     async def test_whep_and_http_listeners(self) -> None:
         """
-        With listen tokens, a WHEP player and two FFmpeg players (denoised
-        and raw) hear the broadcast: envelopes follow the clean speech
-        (correlation above 0.6) and the denoised noise floor in pauses is at
-        least 20 dB below the raw one on both paths.  A late joiner gets a
+        A WHIP publisher goes live; with listen tokens, a WHEP player and
+        two FFmpeg players (denoised and raw), and beside them a listener on
+        the browser app's WebSocket path, hear the broadcast: envelopes
+        follow the clean speech (correlation above 0.6) and the denoised
+        noise floor in pauses is at least 20 dB below the raw one on every
+        denoised path.  A late joiner gets a
         decodable stream with its own header pages; every HTTP stream ends
         with an end-of-stream page when the broadcast stops (FFmpeg exits
         0); a friend who is unfriended while listening is cut off and their
         token refused; strangers, bad tokens, one's own stream, bad SDP and
-        a wrong content type are refused with the documented statuses.
+        a wrong content type are refused with the documented statuses, as
+        is a revoked token.
         """
         if shutil.which("ffmpeg") is None:
             raise SkipTest("ffmpeg is not installed (scripts/setup.sh installs it)")
@@ -125,12 +130,18 @@ class ListenTwistdTests(TestCase):
         not_live = await anon.get("/listen/alice.ogg", headers=bearer(tokens["bob"]))
         self.assertEqual((not_live.status, not_live.error_code), (404, "not_live"), not_live)
 
-        ws = await connect_ws(self, server.base, clients["alice"])
-        pc, offer = await publisher(self, noisy)
-        reply = await ws.request({"v": 1, "type": "publish", "sdp": offer})
-        self.assertEqual(reply["type"], "answer", reply)
+        made = await clients["alice"].post("/api/tokens", {"name": "OBS", "scope": "publish"})
+        whip = WhipClient(server.base + "/whip/alice", made.body["secret"])
+        whip_cleanup(self, whip)
+        await whip.offer(noisy)  # live now; media flows once the answer is applied
 
         await self.refusals(anon, tokens)
+        revoked = await clients["dave"].post("/api/tokens", {"name": "old phone", "scope": "listen"})
+        self.assertEqual((await clients["dave"].delete(f"/api/tokens/{revoked.body['token']['id']}")).status, 204)
+        for path in ("/listen/alice.ogg", "/whep/alice"):
+            gone = await anon.request("GET" if path.endswith(".ogg") else "POST", path, raw=b"v=0\r\n", csrf=False,
+                                      headers={**bearer(revoked.body["secret"]), "Content-Type": "application/sdp"})
+            self.assertEqual((gone.status, gone.error_code), (401, "invalid_token"), f"{path}: {gone}")
         whep_pc, whep_offer, whep_recorder = await listener(self)
         session = await self.whep_conformance(anon, tokens, whep_offer)
         await answer(whep_pc, session.body.decode())
@@ -140,8 +151,14 @@ class ListenTwistdTests(TestCase):
         }
         # erin listens by header, and is unfriended half-way.
         erin: Deferred[Reply] = ensureDeferred(anon.get("/listen/alice.ogg", headers=bearer(tokens["erin"])))
-        await self.wait_listeners(clients["bob"], 4)
-        await answer(pc, reply["sdp"])
+        # bob also listens in the browser app's way, on the WebSocket.
+        ws = await connect_ws(self, server.base, clients["bob"])
+        browser_pc, browser_offer, browser_recorder = await listener(self)
+        heard = await ws.request({"v": 1, "type": "listen", "user": "alice", "sdp": browser_offer})
+        self.assertEqual(heard["type"], "answer", heard)
+        await answer(browser_pc, heard["sdp"])
+        await self.wait_listeners(clients["bob"], 5)
+        await whip.connect()
 
         seconds = len(clean) / RATE + 3.0
         await deferLater(reactor, seconds / 2)
@@ -150,10 +167,9 @@ class ListenTwistdTests(TestCase):
         cut = await erin
         self.assertEqual(parse_pages(cut.body)[-1]["flags"], END)
         refused = await anon.get("/listen/alice.ogg", headers=bearer(tokens["erin"]))
-        self.assertIn(refused.status, (401, 403), refused)
+        self.assertEqual((refused.status, refused.error_code), (403, "not_friends"), refused)
         await deferLater(reactor, seconds / 2)
-        stopped = await ws.request({"v": 1, "type": "stop"})
-        self.assertEqual(stopped["type"], "stopped")
+        await whip.stop()
 
         for name, player in players.items():
             self.assertEqual(await player.ended(15.0), 0, f"{name}: {player.log.read_text()}")
@@ -162,9 +178,13 @@ class ListenTwistdTests(TestCase):
         deleted = await anon.delete(session.header("location") or "", headers=bearer(tokens["bob"]))
         self.assertEqual(deleted.status, 404)  # the broadcast's end ended the session
 
-        heard = {"whep": whep_recorder.audio(), **{name: p.audio() for name, p in players.items()}}
+        audio_of = {
+            "whep": whep_recorder.audio(),
+            "browser": browser_recorder.audio(),
+            **{name: p.audio() for name, p in players.items()},
+        }
         floors = {}
-        for name, audio in heard.items():
+        for name, audio in audio_of.items():
             self.assertGreater(len(audio), len(clean) * 0.8, f"{name} heard too little")
             correlation, lag = best_correlation(audio, clean)
             self.assertGreater(correlation, 0.6, f"{name}: envelope correlation {correlation:.2f}")
@@ -173,7 +193,7 @@ class ListenTwistdTests(TestCase):
                 "{name}: correlation {correlation:.2f}, noise floor {floor:.1f} dBFS, lag {lag} windows",
                 name=name, correlation=correlation, floor=floors[name], lag=lag,
             )
-        for denoised in ("whep", "bob"):
+        for denoised in ("whep", "browser", "bob"):
             self.assertGreaterEqual(floors["dave"] - floors[denoised], 20.0, f"noise floors (dBFS): {floors}")
         self.assertNotIn(tokens["bob"], server.output())
 
