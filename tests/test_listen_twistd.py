@@ -95,7 +95,8 @@ class ListenTwistdTests(TestCase):
         the browser app's WebSocket path, hear the broadcast: envelopes
         follow the clean speech (correlation above 0.6) and the denoised
         noise floor in pauses is at least 20 dB below the raw one on every
-        denoised path.  A late joiner gets a
+        denoised path; Chromium's <audio> plays the .ogg URL with the
+        session cookie alone.  A late joiner gets a
         decodable stream with its own header pages; every HTTP stream ends
         with an end-of-stream page when the broadcast stops (FFmpeg exits
         0); a friend who is unfriended while listening is cut off and their
@@ -159,6 +160,8 @@ class ListenTwistdTests(TestCase):
         await answer(browser_pc, heard["sdp"])
         await self.wait_listeners(clients["bob"], 5)
         await whip.connect()
+        # And in Chromium, a logged-in friend's <audio> plays the .ogg URL with the session cookie.
+        chromium = self.audio_element(noisy, server.base, clients["bob"].cookie("dc_session") or "")
 
         seconds = len(clean) / RATE + 3.0
         await deferLater(reactor, seconds / 2)
@@ -171,6 +174,11 @@ class ListenTwistdTests(TestCase):
         await deferLater(reactor, seconds / 2)
         await whip.stop()
 
+        played = await chromium
+        Logger().info("Chromium's <audio> on the .ogg URL: {played}", played=played)
+        if played is not None:
+            self.assertIsNone(played["error"], played)
+            self.assertGreaterEqual(played["time"], 2.0, played)
         for name, player in players.items():
             self.assertEqual(await player.ended(15.0), 0, f"{name}: {player.log.read_text()}")
         late_reply = await late
@@ -196,6 +204,42 @@ class ListenTwistdTests(TestCase):
         for denoised in ("whep", "browser", "bob"):
             self.assertGreaterEqual(floors["dave"] - floors[denoised], 20.0, f"noise floors (dBFS): {floors}")
         self.assertNotIn(tokens["bob"], server.output())
+
+    def audio_element(self, microphone: Path, base: str, session: str) -> "Deferred[dict[str, Any] | None]":
+        """
+        Chromium plays /listen/alice.ogg in an <audio> element of a page of
+        the server's, the session cookie its only credential; fires with how
+        far it played and its media error (None without Chromium).
+        """
+        from twisted.internet.defer import succeed
+
+        from tests.browser_support import need_browser, shared_browser
+
+        try:
+            need_browser()
+        except SkipTest:
+            return succeed(None)
+
+        def play(browser: Any) -> dict[str, Any]:
+            context = browser.new_context()
+            try:
+                context.add_cookies([{"name": "dc_session", "value": session, "url": base}])
+                page = context.new_page()
+                page.goto(base + "/static/icon.svg")
+                return page.evaluate(
+                    """async () => {
+                        const audio = new Audio('/listen/alice.ogg');
+                        await audio.play();
+                        const start = performance.now();
+                        while (audio.currentTime < 2 && !audio.error && performance.now() - start < 8000)
+                            await new Promise(resolve => setTimeout(resolve, 100));
+                        return {time: audio.currentTime, error: audio.error && audio.error.code};
+                    }"""
+                )
+            finally:
+                context.close()
+
+        return shared_browser(microphone).call(play)
 
     async def wait_listeners(self, client: Client, count: int) -> None:
         for _ in range(200):
