@@ -34,6 +34,7 @@ from denoisecast.storage.store import User
 
 if TYPE_CHECKING:
     from denoisecast.live.listener import Listener
+    from denoisecast.live.taps import Tap
 
 #: Audio (samples at 48 kHz) between two level reports to the broadcaster.
 LEVEL_EVERY = 4800
@@ -64,7 +65,7 @@ class Broadcast:
     frames_in: int = 0
     listeners: dict[int, Listener] = field(default_factory=dict)
     #: Listeners from outside the browser app (WHEP, HTTP), by session (C{live/taps.py}).
-    taps: dict[str, Any] = field(default_factory=dict)
+    taps: dict[str, Tap] = field(default_factory=dict)
     encoders: dict[str, OpusStream] = field(default_factory=dict)
     position: int = 0
     recording: Any = None

@@ -43,8 +43,10 @@ class Tap(Protocol):
     session: str
     user: User
     signal: str
-    #: Packets this tap lost because its client could not keep up.
-    late: int
+
+    @property
+    def late(self) -> int:
+        """Packets this tap lost because its client could not keep up."""
 
     def send(self, packets: list[SharedPacket]) -> None: ...
 
@@ -201,12 +203,12 @@ class Taps:
             raise not_found("not_live", f"{other['username']} is not live.")
         return broadcast
 
-    def _add(self, broadcast: Broadcast, tap: Any) -> None:
+    def _add(self, broadcast: Broadcast, tap: OggTap | WhepTap) -> None:
         broadcast.taps[tap.session] = tap
         tap.on_stop = lambda stopped, reason: self._remove(broadcast, stopped)
         self._listeners_changed(broadcast)
 
-    def _remove(self, broadcast: Broadcast, tap: Any) -> None:
+    def _remove(self, broadcast: Broadcast, tap: Tap) -> None:
         session, late = tap.session, tap.late
         if broadcast.taps.get(session) is tap:
             del broadcast.taps[session]
