@@ -32,10 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from media import Http, busy_share, machine_busy, metric, server_cpu, start_server  # noqa: E402
 
 
-def listen_token(base: str, user: str) -> str:
-    """Log C{user} in and make them a listen token; the token."""
+def friend_with_token(base: str, host: Http, user: str) -> str:
+    """Register C{user}, befriend C{host}'s user (pub0), make a listen token; the token."""
     client = Http(base)
-    client.call("POST", "/api/auth/login", {"username": user, "password": "bench-password"})
+    client.call("POST", "/api/auth/register", {"username": user, "password": "bench-password"})
+    host.call("POST", "/api/friends/requests", {"username": user})
+    client.call("POST", "/api/friends/requests/pub0/accept")
     request = urllib.request.Request(
         base + "/api/tokens", data=json.dumps({"name": "bench", "scope": "listen"}).encode(), method="POST",
         headers={"Content-Type": "application/json", "X-CSRF-Token": client.cookie("dc_csrf")},
@@ -125,12 +127,12 @@ async def one_listener(
     writer.close()
 
 
-async def listeners(base: str, target: str, token: str, count: int, seconds: float, out: Path) -> None:
+async def listeners(base: str, target: str, tokens: list[str], seconds: float, out: Path) -> None:
     counts: dict[str, Any] = {"bytes": 0, "pages": 0}
     clicks: list[float] = []
     out.with_suffix(".ready").touch()
     await asyncio.gather(
-        *(one_listener(base, target, token, seconds, counts, clicks if i == 0 else None) for i in range(count))
+        *(one_listener(base, target, token, seconds, counts, clicks if i == 0 else None) for i, token in enumerate(tokens))
     )
     out.write_text(json.dumps({**counts, "clicks": clicks}))
 
@@ -141,12 +143,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
     parser.add_argument("--role", choices=["listeners"], help=argparse.SUPPRESS)
     parser.add_argument("--base", help=argparse.SUPPRESS)
-    parser.add_argument("--token", help=argparse.SUPPRESS)
+    parser.add_argument("--tokens", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role == "listeners":
         os.nice(10)  # stands in for other machines: yields the cores to the server
-        asyncio.run(listeners(args.base, "pub0", args.token, args.listeners, args.seconds, Path(args.out)))
+        tokens = Path(args.tokens).read_text().split()
+        asyncio.run(listeners(args.base, "pub0", tokens, args.seconds, Path(args.out)))
         return
 
     work = Path(tempfile.mkdtemp(prefix="denoisecast-bench-http-"))
@@ -154,14 +157,10 @@ def main() -> None:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         time.sleep(3)  # the engine loads in the background
-        for name in ("pub0", "fan"):
-            Http(base).call("POST", "/api/auth/register", {"username": name, "password": "bench-password"})
-        host, fan = Http(base), Http(base)
-        host.call("POST", "/api/auth/login", {"username": "pub0", "password": "bench-password"})
-        host.call("POST", "/api/friends/requests", {"username": "fan"})
-        fan.call("POST", "/api/auth/login", {"username": "fan", "password": "bench-password"})
-        fan.call("POST", "/api/friends/requests/pub0/accept")
-        token = listen_token(base, "fan")
+        host = Http(base)
+        host.call("POST", "/api/auth/register", {"username": "pub0", "password": "bench-password"})
+        tokens = work / "tokens.txt"
+        tokens.write_text("\n".join(friend_with_token(base, host, f"fan{i}") for i in range(args.listeners)))
         media = str(Path(__file__).with_name("media.py"))
         procs.append(subprocess.Popen([sys.executable, media, "--base", base, "--role", "publisher", "--users", "pub0",
                                        "--seconds", "600", "--out", str(work / "pub0.json")]))
@@ -171,7 +170,7 @@ def main() -> None:
         publisher_cpu = (server_cpu(server.pid) - c0) / (time.monotonic() - t0)
         machine_publisher = busy_share(m0, machine_busy())
         out = work / "listeners.json"
-        procs.append(subprocess.Popen([sys.executable, __file__, "--role", "listeners", "--base", base, "--token", token,
+        procs.append(subprocess.Popen([sys.executable, __file__, "--role", "listeners", "--base", base, "--tokens", str(tokens),
                                        "--listeners", str(args.listeners), "--seconds", str(args.seconds + 4),
                                        "--out", str(out)]))
         while not out.with_suffix(".ready").exists():

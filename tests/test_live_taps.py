@@ -24,7 +24,7 @@ from twisted.web.server import Site
 from denoisecast.audio.ogg import END
 from denoisecast.audio.opus import OpusStream
 from denoisecast.live.rtc.fanout import SharedPacket
-from denoisecast.live.taps import STALL_SECONDS, Taps
+from denoisecast.live.taps import MAX_TAPS_PER_PERSON, STALL_SECONDS, Taps
 from denoisecast.web.routes.listen import OggListenResource
 from tests.test_audio_ogg import parse_pages, speech_like
 
@@ -137,6 +137,16 @@ class HttpTapTests(TestCase):
         channel, transport = self.connect(b"/listen/alice.ogg?token=bob-token")
         channel.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(self.broadcast.taps, {})
+
+    def test_streams_per_person(self) -> None:
+        """One person holds at most MAX_TAPS_PER_PERSON streams on a broadcast; the next is a 429."""
+        for _ in range(MAX_TAPS_PER_PERSON):
+            _, transport = self.connect(b"/listen/alice.ogg?token=bob-token")
+            self.assertIn(b"200 OK", transport.value().split(b"\r\n")[0])
+        _, transport = self.connect(b"/listen/alice.ogg?token=bob-token")
+        self.assertIn(b"429", transport.value().split(b"\r\n")[0])
+        self.assertIn(b'"too_many_streams"', transport.value())
+        self.assertEqual(len(self.broadcast.taps), MAX_TAPS_PER_PERSON)
 
     def test_refused(self) -> None:
         """No token, a bad one, a stranger's name: 401, 401, 403, with the JSON error shape."""

@@ -23,7 +23,7 @@ from aiortc import RTCPeerConnection
 
 from denoisecast.audio.ogg import OggOpusStream
 from denoisecast.audio.opus import opus_header
-from denoisecast.errors import forbidden, not_found
+from denoisecast.errors import DenoiseCastError, forbidden, not_found
 from denoisecast.handlers.access import Access
 from denoisecast.live.broadcast import Broadcast
 from denoisecast.live.peers import PeerConnections
@@ -32,6 +32,9 @@ from denoisecast.protocols.messages import server_message
 from denoisecast.runtime.logs import logger
 from denoisecast.storage.store import User
 
+#: Taps one person may hold on one broadcast (a phone, a car stereo, a
+#: WHEP player...): a friend's token cannot open thousands.
+MAX_TAPS_PER_PERSON = 5
 #: Seconds an HTTP listener may take nothing (its socket's buffers full)
 #: before it is disconnected; meanwhile its packets are dropped.
 STALL_SECONDS = 15.0
@@ -203,6 +206,15 @@ class Taps:
             raise not_found("not_live", f"{other['username']} is not live.")
         return broadcast
 
+    def make_room(self, broadcast: Broadcast, user: User) -> None:
+        """429 if C{user} already holds the most taps one person may on C{broadcast}."""
+        held = sum(1 for tap in broadcast.taps.values() if tap.user["id"] == user["id"])
+        if held >= MAX_TAPS_PER_PERSON:
+            raise DenoiseCastError(
+                429, "too_many_streams",
+                f"You are listening to this broadcast {held} times already; close one of those first.",
+            )
+
     def _add(self, broadcast: Broadcast, tap: OggTap | WhepTap) -> None:
         broadcast.taps[tap.session] = tap
         tap.on_stop = lambda stopped, reason: self._remove(broadcast, stopped)
@@ -226,6 +238,7 @@ class Taps:
         write: Callable[[bytes], None], finish: Callable[[bool], None],
     ) -> OggTap:
         """Start an HTTP listener's stream (its header pages are written at once)."""
+        self.make_room(broadcast, user)
         tap = OggTap(new_session(), user, signal, write, finish, self._now)
         self._add(broadcast, tap)
         self.log.info(
@@ -236,6 +249,7 @@ class Taps:
 
     async def open_whep(self, broadcast: Broadcast, user: User, sdp: str, signal: str) -> tuple[str, str]:
         """A WHEP player's offer: the session id and the answer."""
+        self.make_room(broadcast, user)
         output = ListenerOutput()
         holder: dict[str, WhepTap] = {}
 

@@ -159,6 +159,7 @@ class OggListenResource(Resource):
             signal = signal_of(request)
             user = await self._listener(request)
             broadcast = await self._live.taps.broadcast(user, name[: -len(SUFFIX)])
+            self._live.taps.make_room(broadcast, user)
         except UnicodeDecodeError:
             write_error(request, not_found("not_found", "Listen at /listen/<username>.ogg."))
             return
@@ -219,6 +220,7 @@ OPENAPI_PATHS: dict[str, Any] = {
                 "401": error("No valid listen token or session."),
                 "403": error("Not a friend (or no such user)."),
                 "404": error("Not live, or not a .ogg URL."),
+                "429": error("too_many_streams: you hold the most streams one person may on this broadcast."),
             },
             "security": [{"listenToken": []}, {"session": []}],
         },

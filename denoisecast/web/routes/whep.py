@@ -176,6 +176,7 @@ OPENAPI_PATHS: dict[str, Any] = {
                 "404": error("Not live."),
                 "413": error("The offer is too large."),
                 "415": error("The body is not application/sdp."),
+                "429": error("too_many_streams: you hold the most sessions one person may on this broadcast."),
             },
         },
     },
