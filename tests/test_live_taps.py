@@ -80,11 +80,11 @@ class HttpTapTests(TestCase):
         root.putChild(b"listen", OggListenResource(live, bob_token, no_session))  # type: ignore[arg-type]
         self.site = Site(root, timeout=None)
 
-    def connect(self, path: bytes) -> tuple[Any, StringTransport]:
+    def connect(self, path: bytes, method: bytes = b"GET") -> tuple[Any, StringTransport]:
         channel = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5555))
         transport = StringTransport()
         channel.makeConnection(transport)
-        channel.dataReceived(b"GET " + path + b" HTTP/1.1\r\nHost: example\r\n\r\n")
+        channel.dataReceived(method + b" " + path + b" HTTP/1.1\r\nHost: example\r\nContent-Length: 0\r\n\r\n")
         return channel, transport
 
     def test_stream_and_clean_end(self) -> None:
@@ -149,13 +149,18 @@ class HttpTapTests(TestCase):
         self.assertEqual(len(self.broadcast.taps), MAX_TAPS_PER_PERSON)
 
     def test_refused(self) -> None:
-        """No token, a bad one, a stranger's name: 401, 401, 403, with the JSON error shape."""
-        for path, status in (
-            (b"/listen/alice.ogg", b"401"),
-            (b"/listen/alice.ogg?token=wrong", b"401"),
-            (b"/listen/carol.ogg?token=bob-token", b"403"),
+        """
+        No token, a bad one, a stranger's name, a path that is no stream, a
+        POST: 401, 401, 403, 404, 405, each with the JSON error shape.
+        """
+        for path, status, method in (
+            (b"/listen/alice.ogg", b"401", b"GET"),
+            (b"/listen/alice.ogg?token=wrong", b"401", b"GET"),
+            (b"/listen/carol.ogg?token=bob-token", b"403", b"GET"),
+            (b"/listen/alice.mp3?token=bob-token", b"404", b"GET"),
+            (b"/listen/alice.ogg?token=bob-token", b"405", b"POST"),
         ):
-            _, transport = self.connect(path)
+            _, transport = self.connect(path, method)
             self.assertIn(status, transport.value().split(b"\r\n")[0], path)
             self.assertIn(b'{"error":{"code":', transport.value())
         self.assertEqual(self.broadcast.taps, {})

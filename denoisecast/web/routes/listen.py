@@ -113,6 +113,13 @@ class OggListenResource(Resource):
         self._listen_token = listen_token
         self._session_user = session_user
 
+    def render(self, request: Request) -> Any:
+        if request.method in (b"GET", b"HEAD"):
+            return super().render(request)
+        request.route = ROUTE  # type: ignore[attr-defined]  # the metrics' label
+        write_error(request, DenoiseCastError(405, "method_not_allowed", "Use GET, HEAD here.", {"Allow": "GET, HEAD"}))
+        return NOT_DONE_YET
+
     def render_GET(self, request: Request) -> Any:
         ensureDeferred(self._stream(request, body=True)).addErrback(self._failed, request)
         return NOT_DONE_YET
