@@ -83,6 +83,28 @@ class TokenStoreMixin:
         self.assertEqual(shown["last_used_at"], NOW)
         self.assertEqual(set(shown), {"id", "scope", "name", "created_at", "last_used_at"})
 
+    async def test_checks_write_little(self) -> None:
+        """
+        Checking wrong tokens takes no write transaction (a flood of them
+        cannot queue the database's writers); a good token notes its use
+        once, not on every check within the minute.
+        """
+        _, secret = await self.tokens.create(self.alice, "OBS", "publish")
+        writes = []
+        original = self.database.write
+
+        def counting(fn: Any, *args: Any) -> Any:
+            writes.append(fn.__name__)
+            return original(fn, *args)
+
+        self.patch(self.database, "write", counting)
+        for wrong in ("dcp_" + "B" * 43, secret[:-1] + "x", secret + "x"):
+            self.assertIsNone(await self.tokens.check(wrong, "publish"))
+        self.assertEqual(writes, [])
+        for _ in range(3):
+            self.assertIsNotNone(await self.tokens.check(secret, "publish"))
+        self.assertEqual(writes, ["thd_touch_token"])
+
     async def test_revoked_and_cascaded(self) -> None:
         """
         A revoked token no longer works; another user cannot revoke it (the
