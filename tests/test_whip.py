@@ -114,6 +114,9 @@ class WhipTests(TestCase):
         """
         client = self.client()
         await client.offer(self.wav)
+        # The server takes the DTLS server role (live/rtc/dtls.py), so that
+        # clients with RSA certificates (GStreamer) share a cipher with it.
+        self.assertIn("a=setup:passive", client.answer)
         self.assertTrue(client.location.startswith(self.endpoint + "/"), client.location)
         self.assertRegex(client.etag, r'^"[^"]+"$')
         self.assertEqual(len(client.links), 2, client.links)
