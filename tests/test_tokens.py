@@ -328,6 +328,7 @@ def token_page_story(browser: Any, base: str, checks: Any) -> dict[str, Any]:
         page.wait_for_url(base + "/")
         page.goto(base + "/settings")
         page.wait_for_selector("#token-list li.empty")
+        checks.check(page, "settings-no-tokens")
         page.click("#tokens button[type=submit]")
         seen["empty_error"] = page.text_content("#tokens-error")
         page.fill("#token-name", "OBS on the laptop")
@@ -363,7 +364,7 @@ class TokenPageTests(TestCase):
         finds nothing serious at desktop or phone size.
         """
         from tests.browser_support import PageChecks, need_browser, screenshot_folder, shared_browser
-        from tests.test_pages_browser import microphone
+        from tests.test_pages_browser import microphone, shots_saved
 
         need_browser()
         running = await start_server(self)
@@ -381,5 +382,6 @@ class TokenPageTests(TestCase):
         self.assertEqual(seen["copied"], seen["secret"])
         self.assertEqual(seen["after_revoke_shown"], 0)
         self.assertEqual(checks.violations, {})
+        shots_saved(self, checks)  # nothing wider than a phone's 360 px
         user = await running.server.tokens.check(seen["secret"], "publish")
         self.assertIsNone(user)
