@@ -10,8 +10,12 @@ ROOT=$PWD
 # Debian packages.  The test suite also uses PostgreSQL and Redis servers and
 # the audio tools; a server-only machine can set DENOISECAST_SERVER_ONLY=1.
 # nginx: the reverse-proxy test runs Debian's nginx as a child process of its own.
+# GStreamer's webrtcbin (plugins-bad, with libnice) driven from Debian's python3 (python3-gi and the
+# typelibs): the second, independent WHIP client of tests/test_whip_twistd.py.
 # ffmpeg: the HTTP listener tests play the Ogg/Opus stream with ffmpeg and ffprobe.
-DEBS=(python3-venv postgresql redis-server espeak-ng sox libsox-fmt-all chromium nginx ffmpeg)
+DEBS=(python3-venv postgresql redis-server espeak-ng sox libsox-fmt-all chromium nginx ffmpeg
+      gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-nice
+      python3-gi gir1.2-gst-plugins-base-1.0 gir1.2-gst-plugins-bad-1.0 gir1.2-nice-0.1)
 if [ "${DENOISECAST_SERVER_ONLY:-0}" = 1 ]; then
     DEBS=(python3-venv)
 fi

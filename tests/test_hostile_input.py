@@ -181,6 +181,31 @@ class RoutingTests(TestCase):
             reply = await running.client().get("/api/me", headers={"Cookie": cookie})
             self.assertEqual((reply.status, reply.error_code), (401, "unauthenticated"), cookie)
 
+    async def test_headers_that_are_not_utf8(self) -> None:
+        """
+        Origin, X-CSRF-Token, Content-Type and Range holding bytes that are
+        not UTF-8 get the ordinary 4xx (403, 415, or the whole file), not
+        a 500.
+        """
+        running = await start_server(self)
+        client = running.client()
+        await client.get("/api/csrf")
+        csrf = client.cookie("dc_csrf").encode()
+        cookie = b"Cookie: dc_csrf=" + csrf + b"\r\n"
+        cases = [
+            (b"POST /api/auth/login", b"Origin: http://\xff\xfe\r\n", b" 403 "),
+            (b"POST /api/auth/login", cookie + b"X-CSRF-Token: \xff" + csrf + b"\r\n", b" 403 "),
+            (b"POST /api/auth/login", cookie + b"X-CSRF-Token: " + csrf + b"\r\nContent-Type: \xff/json\r\n", b" 415 "),
+            (b"GET /api/health", b"Range: bytes=\xff-\r\n", b" 200 "),
+        ]
+        for request_line, headers, status in cases:
+            answer = await raw_exchange(
+                running,
+                request_line + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + headers
+                + b"Content-Length: 2\r\n\r\n{}",
+            )
+            self.assertIn(status, answer.split(b"\r\n", 1)[0], (headers, answer[:300]))
+
     async def test_no_traceback_on_bugs(self) -> None:
         """
         An unexpected exception in a handler is a generic 500 in the JSON

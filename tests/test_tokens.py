@@ -83,6 +83,28 @@ class TokenStoreMixin:
         self.assertEqual(shown["last_used_at"], NOW)
         self.assertEqual(set(shown), {"id", "scope", "name", "created_at", "last_used_at"})
 
+    async def test_checks_write_little(self) -> None:
+        """
+        Checking wrong tokens takes no write transaction (a flood of them
+        cannot queue the database's writers); a good token notes its use
+        once, not on every check within the minute.
+        """
+        _, secret = await self.tokens.create(self.alice, "OBS", "publish")
+        writes = []
+        original = self.database.write
+
+        def counting(fn: Any, *args: Any) -> Any:
+            writes.append(fn.__name__)
+            return original(fn, *args)
+
+        self.patch(self.database, "write", counting)
+        for wrong in ("dcp_" + "B" * 43, secret[:-1] + "x", secret + "x"):
+            self.assertIsNone(await self.tokens.check(wrong, "publish"))
+        self.assertEqual(writes, [])
+        for _ in range(3):
+            self.assertIsNotNone(await self.tokens.check(secret, "publish"))
+        self.assertEqual(writes, ["thd_touch_token"])
+
     async def test_revoked_and_cascaded(self) -> None:
         """
         A revoked token no longer works; another user cannot revoke it (the
@@ -306,6 +328,7 @@ def token_page_story(browser: Any, base: str, checks: Any) -> dict[str, Any]:
         page.wait_for_url(base + "/")
         page.goto(base + "/settings")
         page.wait_for_selector("#token-list li.empty")
+        checks.check(page, "settings-no-tokens")
         page.click("#tokens button[type=submit]")
         seen["empty_error"] = page.text_content("#tokens-error")
         page.fill("#token-name", "OBS on the laptop")
@@ -341,7 +364,7 @@ class TokenPageTests(TestCase):
         finds nothing serious at desktop or phone size.
         """
         from tests.browser_support import PageChecks, need_browser, screenshot_folder, shared_browser
-        from tests.test_pages_browser import microphone
+        from tests.test_pages_browser import microphone, shots_saved
 
         need_browser()
         running = await start_server(self)
@@ -359,5 +382,6 @@ class TokenPageTests(TestCase):
         self.assertEqual(seen["copied"], seen["secret"])
         self.assertEqual(seen["after_revoke_shown"], 0)
         self.assertEqual(checks.violations, {})
+        shots_saved(self, checks)  # nothing wider than a phone's 360 px
         user = await running.server.tokens.check(seen["secret"], "publish")
         self.assertIsNone(user)

@@ -114,6 +114,9 @@ class WhipTests(TestCase):
         """
         client = self.client()
         await client.offer(self.wav)
+        # The server takes the DTLS server role (live/rtc/dtls.py), so that
+        # clients with RSA certificates (GStreamer) share a cipher with it.
+        self.assertIn("a=setup:passive", client.answer)
         self.assertTrue(client.location.startswith(self.endpoint + "/"), client.location)
         self.assertRegex(client.etag, r'^"[^"]+"$')
         self.assertEqual(len(client.links), 2, client.links)
@@ -263,6 +266,33 @@ class WhipTests(TestCase):
         _, offer2 = await publisher(self, self.wav)
         self.assertEqual((await self.alice.post("/api/streams/alice", {"sdp": offer2})).status, 201)
         self.assertEqual((await self.client().post(offer)).status, 409)
+
+    async def test_hostile_headers(self) -> None:
+        """
+        Bytes that are not text in Authorization, Content-Type or If-Match,
+        a huge Authorization header, and a Bearer with odd Unicode are
+        clear 4xx answers in the JSON shape, never a 500.
+        """
+        from tests.test_hostile_input import raw_exchange
+
+        _, offer = await publisher(self, self.wav)
+        body = offer.encode()
+        cases = [
+            (b"Authorization: Bearer \xff\xfex\r\nContent-Type: application/sdp\r\n", b"401"),
+            (b"Authorization: Bearer " + "\u00e9\u202e\U0001f399".encode() * 20 + b"\r\nContent-Type: application/sdp\r\n", b"401"),
+            (b"Authorization: Bearer " + b"A" * 8000 + b"\r\nContent-Type: application/sdp\r\n", b"401"),
+            (b"Authorization: Bearer " + self.token.encode() + b"\r\nContent-Type: \xff\xfe/sdp\r\n", b"415"),
+        ]
+        for headers, status in cases:
+            answer = await raw_exchange(
+                self.running,
+                b"POST /whip/alice HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + headers
+                + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body,
+            )
+            first = answer.split(b"\r\n", 1)[0]
+            self.assertIn(status, first, (headers[:80], answer[:400]))
+            self.assertIn(b'"error"', answer)
+        self.assertEqual(self.live.broadcasts, {})
 
     async def test_options_and_cors(self) -> None:
         """

@@ -32,10 +32,10 @@ import re
 import secrets
 import unicodedata
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
 
 from denoisecast.errors import DenoiseCastError, bad_request, conflict, not_found
 from denoisecast.handlers.access import Access
@@ -54,6 +54,8 @@ TOKEN_BYTES = 32
 MAX_TOKENS = 20
 #: Tokens one user may make per hour (revoking does not give any back).
 CREATIONS_PER_HOUR = 30
+#: How stale a token's "last used" may be: a use within it writes nothing.
+LAST_USED_PRECISION = timedelta(minutes=1)
 #: Longest token name, in characters (after NFC normalisation).
 NAME_MAX = 64
 #: What a presented token may look like at all; anything else is not looked up.
@@ -170,15 +172,27 @@ class Tokens:
         the friendship).  C{token} is the token as presented (see
         L{bearer_token} for the C{Authorization} header); None, a malformed
         token, a revoked one, one of another scope, and a disabled
-        account's all give None.  Runs one query on the database pool
-        (and notes the token's last use); fires with the user dict
+        account's all give None.  Runs one read on the database pool
+        (and a write to note the token's use, at most once a minute per
+        token); fires with the user dict
         (C{id}, C{username}, C{created_at}).
         """
         if scope not in SCOPES:
             raise ValueError(f"no such token scope: {scope!r}")
         if token is None or not _TOKEN_SHAPE.match(token):
             return succeed(None)
-        return self._store.token_user(hash_token(token), scope, self._now())
+        return ensureDeferred(self._check(token, scope))
+
+    async def _check(self, token: str, scope: str) -> User | None:
+        found = await self._store.token_user(hash_token(token), scope)
+        if found is None:
+            return None
+        now = self._now()
+        last = found["last_used_at"]
+        if last is None or now - last >= LAST_USED_PRECISION:
+            await self._store.touch_token(found["token_id"], now)
+        user: User = found["user"]
+        return user
 
     async def listener(self, token: str | None, username: str) -> tuple[User, User] | None:
         """

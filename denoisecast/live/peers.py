@@ -19,6 +19,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from denoisecast.errors import bad_request
 from denoisecast.live.candidates import CandidatePolicy, filter_candidates
 from denoisecast.live.offers import check_offer
+from denoisecast.live.rtc.dtls import answer_as_dtls_server
 from denoisecast.live.rtc.media import decode_on_the_loop, shorten_receive_buffer
 from denoisecast.live.rtc.seam import aio
 from denoisecast.live.rtc.sockets import drain_on_read
@@ -88,6 +89,10 @@ class PeerConnections:
             self.log.warn("Cannot make the connection's sockets drain on read; asyncio reads one datagram per event")
         return pc.localDescription.sdp
 
+    def _serve_dtls(self, pc: RTCPeerConnection) -> None:
+        if not answer_as_dtls_server(pc):
+            self.log.warn("Cannot choose the DTLS server role; aiortc answers as the DTLS client")
+
     async def receive(
         self, sdp: str, on_gone: Callable[[RTCPeerConnection], None]
     ) -> tuple[RTCPeerConnection, str, MediaStreamTrack, Any]:
@@ -100,7 +105,7 @@ class PeerConnections:
         pc = self.new(lambda: on_gone(pc))
         pc.on("track", tracks.append)
         try:
-            answer = await self.answer(pc, sdp)
+            answer = await self.answer(pc, sdp, lambda: self._serve_dtls(pc))
             audio = [t for t in tracks if t.kind == "audio"]
             if not audio:
                 raise bad_request("The offer sends no audio.", "no_audio")

@@ -63,6 +63,7 @@ from denoisecast.storage.store.tokens import (  # the thd_* functions, for other
     thd_delete_token,
     thd_list_tokens,
     thd_token_user,
+    thd_touch_token,
 )
 from denoisecast.storage.store.users import (  # the thd_* functions, for other storage modules
     UserStore,
@@ -105,6 +106,7 @@ __all__ = [
     "thd_set_password",
     "thd_storage_used",
     "thd_token_user",
+    "thd_touch_token",
     "thd_unfinished_recordings",
     "thd_unfriend",
     "thd_update_recording",

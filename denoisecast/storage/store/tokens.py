@@ -12,7 +12,7 @@ from sqlalchemy import Connection, delete, func, insert, select, update
 from twisted.internet.defer import Deferred
 
 from denoisecast.storage.database import Database
-from denoisecast.storage.store.common import TooManyTokens, User, _user, utc
+from denoisecast.storage.store.common import TooManyTokens, _user, utc
 from denoisecast.storage.tables import access_tokens, users
 
 #: The token columns a listing shows (never the hash).
@@ -92,13 +92,21 @@ def thd_delete_token(conn: Connection, user_id: int, public_id: str) -> bool:
     return result.rowcount > 0
 
 
-def thd_token_user(conn: Connection, token_hash: str, scope: str, now: datetime) -> User | None:
+def thd_token_user(conn: Connection, token_hash: str, scope: str) -> dict[str, Any] | None:
     """
     The owner of the token with this hash and scope, if their account is
-    not disabled; notes when the token was last used.
+    not disabled, with the token's id and last use: C{{"user": ...,
+    "token_id": ..., "last_used_at": ...}}.  A read: a flood of wrong
+    tokens takes no write locks.
     """
     row = conn.execute(
-        select(users.c.id, users.c.username, users.c.created_at, access_tokens.c.id.label("token_id"))
+        select(
+            users.c.id,
+            users.c.username,
+            users.c.created_at,
+            access_tokens.c.id.label("token_id"),
+            access_tokens.c.last_used_at,
+        )
         .join(access_tokens, access_tokens.c.user_id == users.c.id)
         .where(
             access_tokens.c.token_hash == token_hash,
@@ -108,8 +116,12 @@ def thd_token_user(conn: Connection, token_hash: str, scope: str, now: datetime)
     ).first()
     if row is None:
         return None
-    conn.execute(update(access_tokens).where(access_tokens.c.id == row.token_id).values(last_used_at=now))
-    return _user(row)
+    last = None if row.last_used_at is None else utc(row.last_used_at)
+    return {"user": _user(row), "token_id": row.token_id, "last_used_at": last}
+
+
+def thd_touch_token(conn: Connection, token_id: int, now: datetime) -> None:
+    conn.execute(update(access_tokens).where(access_tokens.c.id == token_id).values(last_used_at=now))
 
 
 class TokenStore:
@@ -135,5 +147,8 @@ class TokenStore:
     def delete_token(self, user_id: int, public_id: str) -> "Deferred[bool]":
         return self.db.write(thd_delete_token, user_id, public_id)
 
-    def token_user(self, token_hash: str, scope: str, now: datetime) -> "Deferred[User | None]":
-        return self.db.write(thd_token_user, token_hash, scope, now)
+    def token_user(self, token_hash: str, scope: str) -> "Deferred[dict[str, Any] | None]":
+        return self.db.read(thd_token_user, token_hash, scope)
+
+    def touch_token(self, token_id: int, now: datetime) -> "Deferred[None]":
+        return self.db.write(thd_touch_token, token_id, now)

@@ -68,8 +68,18 @@ def ice_server_links(servers: list[dict[str, Any]]) -> list[str]:
     return links
 
 
+def _header(call: ApiCall, name: bytes) -> str | None:
+    """
+    A request header as text, whatever bytes a client sent (Latin-1 maps
+    every byte; a str name would make Twisted decode UTF-8 strictly and
+    fail on others).  Nothing valid here is outside ASCII anyway.
+    """
+    raw = call.request.getHeader(name)
+    return None if raw is None else raw.decode("latin-1")
+
+
 def _content_type(call: ApiCall) -> str:
-    return (call.request.getHeader("content-type") or "").split(";")[0].strip().lower()
+    return (_header(call, b"content-type") or "").split(";")[0].strip().lower()
 
 
 def _body_text(call: ApiCall, limit: int, what: str) -> str:
@@ -110,7 +120,7 @@ class WhipRoutes:
         one the URL names: 401 without a valid token, 403 for another's
         name (an unknown name too: nothing is learnt of who exists).
         """
-        presented = call.request.getHeader("authorization")
+        presented = _header(call, b"authorization")
         user = await self._tokens.check(bearer_token(presented), PUBLISH)
         if user is None:
             challenge = 'Bearer realm="DenoiseCast"'
@@ -141,7 +151,7 @@ class WhipRoutes:
         offers: STUN servers for anyone; TURN credentials only to a valid
         publish token (a preflight carries none).
         """
-        presented = bearer_token(call.request.getHeader("authorization"))
+        presented = bearer_token(_header(call, b"authorization"))
         user = await self._tokens.check(presented, PUBLISH) if presented else None
         servers = self._ice_servers(user) if user is not None else self._ice_servers({"username": ""})
         if user is None:
@@ -174,7 +184,7 @@ class WhipRoutes:
         session = await self._session(call)
         if _content_type(call) != SDPFRAG:
             raise DenoiseCastError(415, "unsupported_media_type", f"Send trickle-ICE fragments as {SDPFRAG}.")
-        match = call.request.getHeader("if-match")
+        match = _header(call, b"if-match")
         if match is not None and match.strip() not in ("*", session.etag):
             raise DenoiseCastError(412, "etag_mismatch", f"If-Match does not name this ICE session ({session.etag}).")
         fragment = _body_text(call, MAX_SDPFRAG, "The fragment")
