@@ -3,8 +3,10 @@ Listening from outside the browser app, end to end: a real ``twistd
 denoisecast`` process on loopback, a WHIP publisher (``tests/whip_client.py``)
 sending noisy espeak-ng speech, and friends listening with listen tokens
 over WHEP (an aiortc player) and over the plain HTTP Ogg/Opus stream
-(FFmpeg's command-line player reading the URL, and a late joiner reading
-the raw bytes), beside a listener on the browser app's WebSocket path.
+(FFmpeg's command-line player reading the URL, Chromium's <audio>, and a
+late joiner reading the raw bytes), beside a listener on the browser app's
+WebSocket path.  GStreamer's webrtcbin (tests/gst_whep_client.py) is a
+second WHEP player that shares no code with the server or aiortc.
 """
 
 from __future__ import annotations
@@ -32,10 +34,12 @@ from tests.test_audio_ogg import parse_pages
 from tests.test_live_twistd import noise_floor_db
 from tests.test_presence import befriend
 from tests.test_twistd import TwistdProcess
+from tests.test_whip_twistd import SYSTEM_PYTHON, ClientProcess
 from tests.whip_client import WhipClient, whip_cleanup
 from tests.ws_support import connect_ws
 
 LOOPBACK_ICE = Path(__file__).resolve().parent / "loopback_ice"
+GST_PLAYER = Path(__file__).resolve().parent / "gst_whep_client.py"
 RATE = 48000
 
 
@@ -85,14 +89,26 @@ def decode_ogg(data: bytes) -> np.ndarray:
     return np.concatenate(frames) if frames else np.zeros(0, np.float32)
 
 
+def gstreamer_problem() -> str | None:
+    """Why the GStreamer WHEP player cannot run here, or None."""
+    try:
+        probe = subprocess.run([SYSTEM_PYTHON, str(GST_PLAYER), "--check"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"{SYSTEM_PYTHON} cannot run the GStreamer player: {error}"
+    if probe.returncode != 0:
+        return f"GStreamer's webrtcbin player cannot run: {probe.stdout} {probe.stderr[-300:]}"
+    return None
+
+
 class ListenTwistdTests(TestCase):
     timeout = 180
 
     async def test_whep_and_http_listeners(self) -> None:
         """
-        A WHIP publisher goes live; with listen tokens, a WHEP player and
-        two FFmpeg players (denoised and raw), and beside them a listener on
-        the browser app's WebSocket path, hear the broadcast: envelopes
+        A WHIP publisher goes live; with listen tokens, two WHEP players
+        (aiortc, and GStreamer's webrtcbin where it runs), two FFmpeg players
+        (denoised and raw), and beside them a listener on the browser app's
+        WebSocket path, hear the broadcast: envelopes
         follow the clean speech (correlation above 0.6) and the denoised
         noise floor in pauses is at least 20 dB below the raw one on every
         denoised path; Chromium's <audio> plays the .ogg URL with the
@@ -147,6 +163,8 @@ class ListenTwistdTests(TestCase):
         whep_pc, whep_offer, whep_recorder = await listener(self)
         session = await self.whep_conformance(anon, tokens, whep_offer)
         await answer(whep_pc, session.body.decode())
+        seconds = len(clean) / RATE + 3.0
+        gst = await self.gstreamer_player(server.base, tokens["dave"], workdir, seconds - 1.0)
         players = {
             "bob": FfmpegListener(self, f"{url}?token={tokens['bob']}", workdir, "bob"),
             "dave": FfmpegListener(self, f"{url}?signal=raw&token={tokens['dave']}", workdir, "dave"),
@@ -165,7 +183,6 @@ class ListenTwistdTests(TestCase):
         # And in Chromium, a logged-in friend's <audio> plays the .ogg URL with the session cookie.
         chromium = self.audio_element(noisy, server.base, clients["bob"].cookie("dc_session") or "")
 
-        seconds = len(clean) / RATE + 3.0
         await deferLater(reactor, seconds / 2)
         late: Deferred[Reply] = ensureDeferred(anon.get("/listen/alice.ogg", headers=bearer(tokens["bob"])))
         self.assertEqual((await clients["alice"].delete("/api/friends/erin")).status, 204)
@@ -183,6 +200,11 @@ class ListenTwistdTests(TestCase):
             self.assertGreaterEqual(played["time"], 1.0, played)  # real time: a loaded machine plays late
         for name, player in players.items():
             self.assertEqual(await player.ended(15.0), 0, f"{name}: {player.log.read_text()}")
+        if gst is not None:
+            client, out = gst
+            code = await client.done
+            self.assertEqual(code, 0, f"GStreamer WHEP player: {client.events} {client.stderr[-2000:]!r}")
+            self.assertEqual((client.seen("deleted") or {}).get("status"), 200, client.events)
         late_reply = await late
         self.check_late_joiner(late_reply.body)
         deleted = await anon.delete(session.header("location") or "", headers=bearer(tokens["bob"]))
@@ -193,6 +215,8 @@ class ListenTwistdTests(TestCase):
             "browser": browser_recorder.audio(),
             **{name: p.audio() for name, p in players.items()},
         }
+        if gst is not None:
+            audio_of["gstreamer"] = np.fromfile(gst[1], dtype=np.float32)
         floors = {}
         for name, audio in audio_of.items():
             self.assertGreater(len(audio), len(clean) * 0.8, f"{name} heard too little")
@@ -203,9 +227,36 @@ class ListenTwistdTests(TestCase):
                 "{name}: correlation {correlation:.2f}, noise floor {floor:.1f} dBFS, lag {lag} windows",
                 name=name, correlation=correlation, floor=floors[name], lag=lag,
             )
-        for denoised in ("whep", "browser", "bob"):
+        for denoised in ("whep", "browser", "bob", *(["gstreamer"] if gst is not None else [])):
             self.assertGreaterEqual(floors["dave"] - floors[denoised], 20.0, f"noise floors (dBFS): {floors}")
         self.assertNotIn(tokens["bob"], server.output())
+
+    async def gstreamer_player(
+        self, base: str, token: str, workdir: Path, seconds: float
+    ) -> tuple[ClientProcess, Path] | None:
+        """
+        GStreamer's webrtcbin as a second, independent WHEP player
+        (tests/gst_whep_client.py), connected and listening for C{seconds};
+        None, said in the log, where it cannot run.
+        """
+        problem = gstreamer_problem()
+        if problem is not None:
+            Logger().warn("Without the GStreamer WHEP player: {problem}", problem=problem)
+            return None
+        out = workdir / "gstreamer.f32"
+        client = ClientProcess()
+        process = reactor.spawnProcess(
+            client, SYSTEM_PYTHON,
+            [SYSTEM_PYTHON, str(GST_PLAYER), base + "/whep/alice", token, str(out), f"{seconds:.1f}"],
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        )
+        self.addCleanup(lambda: process.pid is not None and process.signalProcess("KILL"))
+        for _ in range(600):
+            if client.seen("connected") or client.done.called:
+                break
+            await deferLater(reactor, 0.1)
+        self.assertIsNotNone(client.seen("connected"), f"GStreamer WHEP player: {client.events} {client.stderr[-2000:]!r}")
+        return client, out
 
     def warm_browser(self, microphone: Path) -> "Deferred[None]":
         """Start the module's Chromium (if there is one), which takes seconds on a busy machine."""

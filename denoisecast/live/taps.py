@@ -27,6 +27,7 @@ from denoisecast.errors import DenoiseCastError, forbidden, not_found
 from denoisecast.handlers.access import Access
 from denoisecast.live.broadcast import Broadcast
 from denoisecast.live.peers import PeerConnections
+from denoisecast.live.rtc.dtls import answer_as_dtls_server
 from denoisecast.live.rtc.fanout import ListenerOutput, SharedPacket
 from denoisecast.protocols.messages import server_message
 from denoisecast.runtime.logs import logger
@@ -259,8 +260,15 @@ class Taps:
                 tap.stop("connection_lost")
 
         pc = self._peers.new(gone)
+
+        def send_audio() -> None:
+            output.attach(pc.addTrack(output.track))
+            # As for publishers: GStreamer's players need aiortc as the DTLS server.
+            if not answer_as_dtls_server(pc):
+                self.log.warn("Cannot choose the DTLS server role; aiortc answers as the DTLS client")
+
         try:
-            answer = await self._peers.answer(pc, sdp, want=lambda: output.attach(pc.addTrack(output.track)))
+            answer = await self._peers.answer(pc, sdp, want=send_audio)
         except BaseException:
             output.stop()
             await self._peers.close(pc)
