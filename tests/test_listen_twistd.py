@@ -118,7 +118,8 @@ class ListenTwistdTests(TestCase):
         0); a friend who is unfriended while listening is cut off and their
         token refused; strangers, bad tokens, one's own stream, bad SDP and
         a wrong content type are refused with the documented statuses, as
-        is a revoked token.
+        is a revoked token, and a stream whose token is revoked while it
+        plays ends before the broadcast does.
         """
         if shutil.which("ffmpeg") is None:
             raise SkipTest("ffmpeg is not installed (scripts/setup.sh installs it)")
@@ -128,8 +129,10 @@ class ListenTwistdTests(TestCase):
         workdir = Path(tempfile.mkdtemp(prefix="denoisecast-listen-"))
         self.addCleanup(shutil.rmtree, workdir, True)
         noisy, clean, _ = noisy_speech(workdir, seconds_pause=1.5)
+        # The broadcast is live from the WHIP POST, its audio flows from the
+        # answer: the players join in between, slowly on a busy machine.
         server = TwistdProcess(
-            self, workdir, "--silence-timeout", "5", "--ice-allow-networks", "127.0.0.0/8",
+            self, workdir, "--silence-timeout", "30", "--ice-allow-networks", "127.0.0.0/8",
             env={"PYTHONPATH": os.pathsep.join(filter(None, [str(LOOPBACK_ICE), os.environ.get("PYTHONPATH")]))},
         )
         await server.ready()
@@ -183,7 +186,15 @@ class ListenTwistdTests(TestCase):
         # And in Chromium, a logged-in friend's <audio> plays the .ogg URL with the session cookie.
         chromium = self.audio_element(noisy, server.base, clients["bob"].cookie("dc_session") or "")
 
-        await deferLater(reactor, seconds / 2)
+        # dave's phone listens with a token of its own, which dave then revokes.
+        phone = await clients["dave"].post("/api/tokens", {"name": "phone", "scope": "listen"})
+        phone_stream: Deferred[Reply] = ensureDeferred(
+            anon.get("/listen/alice.ogg", headers=bearer(phone.body["secret"]))
+        )
+        await deferLater(reactor, 1.0)
+        self.assertFalse(phone_stream.called)
+        self.assertEqual((await clients["dave"].delete(f"/api/tokens/{phone.body['token']['id']}")).status, 204)
+        await deferLater(reactor, seconds / 2 - 1.0)
         late: Deferred[Reply] = ensureDeferred(anon.get("/listen/alice.ogg", headers=bearer(tokens["bob"])))
         self.assertEqual((await clients["alice"].delete("/api/friends/erin")).status, 204)
         cut = await erin
@@ -191,6 +202,8 @@ class ListenTwistdTests(TestCase):
         refused = await anon.get("/listen/alice.ogg", headers=bearer(tokens["erin"]))
         self.assertEqual((refused.status, refused.error_code), (403, "not_friends"), refused)
         await deferLater(reactor, seconds / 2)
+        self.assertTrue(phone_stream.called, "a revoked token's stream was not ended while the broadcast ran")
+        self.assertEqual(parse_pages((await phone_stream).body)[-1]["flags"], END)
         await whip.stop()
 
         played = await chromium

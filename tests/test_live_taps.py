@@ -69,9 +69,11 @@ class HttpTapTests(TestCase):
             self.clock.seconds,
         )
         live = SimpleNamespace(taps=taps)
+        self.taps = taps
+        self.valid_tokens = {"bob-token"}
 
         async def bob_token(token: str) -> Any:
-            return BOB if token == "bob-token" else None
+            return BOB if token in self.valid_tokens else None
 
         async def no_session(token: str) -> None:
             return None
@@ -137,6 +139,24 @@ class HttpTapTests(TestCase):
         channel, transport = self.connect(b"/listen/alice.ogg?token=bob-token")
         channel.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(self.broadcast.taps, {})
+
+    async def test_revoked_token_ends_the_stream(self) -> None:
+        """
+        The periodic recheck ends a stream whose token was revoked (with an
+        end page, the response finished) and leaves the others.
+        """
+        self.valid_tokens.add("phone-token")
+        _, revoked = self.connect(b"/listen/alice.ogg?token=bob-token")
+        _, kept = self.connect(b"/listen/alice.ogg?token=phone-token")
+        self.assertEqual(len(self.broadcast.taps), 2)
+        await self.taps.recheck()
+        self.assertEqual(len(self.broadcast.taps), 2)
+        self.valid_tokens.discard("bob-token")
+        await self.taps.recheck()
+        self.assertEqual(len(self.broadcast.taps), 1)
+        self.assertTrue(revoked.value().endswith(b"0\r\n\r\n"))
+        self.assertEqual(parse_pages(body_of(revoked.value()))[-1]["flags"], END)
+        self.assertFalse(kept.value().endswith(b"0\r\n\r\n"))
 
     def test_streams_per_person(self) -> None:
         """One person holds at most MAX_TAPS_PER_PERSON streams on a broadcast; the next is a 429."""

@@ -38,7 +38,7 @@ from denoisecast.live.broadcast import Broadcast, Peer, public_status, read_trac
 from denoisecast.live.candidates import CandidatePolicy
 from denoisecast.live.listener import Listener, Listening
 from denoisecast.live.peers import PeerConnections
-from denoisecast.live.taps import Taps
+from denoisecast.live.taps import RECHECK_SECONDS, Taps
 from denoisecast.protocols.messages import server_message
 from denoisecast.runtime.jobs import SerialJobs
 from denoisecast.runtime.logs import logger
@@ -91,6 +91,9 @@ class LiveManager:
         self._cleanups: set[Deferred[None]] = set()
         self._watchdog = LoopingCall(self._check_silence)
         self._watchdog.clock = reactor
+        self._rechecking: Deferred[None] | None = None
+        self._recheck = LoopingCall(self._recheck_taps)
+        self._recheck.clock = reactor
         self.observers: list[Callable[[], None]] = []
 
     @property
@@ -104,10 +107,16 @@ class LiveManager:
             self._encoding.start()
         if not self._watchdog.running:
             self._watchdog.start(min(1.0, self._silence_timeout / 2), now=False)
+        if not self._recheck.running:
+            self._recheck.start(RECHECK_SECONDS, now=False)
 
     async def shutdown(self) -> None:
         if self._watchdog.running:
             self._watchdog.stop()
+        if self._recheck.running:
+            self._recheck.stop()
+        if self._rechecking is not None:
+            await self._rechecking
         for user_id in list(self.broadcasts):
             await self._end(user_id, "shutdown")
         while self._cleanups:
@@ -319,6 +328,18 @@ class LiveManager:
                 await broadcast.recording.finish("complete")
             except Exception:
                 self.log.failure("Finishing the recording of {user} failed", user=broadcast.user["username"])
+
+    def _recheck_taps(self) -> None:
+        """Ask again for the taps' credentials (one pass at a time)."""
+        if self._rechecking is not None or not any(b.taps for b in self.broadcasts.values()):
+            return
+        running = self._rechecking = ensureDeferred(self.taps.recheck())
+
+        def done(_: object) -> None:
+            self._rechecking = None
+
+        running.addErrback(lambda f: self.log.failure("Rechecking listeners failed", f))
+        running.addBoth(done)
 
     def _check_silence(self) -> None:
         now = time.monotonic()

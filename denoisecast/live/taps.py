@@ -15,7 +15,7 @@ when the broadcast ends or the friendship does.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -36,9 +36,16 @@ from denoisecast.storage.store import User
 #: Taps one person may hold on one broadcast (a phone, a car stereo, a
 #: WHEP player...): a friend's token cannot open thousands.
 MAX_TAPS_PER_PERSON = 5
+#: Seconds between checks that each tap's token (or session) is still
+#: valid: revoking a token, or disabling an account, ends its streams.
+RECHECK_SECONDS = 5.0
 #: Seconds an HTTP listener may take nothing (its socket's buffers full)
 #: before it is disconnected; meanwhile its packets are dropped.
 STALL_SECONDS = 15.0
+
+
+#: Asks again whether the token or session a tap was opened with is valid.
+Recheck = Callable[[], Awaitable[bool]]
 
 
 class Tap(Protocol):
@@ -47,6 +54,8 @@ class Tap(Protocol):
     session: str
     user: User
     signal: str
+    #: Whether the credential the tap was opened with still holds (None: nothing to recheck).
+    still_allowed: "Recheck | None"
 
     @property
     def late(self) -> int:
@@ -87,6 +96,7 @@ class OggTap:
     stall_seconds: float = STALL_SECONDS
     late: int = 0
     on_stop: Callable[["OggTap", str], None] | None = None
+    still_allowed: Recheck | None = None
     stream: OggOpusStream = field(init=False)
     paused_since: float | None = None
     stopped: str | None = None
@@ -142,6 +152,7 @@ class WhepTap:
     output: ListenerOutput
     close: Callable[[RTCPeerConnection], Any]
     on_stop: Callable[["WhepTap", str], None] | None = None
+    still_allowed: Recheck | None = None
 
     @property
     def late(self) -> int:
@@ -236,11 +247,11 @@ class Taps:
 
     def open_ogg(
         self, broadcast: Broadcast, user: User, signal: str,
-        write: Callable[[bytes], None], finish: Callable[[bool], None],
+        write: Callable[[bytes], None], finish: Callable[[bool], None], still_allowed: Recheck | None = None,
     ) -> OggTap:
         """Start an HTTP listener's stream (its header pages are written at once)."""
         self.make_room(broadcast, user)
-        tap = OggTap(new_session(), user, signal, write, finish, self._now)
+        tap = OggTap(new_session(), user, signal, write, finish, self._now, still_allowed=still_allowed)
         self._add(broadcast, tap)
         self.log.info(
             "{listener} listens to {user} over HTTP ({signal})",
@@ -248,7 +259,9 @@ class Taps:
         )
         return tap
 
-    async def open_whep(self, broadcast: Broadcast, user: User, sdp: str, signal: str) -> tuple[str, str]:
+    async def open_whep(
+        self, broadcast: Broadcast, user: User, sdp: str, signal: str, still_allowed: Recheck | None = None
+    ) -> tuple[str, str]:
         """A WHEP player's offer: the session id and the answer."""
         self.make_room(broadcast, user)
         output = ListenerOutput()
@@ -277,7 +290,10 @@ class Taps:
             output.stop()
             await self._peers.close(pc)
             raise not_found("not_live", f"{broadcast.user['username']} is not live.")
-        tap = WhepTap(new_session(), user, signal, pc, output, lambda pc: self._spawn(self._peers.close(pc)))
+        tap = WhepTap(
+            new_session(), user, signal, pc, output, lambda pc: self._spawn(self._peers.close(pc)),
+            still_allowed=still_allowed,
+        )
         holder["t"] = tap
         self._add(broadcast, tap)
         self.log.info(
@@ -297,6 +313,28 @@ class Taps:
         """The broadcast ended: every tap on it ends."""
         for tap in list(broadcast.taps.values()):
             tap.stop(reason)
+
+    async def recheck(self) -> None:
+        """
+        End the taps whose token was revoked or whose account was disabled
+        (their friendships are followed as they change; the credentials
+        are asked again every C{RECHECK_SECONDS}).
+        """
+        for broadcast in list(self._broadcasts.values()):
+            for tap in list(broadcast.taps.values()):
+                if tap.still_allowed is None:
+                    continue
+                try:
+                    allowed = await tap.still_allowed()
+                except Exception:
+                    self.log.failure("Checking a listener's token failed; the listener stays")
+                    continue
+                if not allowed:
+                    self.log.info(
+                        "{listener}'s stream of {user} ends: its token or session is no longer valid",
+                        listener=tap.user["username"], user=broadcast.user["username"],
+                    )
+                    tap.stop("revoked")
 
     def friendship_changed(self, a: User, b: User, friends: bool) -> None:
         """An unfriended pair stops hearing each other here too."""

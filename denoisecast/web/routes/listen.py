@@ -31,7 +31,7 @@ from zope.interface import implementer
 from denoisecast.errors import DenoiseCastError, bad_request, not_found
 from denoisecast.handlers.tokens import bearer_token
 from denoisecast.live.manager import LiveManager
-from denoisecast.live.taps import OggTap
+from denoisecast.live.taps import OggTap, Recheck
 from denoisecast.protocols.messages import SIGNALS
 from denoisecast.runtime.logs import logger
 from denoisecast.storage.store import User
@@ -132,11 +132,12 @@ class OggListenResource(Resource):
         self.log.failure("Unhandled error serving {path}", failure, path=request.path)
         write_error(request, DenoiseCastError(500, "internal_error", "Something went wrong on the server."))
 
-    async def _listener(self, request: Request) -> User:
+    async def _listener(self, request: Request) -> tuple[User, Recheck]:
         """
         Who listens: a listen token in C{Authorization: Bearer} or in
         C{?token=} (a malformed or invalid one is a 401, never a fall-back
-        to the cookie), else the browser's session cookie.
+        to the cookie), else the browser's session cookie; and how to ask
+        again whether that credential still holds (C{Taps.recheck}).
         """
         header = request.getHeader(b"authorization")
         query = (request.args or {}).get(b"token")
@@ -147,14 +148,21 @@ class OggListenResource(Resource):
             elif query is not None and len(query) == 1 and len(query[0]) <= MAX_TOKEN:
                 token = query[0].decode("latin-1")
             user = await self._listen_token(token) if token else None
-            if user is None:
+            if user is None or token is None:
                 raise refused(presented=True)
-            return user
+            return user, self._still(self._listen_token, token)
         cookie = session_token(request.getCookie(SESSION_COOKIE))
         user = await self._session_user(cookie) if cookie is not None else None
-        if user is None:
+        if user is None or cookie is None:
             raise refused(presented=False)
-        return user
+        return user, self._still(self._session_user, cookie)
+
+    @staticmethod
+    def _still(check: TokenCheck, credential: str) -> Recheck:
+        async def still_allowed() -> bool:
+            return await check(credential) is not None
+
+        return still_allowed
 
     async def _stream(self, request: Request, body: bool) -> None:
         request.route = ROUTE  # type: ignore[attr-defined]  # the metrics' label
@@ -164,7 +172,7 @@ class OggListenResource(Resource):
             if not name.endswith(SUFFIX) or len(name) == len(SUFFIX):
                 raise not_found("not_found", "Listen at /listen/<username>.ogg.")
             signal = signal_of(request)
-            user = await self._listener(request)
+            user, still_allowed = await self._listener(request)
             broadcast = await self._live.taps.broadcast(user, name[: -len(SUFFIX)])
             self._live.taps.make_room(broadcast, user)
         except UnicodeDecodeError:
@@ -200,7 +208,7 @@ class OggListenResource(Resource):
             else:  # it reads nothing: the end would wait in its buffers forever
                 request.channel.transport.abortConnection()  # type: ignore[union-attr]  # a TCP transport while connected
 
-        tap = self._live.taps.open_ogg(broadcast, user, signal, write, finish)
+        tap = self._live.taps.open_ogg(broadcast, user, signal, write, finish, still_allowed)
         request.registerProducer(_TapProducer(tap), True)
         request.notifyFinish().addBoth(lambda _: tap.stop("closed", end_page=False))
 

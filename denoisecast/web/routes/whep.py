@@ -122,7 +122,12 @@ class WhepRoutes:
         except UnicodeDecodeError:
             raise bad_request("The offer is not UTF-8 text.", "bad_sdp") from None
         check_listen_offer(offer)
-        session, answer = await self._live.taps.open_whep(broadcast, user, offer, signal)
+        token = bearer_token(call.request.getHeader("authorization"))
+
+        async def still_allowed() -> bool:
+            return await self._tokens.check(token, LISTEN) is not None
+
+        session, answer = await self._live.taps.open_whep(broadcast, user, offer, signal, still_allowed)
         headers = [
             ("Location", f"/whep/{broadcast.user['username']}/{session}"),
             ("ETag", f'"{session}"'),
