@@ -167,6 +167,24 @@ class WhipTests(TestCase):
         self.assertIn(await self.alice_id(), self.live.broadcasts)
         await client.stop()
 
+    async def test_video_declined(self) -> None:
+        """
+        An offer with video beside the audio (as OBS sends) is answered
+        with the video declined (inactive), so the server decodes none of
+        it, and the audio is ingested as usual.
+        """
+        client = self.client()
+        answer = await client.offer(self.wav, video=True)
+        video = answer.split("m=video", 1)[1]
+        self.assertIn("a=inactive", video)
+        self.assertIn("a=recvonly", answer.split("m=audio", 1)[1].split("m=video")[0])
+        await client.connect()
+        await self.audio_arrives()
+        broadcast = self.live.broadcasts[await self.alice_id()]
+        receiving = [t.kind for t in broadcast.pc.getTransceivers() if t.currentDirection in ("recvonly", "sendrecv")]
+        self.assertEqual(receiving, ["audio"])
+        await client.stop()
+
     async def test_connection_loss_ends_the_session(self) -> None:
         """
         When the WHIP client's peer connection closes without DELETE, the
