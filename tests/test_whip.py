@@ -201,6 +201,39 @@ class WhipTests(TestCase):
         self.assertEqual((await client.delete()).status, 404)
         self.assertEqual(len(self.running.server.whip_sessions), 0)
 
+    async def test_reconnect_within_grace_resumes(self) -> None:
+        """
+        A WHIP client that lost its connection and publishes again within
+        the reconnect grace (as OBS retries) resumes the same broadcast:
+        same stream, same start, one recording; the old session is gone
+        (404) and the new one ends it.
+        """
+        running = await start_server(self, ice_allow_networks=LOOPBACK, reconnect_grace=10.0)
+        owner = running.client()
+        await owner.register("alice")
+        token = await make_token(owner, "publish")
+        first = WhipClient(running.base + "/whip/alice", token)
+        whip_cleanup(self, first)
+        await first.offer(self.wav)
+        await first.connect()
+        live = running.server.live
+        me = (await running.server.store.get_user_by_name("alice"))["id"]
+        await wait_for(lambda: me in live.broadcasts and live.broadcasts[me].frames_in >= 25, what="audio")
+        before = live.broadcasts[me]
+        await first.close()
+        await wait_for(lambda: before.detached is not None, what="the broadcast to wait for its publisher")
+        second = WhipClient(running.base + "/whip/alice", token)
+        whip_cleanup(self, second)
+        await second.offer(self.wav)
+        await second.connect()
+        self.assertIs(live.broadcasts[me], before)
+        self.assertIsNone(before.detached)
+        self.assertEqual((await first.delete()).status, 404)
+        await second.stop()
+        self.assertNotIn(me, live.broadcasts)
+        recordings = (await owner.get("/api/recordings")).body["recordings"]
+        self.assertEqual(len(recordings), 1)
+
     async def test_tokens_and_people(self) -> None:
         """
         No token, a malformed, unknown, revoked or listen token are 401
