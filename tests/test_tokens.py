@@ -364,10 +364,12 @@ class TokenPageTests(TestCase):
         finds nothing serious at desktop or phone size.
         """
         from tests.browser_support import PageChecks, need_browser, screenshot_folder, shared_browser
-        from tests.test_pages_browser import microphone, shots_saved
+        from tests.test_pages_browser import BrowserAppTests, microphone, shots_saved
 
         need_browser()
         running = await start_server(self)
+        # Chromium keeps idle connections open; close the server's side when the test ends.
+        BrowserAppTests.close_browser_connections(self, running)  # type: ignore[arg-type]
         await running.client().register("alice")
         base = running.base.replace("127.0.0.1", "localhost")
         checks = PageChecks(screenshot_folder())

@@ -167,6 +167,24 @@ class WhipTests(TestCase):
         self.assertIn(await self.alice_id(), self.live.broadcasts)
         await client.stop()
 
+    async def test_video_declined(self) -> None:
+        """
+        An offer with video beside the audio (as OBS sends) is answered
+        with the video declined (inactive), so the server decodes none of
+        it, and the audio is ingested as usual.
+        """
+        client = self.client()
+        answer = await client.offer(self.wav, video=True)
+        video = answer.split("m=video", 1)[1]
+        self.assertIn("a=inactive", video)
+        self.assertIn("a=recvonly", answer.split("m=audio", 1)[1].split("m=video")[0])
+        await client.connect()
+        await self.audio_arrives()
+        broadcast = self.live.broadcasts[await self.alice_id()]
+        receiving = [t.kind for t in broadcast.pc.getTransceivers() if t.currentDirection in ("recvonly", "sendrecv")]
+        self.assertEqual(receiving, ["audio"])
+        await client.stop()
+
     async def test_connection_loss_ends_the_session(self) -> None:
         """
         When the WHIP client's peer connection closes without DELETE, the
@@ -182,6 +200,39 @@ class WhipTests(TestCase):
         await wait_for(lambda: me not in self.live.broadcasts, what="the broadcast to end")
         self.assertEqual((await client.delete()).status, 404)
         self.assertEqual(len(self.running.server.whip_sessions), 0)
+
+    async def test_reconnect_within_grace_resumes(self) -> None:
+        """
+        A WHIP client that lost its connection and publishes again within
+        the reconnect grace (as OBS retries) resumes the same broadcast:
+        same stream, same start, one recording; the old session is gone
+        (404) and the new one ends it.
+        """
+        running = await start_server(self, ice_allow_networks=LOOPBACK, reconnect_grace=10.0)
+        owner = running.client()
+        await owner.register("alice")
+        token = await make_token(owner, "publish")
+        first = WhipClient(running.base + "/whip/alice", token)
+        whip_cleanup(self, first)
+        await first.offer(self.wav)
+        await first.connect()
+        live = running.server.live
+        me = (await running.server.store.get_user_by_name("alice"))["id"]
+        await wait_for(lambda: me in live.broadcasts and live.broadcasts[me].frames_in >= 25, what="audio")
+        before = live.broadcasts[me]
+        await first.close()
+        await wait_for(lambda: before.detached is not None, what="the broadcast to wait for its publisher")
+        second = WhipClient(running.base + "/whip/alice", token)
+        whip_cleanup(self, second)
+        await second.offer(self.wav)
+        await second.connect()
+        self.assertIs(live.broadcasts[me], before)
+        self.assertIsNone(before.detached)
+        self.assertEqual((await first.delete()).status, 404)
+        await second.stop()
+        self.assertNotIn(me, live.broadcasts)
+        recordings = (await owner.get("/api/recordings")).body["recordings"]
+        self.assertEqual(len(recordings), 1)
 
     async def test_tokens_and_people(self) -> None:
         """

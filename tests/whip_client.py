@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import urljoin
 
 import treq
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
 from aiortc.contrib.media import MediaPlayer
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
@@ -108,7 +108,7 @@ class WhipClient:
         """POST an offer as it is; no checks (for the conformance tests)."""
         return await http("POST", self.endpoint, offer.encode(), {"Content-Type": content_type, **self._auth()})
 
-    async def offer(self, source: Path) -> str:
+    async def offer(self, source: Path, video: bool = False) -> str:
         """
         Make the peer connection sending C{source} and POST its offer;
         the answer must be 201, C{application/sdp}, with a Location and an
@@ -116,6 +116,8 @@ class WhipClient:
         """
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.pc.addTrack(MediaPlayer(str(source)).audio)
+        if video:  # as OBS sends: a video section beside the audio
+            self.pc.addTrack(VideoStreamTrack())
         await aio(self.pc.setLocalDescription(await aio(self.pc.createOffer())))
         self._offer = self.pc.localDescription.sdp
         sdp = self._offer

@@ -89,9 +89,18 @@ class PeerConnections:
             self.log.warn("Cannot make the connection's sockets drain on read; asyncio reads one datagram per event")
         return pc.localDescription.sdp
 
-    def _serve_dtls(self, pc: RTCPeerConnection) -> None:
+    def _before_publisher_answer(self, pc: RTCPeerConnection) -> None:
+        """
+        Between a publisher's offer and the answer: take the DTLS server
+        role (L{answer_as_dtls_server}), and decline video.  OBS and
+        GStreamer offer video beside the audio; accepted, aiortc would
+        decode every frame of it on a thread of its own for nothing.
+        """
         if not answer_as_dtls_server(pc):
             self.log.warn("Cannot choose the DTLS server role; aiortc answers as the DTLS client")
+        for transceiver in pc.getTransceivers():
+            if transceiver.kind == "video":
+                transceiver.direction = "inactive"
 
     async def receive(
         self, sdp: str, on_gone: Callable[[RTCPeerConnection], None]
@@ -105,7 +114,7 @@ class PeerConnections:
         pc = self.new(lambda: on_gone(pc))
         pc.on("track", tracks.append)
         try:
-            answer = await self.answer(pc, sdp, lambda: self._serve_dtls(pc))
+            answer = await self.answer(pc, sdp, lambda: self._before_publisher_answer(pc))
             audio = [t for t in tracks if t.kind == "audio"]
             if not audio:
                 raise bad_request("The offer sends no audio.", "no_audio")

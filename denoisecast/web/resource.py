@@ -4,8 +4,10 @@ The JSON API resource: one route table, one dispatcher, one error shape.
 Routes are declared as L{Route} values (method, path template, handler);
 the same table drives dispatch, the metric labels and the OpenAPI test.
 The dispatcher applies, in order: route lookup (404, 405), CSRF and Origin
-checks on state-changing methods (403), authentication where the route
-needs it (401), then the handler.  A L{DenoiseCastError} becomes its JSON
+checks on state-changing methods (403; not on routes marked C{csrf=False},
+which read no cookie: WHIP's, authenticated by a bearer token), the
+session where the route needs it (401), then the handler.  Handlers answer
+JSON, a L{FileBody} or a L{RawBody} (WHIP's SDP).  A L{DenoiseCastError} becomes its JSON
 error; anything else is logged and becomes a generic 500 that leaks nothing.
 """
 
