@@ -23,6 +23,12 @@ from denoisecast.denoise.settings import (
     DEFAULT_DENOISE_MAX_BATCH,
     DEFAULT_DENOISE_WORKERS,
 )
+from denoisecast.live.mediaports import (
+    MediaAddress,
+    MediaConfigError,
+    PortRange,
+    parse_media_addresses,
+)
 from denoisecast.web.forwarded import PROXY_HEADERS, X_FORWARDED, Network, parse_network
 
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
@@ -43,6 +49,13 @@ DEFAULT_ICE_DENY_NETWORKS = (
     "224.0.0.0/4", "ff00::/8", "255.255.255.255/32",
     "100.100.100.200/32", "192.0.0.192/32", "fd00:ec2::254/128",
 )
+
+#: Most worker processes (``--workers``).
+MAX_WORKERS = 256
+#: Options given without a value (``--reuse-port``); their variables take on/off.
+FLAG_OPTIONS = frozenset({"reuse-port"})
+#: Options that may be given more than once; the values are joined with commas.
+REPEATABLE_OPTIONS = frozenset({"media-address"})
 
 #: (option name, environment variable, help text).  The plugin's
 #: ``usage.Options`` is generated from this table, so ``--help`` always
@@ -165,6 +178,34 @@ OPTIONS: list[tuple[str, str, str]] = [
         "multicast and cloud metadata addresses).",
     ),
     (
+        "media-address",
+        "DENOISECAST_MEDIA_ADDRESS",
+        "Address the server's WebRTC answers offer as host candidates, e.g. its "
+        "public address; PUBLIC@LOCAL behind a 1:1 NAT (e.g. 203.0.113.5@0.0.0.0) "
+        "binds LOCAL and announces PUBLIC. Repeat or comma-separate for several "
+        "(default: every interface's address).",
+    ),
+    (
+        "rtc-ports",
+        "DENOISECAST_RTC_PORTS",
+        "UDP port range for WebRTC media, LOW-HIGH, e.g. 40000-40100: one port per "
+        "peer connection and media address; open it in the firewall "
+        "(default: ephemeral ports).",
+    ),
+    (
+        "workers",
+        "DENOISECAST_WORKERS",
+        "Server processes sharing the listening address (SO_REUSEPORT), each a node of "
+        "its own with a share of --rtc-ports; the first process supervises them "
+        f"(default 1, at most {MAX_WORKERS}).",
+    ),
+    (
+        "reuse-port",
+        "DENOISECAST_REUSE_PORT",
+        "Listen with SO_REUSEPORT, so that several servers started by hand share "
+        "the --listen address (a flag; the variable takes on or off).",
+    ),
+    (
         "silence-timeout",
         "DENOISECAST_SILENCE_TIMEOUT",
         f"Seconds without audio from a publisher before the stream ends (default {DEFAULT_SILENCE_TIMEOUT:g}).",
@@ -251,6 +292,10 @@ class Config:
     metrics_listen: str = ""
     metrics_token: str = ""
     proxy_header: str = X_FORWARDED
+    media_addresses: tuple[MediaAddress, ...] = ()
+    rtc_ports: PortRange | None = None
+    workers: int = 1
+    reuse_port: bool = False
     ice_allow_networks: tuple[IPv4Network | IPv6Network, ...] = ()
     ice_deny_networks: tuple[IPv4Network | IPv6Network, ...] = tuple(
         ip_network(network) for network in DEFAULT_ICE_DENY_NETWORKS
@@ -369,6 +414,7 @@ class Config:
         elif deny_text.strip().lower() == "none":
             deny_text = ""
         return cls(
+            **_media_options(pick),
             metrics_listen=pick("metrics-listen", "DENOISECAST_METRICS_LISTEN") or "",
             metrics_token=metrics_token,
             trusted_proxies=trusted_proxies,
@@ -395,6 +441,27 @@ class Config:
             recording_min_free_bytes=int(min_free * 1024 * 1024),
             **_denoise_options(pick),
         )
+
+
+def _media_options(pick: Callable[[str, str], str | None]) -> dict[str, Any]:
+    """Media addresses, the port range and the process options, validated."""
+    try:
+        addresses = parse_media_addresses(pick("media-address", "DENOISECAST_MEDIA_ADDRESS") or "")
+        ports_text = pick("rtc-ports", "DENOISECAST_RTC_PORTS")
+        ports = PortRange.parse(ports_text) if ports_text else None
+    except MediaConfigError as error:
+        raise ConfigError(str(error)) from None
+    workers = int(_number("workers", pick("workers", "DENOISECAST_WORKERS") or "1", int, 1, MAX_WORKERS))
+    if ports is not None and workers > ports.size:
+        raise ConfigError(f"--rtc-ports {ports} has {ports.size} ports, fewer than the {workers} workers.")
+    reuse = (pick("reuse-port", "DENOISECAST_REUSE_PORT") or "off").lower()
+    if reuse not in _ON + _OFF:
+        raise ConfigError(f"--reuse-port: DENOISECAST_REUSE_PORT {reuse!r}: use on or off.")
+    return {"media_addresses": addresses, "rtc_ports": ports, "workers": workers, "reuse_port": reuse in _ON}
+
+
+_ON = ("on", "true", "yes", "1")
+_OFF = ("off", "false", "no", "0")
 
 
 def _networks(name: str, text: str) -> tuple[IPv4Network | IPv6Network, ...]:

@@ -35,6 +35,7 @@ from denoisecast.handlers.sessionsweep import SocketSessions
 from denoisecast.live.candidates import CandidatePolicy
 from denoisecast.live.ice import ice_servers_for
 from denoisecast.live.manager import LiveManager
+from denoisecast.live.mediaports import MediaPlan
 from denoisecast.live.metrics import LiveMetrics
 from denoisecast.protocols.socket import SignalingFactory
 from denoisecast.recordings.library import RecordingLibrary
@@ -295,6 +296,7 @@ class DenoiseCastServer:
             reconnect_grace=self.config.reconnect_grace,
             access=self.access,
             candidate_policy=CandidatePolicy.from_config(self.config),
+            media=MediaPlan.from_config(self.config),
         )
         self.friends.observers.append(manager.friendship_changed)
         return manager

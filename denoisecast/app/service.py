@@ -21,13 +21,13 @@ from typing import Any
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred, succeed
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.logger import ILogObserver
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from denoisecast.app.listening import ReusePortError, listening_endpoint
 from denoisecast.app.server import DenoiseCastServer
 from denoisecast.app.startup import FatalStartup, one_line
 from denoisecast.handlers.sessionsweep import SWEEP_SECONDS
@@ -235,8 +235,11 @@ class ListenService(Service):
 
     log = logger()
 
-    def __init__(self, description: str, factory: IProtocolFactory, reactor: Any, fatal: Fatal) -> None:
+    def __init__(
+        self, description: str, factory: IProtocolFactory, reactor: Any, fatal: Fatal, reuse_port: bool = False
+    ) -> None:
         self.description = description
+        self._reuse_port = reuse_port
         self._factory = factory
         self._reactor = reactor
         self._fatal = fatal
@@ -246,7 +249,12 @@ class ListenService(Service):
 
     def startService(self) -> None:
         super().startService()
-        listening = serverFromString(self._reactor, self.description).listen(self._factory)
+        try:
+            endpoint = listening_endpoint(self._reactor, self.description, self._reuse_port)
+        except ReusePortError as error:
+            self._fatal(str(error))
+            return
+        listening = endpoint.listen(self._factory)
         self._listening = listening
         listening.addCallbacks(self._listened, self._failed)
 
@@ -351,7 +359,7 @@ def make_service(server: DenoiseCastServer, fatal: Fatal | None = None) -> Serve
     sockets.clock = server.reactor
     sockets.setServiceParent(network)
     # The port opens last, once everything behind it runs, and closes first.
-    web = ListenService(server.config.listen, server.site, server.reactor, fatal)
+    web = ListenService(server.config.listen, server.site, server.reactor, fatal, server.config.reuse_port)
     web.setName("web")
     web.setServiceParent(network)
     return top

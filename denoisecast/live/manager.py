@@ -37,6 +37,7 @@ from denoisecast.handlers.presence import PresenceHub
 from denoisecast.live.broadcast import Broadcast, Peer, public_status, read_track, start_recording
 from denoisecast.live.candidates import CandidatePolicy
 from denoisecast.live.listener import Listener, Listening
+from denoisecast.live.mediaports import MediaPlan
 from denoisecast.live.peers import PeerConnections
 from denoisecast.protocols.messages import server_message
 from denoisecast.runtime.jobs import SerialJobs
@@ -67,6 +68,7 @@ class LiveManager:
         reconnect_grace: float = DEFAULT_RECONNECT_GRACE,
         access: Access | None = None,
         candidate_policy: CandidatePolicy | None = None,
+        media: MediaPlan | None = None,
     ) -> None:
         self._grace = reconnect_grace
         self._recorder = recorder
@@ -79,7 +81,7 @@ class LiveManager:
         self._silence_timeout = silence_timeout
         self.broadcasts: dict[int, Broadcast] = {}
         self._starting: set[int] = set()
-        self._peers = PeerConnections(candidate_policy or CandidatePolicy())
+        self._peers = PeerConnections(candidate_policy or CandidatePolicy(), media)
         self._listening = Listening(
             self.broadcasts, self._peers, access or Access(store), self._spawn, self._changed
         )
