@@ -52,6 +52,9 @@ DEFAULT_ICE_DENY_NETWORKS = (
 
 #: Most worker processes (``--workers``).
 MAX_WORKERS = 256
+#: Set by ``--workers`` for each server process it starts: the worker's
+#: number, 1 to N (not an option: only the supervisor sets it).
+WORKER_VARIABLE = "DENOISECAST_WORKER"
 #: Options given without a value (``--reuse-port``); their variables take on/off.
 FLAG_OPTIONS = frozenset({"reuse-port"})
 #: Options that may be given more than once; the values are joined with commas.
@@ -296,6 +299,8 @@ class Config:
     rtc_ports: PortRange | None = None
     workers: int = 1
     reuse_port: bool = False
+    #: This process's number among the workers of a supervisor, or 0.
+    worker: int = 0
     ice_allow_networks: tuple[IPv4Network | IPv6Network, ...] = ()
     ice_deny_networks: tuple[IPv4Network | IPv6Network, ...] = tuple(
         ip_network(network) for network in DEFAULT_ICE_DENY_NETWORKS
@@ -413,8 +418,10 @@ class Config:
             deny_text = ",".join(DEFAULT_ICE_DENY_NETWORKS)
         elif deny_text.strip().lower() == "none":
             deny_text = ""
+        worker_text = environ.get(WORKER_VARIABLE) or "0"
         return cls(
             **_media_options(pick),
+            worker=int(_number(WORKER_VARIABLE, worker_text, int, 0, MAX_WORKERS)),
             metrics_listen=pick("metrics-listen", "DENOISECAST_METRICS_LISTEN") or "",
             metrics_token=metrics_token,
             trusted_proxies=trusted_proxies,

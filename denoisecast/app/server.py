@@ -322,7 +322,7 @@ class DenoiseCastServer:
     def routes(self) -> list[Route]:
         return [
             *openapi.routes(),
-            *HealthRoutes(self.store, self.recorder.disk_state).routes(),
+            *HealthRoutes(self.store, self.recorder.disk_state, self.config.worker).routes(),
             *AuthRoutes(self.accounts).routes(),
             *FriendRoutes(self.friends).routes(),
             *StreamRoutes(self.access, self.live).routes(),

@@ -28,6 +28,8 @@ class Options(usage.Options):
     optFlags = [[name, None, f"{text} [env: {variable}]"] for name, variable, text in OPTIONS if name in FLAG_OPTIONS]
 
     config: Config
+    #: The options given on the command line (flags as "on"), for the workers of ``--workers``.
+    given: dict[str, str | None]
 
     def __init__(self) -> None:
         super().__init__()
@@ -38,6 +40,7 @@ class Options(usage.Options):
         given = {name: self[name] for name, _, _ in OPTIONS}
         for name in FLAG_OPTIONS:
             given[name] = "on" if self[name] else None
+        self.given = given
         try:
             self.config = Config.resolve(given, os.environ)
         except ConfigError as error:
@@ -82,14 +85,26 @@ def makeService(options: Options) -> IService:
         raise SystemExit(f"denoisecast: {problem}")
     # The directory exists and takes writes: now close it to other users.
     make_data_dir_private(config.data_dir)
-    server: Any = DenoiseCastServer(config, reactor)
     # twistd's own options, when twistd parsed ours as its subcommand (a .tac
     # file calling makeService has none: then twistd's log is left alone).
     twistd_options = getattr(options, "parent", None)
     stream = None
     if twistd_options is not None:
         stream = open_target(twistd_options, config.log_rotate_bytes, config.log_keep)
-    top = make_service(server)
+    top: Any
+    if config.workers > 1:
+        from denoisecast.app.workers import supervisor_tree
+
+        try:
+            top = supervisor_tree(config, options.given, reactor, stream)
+        except ConfigError as error:
+            raise SystemExit(f"denoisecast: {error}") from None
+    else:
+        if config.worker:
+            from denoisecast.app.workers import end_with_parent
+
+            end_with_parent()
+        top = make_service(DenoiseCastServer(config, reactor))
     if stream is not None:
-        top.log_observer = observer_for(config.log_format, stream)
+        top.log_observer = observer_for(config.log_format, stream, config.worker)
     return top

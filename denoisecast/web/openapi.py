@@ -109,6 +109,10 @@ SCHEMAS: dict[str, Any] = {
                 ),
             },
             "disk_free_bytes": {"type": "integer"},
+            "worker": {
+                "type": "integer",
+                "description": "Which of the --workers processes answered (absent without --workers).",
+            },
             "version": {"type": "string"},
         },
     },

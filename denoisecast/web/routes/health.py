@@ -24,9 +24,13 @@ from denoisecast.web.resource import ApiCall, Response, Route
 class HealthRoutes:
     log = logger()
 
-    def __init__(self, store: Store, disk_state: Callable[[], "Deferred[Any]"] | None = None) -> None:
+    def __init__(
+        self, store: Store, disk_state: Callable[[], "Deferred[Any]"] | None = None, worker: int = 0
+    ) -> None:
+        """C{worker}: this process's number among ``--workers`` (0: not a worker; then not reported)."""
         self._store = store
         self._disk_state = disk_state
+        self._worker = worker
 
     def routes(self) -> list[Route]:
         return [Route("GET", "/api/health", self.health, auth=False)]
@@ -45,6 +49,8 @@ class HealthRoutes:
             body["disk_free_bytes"] = disk.free_bytes
             if disk.status != "ok":
                 self.log.warn("Health check: recordings disk {status}: {problem}", status=disk.status, problem=disk.problem)
+        if self._worker:
+            body["worker"] = self._worker
         degraded = not ok or body.get("disk", "ok") != "ok"
         return (200 if ok else 503), {
             "status": "degraded" if degraded else "ok",

@@ -1,0 +1,257 @@
+"""
+Every core of one machine: ``--workers N`` and ``--reuse-port``.  The
+workers' command lines; the supervisor with real (small) processes:
+restarting a worker that dies, giving up on one that keeps failing to
+start, stopping them all; SO_REUSEPORT listening; and ``twistd denoisecast
+--workers 2`` serving HTTP from both processes on one port, restarting a
+killed worker, and stopping both when it is stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from denoisecast.app.config import Config, ConfigError
+from denoisecast.app.listening import ReusePortError, reuse_port_endpoint
+from denoisecast.app.tap import Options
+from denoisecast.app.workers import WorkerSupervisor, metrics_endpoint_for, worker_arguments, worker_command
+from tests.test_twistd import TwistdProcess
+
+
+def parsed(*arguments: str) -> Options:
+    options = Options()
+    options.parseOptions(list(arguments))
+    return options
+
+
+class ArgumentsTests(SynchronousTestCase):
+    def test_each_worker_gets_the_options_and_its_share(self) -> None:
+        """
+        A worker gets every option given to the supervisor, ``--workers=1``
+        and ``--reuse-port``, its own slice of ``--rtc-ports`` and its own
+        metrics port; the supervisor's own ``--workers`` is not passed on.
+        """
+        options = parsed(
+            "--listen", "tcp:8080", "--workers", "2", "--rtc-ports", "40000-40099",
+            "--media-address", "10.0.0.5", "--media-address", "203.0.113.5@0.0.0.0",
+            "--metrics-listen", "tcp:9108:interface=127.0.0.1",
+        )
+        first = worker_arguments(options.given, options.config, 1)
+        second = worker_arguments(options.given, options.config, 2)
+        self.assertIn("--listen=tcp:8080", first)
+        self.assertIn("--media-address=10.0.0.5,203.0.113.5@0.0.0.0", first)
+        self.assertEqual([a for a in first if a.startswith("--workers")], ["--workers=1"])
+        self.assertIn("--reuse-port", first)
+        self.assertIn("--rtc-ports=40000-40049", first)
+        self.assertIn("--rtc-ports=40050-40099", second)
+        self.assertIn("--metrics-listen=tcp:9108:interface=127.0.0.1", first)
+        self.assertIn("--metrics-listen=tcp:9109:interface=127.0.0.1", second)
+        again = parsed(*worker_arguments(options.given, options.config, 2))
+        self.assertEqual((again.config.workers, again.config.reuse_port), (1, True))
+        self.assertEqual(worker_command(["--x"])[-2:], ["denoisecast", "--x"])
+
+    def test_metrics_endpoint_must_have_a_port(self) -> None:
+        """With workers, --metrics-listen must name a TCP port (worker N adds N-1); a UNIX socket is refused."""
+        self.assertEqual(metrics_endpoint_for("tcp:port=9000", 3), "tcp:9002")
+        with self.assertRaises(ConfigError):
+            metrics_endpoint_for("unix:/run/metrics.sock", 2)
+
+    def test_worker_number_and_flag_from_the_environment(self) -> None:
+        """DENOISECAST_WORKER is the worker's number; DENOISECAST_REUSE_PORT takes on/off."""
+        config = Config.resolve({}, {"DENOISECAST_WORKER": "3", "DENOISECAST_REUSE_PORT": "on"})
+        self.assertEqual((config.worker, config.reuse_port), (3, True))
+        self.assertEqual(Config.resolve({}, {}).worker, 0)
+        with self.assertRaises(ConfigError):
+            Config.resolve({}, {"DENOISECAST_REUSE_PORT": "maybe"})
+        with self.assertRaises(ConfigError):
+            Config.resolve({"workers": "0"}, {})
+
+
+class Hello(Protocol):
+    def connectionMade(self) -> None:
+        self.transport.write(b"hello")  # type: ignore[union-attr]
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+
+class ReusePortTests(TestCase):
+    async def test_two_ports_share_one_address(self) -> None:
+        """
+        Two listeners with SO_REUSEPORT on one address both listen (a plain
+        second listen would fail with "address in use") and connections are
+        answered; an endpoint that cannot share a port is a clear error.
+        """
+        first = await reuse_port_endpoint(reactor, "tcp:0:interface=127.0.0.1").listen(Factory.forProtocol(Hello))
+        self.addCleanup(first.stopListening)
+        port = first.getHost().port
+        second = await reuse_port_endpoint(reactor, f"tcp:{port}:interface=127.0.0.1").listen(Factory.forProtocol(Hello))
+        self.addCleanup(second.stopListening)
+        self.assertEqual(second.getHost().port, port)
+
+        def fetch() -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                return sock.recv(100)
+
+        self.assertEqual(await deferToThread(fetch), b"hello")
+        with self.assertRaises(ReusePortError) as caught:
+            reuse_port_endpoint(reactor, "unix:/tmp/x.sock")
+        self.assertIn("tcp:, tcp6: or ssl:", str(caught.exception))
+
+
+def script(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+class SupervisorTests(TestCase):
+    timeout = 60
+
+    def supervisor(
+        self, commands: dict[int, list[str]], startup_seconds: float = 10.0
+    ) -> tuple[WorkerSupervisor, list[str], list[tuple[int, bytes]]]:
+        problems: list[str] = []
+        lines: list[tuple[int, bytes]] = []
+        supervisor = WorkerSupervisor(
+            reactor, len(commands), commands.__getitem__, lambda index: dict(os.environ),
+            lambda index, line: lines.append((index, line)), problems.append, startup_seconds=startup_seconds,
+        )
+        supervisor.startService()
+        self.addCleanup(lambda: supervisor.running and supervisor.stopService())
+        return supervisor, problems, lines
+
+    async def wait_for(self, predicate: Any, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError("condition not met in time")
+            await deferLater(reactor, 0.05)
+
+    async def test_restarts_a_worker_that_dies_and_stops_all(self) -> None:
+        """
+        A worker killed after it started is restarted at once under the
+        same number, with a new pid; the workers' output lines arrive with
+        their number; stopping sends SIGTERM to every worker and waits for
+        all of them.
+        """
+        sleeper = script("import sys, time; print('up', flush=True); time.sleep(60)")
+        supervisor, problems, lines = self.supervisor({1: sleeper, 2: sleeper}, startup_seconds=0.0)
+        await self.wait_for(lambda: len(supervisor.pids) == 2 and len(lines) == 2)
+        self.assertEqual(sorted(lines), [(1, b"up\n"), (2, b"up\n")])
+        first = supervisor.pids[1]
+        os.kill(first, signal.SIGKILL)
+        await self.wait_for(lambda: supervisor.pids.get(1) not in (None, first))
+        pids = list(supervisor.pids.values())
+        await supervisor.stopService()
+        self.assertEqual(supervisor.pids, {})
+        for pid in pids:
+            self.assertFalse(Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text(), pid)
+        self.assertEqual(problems, [])
+
+    async def test_gives_up_on_a_worker_that_keeps_failing_to_start(self) -> None:
+        """
+        A worker that exits at once, three times in a row, is fatal (one
+        line naming the worker), and is not restarted again.
+        """
+        failing = script("import sys; print('no database', flush=True); sys.exit(1)")
+        sleeper = script("import time; time.sleep(60)")
+        supervisor, problems, lines = self.supervisor({1: sleeper, 2: failing})
+        await self.wait_for(lambda: problems, timeout=30.0)
+        self.assertEqual(len(problems), 1)
+        self.assertIn("Worker 2 failed 3 times", problems[0])
+        self.assertIn("exited with status 1", problems[0])
+        self.assertEqual([line for index, line in lines if index == 2], [b"no database\n"] * 3)
+        await deferLater(reactor, 1.5)
+        self.assertNotIn(2, supervisor.pids)
+
+    async def test_a_worker_that_ignores_sigterm_is_killed(self) -> None:
+        """Stopping waits at most stop_seconds, then SIGKILLs a worker that ignores SIGTERM."""
+        stubborn = script("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)")
+        supervisor, _, lines = self.supervisor({1: stubborn})
+        await self.wait_for(lambda: lines)
+        supervisor.stop_seconds = 0.5
+        started = time.monotonic()
+        await supervisor.stopService()
+        self.assertLess(time.monotonic() - started, 10.0)
+        self.assertEqual(supervisor.pids, {})
+
+
+def health(base: str) -> dict[str, Any]:
+    """GET /api/health on a new connection (SO_REUSEPORT spreads connections, not requests)."""
+    request = urllib.request.Request(base + "/api/health", headers={"Connection": "close"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+class WorkersTwistdTests(TestCase):
+    timeout = 180
+
+    async def test_two_workers_serve_one_port(self) -> None:
+        """
+        ``twistd denoisecast --workers 2``: both worker processes answer on
+        the one port (40 new connections see worker 1 and worker 2), each
+        log line names its worker; a worker killed with SIGKILL is replaced
+        and the port serves on; SIGTERM to the supervisor stops every
+        worker and the supervisor exits.
+        """
+        workdir = Path(tempfile.mkdtemp(prefix="denoisecast-workers-"))
+        self.addCleanup(shutil.rmtree, workdir, True)
+        server = TwistdProcess(self, workdir, "--workers", "2", "--denoise-device", "cpu")
+        await server.ready(timeout=120.0)
+
+        async def workers_seen(count: int = 40) -> set[int]:
+            seen = set()
+            for _ in range(count):
+                seen.add((await deferToThread(health, server.base))["worker"])
+            return seen
+
+        # The port serves once the first worker listens; the second may still be loading its model.
+        deadline = time.monotonic() + 120
+        while (seen := await workers_seen()) != {1, 2}:
+            self.assertLess(time.monotonic(), deadline, f"only workers {seen} answered")
+            await deferLater(reactor, 0.5)
+        children = [int(pid) for pid in subprocess.run(
+            ["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True
+        ).stdout.split()]
+        self.assertEqual(len(children), 2, server.output())
+        log = server.output()
+        self.assertIn("[worker 1] ", log)
+        self.assertIn("[worker 2] ", log)
+
+        os.kill(children[0], signal.SIGKILL)
+        deadline = time.monotonic() + 120
+        while True:
+            now = {int(pid) for pid in subprocess.run(
+                ["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True
+            ).stdout.split()}
+            if len(now) == 2 and children[0] not in now:
+                try:
+                    if await workers_seen(20) == {1, 2}:
+                        break
+                except OSError:
+                    pass
+            self.assertLess(time.monotonic(), deadline, server.output())
+            await deferLater(reactor, 0.5)
+        self.assertIn("restarting it", server.log.read_text())
+
+        server.process.send_signal(signal.SIGTERM)
+        status = await deferToThread(server.process.wait, 60)
+        self.assertEqual(status, -signal.SIGTERM, server.output())
+        for pid in now:
+            self.assertFalse(Path(f"/proc/{pid}").exists(), f"worker {pid} outlived the supervisor")
+        with self.assertRaises(OSError):
+            socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
