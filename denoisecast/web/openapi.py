@@ -109,6 +109,15 @@ SCHEMAS: dict[str, Any] = {
                 ),
             },
             "disk_free_bytes": {"type": "integer"},
+            "node": {"type": "string", "description": "This node's id on the live bus (--node-id)."},
+            "bus": {
+                "type": "string",
+                "enum": ["in-process", "redis", "unreachable"],
+                "description": (
+                    "The live bus: in this process (one node), on Redis, or unreachable (Redis is "
+                    "away; this node serves its own users, and status is degraded)."
+                ),
+            },
             "version": {"type": "string"},
         },
     },
