@@ -64,6 +64,7 @@ class RedisBus(LiveBus):
         self._last_warning = 0.0
         self._suppressed = 0
         self._ever_connected = False
+        self._start_over = False
         #: Times the bus lost Redis (for the metrics).
         self.disconnections = 0
 
@@ -97,6 +98,9 @@ class RedisBus(LiveBus):
         if self._since is not None:
             self._since = None
             self.disconnections += 1
+        # Whatever failed, the reader starts over: subscribes again, announces
+        # this node again, and its observers re-announce what was dropped.
+        self._start_over = True
         now = time.monotonic()
         if now - self._last_warning < WARN_EVERY:
             self._suppressed += 1
@@ -170,6 +174,7 @@ class RedisBus(LiveBus):
         while self._running:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
+                self._start_over = False
                 await pubsub.subscribe(self._events, self._inbox(self.node_id))
                 await self._announce()
                 self._since = time.monotonic()
@@ -179,7 +184,7 @@ class RedisBus(LiveBus):
                                   log_id="bus.redis_back")
                 self._ever_connected = True
                 self._connected()
-                while self._running:
+                while self._running and not self._start_over:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is None:
                         continue

@@ -117,13 +117,17 @@ class NodeWatch(Service):
         if self._checking is not None:
             return  # the last check still runs (a slow database)
 
-        def done(_: object) -> None:
-            self._checking = None
-
         def failed(failure: Any) -> None:
             self.log.warn("Checking the other nodes failed: {error}", error=failure.getErrorMessage())
 
-        self._checking = ensureDeferred(self.check()).addErrback(failed).addBoth(done)
+        checking = ensureDeferred(self.check()).addErrback(failed)
+        if not checking.called:  # a check that found nothing to do has finished already
+            self._checking = checking
+
+            def done(_: object) -> None:
+                self._checking = None
+
+            checking.addBoth(done)
 
     async def check(self) -> list[str]:
         """
