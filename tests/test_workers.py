@@ -53,8 +53,8 @@ class ArgumentsTests(SynchronousTestCase):
             "--media-address", "10.0.0.5", "--media-address", "203.0.113.5@0.0.0.0",
             "--metrics-listen", "tcp:9108:interface=127.0.0.1",
         )
-        first = worker_arguments(options.given, options.config, 1)
-        second = worker_arguments(options.given, options.config, 2)
+        first = worker_arguments(options.given, options.config, 1, "n" * 70, "unix:///d/redis.sock")
+        second = worker_arguments(options.given, options.config, 2, "abc", "unix:///d/redis.sock")
         self.assertIn("--listen=tcp:8080", first)
         self.assertIn("--media-address=10.0.0.5,203.0.113.5@0.0.0.0", first)
         self.assertEqual([a for a in first if a.startswith("--workers")], ["--workers=1"])
@@ -63,8 +63,14 @@ class ArgumentsTests(SynchronousTestCase):
         self.assertIn("--rtc-ports=40050-40099", second)
         self.assertIn("--metrics-listen=tcp:9108:interface=127.0.0.1", first)
         self.assertIn("--metrics-listen=tcp:9109:interface=127.0.0.1", second)
-        again = parsed(*worker_arguments(options.given, options.config, 2))
-        self.assertEqual((again.config.workers, again.config.reuse_port), (1, True))
+        self.assertIn("--node-id=" + "n" * 59 + "-w1", first)
+        self.assertIn("--node-id=abc-w2", second)
+        self.assertIn("--redis-url=unix:///d/redis.sock", second)
+        again = parsed(*second)
+        self.assertEqual(
+            (again.config.workers, again.config.reuse_port, again.config.node_id, again.config.redis_url),
+            (1, True, "abc-w2", "unix:///d/redis.sock"),
+        )
         self.assertEqual(worker_command(["--x"])[-2:], ["denoisecast", "--x"])
 
     def test_metrics_endpoint_must_have_a_port(self) -> None:
@@ -227,7 +233,19 @@ class WorkersTwistdTests(TestCase):
         children = [int(pid) for pid in subprocess.run(
             ["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True
         ).stdout.split()]
-        self.assertEqual(len(children), 2, server.output())
+        self.assertEqual(len(children), 3, server.output())  # the workers and the private redis-server
+        nodes = {}
+        while len(nodes) < 2:
+            answer = await deferToThread(health, server.base)
+            nodes[answer["worker"]] = answer
+        self.assertEqual({answer["bus"] for answer in nodes.values()}, {"redis"})
+        self.assertTrue(nodes[1]["node"].endswith("-w1") and nodes[2]["node"].endswith("-w2"), nodes)
+        self.assertEqual(nodes[1]["node"][:-3], nodes[2]["node"][:-3])
+        self.assertTrue((workdir / "denoisecast-data" / "redis.sock").exists())
+        children = [
+            pid for pid in children if not Path(f"/proc/{pid}/comm").read_text().startswith("redis-server")
+        ]
+        self.assertEqual(len(children), 2)
         log = server.output()
         self.assertIn("[worker 1] ", log)
         self.assertIn("[worker 2] ", log)
@@ -238,7 +256,7 @@ class WorkersTwistdTests(TestCase):
             now = {int(pid) for pid in subprocess.run(
                 ["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True
             ).stdout.split()}
-            if len(now) == 2 and children[0] not in now:
+            if len(now) == 3 and children[0] not in now:
                 try:
                     if await workers_seen(20) == {1, 2}:
                         break

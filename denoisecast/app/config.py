@@ -9,6 +9,7 @@ looks at the environment.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_network
@@ -17,6 +18,7 @@ from typing import Any
 
 from twisted.logger import InvalidLogLevelError, LogLevel
 
+from denoisecast.bus.base import DEFAULT_NODE_TTL
 from denoisecast.denoise.settings import (
     DEFAULT_DENOISE_CHUNK_SECONDS,
     DEFAULT_DENOISE_CROSSFADE_SECONDS,
@@ -38,6 +40,8 @@ DEFAULT_SILENCE_TIMEOUT = 10.0
 DEFAULT_RECONNECT_GRACE = 10.0
 TURN_CREDENTIAL_TTL = 24 * 3600
 DEFAULT_REGISTRATIONS_PER_HOUR = 10
+DEFAULT_REDIS_PREFIX = "denoisecast"
+NODE_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
 #: Remote ICE candidates the server sends no checks to unless allowed: this
 #: host and "this network", link-local (169.254.169.254 is the metadata
 #: endpoint of AWS, GCP, Azure, OpenStack and DigitalOcean), multicast and
@@ -89,6 +93,36 @@ OPTIONS: list[tuple[str, str, str]] = [
         "DENOISECAST_DATABASE_URL",
         "SQLAlchemy database URL, e.g. postgresql+psycopg://user@host/db "
         "(default: SQLite file in the data directory).",
+    ),
+    (
+        "redis-url",
+        "DENOISECAST_REDIS_URL",
+        "Redis URL of the live bus that several nodes share, e.g. redis://10.0.0.5:6379/0 "
+        "(default: none, the bus stays inside this process: one node).",
+    ),
+    (
+        "redis-prefix",
+        "DENOISECAST_REDIS_PREFIX",
+        f"Prefix of the live bus's Redis keys and channels; nodes of one deployment share it "
+        f"(default {DEFAULT_REDIS_PREFIX}).",
+    ),
+    (
+        "node-id",
+        "DENOISECAST_NODE_ID",
+        "This node's id on the live bus, 1-64 letters, digits, '.', '_' or '-' "
+        "(default: a random id at each start).",
+    ),
+    (
+        "advertise-url",
+        "DENOISECAST_ADVERTISE_URL",
+        "The URL browsers and other nodes reach this node at, announced on the live bus, "
+        "e.g. https://node1.example.org (default: none announced).",
+    ),
+    (
+        "node-ttl",
+        "DENOISECAST_NODE_TTL",
+        "Seconds a node counts as alive after its last heartbeat; a node silent longer "
+        f"is dead, its broadcasts end (default {DEFAULT_NODE_TTL:g}).",
     ),
     (
         "data-dir",
@@ -270,6 +304,11 @@ class Config:
     listen: str = DEFAULT_LISTEN
     data_dir: Path = Path(DEFAULT_DATA_DIR)
     database_url: str = ""
+    redis_url: str = ""
+    redis_prefix: str = DEFAULT_REDIS_PREFIX
+    node_id: str = ""
+    advertise_url: str = ""
+    node_ttl: float = DEFAULT_NODE_TTL
     log_level: LogLevel = LogLevel.info
     log_format: str = "text"
     log_rotate_bytes: int = 10 * 1024 * 1024
@@ -422,6 +461,7 @@ class Config:
         return cls(
             **_media_options(pick),
             worker=int(_number(WORKER_VARIABLE, worker_text, int, 0, MAX_WORKERS)),
+            **_node_options(pick),
             metrics_listen=pick("metrics-listen", "DENOISECAST_METRICS_LISTEN") or "",
             metrics_token=metrics_token,
             trusted_proxies=trusted_proxies,
@@ -469,6 +509,30 @@ def _media_options(pick: Callable[[str, str], str | None]) -> dict[str, Any]:
 
 _ON = ("on", "true", "yes", "1")
 _OFF = ("off", "false", "no", "0")
+
+
+def _node_options(pick: Callable[[str, str], str | None]) -> dict[str, Any]:
+    """The live bus's and the node registry's options, validated."""
+    redis_url = pick("redis-url", "DENOISECAST_REDIS_URL") or ""
+    if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"--redis-url {redis_url!r}: use redis://host:port/db, rediss://... or unix://path.")
+    prefix = pick("redis-prefix", "DENOISECAST_REDIS_PREFIX") or DEFAULT_REDIS_PREFIX
+    if not NODE_ID_PATTERN.match(prefix):
+        raise ConfigError(f"--redis-prefix {prefix!r}: use 1-64 letters, digits, '.', '_' or '-'.")
+    node_id = pick("node-id", "DENOISECAST_NODE_ID") or ""
+    if node_id and not NODE_ID_PATTERN.match(node_id):
+        raise ConfigError(f"--node-id {node_id!r}: use 1-64 letters, digits, '.', '_' or '-'.")
+    advertise_url = pick("advertise-url", "DENOISECAST_ADVERTISE_URL") or ""
+    if advertise_url and not advertise_url.startswith(("http://", "https://")):
+        raise ConfigError(f"--advertise-url {advertise_url!r}: use an http:// or https:// URL.")
+    ttl = _number("node-ttl", pick("node-ttl", "DENOISECAST_NODE_TTL") or str(DEFAULT_NODE_TTL), float, 1.0, 10.0)
+    return {
+        "redis_url": redis_url,
+        "redis_prefix": prefix,
+        "node_id": node_id,
+        "advertise_url": advertise_url.rstrip("/"),
+        "node_ttl": ttl,
+    }
 
 
 def _networks(name: str, text: str) -> tuple[IPv4Network | IPv6Network, ...]:

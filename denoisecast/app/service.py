@@ -30,6 +30,7 @@ from twisted.python.threadpool import ThreadPool
 from denoisecast.app.listening import ReusePortError, listening_endpoint
 from denoisecast.app.server import DenoiseCastServer
 from denoisecast.app.startup import FatalStartup, one_line
+from denoisecast.bus.base import LiveBus
 from denoisecast.handlers.sessionsweep import SWEEP_SECONDS
 from denoisecast.live.manager import LiveManager
 from denoisecast.recordings.recorder import Recorder
@@ -145,21 +146,49 @@ class ThreadPoolService(Service):
         self.pool.stop()
 
 
+class BusService(Service):
+    """
+    Runs the live bus: this node announces itself (and, once connected,
+    its users: the presence hub listens) when it starts, and withdraws
+    when it stops, after everything that publishes on it has stopped.
+    """
+
+    def __init__(self, bus: LiveBus) -> None:
+        self.bus = bus
+
+    def startService(self) -> None:
+        super().startService()
+        ensureDeferred(self.bus.start()).addErrback(lambda f: _bus_log.failure("Starting the live bus failed", f))
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return ensureDeferred(self.bus.stop())
+
+
+_bus_log = logger()
+
+
 class RecorderService(Service):
     """
     Repairs recordings a crash left unfinished when the server starts, and
     finalises every open recording when it stops.
+
+    Which ones it repairs (C{repair_nodes}): all of them on a node alone
+    on its database (C{None}); with nodes sharing one, only this node's
+    own (and those that name no node): the others' may be live, and those
+    of a node that died are repaired by L{denoisecast.live.cluster.NodeWatch}.
     """
 
     log = logger()
 
-    def __init__(self, recorder: Recorder) -> None:
+    def __init__(self, recorder: Recorder, repair_nodes: list[str | None] | None = None) -> None:
         self.recorder = recorder
+        self.repair_nodes = repair_nodes
 
     def startService(self) -> None:
         super().startService()
         self.recorder.start_pool()
-        Deferred.fromCoroutine(self.recorder.repair()).addErrback(
+        Deferred.fromCoroutine(self.recorder.repair(self.repair_nodes)).addErrback(
             lambda f: self.log.failure("Repairing interrupted recordings failed", f)
         )
 
@@ -333,6 +362,7 @@ def make_service(server: DenoiseCastServer, fatal: Fatal | None = None) -> Serve
     top = ServerTree()
     database = DatabaseService(server.database)
     database.setServiceParent(top)
+    BusService(server.bus).setServiceParent(top)
     server.reactor_lag.setServiceParent(top)
     ThreadPoolService(server.password_pool).setServiceParent(top)
 
@@ -341,12 +371,13 @@ def make_service(server: DenoiseCastServer, fatal: Fatal | None = None) -> Serve
     engine.setServiceParent(top)
     server.scheduler.setName("denoise")
     server.scheduler.setServiceParent(engine)
-    RecorderService(server.recorder).setServiceParent(engine)
+    RecorderService(server.recorder, [server.bus.node_id, None] if server.bus.shared else None).setServiceParent(engine)
 
     network = AfterReady(server.scheduler.when_settled(), fatal)
     network.setName("network")
     network.setServiceParent(top)
     LiveService(server.live).setServiceParent(network)
+    server.node_watch.setServiceParent(network)
     sweeper = TimerService(SESSION_SWEEP_SECONDS, sweep_sessions, server)
     sweeper.clock = server.reactor
     sweeper.setServiceParent(network)

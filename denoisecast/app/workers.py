@@ -23,16 +23,18 @@ import re
 import signal
 import sys
 from collections.abc import Callable, Mapping
-from typing import IO, Any
+from pathlib import Path
+from typing import IO, Any, cast
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.error import ProcessDone, ProcessExitedAlready
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
 from denoisecast.app.config import FLAG_OPTIONS, OPTIONS, WORKER_VARIABLE, Config, ConfigError
+from denoisecast.bus.base import new_node_id
 from denoisecast.runtime.logs import logger
 
 #: A worker that exits sooner than this after it started failed to start.
@@ -44,7 +46,9 @@ MAX_RESTART_DELAY = 30.0
 #: How long stopping waits for the workers before killing them.
 STOP_SECONDS = 60.0
 #: Options the supervisor sets for each worker itself.
-_PER_WORKER = ("workers", "reuse-port", "rtc-ports", "metrics-listen")
+_PER_WORKER = ("workers", "reuse-port", "rtc-ports", "metrics-listen", "node-id", "redis-url")
+#: The longest node id (the bus's limit) and the room a worker's suffix takes.
+_NODE_ID_ROOM = 64 - len("-w256")
 #: A worker's interpreter runs twistd as the ``twistd`` script does, without
 #: the current directory on its path (it could hide the installed plugin).
 _TWISTD = "import sys; del sys.path[0]; from twisted.scripts.twistd import run; run()"
@@ -64,12 +68,14 @@ def metrics_endpoint_for(description: str, index: int) -> str:
     return f"{match.group(1)}:{int(match.group(2)) + index - 1}{match.group(3)}"
 
 
-def worker_arguments(given: Mapping[str, Any], config: Config, index: int) -> list[str]:
+def worker_arguments(given: Mapping[str, Any], config: Config, index: int, node_base: str, redis_url: str) -> list[str]:
     """
     The ``denoisecast`` options of worker C{index} (1-based): every option
     given to the supervisor on its command line (the environment is
     inherited, so options set there apply as they are), and the
-    per-worker ones.
+    per-worker ones: its node id (C{node_base}-wN: the same for a worker
+    restarted, so it repairs what its predecessor left), the live bus
+    the workers share, its ports.
     """
     arguments = []
     for name, _, _ in OPTIONS:
@@ -77,7 +83,7 @@ def worker_arguments(given: Mapping[str, Any], config: Config, index: int) -> li
         if name in _PER_WORKER or not value:
             continue
         arguments.append(f"--{name}" if name in FLAG_OPTIONS else f"--{name}={value}")
-    arguments += ["--workers=1", "--reuse-port"]
+    arguments += ["--workers=1", "--reuse-port", f"--node-id={node_base[:_NODE_ID_ROOM]}-w{index}", f"--redis-url={redis_url}"]
     if config.rtc_ports is not None:
         arguments.append(f"--rtc-ports={config.rtc_ports.split(config.workers)[index - 1]}")
     if config.metrics_listen:
@@ -131,7 +137,10 @@ class WorkerSupervisor(Service):
         write: Callable[[int, bytes], None],
         fatal: Callable[[str], None],
         startup_seconds: float = STARTUP_SECONDS,
+        name: Callable[[int], str] = "Worker {}".format,
     ) -> None:
+        """C{name}: what a process is called in the log, from its number."""
+        self._name = name
         self._startup_seconds = startup_seconds
         self.stop_seconds = STOP_SECONDS
         self._reactor = reactor
@@ -160,7 +169,9 @@ class WorkerSupervisor(Service):
             worker, command[0], command, env=self._environ(index), childFDs={0: "w", 1: "r", 2: "r"}
         )
         self.workers[index] = worker
-        self.log.info("Worker {worker} started (pid {pid})", worker=index, pid=process.pid, log_id="workers.started")
+        self.log.info(
+            "{name} started (pid {pid})", name=self._name(index), worker=index, pid=process.pid, log_id="workers.started"
+        )
 
     @property
     def pids(self) -> dict[int, int]:
@@ -179,7 +190,7 @@ class WorkerSupervisor(Service):
             del self.workers[worker.index]
         how = _ending(reason)
         if not self.running or self._gave_up:
-            self.log.info("Worker {worker} stopped: {how}", worker=worker.index, how=how)
+            self.log.info("{name} stopped: {how}", name=self._name(worker.index), worker=worker.index, how=how)
             return
         lived = self._reactor.seconds() - worker.started
         failed = self._failed_starts[worker.index] = (
@@ -188,13 +199,14 @@ class WorkerSupervisor(Service):
         if failed >= MAX_FAILED_STARTS:
             self._gave_up = True
             self._fatal(
-                f"Worker {worker.index} failed {failed} times within {self._startup_seconds:g} s of starting "
+                f"{self._name(worker.index)} failed {failed} times within {self._startup_seconds:g} s of starting "
                 f"(last: {how}); its log lines above say why"
             )
             return
         delay = min(MAX_RESTART_DELAY, float(2**failed - 1)) if failed else 0.0
         self.log.warn(
-            "Worker {worker} {how} after {seconds:.1f} s; restarting it in {delay:g} s",
+            "{name} {how} after {seconds:.1f} s; restarting it in {delay:g} s",
+            name=self._name(worker.index),
             worker=worker.index,
             how=how,
             seconds=lived,
@@ -225,7 +237,9 @@ class WorkerSupervisor(Service):
 
     def _kill(self, workers: list[_Worker]) -> None:
         for worker in workers:
-            self.log.warn("Worker {worker} did not stop in {seconds:g} s; killing it", worker=worker.index, seconds=self.stop_seconds)
+            self.log.warn(
+                "{name} did not stop in {seconds:g} s; killing it", name=self._name(worker.index), seconds=self.stop_seconds
+            )
             self._signal(worker, "KILL")
 
     async def _wait(self, workers: list[_Worker]) -> None:
@@ -282,7 +296,7 @@ def supervisor_tree(config: Config, given: Mapping[str, Any], reactor: Any, stre
     """
     import os
 
-    from denoisecast.app.service import AfterReady, DatabaseService, ServerTree, database_problem
+    from denoisecast.app.service import AfterReady, DatabaseService, ServerTree
     from denoisecast.app.startup import FatalStartup
     from denoisecast.storage.database import Database
 
@@ -294,8 +308,6 @@ def supervisor_tree(config: Config, given: Mapping[str, Any], reactor: Any, stre
         else:
             _worker_log.info("{line}", line=text.rstrip("\n"), worker=index)
 
-    # Checked before anything starts: a bad --metrics-listen is one line, as any other option.
-    arguments = {index: worker_arguments(given, config, index) for index in range(1, config.workers + 1)}
     fatal = FatalStartup(reactor)
     top = ServerTree()
     # The schema is migrated once, here, before any worker starts: N
@@ -303,7 +315,19 @@ def supervisor_tree(config: Config, given: Mapping[str, Any], reactor: Any, stre
     database = Database(config.effective_database_url, reactor)
     migrated = DatabaseService(database)
     migrated.setServiceParent(top)
-    after = AfterReady(migrated.ready, fatal, database_problem(database))
+    ready: list[Deferred[Any]] = [migrated.ready]
+    redis_url = config.redis_url
+    if not redis_url:
+        redis = PrivateRedis(reactor, config.data_dir, fatal)
+        redis.setServiceParent(top)
+        ready.append(redis.ready)
+        redis_url = redis.url
+    # Checked before anything starts: a bad --metrics-listen is one line, as any other option.
+    node_base = config.node_id or new_node_id()
+    arguments = {
+        index: worker_arguments(given, config, index, node_base, redis_url) for index in range(1, config.workers + 1)
+    }
+    after = AfterReady(gatherResults(ready, consumeErrors=True), fatal, _first_problem(database))
     after.setServiceParent(top)
     supervisor = WorkerSupervisor(
         reactor,
@@ -319,3 +343,75 @@ def supervisor_tree(config: Config, given: Mapping[str, Any], reactor: Any, stre
 
 
 _worker_log = logger()
+
+
+def _first_problem(database: Any) -> Callable[[Failure], str]:
+    """How a failure of the start conditions is said (a FirstError from gatherResults unwrapped)."""
+    from twisted.internet.defer import FirstError
+
+    from denoisecast.app.service import database_problem
+
+    describe = database_problem(database)
+
+    def first(failure: Failure) -> str:
+        if failure.check(FirstError):
+            failure = cast(FirstError, failure.value).subFailure
+        return describe(failure)
+
+    return first
+
+
+#: Where a private Redis keeps its socket when the data directory's path is
+#: too long for one (UNIX socket paths are limited to about 100 bytes).
+_SOCKET_PATH_LIMIT = 100
+
+
+class PrivateRedis(Service):
+    """
+    A ``redis-server`` for the workers of ``--workers`` when no
+    ``--redis-url`` is given: on a UNIX socket (mode 0700) in the data
+    directory, no TCP port, nothing saved to disk; restarted if it dies
+    (the workers' bus reconnects by itself), stopped after the workers.
+    Fires C{ready} once it accepts connections.
+    """
+
+    log = logger()
+
+    def __init__(self, reactor: Any, data_dir: Path, fatal: Callable[[str], None]) -> None:
+        import shutil
+        import tempfile
+
+        program = shutil.which("redis-server")
+        if program is None:
+            raise ConfigError(
+                "--workers without --redis-url starts a private redis-server, which is not installed "
+                "(Debian: apt-get install redis-server); or give --redis-url."
+            )
+        socket_path = (data_dir / "redis.sock").absolute()
+        if len(str(socket_path)) > _SOCKET_PATH_LIMIT:
+            socket_path = Path(tempfile.mkdtemp(prefix="denoisecast-redis-")) / "redis.sock"
+        self.socket_path = socket_path
+        self.url = f"unix://{socket_path}"
+        self.ready: Deferred[None] = Deferred()
+        command = [
+            program, "--port", "0", "--unixsocket", str(socket_path), "--unixsocketperm", "700",
+            "--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", str(socket_path.parent),
+        ]
+        self._processes = WorkerSupervisor(
+            reactor, 1, lambda index: command, lambda index: {}, self._output, fatal, name=lambda index: "Private redis-server"
+        )
+
+    def _output(self, index: int, line: bytes) -> None:
+        text = line.decode("utf-8", errors="replace").rstrip()
+        self.log.info("redis-server: {line}", line=text)
+        if "ready to accept connections" in text.lower() and not self.ready.called:
+            self.log.info("Private Redis for the workers ready at {url}", url=self.url, log_id="workers.redis_ready")
+            self.ready.callback(None)
+
+    def startService(self) -> None:
+        super().startService()
+        self._processes.startService()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return self._processes.stopService()
