@@ -241,7 +241,18 @@ class WorkersTwistdTests(TestCase):
         self.assertEqual({answer["bus"] for answer in nodes.values()}, {"redis"})
         self.assertTrue(nodes[1]["node"].endswith("-w1") and nodes[2]["node"].endswith("-w2"), nodes)
         self.assertEqual(nodes[1]["node"][:-3], nodes[2]["node"][:-3])
-        self.assertTrue((workdir / "denoisecast-data" / "redis.sock").exists())
+        socket_path = workdir / "denoisecast-data" / "redis.sock"
+        self.assertEqual(socket_path.stat().st_mode & 0o077, 0)
+
+        def registered() -> list[bytes]:
+            import redis
+
+            with redis.Redis(unix_socket_path=str(socket_path)) as client:
+                return sorted(client.keys("denoisecast:node:*"))
+
+        self.assertEqual(
+            await deferToThread(registered), [f"denoisecast:node:{nodes[i]['node']}".encode() for i in (1, 2)]
+        )
         children = [
             pid for pid in children if not Path(f"/proc/{pid}/comm").read_text().startswith("redis-server")
         ]
