@@ -101,6 +101,33 @@ except OSError as error:
         self.assertEqual(delete_leftovers(), [])
 
 
+    async def test_forward_reaches_a_service_of_this_machine(self) -> None:
+        """
+        L{TestNetwork.forward}: a host connects to the gateway's forwarded
+        port and reaches a TCP service listening on this machine's
+        loopback (as nodes reach the test set-up's PostgreSQL and Redis).
+        """
+        from twisted.internet.protocol import Factory, Protocol
+
+        class Echo(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                self.transport.write(data.upper())  # type: ignore[union-attr]
+
+        service = reactor.listenTCP(0, Factory.forProtocol(Echo), interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(service.stopListening)
+        net = TestNetwork(self, hosts=1)
+        address, port = net.forward(self, "127.0.0.1", service.getHost().port)
+        self.assertEqual(address, net.gateway)
+        script = f"""
+import socket
+with socket.create_connection(("{address}", {port}), timeout=10) as sock:
+    sock.sendall(b"ping")
+    print(sock.recv(10).decode())
+"""
+        result = await deferToThread(net.hosts[0].run, "python3", "-c", script)
+        self.assertEqual(result.stdout.strip(), "PING", result.stderr)
+
+
 class NodeOnItsOwnHostTests(TestCase):
     timeout = 180
 

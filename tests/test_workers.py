@@ -90,6 +90,20 @@ class ArgumentsTests(SynchronousTestCase):
             Config.resolve({"workers": "0"}, {})
 
 
+class RefusedTests(TestCase):
+    def test_workers_need_a_shareable_endpoint(self) -> None:
+        """--workers with a UNIX socket endpoint is one line on stderr and exit status 1, before anything starts."""
+        workdir = Path(tempfile.mkdtemp(prefix="denoisecast-workers-"))
+        self.addCleanup(shutil.rmtree, workdir, True)
+        twistd = str(Path(sys.executable).with_name("twistd"))
+        result = subprocess.run(
+            [twistd, "-n", "--pidfile=", "denoisecast", "--workers", "2", "--listen", f"unix:{workdir}/s.sock"],
+            cwd=workdir, capture_output=True, text=True, timeout=120,
+        )
+        self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
+        self.assertIn("needs a tcp:, tcp6: or ssl: endpoint", result.stderr)
+
+
 class Hello(Protocol):
     def connectionMade(self) -> None:
         self.transport.write(b"hello")  # type: ignore[union-attr]

@@ -308,6 +308,12 @@ def supervisor_tree(config: Config, given: Mapping[str, Any], reactor: Any, stre
         else:
             _worker_log.info("{line}", line=text.rstrip("\n"), worker=index)
 
+    from denoisecast.app.listening import ReusePortError, reuse_port_endpoint
+
+    try:
+        reuse_port_endpoint(reactor, config.listen)  # every worker would fail on it: say so once, now
+    except ReusePortError as error:
+        raise ConfigError(str(error)) from None
     fatal = FatalStartup(reactor)
     top = ServerTree()
     # The schema is migrated once, here, before any worker starts: N
