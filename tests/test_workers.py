@@ -26,6 +26,7 @@ from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from denoisecast.app.config import Config, ConfigError
@@ -298,3 +299,82 @@ class WorkersTwistdTests(TestCase):
             self.assertFalse(Path(f"/proc/{pid}").exists(), f"worker {pid} outlived the supervisor")
         with self.assertRaises(OSError):
             socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
+
+
+class WorkersLiveTests(TestCase):
+    timeout = 240
+
+    async def test_a_friend_on_the_other_worker_sees_the_broadcast(self) -> None:
+        """
+        ``--workers 2`` with media on loopback: alice goes live (aiortc)
+        through a socket on one worker; bob's socket, on the other worker
+        (told apart by the source address each socket came from, in the
+        workers' logs), sees her live within 1 s over the workers' private
+        Redis bus, and sees her stop.
+        """
+        import re
+
+        import aioice.ice
+
+        from tests.rtc_support import answer, noisy_speech_file, publisher
+        from tests.support import Client
+        from tests.test_presence import befriend
+        from tests.ws_support import connect_ws
+
+        self.patch(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else [])
+        workdir = Path(tempfile.mkdtemp(prefix="denoisecast-workers-"))
+        self.addCleanup(shutil.rmtree, workdir, True)
+        server = TwistdProcess(
+            self, workdir, "--workers", "2", "--denoise-device", "cpu",
+            "--media-address", "127.0.0.1", "--ice-allow-networks", "127.0.0.0/8",
+        )
+        await server.ready(timeout=120.0)
+        deadline = time.monotonic() + 120
+        while {(await deferToThread(health, server.base))["worker"] for _ in range(20)} != {1, 2}:
+            self.assertLess(time.monotonic(), deadline, "both workers did not come up")
+            await deferLater(reactor, 0.5)
+        alice, bob = Client(server.base), Client(server.base)
+        await alice.register("alice")
+        await bob.register("bob")
+        await befriend(alice, bob, "bob", "alice")
+
+        async def worker_of(name: str, source: str) -> int:
+            """The worker whose log says a socket of C{name}'s opened from C{source}."""
+            pattern = re.compile(rf"\[worker (\d)\] .*Socket opened for {name} from {re.escape(source)}\n")
+            for _ in range(100):
+                found = pattern.findall(server.log.read_text())
+                if found:
+                    return int(found[-1])
+                await deferLater(reactor, 0.1)
+            raise AssertionError(f"no socket of {name} from {source} in the log")
+
+        alice_ws = await connect_ws(self, server.base, alice, bind="127.0.0.2")
+        alice_worker = await worker_of("alice", "127.0.0.2")
+        for last in range(10, 60):
+            source = f"127.0.0.{last}"
+            bob_ws = await connect_ws(self, server.base, bob, bind=source)
+            if await worker_of("bob", source) != alice_worker:
+                break
+            await bob_ws.close()
+        else:
+            raise AssertionError("every socket of bob's reached alice's worker")
+        await bob_ws.expect("presence")
+
+        pc, offer = await publisher(self, noisy_speech_file(self))
+        asked = time.monotonic()
+        reply = await alice_ws.request({"v": 1, "type": "publish", "sdp": offer})
+        self.assertEqual(reply["type"], "answer", reply)
+        await answer(pc, reply["sdp"])
+        told = await bob_ws.expect("friend", timeout=2.0)
+        while not told["friend"]["live"]:
+            told = await bob_ws.expect("friend", timeout=2.0)
+        elapsed = time.monotonic() - asked  # from the publish request, the answer's making included
+        self.assertEqual(told["friend"]["username"], "alice")
+        # The goal is 1 s; 2 s leaves room for a loaded test machine.
+        self.assertLess(elapsed, 2.0)
+        Logger().info("Live on worker {a}, seen on worker {b} after {elapsed:.3f} s", a=alice_worker, b=3 - alice_worker, elapsed=elapsed)
+        stopped = await alice_ws.request({"v": 1, "type": "stop"})
+        self.assertEqual(stopped["type"], "stopped", stopped)
+        told = await bob_ws.expect("friend", timeout=5.0)
+        while told["friend"]["live"]:
+            told = await bob_ws.expect("friend", timeout=1.0)
