@@ -1,14 +1,16 @@
 """
 Two nodes in this process on one PostgreSQL database and one live bus,
 the same tests on both buses (in-process broker, real Redis): presence,
-friendships and ended sessions cross nodes; a node that dies is noticed
-within its time to live and its rows are repaired once; a node that starts
-leaves the other's live rows alone.
+friendships, ended sessions and login limits cross nodes; a friend on one
+node listens to a broadcast on the other (media straight from the owner);
+a node that dies is noticed within its time to live and its rows are
+repaired once; a node that starts leaves the other's live rows alone.
 """
 
 from __future__ import annotations
 
 import time
+from ipaddress import ip_network
 from typing import Any
 
 from twisted.internet import reactor
@@ -17,6 +19,7 @@ from twisted.trial.unittest import TestCase
 
 from denoisecast.handlers.accounts import utcnow
 from tests.bus_support import Nodes
+from tests.rtc_support import answer, listener, noisy_speech_file, publisher
 from tests.support import Client, RunningServer, postgres_url, start_server
 from tests.test_bus import wait_for
 from tests.ws_support import connect_ws
@@ -28,12 +31,12 @@ class ClusterTestsMixin:
     kind = ""
     timeout = 60
 
-    async def two_nodes(self) -> tuple[Nodes, RunningServer, RunningServer]:
+    async def two_nodes(self, **config: Any) -> tuple[Nodes, RunningServer, RunningServer]:
         test: Any = self
         nodes = Nodes(test, self.kind, ttl=TTL)
         database = postgres_url(test)
-        a = await start_server(test, database, bus=nodes.bus("node-a"))
-        b = await start_server(test, database, bus=nodes.bus("node-b"))
+        a = await start_server(test, database, bus=nodes.bus("node-a"), **config)
+        b = await start_server(test, database, bus=nodes.bus("node-b"), **config)
         await wait_for(lambda: a.server.bus.connected and b.server.bus.connected, 5.0)
         return nodes, a, b
 
@@ -100,6 +103,92 @@ class ClusterTestsMixin:
         code = await socket_a.factory.closed.addTimeout(3, reactor)
         test.assertEqual(code, 4001)
         test.assertFalse(alice.factory.closed.called)  # her other session goes on
+
+    async def test_listening_through_another_node(self) -> None:
+        """
+        bob, connected to node A, listens to alice broadcasting on node B:
+        the offer goes over the bus to B, whose answer carries B's ICE
+        candidates; bob hears audio (from B: node A holds no media
+        connection); alice's listener count reaches every node; the signal
+        switch and unlisten through A reach B; and when node B dies, bob's
+        page on A is told the listen ended.
+        """
+        import aioice.ice
+
+        test: Any = self
+        test.patch(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else [])
+        _, a, b = await self.two_nodes(ice_allow_networks=(ip_network("127.0.0.0/8"),))
+        c = await self.friends(a, b)
+        noisy = noisy_speech_file(test)
+        alice_b = b.client()
+        await alice_b.login("alice")
+        alice_ws = await connect_ws(test, b.base, alice_b)
+        pc, offer = await publisher(test, noisy)
+        reply = await alice_ws.request({"v": 1, "type": "publish", "sdp": offer})
+        test.assertEqual(reply["type"], "answer", reply)
+        await answer(pc, reply["sdp"])
+        bob_ws = await connect_ws(test, a.base, c["bob"])
+        await bob_ws.expect("presence")
+        lpc, loffer, heard = await listener(test)
+        listened = await bob_ws.request({"v": 1, "type": "listen", "user": "alice", "sdp": loffer})
+        test.assertEqual((listened["type"], listened["role"]), ("answer", "listen"), listened)
+        await answer(lpc, listened["sdp"])
+        await wait_for(lambda: heard.samples > 48000, 15.0)
+        test.assertEqual(len(a.server.live.broadcasts), 0)
+        test.assertEqual(a.server.live.listener_count(), 0)  # no media through A
+        test.assertEqual(b.server.live.listener_count(), 1)
+        test.assertEqual((await alice_ws.expect("listeners"))["count"], 1)
+
+        async def count_on(node: RunningServer) -> int:
+            return int((await c["bob"].get("/api/streams/alice")).body["listeners"]) if node is a else int(
+                (await self.on(c["bob"], b).get("/api/streams/alice")).body["listeners"]
+            )
+
+        for node in (a, b):
+            for _ in range(30):
+                if await count_on(node) == 1:
+                    break
+                await deferLater(reactor, 0.1)
+            test.assertEqual(await count_on(node), 1)
+        switched = await bob_ws.request({"v": 1, "type": "signal", "user": "alice", "signal": "raw"})
+        test.assertEqual((switched["type"], switched["signal"]), ("signal", "raw"), switched)
+        gone = await bob_ws.request({"v": 1, "type": "unlisten", "user": "alice"})
+        test.assertEqual(gone["type"], "unlistened", gone)
+        test.assertEqual((await alice_ws.expect("listeners", timeout=2.0))["count"], 0)
+        # Listen again, then node B dies: bob's page on A learns the listen ended.
+        lpc2, loffer2, _ = await listener(test)
+        again = await bob_ws.request({"v": 1, "type": "listen", "user": "alice", "sdp": loffer2})
+        test.assertEqual(again["type"], "answer", again)
+        await b.server.bus.kill()  # type: ignore[attr-defined]
+        ended = await bob_ws.expect("ended", timeout=TTL + 3.0)
+        test.assertEqual((ended["role"], ended["user"], ended["reason"]), ("listen", "alice", "offline"))
+
+    def on(self, client: Client, node: RunningServer) -> Client:
+        """The same session (a database row) used on another node."""
+        other = node.client()
+        for cookie in client.cookies:
+            other.cookies.set_cookie(cookie)
+        return other
+
+    async def test_login_limits_hold_across_nodes(self) -> None:
+        """
+        Wrong passwords for one account from an address it does not know,
+        spread over both nodes, count together: after the account's budget
+        (5) the next try is refused 429 on either node, not after 5 on each.
+        """
+        test: Any = self
+        _, a, b = await self.two_nodes()
+        await a.client().register("victim")
+        codes = []
+        for n in range(5):
+            node = (a, b)[n % 2]
+            codes.append((await node.client("127.0.0.5").login("victim", "wrong password")).status)
+            await deferLater(reactor, 0.05)  # the failure reaches the other node
+        test.assertNotIn(429, codes)
+        await deferLater(reactor, 0.2)
+        for node in (a, b):
+            reply = await node.client("127.0.0.5").login("victim", "wrong password")
+            test.assertEqual((reply.status, reply.error_code), (429, "rate_limited"))
 
     async def test_dead_node_noticed_and_repaired_once(self) -> None:
         """

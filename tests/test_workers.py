@@ -304,7 +304,7 @@ class WorkersTwistdTests(TestCase):
 class WorkersLiveTests(TestCase):
     timeout = 240
 
-    async def test_a_friend_on_the_other_worker_sees_the_broadcast(self) -> None:
+    async def test_a_friend_on_the_other_worker_sees_and_hears_the_broadcast(self) -> None:
         """
         ``--workers 2`` with media on loopback: alice goes live (aiortc)
         through a socket on one worker; bob's socket, on the other worker
@@ -316,7 +316,7 @@ class WorkersLiveTests(TestCase):
 
         import aioice.ice
 
-        from tests.rtc_support import answer, noisy_speech_file, publisher
+        from tests.rtc_support import answer, listener, noisy_speech_file, publisher
         from tests.support import Client
         from tests.test_presence import befriend
         from tests.ws_support import connect_ws
@@ -326,7 +326,7 @@ class WorkersLiveTests(TestCase):
         self.addCleanup(shutil.rmtree, workdir, True)
         server = TwistdProcess(
             self, workdir, "--workers", "2", "--denoise-device", "cpu",
-            "--media-address", "127.0.0.1", "--ice-allow-networks", "127.0.0.0/8",
+            "--media-address", "127.0.0.1", "--ice-allow-networks", "127.0.0.0/8", "--rtc-ports", "41100-41139",
         )
         await server.ready(timeout=120.0)
         deadline = time.monotonic() + 120
@@ -373,6 +373,20 @@ class WorkersLiveTests(TestCase):
         # The goal is 1 s; 2 s leaves room for a loaded test machine.
         self.assertLess(elapsed, 2.0)
         Logger().info("Live on worker {a}, seen on worker {b} after {elapsed:.3f} s", a=alice_worker, b=3 - alice_worker, elapsed=elapsed)
+
+        # Listening through bob's worker: the answer comes from alice's
+        # worker (its own share of the ports), and the audio flows from there.
+        lpc, loffer, recorder = await listener(self)
+        heard = await bob_ws.request({"v": 1, "type": "listen", "user": "alice", "sdp": loffer})
+        self.assertEqual(heard["type"], "answer", heard)
+        ports = {int(port) for port in re.findall(r"a=candidate:\S+ 1 udp \d+ 127\.0\.0\.1 (\d+) typ host", heard["sdp"])}
+        share = range(41100, 41120) if alice_worker == 1 else range(41120, 41140)
+        self.assertTrue(ports and all(port in share for port in ports), (alice_worker, ports))
+        await answer(lpc, heard["sdp"])
+        deadline = time.monotonic() + 30
+        while recorder.samples < 48000:
+            self.assertLess(time.monotonic(), deadline, "bob heard nothing through the other worker")
+            await deferLater(reactor, 0.1)
         stopped = await alice_ws.request({"v": 1, "type": "stop"})
         self.assertEqual(stopped["type"], "stopped", stopped)
         told = await bob_ws.expect("friend", timeout=5.0)

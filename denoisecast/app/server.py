@@ -36,7 +36,13 @@ from denoisecast.handlers.passwordqueue import PasswordQueue
 from denoisecast.handlers.presence import PresenceHub
 from denoisecast.handlers.sessionsweep import SocketSessions
 from denoisecast.live.candidates import CandidatePolicy
-from denoisecast.live.cluster import NodeWatch, route_ended_sessions, route_friendships
+from denoisecast.live.cluster import (
+    NodeWatch,
+    route_ended_sessions,
+    route_friendships,
+    share_limits,
+    share_login_guard,
+)
 from denoisecast.live.ice import ice_servers_for
 from denoisecast.live.manager import LiveManager
 from denoisecast.live.mediaports import MediaPlan
@@ -161,7 +167,9 @@ class DenoiseCastServer:
 
     @cached_property
     def node_watch(self) -> NodeWatch:
-        return NodeWatch(self.bus, self.presence, self.recorder, self.store, self.reactor, min(1.0, self.bus.ttl / 4))
+        watch = NodeWatch(self.bus, self.presence, self.recorder, self.store, self.reactor, min(1.0, self.bus.ttl / 4))
+        watch.gone_observers.append(self.live.remote.node_gone)
+        return watch
 
     @cached_property
     def database(self) -> Database:
@@ -178,13 +186,21 @@ class DenoiseCastServer:
     @cached_property
     def accounts(self) -> Accounts:
         per_hour = self.config.registrations_per_hour
+        # Every limit holds across nodes: failures are shared over the live bus.
+        guard = LoginGuard(self.reactor)
+        share_login_guard(self.bus, guard)
+        registrations = FailureLimiter(self.reactor, per_hour, 3600.0) if per_hour else None
+        password_checks = FailureLimiter(self.reactor, PASSWORD_CHECK_FAILURES, PASSWORD_CHECK_WINDOW_SECONDS)
+        share_limits(self.bus, {"password-check": password_checks})
+        if registrations is not None:
+            share_limits(self.bus, {"registration": registrations})
         return Accounts(
             self.store,
             self.clock,
             self.password_queue,
-            LoginGuard(self.reactor),
-            FailureLimiter(self.reactor, per_hour, 3600.0) if per_hour else None,
-            FailureLimiter(self.reactor, PASSWORD_CHECK_FAILURES, PASSWORD_CHECK_WINDOW_SECONDS),
+            guard,
+            registrations,
+            password_checks,
             self.password_hasher,
             PasswordHashes(self.database),
         )
@@ -349,6 +365,7 @@ class DenoiseCastServer:
             access=self.access,
             candidate_policy=CandidatePolicy.from_config(self.config),
             media=MediaPlan.from_config(self.config),
+            find_page=lambda connection_id: self.signaling.by_id.get(connection_id),
         )
         return manager
 

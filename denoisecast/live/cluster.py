@@ -27,9 +27,11 @@ from twisted.internet.task import LoopingCall
 
 from denoisecast.bus.base import Event, LiveBus
 from denoisecast.handlers.accounts import EndedSessions
+from denoisecast.handlers.loginguard import LoginGuard
 from denoisecast.handlers.presence import PresenceHub
 from denoisecast.recordings.recorder import Recorder
 from denoisecast.runtime.logs import logger
+from denoisecast.runtime.ratelimit import FailureLimiter
 from denoisecast.storage.store import Store, User
 
 FriendshipObserver = Callable[[User, User, bool], None]
@@ -78,6 +80,42 @@ def route_ended_sessions(bus: LiveBus, close: Callable[[EndedSessions], None]) -
     return publish
 
 
+def share_limits(bus: LiveBus, limiters: dict[str, FailureLimiter]) -> None:
+    """
+    Every node's limiters of the same name count the same failures: each
+    failure or reset made on one node is made on the others (at the moment
+    it reaches them; a node started later does not know earlier ones, and
+    each window is at most minutes long).
+    """
+    for name, limiter in limiters.items():
+        limiter.observers.append(
+            lambda change, key, name=name: bus.publish("ratelimit", limiter=name, change=change, key=key)  # type: ignore[misc]
+        )
+
+    def received(event: Event) -> None:
+        limiter = limiters.get(str(event.get("limiter")))
+        if limiter is None or event["node"] == bus.node_id:
+            return  # unknown here, or made here already
+        key = event.get("key")
+        limiter.apply(str(event.get("change")), tuple(key) if isinstance(key, list) else key)
+
+    bus.on("ratelimit", received)
+
+
+def share_login_guard(bus: LiveBus, guard: LoginGuard) -> None:
+    """The login guard's budgets, and the clients each account knows, on every node."""
+    share_limits(bus, guard.limiters())
+    guard.known_observers.append(
+        lambda account, address, device: bus.publish("known_client", account=account, address=address, device=device)
+    )
+
+    def received(event: Event) -> None:
+        if event["node"] != bus.node_id:
+            guard.remember(str(event["account"]), str(event["address"]), str(event["device"]))
+
+    bus.on("known_client", received)
+
+
 class NodeWatch(Service):
     """
     Notices nodes whose heartbeat expired and cleans up after them.
@@ -102,6 +140,8 @@ class NodeWatch(Service):
         self._checking: Deferred[Any] | None = None
         self.alive = 1
         self.buried: set[str] = set()
+        #: Told the id of each dead node, after presence forgot it.
+        self.gone_observers: list[Callable[[str], None]] = []
 
     def startService(self) -> None:
         super().startService()
@@ -155,6 +195,11 @@ class NodeWatch(Service):
 
     async def bury(self, node: str) -> None:
         users = self._presence.node_gone(node)
+        for observer in self.gone_observers:
+            try:
+                observer(node)
+            except Exception:
+                self.log.failure("A dead-node observer failed")
         repaired = await self._recorder.repair([node])
         self.buried.add(node)
         self.log.warn(
