@@ -105,6 +105,14 @@ class PeerConnections:
             raise DenoiseCastError(
                 503, "no_media_ports", "The server has no free media port; try again later."
             ) from None
+        except OSError as error:
+            if self._media is None:
+                raise
+            # A configured local address this machine no longer has (its interface went away).
+            self.log.error(
+                "Cannot bind a media socket on the configured --media-address: {error}", error=str(error)
+            )
+            raise DenoiseCastError(500, "media_unavailable", "The server cannot set up media.") from None
         if not drain_on_read(pc):
             self.log.warn("Cannot make the connection's sockets drain on read; asyncio reads one datagram per event")
         return pc.localDescription.sdp
