@@ -392,3 +392,68 @@ class WorkersLiveTests(TestCase):
         told = await bob_ws.expect("friend", timeout=5.0)
         while told["friend"]["live"]:
             told = await bob_ws.expect("friend", timeout=1.0)
+
+
+class WorkerPartsTests(TestCase):
+    timeout = 60
+
+    def test_log_lines_name_the_worker(self) -> None:
+        """A worker's text lines carry [worker N] after the time; its JSON lines a worker field."""
+        import io
+
+        from twisted.logger import LogLevel
+
+        from denoisecast.runtime.logoutput import observer_for
+
+        event = {"log_format": "hello {who}", "who": "you", "log_time": 0.0, "log_level": LogLevel.info, "log_namespace": "x"}
+        text, lines = io.StringIO(), io.StringIO()
+        observer_for("text", text, worker=2)(dict(event))
+        observer_for("json", lines, worker=2)(dict(event))
+        stamp, label, rest = text.getvalue().split(" ", 2)
+        self.assertEqual((label, rest), ("[worker", "2] [x#info] hello you\n"))
+        self.assertEqual(json.loads(lines.getvalue())["worker"], 2)
+        plain = io.StringIO()
+        observer_for("text", plain)(dict(event))
+        self.assertNotIn("worker", plain.getvalue())
+
+    def test_private_redis_needs_redis_server(self) -> None:
+        """Without redis-server installed, --workers without --redis-url is refused saying what to install or give."""
+        import shutil as shutil_module
+
+        from denoisecast.app.workers import PrivateRedis
+
+        self.patch(shutil_module, "which", lambda name: None)
+        with self.assertRaises(ConfigError) as caught:
+            PrivateRedis(reactor, Path(self.mktemp()), lambda problem: None)
+        self.assertIn("apt-get install redis-server", str(caught.exception))
+        self.assertIn("--redis-url", str(caught.exception))
+
+    async def test_a_worker_ends_when_its_supervisor_is_killed(self) -> None:
+        """
+        A process that called end_with_parent() gets SIGTERM when its parent
+        dies by SIGKILL, so no worker serves on unsupervised.
+        """
+        child = (
+            "from denoisecast.app.workers import end_with_parent; import time, os; "
+            "end_with_parent(); print(os.getpid(), flush=True); time.sleep(60)"
+        )
+        parent = subprocess.Popen(
+            [sys.executable, "-c", f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {child!r}]); time.sleep(60)"],
+            stdout=subprocess.PIPE,
+        )
+        self.addCleanup(lambda: parent.poll() is None and parent.kill())
+        pid = int((await deferToThread(parent.stdout.readline)).strip())  # type: ignore[union-attr]
+        self.addCleanup(lambda: Path(f"/proc/{pid}").exists() and os.kill(pid, signal.SIGKILL))
+        parent.kill()
+        parent.wait(10)
+        parent.stdout.close()  # type: ignore[union-attr]
+        def running() -> bool:
+            try:
+                return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+            except FileNotFoundError:
+                return False
+
+        deadline = time.monotonic() + 10
+        while running():
+            self.assertLess(time.monotonic(), deadline, "the worker outlived its supervisor")
+            await deferLater(reactor, 0.05)
