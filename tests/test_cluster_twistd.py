@@ -158,6 +158,58 @@ class NodesTests(TestCase):
         path.write_bytes(audio.body)
         self.assertGreater(len(decode(path)) / RATE, 3.0)
 
+    async def test_friends_on_node_a_hear_a_broadcast_on_node_b_denoised(self) -> None:
+        """
+        alice goes live on node B; bob and dave, connected to node A, see
+        her live within 1 s and listen through node A's WebSocket (bob
+        denoised, dave raw): both hear her speech (envelope correlation
+        above 0.6), from node B's media (node A holds no listener), and
+        bob's noise floor in the pauses is at least 10 dB below dave's.
+        """
+        from tests.rtc_support import best_correlation, listener
+        from tests.test_live_twistd import noise_floor_db
+
+        cluster = Cluster(self, redis_url())
+        a, b = cluster.node("node-a"), cluster.node("node-b")
+        await a.ready(timeout=90)
+        await b.ready(timeout=90)
+        c = await self.people(a, "alice", "bob", "dave")
+        await c["dave"].post("/api/friends/requests", {"username": "alice"})
+        self.assertEqual((await c["alice"].post("/api/friends/requests/dave/accept")).status, 200)
+        noisy, clean, _ = noisy_speech(cluster.workdir, seconds_pause=1.5)
+        ws = {name: await connect_ws(self, a.base, c[name]) for name in ("bob", "dave")}
+        for socket in ws.values():
+            await socket.expect("presence")
+        alice_ws = await connect_ws(self, b.base, self.on(c["alice"], b))
+        pc, offer = await publisher(self, noisy)
+        start = time.monotonic()
+        reply = await alice_ws.request({"v": 1, "type": "publish", "sdp": offer})
+        self.assertEqual(reply["type"], "answer", reply)
+        update = await ws["bob"].expect("friend", timeout=1.0)
+        while not update["friend"]["live"]:
+            update = await ws["bob"].expect("friend", timeout=1.0)
+        self.assertLess(time.monotonic() - start, 1.0)
+        # Listeners join before the speech starts, then the publisher sends.
+        recorders = {}
+        for name, signal in (("bob", "denoised"), ("dave", "raw")):
+            lpc, loffer, recorders[name] = await listener(self)
+            heard = await ws[name].request({"v": 1, "type": "listen", "user": "alice", "sdp": loffer, "signal": signal})
+            self.assertEqual((heard["type"], heard.get("signal")), ("answer", signal), heard)
+            await answer(lpc, heard["sdp"])
+        await answer(pc, reply["sdp"])
+        await deferLater(reactor, len(clean) / RATE + 3.0)
+        status = await c["bob"].get("/api/streams/alice")
+        self.assertEqual((status.body["live"], status.body["listeners"]), (True, 2), status.body)
+        self.assertEqual((await alice_ws.request({"v": 1, "type": "stop"}))["type"], "stopped")
+        floors = {}
+        for name, recorder in recorders.items():
+            audio = recorder.audio()
+            self.assertGreater(len(audio), len(clean) * 0.8, f"{name} heard too little")
+            correlation, lag = best_correlation(audio, clean)
+            self.assertGreater(correlation, 0.6, f"{name}: envelope correlation {correlation:.2f}")
+            floors[name] = noise_floor_db(audio, clean, lag)
+        self.assertGreaterEqual(floors["dave"] - floors["bob"], 10.0, f"noise floors (dBFS): {floors}")
+
     async def test_killed_node_ends_its_broadcast_for_everyone(self) -> None:
         """
         SIGKILL node B while alice broadcasts through it: within the time

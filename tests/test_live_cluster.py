@@ -170,6 +170,29 @@ class ClusterTestsMixin:
             other.cookies.set_cookie(cookie)
         return other
 
+    async def test_metrics_and_health_name_the_node_and_its_bus(self) -> None:
+        """
+        /metrics says which node this is, on which bus, that the bus is
+        connected, how many nodes are alive and what crossed; /api/health
+        names the node and its bus.
+        """
+        from tests.test_server_metrics import value
+
+        test: Any = self
+        _, a, b = await self.two_nodes()
+        await self.friends(a, b)
+        kind = "redis" if self.kind == "redis" else "in-process"
+        health = (await a.client().get("/api/health")).body
+        test.assertEqual((health["node"], health["bus"], health["status"]), ("node-a", kind, "ok"))
+        await wait_for(lambda: a.server.node_watch.alive == 2, 5.0)
+        text = (await a.client().get("/metrics")).body.decode()
+        test.assertEqual(value(text, "denoisecast_node_info", node_id="node-a", bus=kind), 1.0)
+        test.assertEqual(value(text, "denoisecast_bus_connected"), 1.0)
+        test.assertEqual(value(text, "denoisecast_bus_nodes"), 2.0)
+        test.assertGreater(value(text, "denoisecast_bus_events_sent_total") or 0, 0)
+        test.assertGreater(value(text, "denoisecast_bus_events_received_total") or 0, 0)  # the friendship, from B
+        test.assertEqual(value(text, "denoisecast_bus_events_dropped_total"), 0.0)
+
     async def test_login_limits_hold_across_nodes(self) -> None:
         """
         Wrong passwords for one account from an address it does not know,
