@@ -1,4 +1,4 @@
-# Sourced by scripts/test: make sure a PostgreSQL server the tests may use
+# Sourced by scripts/test: make sure a PostgreSQL server (and a Redis server) the tests may use
 # is running, and export its URL as DENOISECAST_TEST_POSTGRES_URL.
 #
 # Order of preference: a URL already given in the environment; the local
@@ -40,4 +40,33 @@ ensure_postgres() {
             -o "-p $port -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
     fi
     export DENOISECAST_TEST_POSTGRES_URL="postgresql+psycopg://postgres@127.0.0.1:$port/postgres"
+}
+
+# Make sure a Redis server the tests may use is running, and export its URL
+# as DENOISECAST_TEST_REDIS_URL: one already given, the local server on
+# 127.0.0.1:6379, or a throwaway one of our own on port 56379 (no
+# persistence), started here and reused by later runs.
+ensure_redis() {
+    if [ -n "${DENOISECAST_TEST_REDIS_URL:-}" ]; then
+        return 0
+    fi
+    if command -v redis-cli >/dev/null 2>&1 && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+        export DENOISECAST_TEST_REDIS_URL="redis://127.0.0.1:6379/0"
+        return 0
+    fi
+    if ! command -v redis-server >/dev/null 2>&1; then
+        echo "test: no redis-server; the Redis tests will be skipped" >&2
+        return 0
+    fi
+    local port=56379
+    if ! redis-cli -h 127.0.0.1 -p "$port" ping >/dev/null 2>&1; then
+        echo "test: starting Redis on 127.0.0.1:$port"
+        redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
+            --daemonize yes --logfile /tmp/denoisecast-test-redis.log >/dev/null
+        for _ in $(seq 50); do
+            redis-cli -h 127.0.0.1 -p "$port" ping >/dev/null 2>&1 && break
+            sleep 0.1
+        done
+    fi
+    export DENOISECAST_TEST_REDIS_URL="redis://127.0.0.1:$port/0"
 }

@@ -5,7 +5,9 @@ A publisher in a process of its own, for tests that make it vanish
     python tests/publisher_process.py BASE SESSION WAV
 
 It opens ``/ws`` with the session cookie, publishes the WAV file (looped)
-with aiortc, prints ``live`` once the server's answer is applied, and then
+with aiortc, prints ``live`` once the server's answer is applied, then one
+line ``candidates {"offer": [...], "answer": [...]}`` (the address and port
+of every ICE candidate on each side, for tests of where media goes), and
 keeps sending until it is stopped or killed.
 """
 
@@ -48,7 +50,18 @@ async def main(base: str, session: str, wav: str) -> None:
         return
     await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
     print("live", flush=True)
+    print("candidates " + json.dumps({"offer": candidates(pc.localDescription.sdp), "answer": candidates(reply["sdp"])}), flush=True)
     await asyncio.sleep(3600)
+
+
+def candidates(sdp: str) -> list[list[str]]:
+    """[address, port, type] of each a=candidate line of C{sdp}."""
+    found = []
+    for line in sdp.splitlines():
+        if line.startswith("a=candidate:"):
+            fields = line.split()
+            found.append([fields[4], fields[5], fields[7]])
+    return found
 
 
 if __name__ == "__main__":

@@ -207,11 +207,13 @@ class RunningServer:
 
 
 async def start_server(
-    testcase: TestCase, database_url: str | None = None, data_dir: Path | None = None, **config: Any
+    testcase: TestCase, database_url: str | None = None, data_dir: Path | None = None, bus: Any = None,
+    **config: Any,
 ) -> RunningServer:
     """
     A DenoiseCast server in this process, migrated and listening on a free
-    loopback port, stopped when the test ends.
+    loopback port, stopped when the test ends.  C{bus}: a live bus of the
+    test's (several nodes in one process share one broker or Redis prefix).
     """
     if data_dir is None:
         data_dir = Path(testcase.mktemp())
@@ -220,7 +222,9 @@ async def start_server(
     settings = Config(
         data_dir=data_dir, database_url=database_url or sqlite_url(testcase), **config
     )
-    server = DenoiseCastServer(settings, reactor, password_hasher=cheap_hasher(), engine_loader=shared_engine)
+    server = DenoiseCastServer(
+        settings, reactor, password_hasher=cheap_hasher(), engine_loader=shared_engine, bus=bus
+    )
     # The tree twistd runs, started as twistd starts it: the database
     # migrated first, then the model and the recorder, then the live manager
     # and the listener.  A problem that would end twistd fails the test.

@@ -14,14 +14,16 @@ class HealthTests(TestCase):
     async def test_healthy(self) -> None:
         """
         /api/health reports the database reachable, the recordings disk
-        with its free space, and the version.
+        with its free space, this node and its (in-process) live bus, and
+        the version.
         """
         running = await start_server(self)
         reply = await running.client().get("/api/health")
         free = reply.body.pop("disk_free_bytes")
         self.assertEqual(
             (reply.status, reply.body),
-            (200, {"status": "ok", "database": "ok", "disk": "ok", "version": __version__}),
+            (200, {"status": "ok", "database": "ok", "disk": "ok", "version": __version__,
+                   "node": running.server.bus.node_id, "bus": "in-process"}),
         )
         self.assertGreater(free, 0)
 

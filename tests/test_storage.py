@@ -295,3 +295,36 @@ class DenoisePreferenceTests(TestCase):
         self.assertEqual(await store.get_denoise_prefs(user["id"]), {"denoise": True, "atten_lim_db": 100.0})
         await store.set_denoise_prefs(user["id"], False, 12.0)
         self.assertEqual(await store.get_denoise_prefs(user["id"]), {"denoise": False, "atten_lim_db": 12.0})
+
+
+class ConcurrentMigrationTests(TestCase):
+    def test_nodes_starting_at_once_migrate_once(self) -> None:
+        """
+        Three node processes starting at the same moment on one empty
+        PostgreSQL database all come up at the newest revision (an advisory
+        lock lets one migrate; without it the others fail on duplicate
+        tables).
+        """
+        import subprocess
+        import sys
+
+        url = postgres_url(self)
+        script = (
+            "import sys; from sqlalchemy import create_engine; "
+            "from denoisecast.storage.migrations import thd_upgrade; "
+            "engine = create_engine(sys.argv[1]); print(thd_upgrade(engine)); engine.dispose()"
+        )
+        processes = [
+            subprocess.Popen([sys.executable, "-c", script, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for _ in range(3)
+        ]
+        results = []
+        for process in processes:
+            out, err = process.communicate(timeout=120)
+            results.append((process.returncode, out.decode().strip().splitlines()[-1:] or err.decode()[-300:]))
+        from sqlalchemy import create_engine
+
+        engine = create_engine(url)
+        head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+        engine.dispose()
+        self.assertEqual(results, [(0, [head])] * 3)

@@ -9,6 +9,7 @@ looks at the environment.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_network
@@ -17,11 +18,18 @@ from typing import Any
 
 from twisted.logger import InvalidLogLevelError, LogLevel
 
+from denoisecast.bus.base import DEFAULT_NODE_TTL
 from denoisecast.denoise.settings import (
     DEFAULT_DENOISE_CHUNK_SECONDS,
     DEFAULT_DENOISE_CROSSFADE_SECONDS,
     DEFAULT_DENOISE_MAX_BATCH,
     DEFAULT_DENOISE_WORKERS,
+)
+from denoisecast.live.mediaports import (
+    MediaAddress,
+    MediaConfigError,
+    PortRange,
+    parse_media_addresses,
 )
 from denoisecast.web.forwarded import PROXY_HEADERS, X_FORWARDED, Network, parse_network
 
@@ -32,6 +40,8 @@ DEFAULT_SILENCE_TIMEOUT = 10.0
 DEFAULT_RECONNECT_GRACE = 10.0
 TURN_CREDENTIAL_TTL = 24 * 3600
 DEFAULT_REGISTRATIONS_PER_HOUR = 10
+DEFAULT_REDIS_PREFIX = "denoisecast"
+NODE_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
 #: Remote ICE candidates the server sends no checks to unless allowed: this
 #: host and "this network", link-local (169.254.169.254 is the metadata
 #: endpoint of AWS, GCP, Azure, OpenStack and DigitalOcean), multicast and
@@ -43,6 +53,16 @@ DEFAULT_ICE_DENY_NETWORKS = (
     "224.0.0.0/4", "ff00::/8", "255.255.255.255/32",
     "100.100.100.200/32", "192.0.0.192/32", "fd00:ec2::254/128",
 )
+
+#: Most worker processes (``--workers``).
+MAX_WORKERS = 256
+#: Set by ``--workers`` for each server process it starts: the worker's
+#: number, 1 to N (not an option: only the supervisor sets it).
+WORKER_VARIABLE = "DENOISECAST_WORKER"
+#: Options given without a value (``--reuse-port``); their variables take on/off.
+FLAG_OPTIONS = frozenset({"reuse-port"})
+#: Options that may be given more than once; the values are joined with commas.
+REPEATABLE_OPTIONS = frozenset({"media-address"})
 
 #: (option name, environment variable, help text).  The plugin's
 #: ``usage.Options`` is generated from this table, so ``--help`` always
@@ -73,6 +93,36 @@ OPTIONS: list[tuple[str, str, str]] = [
         "DENOISECAST_DATABASE_URL",
         "SQLAlchemy database URL, e.g. postgresql+psycopg://user@host/db "
         "(default: SQLite file in the data directory).",
+    ),
+    (
+        "redis-url",
+        "DENOISECAST_REDIS_URL",
+        "Redis URL of the live bus that several nodes share, e.g. redis://10.0.0.5:6379/0 "
+        "(default: none, the bus stays inside this process: one node).",
+    ),
+    (
+        "redis-prefix",
+        "DENOISECAST_REDIS_PREFIX",
+        f"Prefix of the live bus's Redis keys and channels; nodes of one deployment share it "
+        f"(default {DEFAULT_REDIS_PREFIX}).",
+    ),
+    (
+        "node-id",
+        "DENOISECAST_NODE_ID",
+        "This node's id on the live bus, 1-64 letters, digits, '.', '_' or '-' "
+        "(default: a random id at each start).",
+    ),
+    (
+        "advertise-url",
+        "DENOISECAST_ADVERTISE_URL",
+        "The URL browsers and other nodes reach this node at, announced on the live bus, "
+        "e.g. https://node1.example.org (default: none announced).",
+    ),
+    (
+        "node-ttl",
+        "DENOISECAST_NODE_TTL",
+        "Seconds a node counts as alive after its last heartbeat; a node silent longer "
+        f"is dead, its broadcasts end (default {DEFAULT_NODE_TTL:g}).",
     ),
     (
         "data-dir",
@@ -165,6 +215,34 @@ OPTIONS: list[tuple[str, str, str]] = [
         "multicast and cloud metadata addresses).",
     ),
     (
+        "media-address",
+        "DENOISECAST_MEDIA_ADDRESS",
+        "Address the server's WebRTC answers offer as host candidates, e.g. its "
+        "public address; PUBLIC@LOCAL behind a 1:1 NAT (e.g. 203.0.113.5@0.0.0.0) "
+        "binds LOCAL and announces PUBLIC. Repeat or comma-separate for several "
+        "(default: every interface's address).",
+    ),
+    (
+        "rtc-ports",
+        "DENOISECAST_RTC_PORTS",
+        "UDP port range for WebRTC media, LOW-HIGH, e.g. 40000-40100: one port per "
+        "peer connection and media address; open it in the firewall "
+        "(default: ephemeral ports).",
+    ),
+    (
+        "workers",
+        "DENOISECAST_WORKERS",
+        "Server processes sharing the listening address (SO_REUSEPORT), each a node of "
+        "its own with a share of --rtc-ports; the first process supervises them "
+        f"(default 1, at most {MAX_WORKERS}).",
+    ),
+    (
+        "reuse-port",
+        "DENOISECAST_REUSE_PORT",
+        "Listen with SO_REUSEPORT, so that several servers started by hand share "
+        "the --listen address (a flag; the variable takes on or off).",
+    ),
+    (
         "silence-timeout",
         "DENOISECAST_SILENCE_TIMEOUT",
         f"Seconds without audio from a publisher before the stream ends (default {DEFAULT_SILENCE_TIMEOUT:g}).",
@@ -226,6 +304,11 @@ class Config:
     listen: str = DEFAULT_LISTEN
     data_dir: Path = Path(DEFAULT_DATA_DIR)
     database_url: str = ""
+    redis_url: str = ""
+    redis_prefix: str = DEFAULT_REDIS_PREFIX
+    node_id: str = ""
+    advertise_url: str = ""
+    node_ttl: float = DEFAULT_NODE_TTL
     log_level: LogLevel = LogLevel.info
     log_format: str = "text"
     log_rotate_bytes: int = 10 * 1024 * 1024
@@ -251,6 +334,12 @@ class Config:
     metrics_listen: str = ""
     metrics_token: str = ""
     proxy_header: str = X_FORWARDED
+    media_addresses: tuple[MediaAddress, ...] = ()
+    rtc_ports: PortRange | None = None
+    workers: int = 1
+    reuse_port: bool = False
+    #: This process's number among the workers of a supervisor, or 0.
+    worker: int = 0
     ice_allow_networks: tuple[IPv4Network | IPv6Network, ...] = ()
     ice_deny_networks: tuple[IPv4Network | IPv6Network, ...] = tuple(
         ip_network(network) for network in DEFAULT_ICE_DENY_NETWORKS
@@ -368,7 +457,11 @@ class Config:
             deny_text = ",".join(DEFAULT_ICE_DENY_NETWORKS)
         elif deny_text.strip().lower() == "none":
             deny_text = ""
+        worker_text = environ.get(WORKER_VARIABLE) or "0"
         return cls(
+            **_media_options(pick),
+            worker=int(_number(WORKER_VARIABLE, worker_text, int, 0, MAX_WORKERS)),
+            **_node_options(pick),
             metrics_listen=pick("metrics-listen", "DENOISECAST_METRICS_LISTEN") or "",
             metrics_token=metrics_token,
             trusted_proxies=trusted_proxies,
@@ -395,6 +488,51 @@ class Config:
             recording_min_free_bytes=int(min_free * 1024 * 1024),
             **_denoise_options(pick),
         )
+
+
+def _media_options(pick: Callable[[str, str], str | None]) -> dict[str, Any]:
+    """Media addresses, the port range and the process options, validated."""
+    try:
+        addresses = parse_media_addresses(pick("media-address", "DENOISECAST_MEDIA_ADDRESS") or "")
+        ports_text = pick("rtc-ports", "DENOISECAST_RTC_PORTS")
+        ports = PortRange.parse(ports_text) if ports_text else None
+    except MediaConfigError as error:
+        raise ConfigError(str(error)) from None
+    workers = int(_number("workers", pick("workers", "DENOISECAST_WORKERS") or "1", int, 1, MAX_WORKERS))
+    if ports is not None and workers > ports.size:
+        raise ConfigError(f"--rtc-ports {ports} has {ports.size} ports, fewer than the {workers} workers.")
+    reuse = (pick("reuse-port", "DENOISECAST_REUSE_PORT") or "off").lower()
+    if reuse not in _ON + _OFF:
+        raise ConfigError(f"--reuse-port: DENOISECAST_REUSE_PORT {reuse!r}: use on or off.")
+    return {"media_addresses": addresses, "rtc_ports": ports, "workers": workers, "reuse_port": reuse in _ON}
+
+
+_ON = ("on", "true", "yes", "1")
+_OFF = ("off", "false", "no", "0")
+
+
+def _node_options(pick: Callable[[str, str], str | None]) -> dict[str, Any]:
+    """The live bus's and the node registry's options, validated."""
+    redis_url = pick("redis-url", "DENOISECAST_REDIS_URL") or ""
+    if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"--redis-url {redis_url!r}: use redis://host:port/db, rediss://... or unix://path.")
+    prefix = pick("redis-prefix", "DENOISECAST_REDIS_PREFIX") or DEFAULT_REDIS_PREFIX
+    if not NODE_ID_PATTERN.match(prefix):
+        raise ConfigError(f"--redis-prefix {prefix!r}: use 1-64 letters, digits, '.', '_' or '-'.")
+    node_id = pick("node-id", "DENOISECAST_NODE_ID") or ""
+    if node_id and not NODE_ID_PATTERN.match(node_id):
+        raise ConfigError(f"--node-id {node_id!r}: use 1-64 letters, digits, '.', '_' or '-'.")
+    advertise_url = pick("advertise-url", "DENOISECAST_ADVERTISE_URL") or ""
+    if advertise_url and not advertise_url.startswith(("http://", "https://")):
+        raise ConfigError(f"--advertise-url {advertise_url!r}: use an http:// or https:// URL.")
+    ttl = _number("node-ttl", pick("node-ttl", "DENOISECAST_NODE_TTL") or str(DEFAULT_NODE_TTL), float, 1.0, 10.0)
+    return {
+        "redis_url": redis_url,
+        "redis_prefix": prefix,
+        "node_id": node_id,
+        "advertise_url": advertise_url.rstrip("/"),
+        "node_ttl": ttl,
+    }
 
 
 def _networks(name: str, text: str) -> tuple[IPv4Network | IPv6Network, ...]:

@@ -23,9 +23,12 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from denoisecast.app.config import Config
+from denoisecast.bus.base import LiveBus, NodeInfo, new_node_id
+from denoisecast.bus.memory import InProcessBus, MemoryBroker
+from denoisecast.bus.metrics import BusMetrics
 from denoisecast.denoise.scheduler import DenoiseScheduler, SchedulerSettings
 from denoisecast.handlers.access import Access
-from denoisecast.handlers.accounts import Accounts, utcnow
+from denoisecast.handlers.accounts import Accounts, EndedSessions, utcnow
 from denoisecast.handlers.admin import Administration, LiveControl
 from denoisecast.handlers.friends import Friends
 from denoisecast.handlers.loginguard import LoginGuard
@@ -34,8 +37,16 @@ from denoisecast.handlers.presence import PresenceHub
 from denoisecast.handlers.sessionsweep import SocketSessions
 from denoisecast.handlers.tokens import CREATIONS_PER_HOUR, LISTEN, Tokens
 from denoisecast.live.candidates import CandidatePolicy
+from denoisecast.live.cluster import (
+    NodeWatch,
+    route_ended_sessions,
+    route_friendships,
+    share_limits,
+    share_login_guard,
+)
 from denoisecast.live.ice import ice_servers_for
 from denoisecast.live.manager import LiveManager
+from denoisecast.live.mediaports import MediaPlan
 from denoisecast.live.metrics import LiveMetrics
 from denoisecast.live.whip import WhipSessions
 from denoisecast.protocols.socket import SignalingFactory
@@ -127,10 +138,12 @@ class DenoiseCastServer:
         clock: Callable[[], datetime] = utcnow,
         password_hasher: PasswordHasher | None = None,
         engine_loader: "Callable[[SchedulerSettings], DenoiseEngine]" = load_live_engine,
+        bus: LiveBus | None = None,
     ) -> None:
         """
         The arguments after C{reactor} are the parts a test may swap (a
-        clock, a cheap password hasher, an engine loader); everything else
+        clock, a cheap password hasher, an engine loader, the live bus:
+        tests put several in-process nodes on one broker); everything else
         is built from them and the configuration.
         """
         self.config = config
@@ -138,6 +151,31 @@ class DenoiseCastServer:
         self.clock = clock
         self.password_hasher = password_hasher or default_password_hasher()
         self._engine_loader = engine_loader
+        if bus is not None:
+            self.bus = bus
+
+    @cached_property
+    def node(self) -> NodeInfo:
+        """This node's announcement on the live bus."""
+        return NodeInfo(self.config.node_id or new_node_id(), self.config.advertise_url, self.reactor.seconds())
+
+    @cached_property
+    def bus(self) -> LiveBus:
+        """
+        The live bus: on Redis when C{--redis-url} is given, else inside
+        this process (one node).  Nothing else knows which.
+        """
+        if self.config.redis_url:
+            from denoisecast.bus.redisbus import RedisBus
+
+            return RedisBus(self.config.redis_url, self.config.redis_prefix, self.node, self.config.node_ttl)
+        return InProcessBus(MemoryBroker(self.reactor), self.node, self.config.node_ttl)
+
+    @cached_property
+    def node_watch(self) -> NodeWatch:
+        watch = NodeWatch(self.bus, self.presence, self.recorder, self.store, self.reactor, min(1.0, self.bus.ttl / 4))
+        watch.gone_observers.append(self.live.remote.node_gone)
+        return watch
 
     @cached_property
     def database(self) -> Database:
@@ -154,13 +192,21 @@ class DenoiseCastServer:
     @cached_property
     def accounts(self) -> Accounts:
         per_hour = self.config.registrations_per_hour
+        # Every limit holds across nodes: failures are shared over the live bus.
+        guard = LoginGuard(self.reactor)
+        share_login_guard(self.bus, guard)
+        registrations = FailureLimiter(self.reactor, per_hour, 3600.0) if per_hour else None
+        password_checks = FailureLimiter(self.reactor, PASSWORD_CHECK_FAILURES, PASSWORD_CHECK_WINDOW_SECONDS)
+        share_limits(self.bus, {"password-check": password_checks})
+        if registrations is not None:
+            share_limits(self.bus, {"registration": registrations})
         return Accounts(
             self.store,
             self.clock,
             self.password_queue,
-            LoginGuard(self.reactor),
-            FailureLimiter(self.reactor, per_hour, 3600.0) if per_hour else None,
-            FailureLimiter(self.reactor, PASSWORD_CHECK_FAILURES, PASSWORD_CHECK_WINDOW_SECONDS),
+            guard,
+            registrations,
+            password_checks,
             self.password_hasher,
             PasswordHashes(self.database),
         )
@@ -197,7 +243,12 @@ class DenoiseCastServer:
 
     @cached_property
     def socket_sessions(self) -> SocketSessions:
-        return SocketSessions(self.signaling, self.live, self.admin_store, self.clock)
+        return SocketSessions(self.signaling, self.live, self.admin_store, self.clock, self.end_sessions)
+
+    @cached_property
+    def end_sessions(self) -> Callable[[EndedSessions], None]:
+        """Ends sessions' sockets on every node (logout, password change, disabled account)."""
+        return route_ended_sessions(self.bus, lambda ended: self.signaling.sessions_ended(ended))
 
     @cached_property
     def administration(self) -> Administration:
@@ -236,6 +287,7 @@ class DenoiseCastServer:
             quota_bytes=self.config.recording_quota_bytes,
             max_seconds=self.config.recording_max_seconds,
             min_free_bytes=self.config.recording_min_free_bytes,
+            node_id=self.bus.node_id,
         )
 
     @cached_property
@@ -265,6 +317,10 @@ class DenoiseCastServer:
         )
 
     @cached_property
+    def bus_metrics(self) -> BusMetrics:
+        return BusMetrics(self.metrics_registry, self.bus, lambda: self.node_watch.alive)
+
+    @cached_property
     def metrics_site(self) -> Site:
         """The site of C{--metrics-listen}: C{/metrics} and nothing else."""
         root = Resource()
@@ -284,10 +340,23 @@ class DenoiseCastServer:
     @cached_property
     def presence(self) -> PresenceHub:
         # The live manager is built on the first status asked for, after the hub.
-        hub = PresenceHub(self.store, lambda user_id: self.live.live_status(user_id))
-        self.friends.observers.append(hub.friendship_changed)
-        self.friends.request_observers.append(hub.request_changed)
-        return hub
+        return PresenceHub(
+            self.store,
+            lambda user_id: self.live.live_status(user_id),
+            self.bus,
+            lambda: list(self.live.broadcasts),
+        )
+
+    @cached_property
+    def friendship_routes(self) -> None:
+        """
+        Friendships crossing nodes: every node's hub and live manager see
+        each change (built with the site, once both exist).
+        """
+        self.friends.observers.append(
+            route_friendships(self.bus, [self.presence.friendship_changed, self.live.friendship_changed])
+        )
+        self.friends.request_observers.append(self.presence.request_changed)
 
     @cached_property
     def scheduler(self) -> DenoiseScheduler:
@@ -307,8 +376,9 @@ class DenoiseCastServer:
             reconnect_grace=self.config.reconnect_grace,
             access=self.access,
             candidate_policy=CandidatePolicy.from_config(self.config),
+            media=MediaPlan.from_config(self.config),
+            find_page=lambda connection_id: self.signaling.by_id.get(connection_id),
         )
-        self.friends.observers.append(manager.friendship_changed)
         return manager
 
     @cached_property
@@ -329,14 +399,14 @@ class DenoiseCastServer:
             TrustedProxies(self.config.trusted_proxies),
             self.config.proxy_header,
         )
-        self.accounts.session_observers.append(factory.sessions_ended)
+        self.accounts.session_observers.append(self.end_sessions)
         return factory
 
     @cached_property
     def routes(self) -> list[Route]:
         return [
             *openapi.routes(),
-            *HealthRoutes(self.store, self.recorder.disk_state).routes(),
+            *HealthRoutes(self.store, self.recorder.disk_state, self.bus, self.config.worker).routes(),
             *AuthRoutes(self.accounts).routes(),
             *FriendRoutes(self.friends).routes(),
             *StreamRoutes(self.access, self.live).routes(),
@@ -364,6 +434,8 @@ class DenoiseCastServer:
         # The metrics register their collectors when built: build them with the site.
         _ = self.live_metrics
         _ = self.server_metrics
+        _ = self.bus_metrics
+        _ = self.friendship_routes
         root = build_root(
             self.api,
             static_directory(),

@@ -21,15 +21,16 @@ from typing import Any
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred, succeed
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.logger import ILogObserver
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from denoisecast.app.listening import ReusePortError, listening_endpoint
 from denoisecast.app.server import DenoiseCastServer
 from denoisecast.app.startup import FatalStartup, one_line
+from denoisecast.bus.base import LiveBus
 from denoisecast.handlers.sessionsweep import SWEEP_SECONDS
 from denoisecast.live.manager import LiveManager
 from denoisecast.recordings.recorder import Recorder
@@ -145,21 +146,49 @@ class ThreadPoolService(Service):
         self.pool.stop()
 
 
+class BusService(Service):
+    """
+    Runs the live bus: this node announces itself (and, once connected,
+    its users: the presence hub listens) when it starts, and withdraws
+    when it stops, after everything that publishes on it has stopped.
+    """
+
+    def __init__(self, bus: LiveBus) -> None:
+        self.bus = bus
+
+    def startService(self) -> None:
+        super().startService()
+        ensureDeferred(self.bus.start()).addErrback(lambda f: _bus_log.failure("Starting the live bus failed", f))
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return ensureDeferred(self.bus.stop())
+
+
+_bus_log = logger()
+
+
 class RecorderService(Service):
     """
     Repairs recordings a crash left unfinished when the server starts, and
     finalises every open recording when it stops.
+
+    Which ones it repairs (C{repair_nodes}): all of them on a node alone
+    on its database (C{None}); with nodes sharing one, only this node's
+    own (and those that name no node): the others' may be live, and those
+    of a node that died are repaired by L{denoisecast.live.cluster.NodeWatch}.
     """
 
     log = logger()
 
-    def __init__(self, recorder: Recorder) -> None:
+    def __init__(self, recorder: Recorder, repair_nodes: list[str | None] | None = None) -> None:
         self.recorder = recorder
+        self.repair_nodes = repair_nodes
 
     def startService(self) -> None:
         super().startService()
         self.recorder.start_pool()
-        Deferred.fromCoroutine(self.recorder.repair()).addErrback(
+        Deferred.fromCoroutine(self.recorder.repair(self.repair_nodes)).addErrback(
             lambda f: self.log.failure("Repairing interrupted recordings failed", f)
         )
 
@@ -235,8 +264,11 @@ class ListenService(Service):
 
     log = logger()
 
-    def __init__(self, description: str, factory: IProtocolFactory, reactor: Any, fatal: Fatal) -> None:
+    def __init__(
+        self, description: str, factory: IProtocolFactory, reactor: Any, fatal: Fatal, reuse_port: bool = False
+    ) -> None:
         self.description = description
+        self._reuse_port = reuse_port
         self._factory = factory
         self._reactor = reactor
         self._fatal = fatal
@@ -246,7 +278,12 @@ class ListenService(Service):
 
     def startService(self) -> None:
         super().startService()
-        listening = serverFromString(self._reactor, self.description).listen(self._factory)
+        try:
+            endpoint = listening_endpoint(self._reactor, self.description, self._reuse_port)
+        except ReusePortError as error:
+            self._fatal(str(error))
+            return
+        listening = endpoint.listen(self._factory)
         self._listening = listening
         listening.addCallbacks(self._listened, self._failed)
 
@@ -325,6 +362,7 @@ def make_service(server: DenoiseCastServer, fatal: Fatal | None = None) -> Serve
     top = ServerTree()
     database = DatabaseService(server.database)
     database.setServiceParent(top)
+    BusService(server.bus).setServiceParent(top)
     server.reactor_lag.setServiceParent(top)
     ThreadPoolService(server.password_pool).setServiceParent(top)
 
@@ -333,12 +371,13 @@ def make_service(server: DenoiseCastServer, fatal: Fatal | None = None) -> Serve
     engine.setServiceParent(top)
     server.scheduler.setName("denoise")
     server.scheduler.setServiceParent(engine)
-    RecorderService(server.recorder).setServiceParent(engine)
+    RecorderService(server.recorder, [server.bus.node_id, None] if server.bus.shared else None).setServiceParent(engine)
 
     network = AfterReady(server.scheduler.when_settled(), fatal)
     network.setName("network")
     network.setServiceParent(top)
     LiveService(server.live).setServiceParent(network)
+    server.node_watch.setServiceParent(network)
     sweeper = TimerService(SESSION_SWEEP_SECONDS, sweep_sessions, server)
     sweeper.clock = server.reactor
     sweeper.setServiceParent(network)
@@ -351,7 +390,7 @@ def make_service(server: DenoiseCastServer, fatal: Fatal | None = None) -> Serve
     sockets.clock = server.reactor
     sockets.setServiceParent(network)
     # The port opens last, once everything behind it runs, and closes first.
-    web = ListenService(server.config.listen, server.site, server.reactor, fatal)
+    web = ListenService(server.config.listen, server.site, server.reactor, fatal, server.config.reuse_port)
     web.setName("web")
     web.setServiceParent(network)
     return top

@@ -19,9 +19,11 @@ systems:
   guessing, and an owner behind a shared address (a proxy, a NAT) whose
   address is being abused still gets in from their own browser.
 
-Kept in memory, per node, like the other limits: after a restart the owner
-meets the ordinary account budget until they next log in, which slows them
-at worst, never locks them out for longer than the window.
+Kept in memory, like the other limits, and shared with the other nodes
+over the live bus (failures, resets and clients becoming known:
+L{denoisecast.live.cluster.share_login_guard}): after a restart of every
+node the owner meets the ordinary account budget until they next log in,
+which slows them at worst, never locks them out for longer than the window.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import hashlib
 import ipaddress
 import secrets
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from twisted.internet.interfaces import IReactorTime
@@ -126,6 +129,16 @@ class LoginGuard:
         self._addresses = FailureLimiter(clock, address_failures, window)
         self._devices = FailureLimiter(clock, device_failures, window)
         self._known = KnownClients()
+        #: Told (account, address, device) of each client that became known here.
+        self.known_observers: list[Callable[[str, str, str], None]] = []
+
+    def limiters(self) -> dict[str, FailureLimiter]:
+        """The budgets, by name (for sharing them between nodes)."""
+        return {"login-account": self._accounts, "login-address": self._addresses, "login-device": self._devices}
+
+    def remember(self, account: str, address: str, device: str) -> None:
+        """A client another node came to know (see L{succeeded})."""
+        self._known.remember(account, address, device)
 
     def check(self, username: str, address: str, device_token: str | None) -> LoginAttempt:
         """
@@ -185,7 +198,10 @@ class LoginGuard:
         token to set (a fresh one: each login rotates it).
         """
         token = secrets.token_urlsafe(32)
-        self._known.remember(attempt.account, attempt.address, "device:" + _digest(token))
+        device = "device:" + _digest(token)
+        self._known.remember(attempt.account, attempt.address, device)
+        for observer in self.known_observers:
+            observer(attempt.account, attempt.address, device)
         if attempt.device is not None:
             self._devices.reset(attempt.device)
         return token

@@ -8,14 +8,27 @@ only to connected friends: a change about user X is sent to each online user
 whose friend set holds X.  Several tabs of one user count once: X is online
 while any of X's connections is open.  Unfriending removes each from the
 other's set at once and tells both sides, so no later change leaks.
+
+Several nodes: every change of a user's state on this node (online here or
+not, live here or not) is published on the live bus as a C{presence}
+event; each node keeps the other nodes' states (L{RemoteStates}) and a
+friend's status is the union of all of them: online if online on any
+node, live if live on one.  Messages for a user's pages (C{send_to_user},
+C{send_to_circle}) are bus events too, delivered by every node to the
+connections it holds.  A node that starts or comes back from a bus outage
+announces all its users (C{node_state}) and asks the others to do the same
+(C{sync}); a node that died is forgotten (L{PresenceHub.node_gone}), which
+tells its users' friends that they went offline and their broadcasts ended.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from denoisecast.bus.base import Event, LiveBus
+from denoisecast.bus.memory import lone_bus
 from denoisecast.protocols.messages import server_message
 from denoisecast.runtime.logs import logger
 from denoisecast.storage.store import Store, User
@@ -41,18 +54,72 @@ class Online:
     friends: dict[int, str] = field(default_factory=dict)
 
 
+class RemoteStates:
+    """
+    What the other nodes said of their users: node -> user id -> state
+    (C{online} there, C{live} status there or C{None}).
+    """
+
+    def __init__(self) -> None:
+        self.by_node: dict[str, dict[int, dict[str, Any]]] = {}
+
+    def put(self, node: str, user_id: int, state: dict[str, Any]) -> None:
+        users = self.by_node.setdefault(node, {})
+        if state.get("online") or state.get("live") is not None:
+            users[user_id] = state
+        else:
+            users.pop(user_id, None)
+            if not users:
+                del self.by_node[node]
+
+    def replace(self, node: str, users: dict[int, dict[str, Any]]) -> set[int]:
+        """A node's whole state; returns the users whose state may have changed."""
+        before = set(self.by_node.pop(node, {}))
+        for user_id, state in users.items():
+            self.put(node, user_id, state)
+        return before | set(users)
+
+    def online(self, user_id: int) -> bool:
+        return any(users.get(user_id, {}).get("online") for users in self.by_node.values())
+
+    def live(self, user_id: int) -> tuple[str, dict[str, Any]] | None:
+        for node, users in self.by_node.items():
+            live = users.get(user_id, {}).get("live")
+            if live is not None:
+                return node, live
+        return None
+
+
 class PresenceHub:
     log = logger()
 
-    def __init__(self, store: Store, live_status: LiveStatus = lambda user_id: None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        live_status: LiveStatus = lambda user_id: None,
+        bus: LiveBus | None = None,
+        live_users: Callable[[], Iterable[int]] = lambda: (),
+    ) -> None:
         """
         @param live_status: a user's broadcast status (the live manager's),
             given here so that nothing assigns it later.
+        @param bus: the live bus to the other nodes (none: this node alone).
+        @param live_users: the users live on this node (the live manager's),
+            for announcing this node's whole state.
         """
         self._store = store
         self._online: dict[int, Online] = {}
         self._names: dict[int, str] = {}
         self._live_status = live_status
+        self._live_users = live_users
+        self.remote = RemoteStates()
+        self.bus = bus if bus is not None else lone_bus()
+        self.bus.on("presence", self._on_presence)
+        self.bus.on("node_state", self._on_node_state)
+        self.bus.on("sync", self._on_sync)
+        self.bus.on("to_user", lambda event: self._deliver_to_user(int(event["user"]), event["message"]))
+        self.bus.on("to_circle", lambda event: self._deliver_to_circle(int(event["user"]), event["message"]))
+        self.bus.connected_observers.append(self.announce)
 
     # connections ------------------------------------------------------------
 
@@ -89,10 +156,81 @@ class PresenceHub:
             self.changed(user_id)
 
     def is_online(self, user_id: int) -> bool:
-        return user_id in self._online
+        """Whether the user has a connection open on any node."""
+        return user_id in self._online or self.remote.online(user_id)
 
     def online_count(self) -> int:
+        """Users with a connection open on this node."""
         return len(self._online)
+
+    def live_node(self, user_id: int) -> str | None:
+        """The node that holds the user's broadcast, or C{None} when they are not live."""
+        if self._live_status(user_id) is not None:
+            return self.bus.node_id
+        remote = self.remote.live(user_id)
+        return remote[0] if remote is not None else None
+
+    # the other nodes ----------------------------------------------------------
+
+    def _local_state(self, user_id: int) -> dict[str, Any]:
+        return {
+            "username": self._names.get(user_id, ""),
+            "online": user_id in self._online,
+            "live": self._live_status(user_id),
+        }
+
+    def announce(self) -> None:
+        """
+        Tell every node this node's whole state and ask theirs: at start,
+        and after a bus outage (in which events were lost both ways).
+        """
+        users = set(self._online) | set(self._live_users())
+        self.bus.publish("node_state", users={str(u): self._local_state(u) for u in users})
+        self.bus.publish("sync")
+
+    def _on_sync(self, event: Event) -> None:
+        if event["node"] != self.bus.node_id:
+            users = set(self._online) | set(self._live_users())
+            self.bus.publish("node_state", users={str(u): self._local_state(u) for u in users})
+
+    def _remember(self, user_id: int, state: dict[str, Any]) -> dict[str, Any]:
+        if state.get("username"):
+            self._names.setdefault(user_id, str(state["username"]))
+        return {"online": bool(state.get("online")), "live": state.get("live")}
+
+    def _on_presence(self, event: Event) -> None:
+        user_id = int(event["user"])
+        if event["node"] == self.bus.node_id:
+            self._push(user_id)
+            return
+        before = self.status(user_id)
+        self.remote.put(event["node"], user_id, self._remember(user_id, event))
+        if self.status(user_id) != before:
+            self._push(user_id)
+
+    def _on_node_state(self, event: Event) -> None:
+        if event["node"] == self.bus.node_id:
+            return
+        users = {int(k): self._remember(int(k), v) for k, v in dict(event.get("users") or {}).items()}
+        self._replace_node(event["node"], users)
+
+    def node_gone(self, node: str) -> set[int]:
+        """
+        Forget a node that died: its users' friends here learn that they
+        are offline and not live (unless they are, on another node).
+        Returns the users it held.
+        """
+        return self._replace_node(node, {})
+
+    def _replace_node(self, node: str, users: dict[int, dict[str, Any]]) -> set[int]:
+        """Take a node's whole state; push the users whose status changed.  Returns the node's old users."""
+        old = set(self.remote.by_node.get(node, {}))
+        before = {user_id: self.status(user_id) for user_id in old | set(users)}
+        self.remote.replace(node, users)
+        for user_id, was in before.items():
+            if self.status(user_id) != was:
+                self._push(user_id)
+        return old
 
     # state -------------------------------------------------------------------
 
@@ -101,9 +239,12 @@ class PresenceHub:
         What a friend sees of C{user_id}.
         """
         live = self._live_status(user_id)
+        if live is None:
+            remote = self.remote.live(user_id)
+            live = remote[1] if remote is not None else None
         return {
             "username": self._names.get(user_id, ""),
-            "online": user_id in self._online,
+            "online": self.is_online(user_id),
             "live": live is not None,
             "live_since": live["live_since"] if live else None,
             "denoise": live["denoise"] if live else None,
@@ -124,8 +265,13 @@ class PresenceHub:
 
     def changed(self, user_id: int) -> None:
         """
-        Push C{user_id}'s status to every online friend of theirs.
+        C{user_id}'s state on this node changed: every node pushes their
+        status to the online friends it holds.
         """
+        self.bus.publish("presence", user=user_id, **self._local_state(user_id))
+
+    def _push(self, user_id: int) -> None:
+        """Push C{user_id}'s status to every friend of theirs online on this node."""
         message = server_message("friend", friend=self.status(user_id))
         for other in self._online.values():
             if user_id in other.friends:
@@ -133,10 +279,14 @@ class PresenceHub:
 
     def send_to_circle(self, user_id: int, message: dict[str, Any]) -> None:
         """
-        Send to the user's own pages and to every online friend of theirs:
-        the people allowed to see what the user owns (recordings).
+        Send to the user's own pages and to every online friend of theirs,
+        on every node: the people allowed to see what the user owns
+        (recordings).
         """
-        self.send_to_user(user_id, message)
+        self.bus.publish("to_circle", user=user_id, message=message)
+
+    def _deliver_to_circle(self, user_id: int, message: dict[str, Any]) -> None:
+        self._deliver_to_user(user_id, message)
         for other in self._online.values():
             if user_id in other.friends:
                 self._send_all(other, message)
@@ -158,6 +308,10 @@ class PresenceHub:
         )
 
     def send_to_user(self, user_id: int, message: dict[str, Any]) -> None:
+        """Send to every page of the user, on every node."""
+        self.bus.publish("to_user", user=user_id, message=message)
+
+    def _deliver_to_user(self, user_id: int, message: dict[str, Any]) -> None:
         entry = self._online.get(user_id)
         if entry is not None:
             self._send_all(entry, message)
@@ -171,7 +325,8 @@ class PresenceHub:
 
     def friendship_changed(self, a: User, b: User, friends: bool) -> None:
         """
-        Called by L{denoisecast.handlers.friends.Friends} after a friendship begins or ends.
+        Called on every node (through the bus) after a friendship begins or
+        ends (L{denoisecast.handlers.friends.Friends}).
         """
         self._names[a["id"]] = a["username"]
         self._names[b["id"]] = b["username"]

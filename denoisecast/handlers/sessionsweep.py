@@ -39,7 +39,13 @@ class SocketSessions:
         live: "LiveManager",
         admin_store: AdminStore,
         clock: Callable[[], datetime],
+        end_sessions: Callable[[EndedSessions], None] | None = None,
     ) -> None:
+        """
+        @param end_sessions: ends sessions' sockets on every node (the live
+            bus's route); by default on this node only.
+        """
+        self._end_sessions = end_sessions or factory.sessions_ended
         self._factory = factory
         self._live = live
         self._admin_store = admin_store
@@ -50,13 +56,13 @@ class SocketSessions:
 
     def close_user(self, user_id: int, reason: str) -> int:
         """
-        End every session of the user in this server: their sockets close
+        End every session of the user on every node: their sockets close
         now (close code 4001), and a handshake in flight does not open.
-        Returns how many sockets were open.
+        Returns how many sockets were open on this node.
         """
         count = self._open_of(user_id)
         self.log.info("Ending the sockets of user {user_id}: {reason}", user_id=user_id, reason=reason)
-        self._factory.sessions_ended(EndedSessions(user_id=user_id))
+        self._end_sessions(EndedSessions(user_id=user_id))
         return count
 
     async def end_broadcast(self, user_id: int, reason: str) -> bool:

@@ -37,7 +37,9 @@ from denoisecast.handlers.presence import PresenceHub
 from denoisecast.live.broadcast import Broadcast, Peer, public_status, read_track, start_recording
 from denoisecast.live.candidates import CandidatePolicy
 from denoisecast.live.listener import Listener, Listening
+from denoisecast.live.mediaports import MediaPlan
 from denoisecast.live.peers import PeerConnections
+from denoisecast.live.remote import Page, RemoteListening
 from denoisecast.live.taps import RECHECK_SECONDS, Taps
 from denoisecast.protocols.messages import server_message
 from denoisecast.runtime.jobs import SerialJobs
@@ -68,7 +70,13 @@ class LiveManager:
         reconnect_grace: float = DEFAULT_RECONNECT_GRACE,
         access: Access | None = None,
         candidate_policy: CandidatePolicy | None = None,
+        media: MediaPlan | None = None,
+        find_page: Callable[[str], Page | None] | None = None,
     ) -> None:
+        """
+        @param find_page: a signaling connection of this node by its id
+            (the WebSocket factory's), for listens relayed to other nodes.
+        """
         self._grace = reconnect_grace
         self._recorder = recorder
         self._reactor = reactor
@@ -80,13 +88,18 @@ class LiveManager:
         self._silence_timeout = silence_timeout
         self.broadcasts: dict[int, Broadcast] = {}
         self._starting: set[int] = set()
-        self._peers = PeerConnections(candidate_policy or CandidatePolicy())
+        self._peers = PeerConnections(candidate_policy or CandidatePolicy(), media)
+        self._access = access or Access(store)
         self._listening = Listening(
-            self.broadcasts, self._peers, access or Access(store), self._spawn, self._changed
+            self.broadcasts, self._peers, self._access, self._spawn, self._changed
+        )
+        #: Listening across nodes: relayed from here, or served here for another node's pages.
+        self.remote = RemoteListening(
+            presence.bus, self._listening, self.connection_closed, find_page or (lambda connection_id: None)
         )
         #: Listeners from outside the browser app: WHEP players and HTTP streams.
         self.taps = Taps(
-            self.broadcasts, self._peers, access or Access(store), self._spawn, self._changed, reactor.seconds
+            self.broadcasts, self._peers, self._access, self._spawn, self._changed, reactor.seconds
         )
         self._cleanups: set[Deferred[None]] = set()
         self._watchdog = LoopingCall(self._check_silence)
@@ -126,8 +139,20 @@ class LiveManager:
             self._encoding.stop()
 
     def live_status(self, user_id: int) -> dict[str, Any] | None:
+        """The user's broadcast status on this node."""
         broadcast = self.broadcasts.get(user_id)
         return None if broadcast is None else broadcast.status()
+
+    def status_anywhere(self, user_id: int) -> dict[str, Any] | None:
+        """
+        The user's broadcast status on whichever node holds it (from the
+        live bus for another node's): every node answers the same.
+        """
+        local = self.live_status(user_id)
+        if local is not None:
+            return local
+        remote = self._presence.remote.live(user_id)
+        return None if remote is None else remote[1]
 
     def listener_count(self) -> int:
         return self._listening.count() + self.taps.count()
@@ -178,6 +203,8 @@ class LiveManager:
         running = self.broadcasts.get(me)
         if me in self._starting or (running is not None and running.detached is None):
             raise conflict("already_live", "You are already live; stop that stream first.")
+        if running is None and self._presence.live_node(me) not in (None, self._presence.bus.node_id):
+            raise conflict("already_live", "You are already live (through another server); stop that stream first.")
         self._starting.add(me)
         try:
             if running is not None:
@@ -371,20 +398,44 @@ class LiveManager:
 
     # listening (live/listener.py) -------------------------------------------------
 
+    async def _owner_elsewhere(self, user: User, username: str) -> str | None:
+        """
+        The other node that holds C{username}'s broadcast, if it is live
+        there and C{user} may listen; C{None} sends the request down the
+        local path (which also gives the refusals).
+        """
+        if not self._presence.remote.by_node:
+            return None  # no other node has anyone live (or online)
+        other = await self._access.listenable(user, username)
+        if other is None or other["id"] in self.broadcasts:
+            return None
+        node = self._presence.live_node(other["id"])
+        return node if node is not None and node != self._presence.bus.node_id else None
+
     async def listen(
         self, user: User, connection: Peer | None, username: str, sdp: str, signal: str
     ) -> dict[str, Any]:
+        node = await self._owner_elsewhere(user, username)
+        if node is not None:
+            return await self.remote.listen(node, user, connection, username, sdp, signal)  # type: ignore[arg-type]
         return await self._listening.listen(user, connection, username, sdp, signal)
 
-    def set_signal(self, user: User, username: str, signal: str) -> dict[str, Any]:
+    async def set_signal(self, user: User, username: str, signal: str) -> dict[str, Any]:
+        node = self.remote.owner_of(user, username)
+        if node is not None:
+            return await self.remote.set_signal(node, user, username, signal)
         return self._listening.set_signal(user, username, signal)
 
     async def unlisten(self, user: User, username: str) -> dict[str, Any]:
+        node = self.remote.owner_of(user, username)
+        if node is not None:
+            return await self.remote.unlisten(node, user, username)
         return await self._listening.unlisten(user, username)
 
     # events from elsewhere ---------------------------------------------------------
 
     def connection_closed(self, connection: Peer) -> None:
+        self.remote.page_closed(connection)
         for broadcast in list(self.broadcasts.values()):
             if broadcast.connection is connection:
                 broadcast.connection = None

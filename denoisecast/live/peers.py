@@ -16,10 +16,12 @@ from typing import Any
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
-from denoisecast.errors import bad_request
+from denoisecast.errors import DenoiseCastError, bad_request
 from denoisecast.live.candidates import CandidatePolicy, filter_candidates
+from denoisecast.live.mediaports import MediaPlan, PortsExhausted
 from denoisecast.live.offers import check_offer
 from denoisecast.live.rtc.dtls import answer_as_dtls_server
+from denoisecast.live.rtc.hostcandidates import offer_host_candidates
 from denoisecast.live.rtc.media import decode_on_the_loop, shorten_receive_buffer
 from denoisecast.live.rtc.seam import aio
 from denoisecast.live.rtc.sockets import drain_on_read
@@ -29,8 +31,13 @@ from denoisecast.runtime.logs import logger
 class PeerConnections:
     log = logger()
 
-    def __init__(self, candidate_policy: CandidatePolicy) -> None:
+    def __init__(self, candidate_policy: CandidatePolicy, media: MediaPlan | None = None) -> None:
+        """
+        C{media}: the configured media addresses and port range, or C{None}
+        for aioice's own (every interface, ephemeral ports).
+        """
         self._candidate_policy = candidate_policy
+        self._media = media
         self._open: set[RTCPeerConnection] = set()
 
     def new(self, on_gone: Callable[[], None]) -> RTCPeerConnection:
@@ -84,7 +91,29 @@ class PeerConnections:
         if want is not None:
             want()
         answer = await aio(pc.createAnswer())
-        await aio(pc.setLocalDescription(answer))
+        if self._media is not None and not offer_host_candidates(pc, self._media):
+            self.log.error("Cannot put the configured media addresses and ports into aiortc; refusing the connection")
+            raise DenoiseCastError(500, "media_unavailable", "The server cannot set up media.")
+        try:
+            await aio(pc.setLocalDescription(answer))
+        except PortsExhausted as exhausted:
+            self.log.warn(
+                "No free media port: every UDP port in {ports} is in use on {address}; widen --rtc-ports",
+                ports=str(exhausted.ports),
+                address=exhausted.bind,
+                log_id="live.ports_exhausted",
+            )
+            raise DenoiseCastError(
+                503, "no_media_ports", "The server has no free media port; try again later."
+            ) from None
+        except OSError as error:
+            if self._media is None:
+                raise
+            # A configured local address this machine no longer has (its interface went away).
+            self.log.error(
+                "Cannot bind a media socket on the configured --media-address: {error}", error=str(error)
+            )
+            raise DenoiseCastError(500, "media_unavailable", "The server cannot set up media.") from None
         if not drain_on_read(pc):
             self.log.warn("Cannot make the connection's sockets drain on read; asyncio reads one datagram per event")
         return pc.localDescription.sdp

@@ -14,6 +14,7 @@ set on the factory.
 from __future__ import annotations
 
 import time
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from http.cookies import CookieError, SimpleCookie
@@ -63,6 +64,8 @@ class SignalingProtocol(WebSocketServerProtocol):
     client_address = "unknown"
     #: The hash of the session this connection was opened with.
     session_hash: str | None = None
+    #: Names this connection to other nodes (listens relayed through this node).
+    connection_id = ""
     _errors = 0
     _tokens = RATE_PER_SECOND
     _last = 0.0
@@ -204,6 +207,8 @@ class SignalingFactory(WebSocketServerFactory):
         self.live = live
         self.ice_servers = ice_servers
         self.connections: set[SignalingProtocol] = set()
+        #: The open connections by their id.
+        self.by_id: dict[str, SignalingProtocol] = {}
         #: Messages refused with rate_limited, for the metrics.
         self.rate_limited = 0
         #: Sessions that ended lately, numbered, for handshakes still in progress.
@@ -223,6 +228,8 @@ class SignalingFactory(WebSocketServerFactory):
         user = connection.user
         assert user is not None
         self.connections.add(connection)
+        connection.connection_id = uuid.uuid4().hex
+        self.by_id[connection.connection_id] = connection
         connection.send_message(
             messages.server_message("hello", user=user["username"], ice_servers=self.ice_servers(user))
         )
@@ -274,6 +281,7 @@ class SignalingFactory(WebSocketServerFactory):
         if connection not in self.connections:
             return
         self.connections.discard(connection)
+        self.by_id.pop(connection.connection_id, None)
         self.live.connection_closed(connection)
         self.presence.disconnect(user["id"], connection)
 
@@ -296,7 +304,7 @@ class SignalingFactory(WebSocketServerFactory):
                 user, connection, message["user"], message["sdp"], message.get("signal", "denoised")
             )
         elif kind == "signal":
-            reply = self.live.set_signal(user, message["user"], message["signal"])
+            reply = await self.live.set_signal(user, message["user"], message["signal"])
         elif kind == "unlisten":
             reply = await self.live.unlisten(user, message["user"])
         else:  # pragma: no cover - parse() admits only the types above

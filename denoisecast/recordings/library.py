@@ -68,14 +68,19 @@ class RecordingLibrary:
         #: The requests waiting for each waveform being computed, by recording id.
         self._waveforms: dict[str, list[Deferred[list[float]]]] = {}
         recorder.finished_observers.append(self._finished)
+        recorder.repaired_observers.append(self._announce)
 
     def _finished(self, recording: Recording) -> None:
+        self._announce(recording.public_id, recording.owner["id"])
+
+    def _announce(self, public_id: str, owner_id: int) -> None:
         """
-        A recording became final: everyone allowed to play it (its owner and
-        the owner's friends) sees it appear in their lists at once.
+        A recording became final (finished, or repaired after its node
+        died): everyone allowed to play it (its owner and the owner's
+        friends) sees it appear in their lists at once.
         """
         async def announce() -> None:
-            row = await self._store.get_visible_recording(recording.public_id, recording.owner["id"])
+            row = await self._store.get_visible_recording(public_id, owner_id)
             if row is not None:
                 self._tell_circle(row["user_id"], server_message("recording_ready", recording=self.public(row)))
 

@@ -287,7 +287,13 @@ class Recorder:
         max_seconds: float | None = None,
         threads: int = 2,
         min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
+        node_id: str | None = None,
     ) -> None:
+        """
+        @param node_id: this node's id on the live bus, written on every
+            recording row it starts (see L{repair}).
+        """
+        self.node_id = node_id
         self.store = store
         self.reactor = reactor
         self.data_dir = data_dir
@@ -303,6 +309,8 @@ class Recorder:
         self.disk = DiskWatch(data_dir, min_free_bytes)
         #: Called with each recording once its files and row are final.
         self.finished_observers: list[Callable[[Recording], None]] = []
+        #: Called with (public id, owner id) of each recording L{repair} kept.
+        self.repaired_observers: list[Callable[[str, int], None]] = []
 
     def disk_state(self) -> "Deferred[DiskState]":
         """The recordings disk's state now (for health and before each recording)."""
@@ -352,7 +360,7 @@ class Recorder:
         recording = Recording(self, public_id, owner, started, budget, on_stopped, model_name)
         recording.note(denoise, atten_lim_db)
         await self.store.create_recording(
-            public_id, owner["id"], started, model_name(), json.dumps(recording.timeline)
+            public_id, owner["id"], started, model_name(), json.dumps(recording.timeline), self.node_id
         )
         self.active[public_id] = recording
         return recording
@@ -365,15 +373,23 @@ class Recorder:
         self.pool.stop()
         self.waveform_pool.stop()
 
-    async def repair(self) -> int:
+    async def repair(self, nodes: list[str | None] | None = None) -> int:
         """
         Find recordings a crash left unfinished, correct their duration and
         sizes from what is on disk, and mark them interrupted.
+
+        @param nodes: whose recordings: every one (C{None}: a node alone on
+            its database), or those of the given nodes (C{None} among them:
+            rows from before recordings named their node).  Each row is
+            claimed with a conditional update first, so of several nodes
+            repairing the same dead node's rows, exactly one repairs each.
         """
         repaired = 0
-        for row in await self.store.unfinished_recordings():
+        for row in await self.store.unfinished_recordings(nodes):
             if row["public_id"] in self.active:
                 continue
+            if not await self.store.claim_unfinished(row["public_id"]):
+                continue  # another node repaired it first
             denoised, raw = recording_paths(self.data_dir, row["user_id"], row["public_id"])
             if not denoised.exists() and not raw.exists():
                 # The crash came before any audio was written: nothing to keep.
@@ -400,4 +416,9 @@ class Recorder:
                 seconds=duration,
             )
             repaired += 1
+            for observer in self.repaired_observers:
+                try:
+                    observer(row["public_id"], row["user_id"])
+                except Exception:
+                    self.log.failure("Repair observer failed")
         return repaired

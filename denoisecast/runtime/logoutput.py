@@ -29,6 +29,7 @@ from twisted.logger import (
     LogEvent,
     eventAsJSON,
     formatEvent,
+    formatEventAsClassicLogText,
     textFileLogObserver,
 )
 from twisted.python.logfile import LogFile
@@ -55,10 +56,28 @@ def json_line(event: LogEvent) -> str:
         return json.dumps(fallback, default=repr) + "\n"
 
 
-def observer_for(log_format: str, stream: IO[str]) -> ILogObserver:
+def observer_for(log_format: str, stream: IO[str], worker: int = 0) -> ILogObserver:
+    """
+    The observer writing C{stream} in C{log_format}; a worker of
+    ``--workers`` (C{worker} > 0) says so on every line: a C{worker} field
+    in JSON, C{[worker N]} after the time in text.
+    """
     if log_format == "json":
+        if worker:
+            return FileLogObserver(stream, lambda event: json_line({**event, "worker": worker}))
         return FileLogObserver(stream, json_line)
-    return textFileLogObserver(stream)
+    if not worker:
+        return textFileLogObserver(stream)
+    label = f"[worker {worker}]"
+
+    def text(event: LogEvent) -> str | None:
+        line = formatEventAsClassicLogText(event)
+        if line is None:
+            return None
+        stamp, _, rest = line.partition(" ")
+        return f"{stamp} {label} {rest}"
+
+    return FileLogObserver(stream, text)
 
 
 def open_target(twistd: Mapping[str, Any], rotate_bytes: int, keep: int) -> IO[str] | None:

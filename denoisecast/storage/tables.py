@@ -143,6 +143,9 @@ recordings = Table(
     Column("timeline", Text, nullable=False),
     #: JSON list of peak magnitudes, computed once when asked for.
     Column("peaks", Text, nullable=True),
+    #: The node whose broadcast this is (the live bus's node id): only it
+    #: finalises the row, and only it, or a node that saw it die, repairs it.
+    Column("node_id", String(64), nullable=True),
 )
 Index("ix_recordings_user_id_started_at", recordings.c.user_id, recordings.c.started_at)
 

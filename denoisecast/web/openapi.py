@@ -109,6 +109,19 @@ SCHEMAS: dict[str, Any] = {
                 ),
             },
             "disk_free_bytes": {"type": "integer"},
+            "worker": {
+                "type": "integer",
+                "description": "Which of the --workers processes answered (absent without --workers).",
+            },
+            "node": {"type": "string", "description": "This node's id on the live bus (--node-id)."},
+            "bus": {
+                "type": "string",
+                "enum": ["in-process", "redis", "unreachable"],
+                "description": (
+                    "The live bus: in this process (one node), on Redis, or unreachable (Redis is "
+                    "away; this node serves its own users, and status is degraded)."
+                ),
+            },
             "version": {"type": "string"},
         },
     },

@@ -18,7 +18,6 @@ import json
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -29,6 +28,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from denoisecast.errors import DenoiseCastError, forbidden, unauthenticated
+from denoisecast.runtime.jsontext import json_default
 from denoisecast.runtime.logs import logger
 from denoisecast.storage.store import User
 from denoisecast.web.forwarded import client_view
@@ -124,14 +124,8 @@ class Route:
         return params
 
 
-def _json_default(value: object) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
 def dump_json(value: JsonValue) -> bytes:
-    return json.dumps(value, default=_json_default, separators=(",", ":")).encode()
+    return json.dumps(value, default=json_default, separators=(",", ":")).encode()
 
 
 def secure_cookie(request: Request, name: bytes, value: bytes, **attributes: Any) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, or_, select, text, update
+from sqlalchemy import Connection, and_, delete, false, func, insert, or_, select, text, update
 from twisted.internet.defer import Deferred
 
 from denoisecast.storage.database import Database
@@ -48,10 +48,17 @@ def _visible_to(viewer: int) -> Any:
 
 
 def thd_create_recording(
-    conn: Connection, public_id: str, user_id: int, started_at: datetime, model: str, timeline: str
+    conn: Connection,
+    public_id: str,
+    user_id: int,
+    started_at: datetime,
+    model: str,
+    timeline: str,
+    node_id: str | None = None,
 ) -> None:
     conn.execute(
         insert(recordings).values(
+            node_id=node_id,
             public_id=public_id,
             user_id=user_id,
             started_at=started_at,
@@ -115,13 +122,47 @@ def thd_delete_recording(conn: Connection, public_id: str, owner: int) -> bool:
     return result.rowcount > 0
 
 
-def thd_unfinished_recordings(conn: Connection) -> list[dict[str, Any]]:
-    rows = conn.execute(
-        select(*RECORDING_COLUMNS)
+def thd_unfinished_recordings(conn: Connection, nodes: list[str | None] | None = None) -> list[dict[str, Any]]:
+    """
+    Recordings still marked C{recording}: all of them (C{nodes} is
+    C{None}), or those of the given nodes (C{None} among them: rows that
+    name no node).
+    """
+    query = (
+        select(*RECORDING_COLUMNS, recordings.c.node_id)
         .join(users, users.c.id == recordings.c.user_id)
         .where(recordings.c.status == "recording")
     )
-    return [_recording(row) for row in rows]
+    if nodes is not None:
+        named = [node for node in nodes if node is not None]
+        conditions = [recordings.c.node_id.in_(named)] if named else []
+        if None in nodes:
+            conditions.append(recordings.c.node_id.is_(None))
+        query = query.where(or_(*conditions)) if conditions else query.where(false())
+    return [_recording(row) for row in conn.execute(query)]
+
+
+def thd_recording_nodes(conn: Connection) -> list[str]:
+    """The nodes that have recordings still marked C{recording}."""
+    rows = conn.execute(
+        select(recordings.c.node_id).where(recordings.c.status == "recording", recordings.c.node_id.is_not(None)).distinct()
+    )
+    return sorted(row[0] for row in rows)
+
+
+def thd_claim_unfinished(conn: Connection, public_id: str) -> bool:
+    """
+    Mark an unfinished recording interrupted, if it still is unfinished:
+    of several nodes repairing the same dead node's rows at once, exactly
+    one gets C{True} for each row (the UPDATE is conditional), and only it
+    goes on to measure the files.
+    """
+    result = conn.execute(
+        update(recordings)
+        .where(recordings.c.public_id == public_id, recordings.c.status == "recording")
+        .values(status="interrupted")
+    )
+    return result.rowcount == 1
 
 
 def thd_storage_used(conn: Connection, user_id: int) -> int:
@@ -144,9 +185,10 @@ class RecordingStore:
     db: Database
 
     def create_recording(
-        self, public_id: str, user_id: int, started_at: datetime, model: str, timeline: str
+        self, public_id: str, user_id: int, started_at: datetime, model: str, timeline: str,
+        node_id: str | None = None,
     ) -> "Deferred[None]":
-        return self.db.write(thd_create_recording, public_id, user_id, started_at, model, timeline)
+        return self.db.write(thd_create_recording, public_id, user_id, started_at, model, timeline, node_id)
 
     def update_recording(self, public_id: str, **values: Any) -> "Deferred[None]":
         return self.db.write(thd_update_recording, public_id, values)
@@ -162,8 +204,14 @@ class RecordingStore:
     def delete_recording(self, public_id: str, owner: int) -> "Deferred[bool]":
         return self.db.write(thd_delete_recording, public_id, owner)
 
-    def unfinished_recordings(self) -> "Deferred[list[dict[str, Any]]]":
-        return self.db.read(thd_unfinished_recordings)
+    def unfinished_recordings(self, nodes: list[str | None] | None = None) -> "Deferred[list[dict[str, Any]]]":
+        return self.db.read(thd_unfinished_recordings, nodes)
+
+    def recording_nodes(self) -> "Deferred[list[str]]":
+        return self.db.read(thd_recording_nodes)
+
+    def claim_unfinished(self, public_id: str) -> "Deferred[bool]":
+        return self.db.write(thd_claim_unfinished, public_id)
 
     def storage_used(self, user_id: int) -> "Deferred[int]":
         return self.db.read(thd_storage_used, user_id)

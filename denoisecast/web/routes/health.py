@@ -4,7 +4,9 @@ which version runs.
 
 An unreachable database is a 503 (the server cannot serve anything); a full
 or failing recordings disk is a 200 with ``"status": "degraded"``: logins
-and live broadcasts still work, only recording does not.
+and live broadcasts still work, only recording does not.  So is a live bus
+that cannot reach Redis: this node serves its own users, but they do not
+see (or reach) the other nodes' until it is back.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from denoisecast import __version__
+from denoisecast.bus.base import LiveBus
 from denoisecast.runtime.logs import logger
 from denoisecast.storage.store import Store
 from denoisecast.web.apidoc import ok, ref
@@ -24,9 +27,18 @@ from denoisecast.web.resource import ApiCall, Response, Route
 class HealthRoutes:
     log = logger()
 
-    def __init__(self, store: Store, disk_state: Callable[[], "Deferred[Any]"] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        disk_state: Callable[[], "Deferred[Any]"] | None = None,
+        bus: LiveBus | None = None,
+        worker: int = 0,
+    ) -> None:
+        """C{worker}: this process's number among ``--workers`` (0: not a worker; then not reported)."""
         self._store = store
         self._disk_state = disk_state
+        self._bus = bus
+        self._worker = worker
 
     def routes(self) -> list[Route]:
         return [Route("GET", "/api/health", self.health, auth=False)]
@@ -45,7 +57,14 @@ class HealthRoutes:
             body["disk_free_bytes"] = disk.free_bytes
             if disk.status != "ok":
                 self.log.warn("Health check: recordings disk {status}: {problem}", status=disk.status, problem=disk.problem)
-        degraded = not ok or body.get("disk", "ok") != "ok"
+        if self._worker:
+            body["worker"] = self._worker
+        if self._bus is not None:
+            body["node"] = self._bus.node_id
+            body["bus"] = self._bus.kind if self._bus.connected else "unreachable"
+            if not self._bus.connected:
+                self.log.warn("Health check: the live bus is unreachable")
+        degraded = not ok or body.get("disk", "ok") != "ok" or body.get("bus") == "unreachable"
         return (200 if ok else 503), {
             "status": "degraded" if degraded else "ok",
             **body,
@@ -57,10 +76,14 @@ class HealthRoutes:
 OPENAPI_PATHS: dict[str, Any] = {
     "/api/health": {
         "get": {
-            "summary": "Whether the server, its database and its recordings disk work, and its version.",
+            "summary": "Whether the server, its database, its recordings disk and its live bus work, and its version.",
             "security": [],
             "responses": {
-                "200": ok("Serving; status is degraded when the recordings disk is not ok.", ref("Health")),
+                "200": ok(
+                    "Serving; status is degraded when the recordings disk is not ok or the live bus "
+                    "cannot reach Redis.",
+                    ref("Health"),
+                ),
                 "503": ok("The database is unreachable.", ref("Health")),
             },
         }

@@ -53,7 +53,7 @@ class StreamRoutes:
 
     async def status(self, call: ApiCall) -> Response:
         other = await self._visible(call.me, call.params["username"])
-        live = self._live.live_status(other["id"])
+        live = self._live.status_anywhere(other["id"])
         body: dict[str, Any] = {
             "user": other["username"],
             "live": live is not None,

@@ -1,0 +1,45 @@
+"""
+The live bus in Prometheus: whether it reaches the other nodes, how many
+nodes are alive, what it sent, received and dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from denoisecast.bus.base import LiveBus
+
+
+class BusMetrics(Collector):
+    def __init__(self, registry: CollectorRegistry, bus: LiveBus, alive_nodes: Callable[[], int]) -> None:
+        self._bus = bus
+        self._alive_nodes = alive_nodes
+        registry.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        bus = self._bus
+        yield InfoMetricFamily(
+            "denoisecast_node", "This node's id on the live bus, and the bus.",
+            value={"node_id": bus.node_id, "bus": bus.kind, "url": bus.node.url},
+        )
+        yield GaugeMetricFamily(
+            "denoisecast_bus_connected", "1 while the live bus reaches the other nodes (Redis), else 0.",
+            value=1.0 if bus.connected else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "denoisecast_bus_nodes", "Nodes whose heartbeat this node saw at its last check (itself included).",
+            value=self._alive_nodes(),
+        )
+        yield CounterMetricFamily("denoisecast_bus_events_sent", "Events this node published.", value=bus.events_sent)
+        yield CounterMetricFamily(
+            "denoisecast_bus_events_received", "Events from other nodes.", value=bus.events_received
+        )
+        yield CounterMetricFamily(
+            "denoisecast_bus_events_dropped",
+            "Events that could not reach the other nodes (Redis unreachable).",
+            value=bus.events_dropped,
+        )

@@ -1,0 +1,209 @@
+"""
+This node among the others: what crosses nodes besides presence, and what
+happens when a node dies.
+
+Friendships beginning or ending and sessions ending are published on the
+live bus, and every node (this one first, before C{publish} returns) runs
+its observers: the presence hub's and the live manager's friend sets, the
+WebSocket factory's closing of sockets whose session ended (a logout or a
+password change on node A closes the user's sockets on node B).
+
+L{NodeWatch} looks at the node registry every second: a node that holds
+users or unfinished recordings but whose heartbeat has expired is dead.
+Every node forgets its users (their friends learn they are offline and not
+live) and repairs its unfinished recordings; each row is claimed with a
+conditional UPDATE, so exactly one node repairs it however many notice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.task import LoopingCall
+
+from denoisecast.bus.base import Event, LiveBus
+from denoisecast.handlers.accounts import EndedSessions
+from denoisecast.handlers.loginguard import LoginGuard
+from denoisecast.handlers.presence import PresenceHub
+from denoisecast.recordings.recorder import Recorder
+from denoisecast.runtime.logs import logger
+from denoisecast.runtime.ratelimit import FailureLimiter
+from denoisecast.storage.store import Store, User
+
+FriendshipObserver = Callable[[User, User, bool], None]
+
+
+def _who(user: User) -> dict[str, Any]:
+    """What other nodes need of a user: id and name (never the password hash)."""
+    return {"id": int(user["id"]), "username": str(user["username"])}
+
+
+def route_friendships(bus: LiveBus, observers: list[FriendshipObserver]) -> FriendshipObserver:
+    """
+    Returns the observer to give L{denoisecast.handlers.friends.Friends}:
+    it publishes the change, and on every node C{observers} see it.
+    """
+    for observer in observers:
+        bus.on("friendship", lambda event, observer=observer: observer(event["a"], event["b"], bool(event["friends"])))  # type: ignore[misc]
+
+    def publish(a: User, b: User, friends: bool) -> None:
+        bus.publish("friendship", a=_who(a), b=_who(b), friends=friends)
+
+    return publish
+
+
+def route_ended_sessions(bus: LiveBus, close: Callable[[EndedSessions], None]) -> Callable[[EndedSessions], None]:
+    """
+    Returns the observer of ended sessions: it publishes them, and every
+    node's C{close} (the WebSocket factory's) ends the sockets opened with them.
+    """
+
+    def received(event: Event) -> None:
+        user_id = event.get("user_id")
+        close(
+            EndedSessions(
+                token_hash=event.get("token_hash"),
+                user_id=int(user_id) if user_id is not None else None,
+                except_hash=event.get("except_hash"),
+            )
+        )
+
+    bus.on("sessions_ended", received)
+
+    def publish(ended: EndedSessions) -> None:
+        bus.publish("sessions_ended", **asdict(ended))
+
+    return publish
+
+
+def share_limits(bus: LiveBus, limiters: dict[str, FailureLimiter]) -> None:
+    """
+    Every node's limiters of the same name count the same failures: each
+    failure or reset made on one node is made on the others (at the moment
+    it reaches them; a node started later does not know earlier ones, and
+    each window is at most minutes long).
+    """
+    for name, limiter in limiters.items():
+        limiter.observers.append(
+            lambda change, key, name=name: bus.publish("ratelimit", limiter=name, change=change, key=key)  # type: ignore[misc]
+        )
+
+    def received(event: Event) -> None:
+        limiter = limiters.get(str(event.get("limiter")))
+        if limiter is None or event["node"] == bus.node_id:
+            return  # unknown here, or made here already
+        key = event.get("key")
+        limiter.apply(str(event.get("change")), tuple(key) if isinstance(key, list) else key)
+
+    bus.on("ratelimit", received)
+
+
+def share_login_guard(bus: LiveBus, guard: LoginGuard) -> None:
+    """The login guard's budgets, and the clients each account knows, on every node."""
+    share_limits(bus, guard.limiters())
+    guard.known_observers.append(
+        lambda account, address, device: bus.publish("known_client", account=account, address=address, device=device)
+    )
+
+    def received(event: Event) -> None:
+        if event["node"] != bus.node_id:
+            guard.remember(str(event["account"]), str(event["address"]), str(event["device"]))
+
+    bus.on("known_client", received)
+
+
+class NodeWatch(Service):
+    """
+    Notices nodes whose heartbeat expired and cleans up after them.
+
+    @ivar alive: how many nodes were alive at the last check (this one included).
+    @ivar buried: the dead nodes this node has cleaned up after.
+    """
+
+    log = logger()
+
+    def __init__(
+        self, bus: LiveBus, presence: PresenceHub, recorder: Recorder, store: Store, reactor: Any,
+        interval: float = 1.0,
+    ) -> None:
+        self.bus = bus
+        self._presence = presence
+        self._recorder = recorder
+        self._store = store
+        self._loop = LoopingCall(self._tick)
+        self._loop.clock = reactor
+        self._interval = interval
+        self._checking: Deferred[Any] | None = None
+        self.alive = 1
+        self.buried: set[str] = set()
+        #: Told the id of each dead node, after presence forgot it.
+        self.gone_observers: list[Callable[[str], None]] = []
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop.start(self._interval, now=False)
+
+    def stopService(self) -> Deferred[Any] | None:
+        super().stopService()
+        if self._loop.running:
+            self._loop.stop()
+        return self._checking
+
+    def _tick(self) -> None:
+        if self._checking is not None:
+            return  # the last check still runs (a slow database)
+
+        def failed(failure: Any) -> None:
+            self.log.warn("Checking the other nodes failed: {error}", error=failure.getErrorMessage())
+
+        checking = ensureDeferred(self.check()).addErrback(failed)
+        if not checking.called:  # a check that found nothing to do has finished already
+            self._checking = checking
+
+            def done(_: object) -> None:
+                self._checking = None
+
+            checking.addBoth(done)
+
+    async def check(self) -> list[str]:
+        """
+        Clean up after every node found dead; returns their ids.
+
+        Nothing is judged while this node's own view may be stale: while
+        the bus is down, during the first C{ttl} seconds after it
+        (re)connected (the others re-announce themselves after a Redis
+        restart), and while this node's own heartbeat is not visible.
+        """
+        if not self.bus.shared:
+            return []
+        connected = self.bus.connected_for()
+        if connected is None or connected < self.bus.ttl:
+            return []
+        alive = await self.bus.alive_nodes()
+        self.alive = max(1, len(alive))
+        if self.bus.node_id not in alive:
+            return []
+        suspects = set(self._presence.remote.by_node) | set(await self._store.recording_nodes())
+        dead = sorted(suspects - set(alive) - {self.bus.node_id})
+        for node in dead:
+            await self.bury(node)
+        return dead
+
+    async def bury(self, node: str) -> None:
+        users = self._presence.node_gone(node)
+        for observer in self.gone_observers:
+            try:
+                observer(node)
+            except Exception:
+                self.log.failure("A dead-node observer failed")
+        repaired = await self._recorder.repair([node])
+        self.buried.add(node)
+        self.log.warn(
+            "Node {node} stopped its heartbeat: its {users} users are offline here, "
+            "{repaired} of its recordings repaired by this node",
+            node=node, users=len(users), repaired=repaired, log_id="bus.node_dead",
+        )

@@ -1,0 +1,1 @@
+`--media-address` (an address, or `PUBLIC@LOCAL` behind a 1:1 NAT; repeatable) sets the host candidates a node's WebRTC answers offer, and `--rtc-ports LOW-HIGH` binds every media socket within a UDP port range that a firewall can open; a full range refuses new connections with `503 no_media_ports`.

@@ -1,0 +1,68 @@
+"""
+The live bus in tests: a Redis server to use (the one of
+C{DENOISECAST_TEST_REDIS_URL}, which scripts/test sets, starting one of its
+own when none runs on 127.0.0.1:6379), a fresh key prefix per test, and
+nodes on either bus.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from typing import Any
+from urllib.parse import urlparse
+
+from twisted.internet import reactor
+from twisted.internet.defer import ensureDeferred
+from twisted.trial.unittest import SkipTest, TestCase
+
+from denoisecast.bus.base import LiveBus, NodeInfo
+from denoisecast.bus.memory import InProcessBus, MemoryBroker
+
+REDIS_ENV = "DENOISECAST_TEST_REDIS_URL"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+
+
+def redis_url() -> str:
+    """The tests' Redis, or a skip saying which one could not be reached."""
+    url = os.environ.get(REDIS_ENV, DEFAULT_REDIS)
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 6379), timeout=1.0) as sock:
+            sock.sendall(b"PING\r\n")
+            if not sock.recv(16).startswith(b"+PONG"):
+                raise OSError("no PONG")
+    except OSError as error:
+        raise SkipTest(f"no Redis server at {url} ({error}); scripts/test starts one") from None
+    return url
+
+
+def unique_prefix() -> str:
+    """A key and channel prefix of one test's own, so tests never hear each other."""
+    return "dctest-" + uuid.uuid4().hex[:12]
+
+
+class Nodes:
+    """Makes nodes on one bus: in this process (one broker), or on Redis (one prefix)."""
+
+    def __init__(self, testcase: TestCase, kind: str, ttl: float = 3.0) -> None:
+        self.testcase = testcase
+        self.kind = kind
+        self.ttl = ttl
+        self.broker = MemoryBroker(reactor, shared=True)
+        self.prefix = unique_prefix()
+        self.url = redis_url() if kind == "redis" else ""
+
+    def bus(self, node_id: str, url: str = "") -> LiveBus:
+        """A bus for node C{node_id}, not yet started, stopped when the test ends."""
+        info = NodeInfo(node_id, url or f"http://{node_id}.test", reactor.seconds())
+        bus: Any
+        if self.kind == "redis":
+            from denoisecast.bus.redisbus import RedisBus
+
+            bus = RedisBus(self.url, self.prefix, info, self.ttl)
+        else:
+            bus = InProcessBus(self.broker, info, self.ttl)
+        self.testcase.addCleanup(lambda: ensureDeferred(bus.stop()))
+        return bus

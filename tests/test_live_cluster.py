@@ -1,0 +1,280 @@
+"""
+Two nodes in this process on one PostgreSQL database and one live bus,
+the same tests on both buses (in-process broker, real Redis): presence,
+friendships, ended sessions and login limits cross nodes; a friend on one
+node listens to a broadcast on the other (media straight from the owner);
+a node that dies is noticed within its time to live and its rows are
+repaired once; a node that starts leaves the other's live rows alone.
+"""
+
+from __future__ import annotations
+
+import time
+from ipaddress import ip_network
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
+
+from denoisecast.handlers.accounts import utcnow
+from tests.bus_support import Nodes
+from tests.rtc_support import answer, listener, noisy_speech_file, publisher
+from tests.support import Client, RunningServer, postgres_url, start_server
+from tests.test_bus import wait_for
+from tests.ws_support import connect_ws
+
+TTL = 2.0
+
+
+class ClusterTestsMixin:
+    kind = ""
+    timeout = 60
+
+    async def two_nodes(self, **config: Any) -> tuple[Nodes, RunningServer, RunningServer]:
+        test: Any = self
+        nodes = Nodes(test, self.kind, ttl=TTL)
+        database = postgres_url(test)
+        a = await start_server(test, database, bus=nodes.bus("node-a"), **config)
+        b = await start_server(test, database, bus=nodes.bus("node-b"), **config)
+        await wait_for(lambda: a.server.bus.connected and b.server.bus.connected, 5.0)
+        return nodes, a, b
+
+    async def friends(self, a: RunningServer, b: RunningServer) -> dict[str, Client]:
+        """alice registers on node A, bob on node B; they befriend across the nodes."""
+        alice, bob = a.client(), b.client()
+        await alice.register("alice")
+        await bob.register("bob")
+        await alice.post("/api/friends/requests", {"username": "bob"})
+        reply = await bob.post("/api/friends/requests/alice/accept")
+        assert reply.status == 200, reply
+        return {"alice": alice, "bob": bob}
+
+    async def test_presence_crosses_nodes_within_a_second(self) -> None:
+        """
+        alice's page on node A sees bob come online on node B within 1 s
+        and go offline when his page closes; a second tab of bob's on node
+        A keeps him online when his node B page closes.
+        """
+        test: Any = self
+        _, a, b = await self.two_nodes()
+        c = await self.friends(a, b)
+        alice = await connect_ws(test, a.base, c["alice"])
+        snapshot = await alice.expect("presence")
+        test.assertFalse(snapshot["friends"][0]["online"])
+        start = time.monotonic()
+        bob = await connect_ws(test, b.base, c["bob"])
+        update = await alice.expect("friend", timeout=1.0)
+        test.assertLess(time.monotonic() - start, 1.0)
+        test.assertEqual((update["friend"]["username"], update["friend"]["online"]), ("bob", True))
+        # bob's page on B sees alice (on A) online in its snapshot.
+        bob_snapshot = await bob.expect("presence")
+        test.assertTrue(bob_snapshot["friends"][0]["online"])
+        tab = await connect_ws(test, a.base, c["bob"])  # the same session, on the other node
+        await tab.expect("presence")
+        await bob.close()
+        offline = [m for m in await alice.silent(0.5) if m["type"] == "friend" and not m["friend"]["online"]]
+        test.assertEqual(offline, [])
+        test.assertTrue(a.server.presence.is_online(await _id(a, "bob")))
+        await tab.close()
+        update = await alice.expect("friend", timeout=2.0)
+        test.assertFalse(update["friend"]["online"])
+
+    async def test_friendships_and_logouts_cross_nodes(self) -> None:
+        """
+        Unfriending on node B reaches alice's page on node A at once; a
+        logout on node B closes that session's socket on node A (4001).
+        """
+        test: Any = self
+        _, a, b = await self.two_nodes()
+        c = await self.friends(a, b)
+        alice = await connect_ws(test, a.base, c["alice"])
+        await alice.expect("presence")
+        reply = await c["bob"].delete("/api/friends/alice")
+        test.assertEqual(reply.status, 204, reply)
+        removed = await alice.expect("friend_removed", timeout=2.0)
+        test.assertEqual(removed["username"], "bob")
+        # alice logs in on node B too; logging out there ends her node A socket of that session.
+        alice_b = b.client()
+        await alice_b.login("alice")
+        socket_a = await connect_ws(test, a.base, alice_b)
+        await socket_a.expect("presence")
+        await alice_b.post("/api/auth/logout")
+        code = await socket_a.factory.closed.addTimeout(3, reactor)
+        test.assertEqual(code, 4001)
+        test.assertFalse(alice.factory.closed.called)  # her other session goes on
+
+    async def test_listening_through_another_node(self) -> None:
+        """
+        bob, connected to node A, listens to alice broadcasting on node B:
+        the offer goes over the bus to B, whose answer carries B's ICE
+        candidates; bob hears audio (from B: node A holds no media
+        connection); alice's listener count reaches every node; the signal
+        switch and unlisten through A reach B; and when node B dies, bob's
+        page on A is told the listen ended.
+        """
+        import aioice.ice
+
+        test: Any = self
+        test.patch(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else [])
+        _, a, b = await self.two_nodes(ice_allow_networks=(ip_network("127.0.0.0/8"),))
+        c = await self.friends(a, b)
+        noisy = noisy_speech_file(test)
+        alice_b = b.client()
+        await alice_b.login("alice")
+        alice_ws = await connect_ws(test, b.base, alice_b)
+        pc, offer = await publisher(test, noisy)
+        reply = await alice_ws.request({"v": 1, "type": "publish", "sdp": offer})
+        test.assertEqual(reply["type"], "answer", reply)
+        await answer(pc, reply["sdp"])
+        bob_ws = await connect_ws(test, a.base, c["bob"])
+        await bob_ws.expect("presence")
+        lpc, loffer, heard = await listener(test)
+        listened = await bob_ws.request({"v": 1, "type": "listen", "user": "alice", "sdp": loffer})
+        test.assertEqual((listened["type"], listened["role"]), ("answer", "listen"), listened)
+        await answer(lpc, listened["sdp"])
+        await wait_for(lambda: heard.samples > 48000, 15.0)
+        test.assertEqual(len(a.server.live.broadcasts), 0)
+        test.assertEqual(a.server.live.listener_count(), 0)  # no media through A
+        test.assertEqual(b.server.live.listener_count(), 1)
+        test.assertEqual((await alice_ws.expect("listeners"))["count"], 1)
+
+        async def count_on(node: RunningServer) -> int:
+            return int((await c["bob"].get("/api/streams/alice")).body["listeners"]) if node is a else int(
+                (await self.on(c["bob"], b).get("/api/streams/alice")).body["listeners"]
+            )
+
+        for node in (a, b):
+            for _ in range(30):
+                if await count_on(node) == 1:
+                    break
+                await deferLater(reactor, 0.1)
+            test.assertEqual(await count_on(node), 1)
+        switched = await bob_ws.request({"v": 1, "type": "signal", "user": "alice", "signal": "raw"})
+        test.assertEqual((switched["type"], switched["signal"]), ("signal", "raw"), switched)
+        gone = await bob_ws.request({"v": 1, "type": "unlisten", "user": "alice"})
+        test.assertEqual(gone["type"], "unlistened", gone)
+        test.assertEqual((await alice_ws.expect("listeners", timeout=2.0))["count"], 0)
+        # Listen again, then node B dies: bob's page on A learns the listen ended.
+        lpc2, loffer2, _ = await listener(test)
+        again = await bob_ws.request({"v": 1, "type": "listen", "user": "alice", "sdp": loffer2})
+        test.assertEqual(again["type"], "answer", again)
+        await b.server.bus.kill()  # type: ignore[attr-defined]
+        ended = await bob_ws.expect("ended", timeout=TTL + 3.0)
+        test.assertEqual((ended["role"], ended["user"], ended["reason"]), ("listen", "alice", "offline"))
+
+    def on(self, client: Client, node: RunningServer) -> Client:
+        """The same session (a database row) used on another node."""
+        other = node.client()
+        for cookie in client.cookies:
+            other.cookies.set_cookie(cookie)
+        return other
+
+    async def test_metrics_and_health_name_the_node_and_its_bus(self) -> None:
+        """
+        /metrics says which node this is, on which bus, that the bus is
+        connected, how many nodes are alive and what crossed; /api/health
+        names the node and its bus.
+        """
+        from tests.test_server_metrics import value
+
+        test: Any = self
+        _, a, b = await self.two_nodes()
+        await self.friends(a, b)
+        kind = "redis" if self.kind == "redis" else "in-process"
+        health = (await a.client().get("/api/health")).body
+        test.assertEqual((health["node"], health["bus"], health["status"]), ("node-a", kind, "ok"))
+        await wait_for(lambda: a.server.node_watch.alive == 2, 5.0)
+        text = (await a.client().get("/metrics")).body.decode()
+        test.assertEqual(value(text, "denoisecast_node_info", node_id="node-a", bus=kind), 1.0)
+        test.assertEqual(value(text, "denoisecast_bus_connected"), 1.0)
+        test.assertEqual(value(text, "denoisecast_bus_nodes"), 2.0)
+        test.assertGreater(value(text, "denoisecast_bus_events_sent_total") or 0, 0)
+        test.assertGreater(value(text, "denoisecast_bus_events_received_total") or 0, 0)  # the friendship, from B
+        test.assertEqual(value(text, "denoisecast_bus_events_dropped_total"), 0.0)
+
+    async def test_login_limits_hold_across_nodes(self) -> None:
+        """
+        Wrong passwords for one account from an address it does not know,
+        spread over both nodes, count together: after the account's budget
+        (5) the next try is refused 429 on either node, not after 5 on each.
+        """
+        test: Any = self
+        _, a, b = await self.two_nodes()
+        await a.client().register("victim")
+        codes = []
+        for n in range(5):
+            node = (a, b)[n % 2]
+            codes.append((await node.client("127.0.0.5").login("victim", "wrong password")).status)
+            await deferLater(reactor, 0.05)  # the failure reaches the other node
+        test.assertNotIn(429, codes)
+        await deferLater(reactor, 0.2)
+        for node in (a, b):
+            reply = await node.client("127.0.0.5").login("victim", "wrong password")
+            test.assertEqual((reply.status, reply.error_code), (429, "rate_limited"))
+
+    async def test_dead_node_noticed_and_repaired_once(self) -> None:
+        """
+        Node B dies (no heartbeat): within its time to live (plus a check)
+        alice's page on node A sees bob offline, and node B's unfinished
+        recording is repaired by node A exactly once, while node A's own
+        live row is left alone.
+        """
+        test: Any = self
+        _, a, b = await self.two_nodes()
+        c = await self.friends(a, b)
+        bob_id = await _id(a, "bob")
+        await a.server.store.create_recording("rec-of-b", bob_id, utcnow(), "m", "[]", "node-b")
+        await a.server.store.create_recording("rec-of-a", bob_id, utcnow(), "m", "[]", "node-a")
+        alice = await connect_ws(test, a.base, c["alice"])
+        await alice.expect("presence")
+        await connect_ws(test, b.base, c["bob"])
+        test.assertTrue((await alice.expect("friend", timeout=2.0))["friend"]["online"])
+        killed = time.monotonic()
+        await b.server.bus.kill()  # type: ignore[attr-defined]
+        update = await alice.expect("friend", timeout=TTL + 3.0)
+        test.assertFalse(update["friend"]["online"])
+        test.assertLess(time.monotonic() - killed, TTL + 2.0)
+        await wait_for(lambda: "node-b" in a.server.node_watch.buried, 3.0)
+        rows = {r["public_id"]: r for r in await a.server.store.unfinished_recordings()}
+        test.assertNotIn("rec-of-b", rows)  # no files: repaired by removing the row
+        test.assertIn("rec-of-a", rows)  # node A's own live row: untouched
+        test.assertFalse(await a.server.store.claim_unfinished("rec-of-b"))
+
+    async def test_starting_a_node_leaves_live_rows_of_others(self) -> None:
+        """
+        A node that starts on a shared database repairs only its own
+        unfinished rows (and those naming no node), not a live node's.
+        """
+        test: Any = self
+        nodes = Nodes(test, self.kind, ttl=TTL)
+        database = postgres_url(test)
+        a = await start_server(test, database, bus=nodes.bus("node-a"))
+        owner = a.client()
+        await owner.register("owner")
+        owner_id = await _id(a, "owner")
+        await a.server.store.create_recording("live-on-a", owner_id, utcnow(), "m", "[]", "node-a")
+        await a.server.store.create_recording("left-by-c", owner_id, utcnow(), "m", "[]", "node-c")
+        await a.server.store.create_recording("old", owner_id, utcnow(), "m", "[]", None)
+        await start_server(test, database, bus=nodes.bus("node-c"))
+        await wait_for(lambda: True, 0.1)
+        for _ in range(50):
+            left = {r["public_id"] for r in await a.server.store.unfinished_recordings()}
+            if left == {"live-on-a"}:
+                break
+            await deferLater(reactor, 0.1)
+        test.assertEqual(left, {"live-on-a"})
+
+
+async def _id(running: RunningServer, username: str) -> int:
+    user = await running.server.store.get_user_by_name(username)
+    assert user is not None
+    return int(user["id"])
+
+
+class InProcessClusterTests(ClusterTestsMixin, TestCase):
+    kind = "memory"
+
+
+class RedisClusterTests(ClusterTestsMixin, TestCase):
+    kind = "redis"
