@@ -4,16 +4,16 @@ A node that starts repairs only its own unfinished recordings, and a node
 that notices another one died repairs that node's; rows from before this
 revision have no node and are repaired by whichever node starts first.
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-02
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
