@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 
 from tests.browser_support import DESKTOP, PHONE, PageChecks, need_browser, screenshot_folder, shared_browser
@@ -631,14 +632,24 @@ class BrowserAppTests(TestCase):
 
         site.buildProtocol = build  # type: ignore[method-assign]
 
-        def close() -> Any:
+        async def close() -> None:
             for channel in channels:
                 transport = getattr(channel, "transport", None)
                 if transport is not None and transport.connected:
                     transport.abortConnection()
-            return deferLater(reactor, 0.2)
+            await deferLater(reactor, 0.2)
+            # The WebSocket's ping and handshake timers live in txaio's
+            # batched buckets, which stay scheduled after their calls are
+            # cancelled; wait for those buckets to pass (at most the ping
+            # timeout) so the reactor is clean for the next test.
+            deadline = reactor.seconds() + 30  # type: ignore[attr-defined]
+            while reactor.seconds() < deadline and any(  # type: ignore[attr-defined]
+                "_BatchedTimer" in getattr(call.func, "__qualname__", "")
+                for call in reactor.getDelayedCalls()  # type: ignore[attr-defined]
+            ):
+                await deferLater(reactor, 0.1)
 
-        self.addCleanup(close)
+        self.addCleanup(lambda: Deferred.fromCoroutine(close()))
 
     async def test_whole_story(self) -> None:
         """
