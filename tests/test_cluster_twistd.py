@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -21,13 +20,13 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from denoisecast.recordings.files import decode
-from tests.bus_support import redis_url, unique_prefix
+from tests.bus_support import PrivateRedis, redis_url, unique_prefix
 from tests.rtc_support import answer, noisy_speech, publisher
 from tests.support import Client, postgres_url
-from tests.test_twistd import TwistdProcess, free_port
+from tests.test_twistd import TwistdProcess
 from tests.ws_support import WsClient, connect_ws
 
 LOOPBACK_ICE = Path(__file__).resolve().parent / "loopback_ice"
@@ -191,10 +190,10 @@ class NodesTests(TestCase):
         self.assertLess(time.monotonic() - start, 1.0)
         # Listeners join before the speech starts, then the publisher sends.
         recorders = {}
-        for name, signal in (("bob", "denoised"), ("dave", "raw")):
+        for name, kind in (("bob", "denoised"), ("dave", "raw")):
             lpc, loffer, recorders[name] = await listener(self)
-            heard = await ws[name].request({"v": 1, "type": "listen", "user": "alice", "sdp": loffer, "signal": signal})
-            self.assertEqual((heard["type"], heard.get("signal")), ("answer", signal), heard)
+            heard = await ws[name].request({"v": 1, "type": "listen", "user": "alice", "sdp": loffer, "signal": kind})
+            self.assertEqual((heard["type"], heard.get("signal")), ("answer", kind), heard)
             await answer(lpc, heard["sdp"])
         await answer(pc, reply["sdp"])
         await deferLater(reactor, len(clean) / RATE + 3.0)
@@ -305,36 +304,3 @@ class NodesTests(TestCase):
             log = node.output()
             self.assertLessEqual(log.count("cannot reach Redis"), 3, log[-5000:])
             self.assertNotIn("Traceback", log)
-
-
-class PrivateRedis:
-    """A redis-server of this test's own on a free port, to kill and restart."""
-
-    def __init__(self, test: TestCase) -> None:
-        if shutil.which("redis-server") is None:
-            raise SkipTest("redis-server is not installed")
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-        test.addCleanup(self.kill)
-        self.start()
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        import socket
-
-        for _ in range(100):
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("redis-server did not start")
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
