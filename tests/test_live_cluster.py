@@ -111,7 +111,8 @@ class ClusterTestsMixin:
         candidates; bob hears audio (from B: node A holds no media
         connection); alice's listener count reaches every node; the signal
         switch and unlisten through A reach B; and when node B dies, bob's
-        page on A is told the listen ended.
+        page on A is told the listen ended.  alice's own page on node A
+        shows her live.
         """
         import aioice.ice
 
@@ -129,6 +130,10 @@ class ClusterTestsMixin:
         await answer(pc, reply["sdp"])
         bob_ws = await connect_ws(test, a.base, c["bob"])
         await bob_ws.expect("presence")
+        # alice's own page on node A shows her live, as a second tab would.
+        alice_a = await connect_ws(test, a.base, c["alice"])
+        me = await alice_a.expect("me")
+        test.assertEqual((me["live"]["live"], me["live"]["user"]), (True, "alice"), me)
         lpc, loffer, heard = await listener(test)
         listened = await bob_ws.request({"v": 1, "type": "listen", "user": "alice", "sdp": loffer})
         test.assertEqual((listened["type"], listened["role"]), ("answer", "listen"), listened)

@@ -177,6 +177,11 @@ class LiveManager:
         broadcast = self.broadcasts.get(user["id"])
         if broadcast is not None:
             return self.owner_event(user["id"], broadcast.denoise, broadcast.atten_lim_db)
+        remote = self._presence.remote.live(user["id"])
+        if remote is not None:
+            # Live through another node: this page shows it as a second tab would.
+            live = {"user": user["username"], "live": True, **remote[1], "detached": False}
+            return server_message("me", live=live, denoise=remote[1]["denoise"], atten_lim_db=remote[1]["atten_lim_db"])
         prefs = await self._store.get_denoise_prefs(user["id"])
         return self.owner_event(user["id"], prefs["denoise"], prefs["atten_lim_db"])
 
