@@ -214,7 +214,8 @@ class NodesTests(TestCase):
         SIGKILL node B while alice broadcasts through it: within the time
         to live (and a check) bob's page on node A sees her not live and
         offline, node A says she is not live, and her partial recording is
-        repaired (interrupted, its real length) and plays through node A.
+        repaired (interrupted, its real length), appears in bob's list on
+        node A, and plays through node A.
         """
         cluster = Cluster(self, redis_url())
         a, b = cluster.node("node-a"), cluster.node("node-b")
@@ -228,7 +229,7 @@ class NodesTests(TestCase):
         update = await bob_ws.expect("friend", timeout=2.0)
         while not update["friend"]["live"]:
             update = await bob_ws.expect("friend", timeout=2.0)
-        await deferLater(reactor, 4.0)
+        await deferLater(reactor, 6.0)
         b.process.send_signal(signal.SIGKILL)
         b.process.wait(10)
         killed = time.monotonic()
@@ -245,13 +246,17 @@ class NodesTests(TestCase):
             return bool(rows) and rows[0]["status"] == "interrupted"
 
         await until(repaired, 10.0, "node A repairs node B's recording")
+        ready = await bob_ws.expect("recording_ready", timeout=5.0)
+        self.assertEqual((ready["recording"]["owner"], ready["recording"]["status"]), ("alice", "interrupted"))
         (row,) = (await c["alice"].get("/api/recordings")).body["recordings"]
-        self.assertGreater(row["duration_seconds"], 2.0)
+        # What reached the files before the kill (under load, the first
+        # seconds of a broadcast may go to ICE), measured from the files.
+        self.assertGreater(row["duration_seconds"], 1.0)
         audio = await c["bob"].get(f"/api/recordings/{row['id']}/audio?track=raw")
         self.assertEqual(audio.status, 200)
         path = cluster.workdir / "partial.ogg"
         path.write_bytes(audio.body)
-        self.assertGreater(len(decode(path)) / RATE, 2.0)
+        self.assertLess(abs(len(decode(path)) / RATE - row["duration_seconds"]), 0.1)
         self.assertIn("Node node-b stopped its heartbeat", a.output())
 
     async def test_redis_restart_under_two_broadcasts(self) -> None:

@@ -198,6 +198,28 @@ class ClusterTestsMixin:
         test.assertGreater(value(text, "denoisecast_bus_events_received_total") or 0, 0)  # the friendship, from B
         test.assertEqual(value(text, "denoisecast_bus_events_dropped_total"), 0.0)
 
+    async def test_recording_events_cross_nodes(self) -> None:
+        """
+        alice deletes a recording through node B: bob's page on node A (a
+        friend's) and alice's own page on node A see it disappear at once.
+        """
+        test: Any = self
+        _, a, b = await self.two_nodes()
+        c = await self.friends(a, b)
+        alice_id = await _id(a, "alice")
+        await a.server.store.create_recording("rec-gone", alice_id, utcnow(), "m", "[]", "node-b")
+        await a.server.store.update_recording("rec-gone", status="complete")
+        bob_ws = await connect_ws(test, a.base, c["bob"])
+        alice_ws = await connect_ws(test, a.base, c["alice"])
+        for socket in (bob_ws, alice_ws):
+            await socket.expect("me")
+        alice_b = self.on(c["alice"], b)
+        reply = await alice_b.delete("/api/recordings/rec-gone")
+        test.assertEqual(reply.status, 204, reply)
+        for socket in (bob_ws, alice_ws):
+            removed = await socket.expect("recording_removed", timeout=2.0)
+            test.assertEqual((removed["id"], removed["owner"]), ("rec-gone", "alice"))
+
     async def test_login_limits_hold_across_nodes(self) -> None:
         """
         Wrong passwords for one account from an address it does not know,
