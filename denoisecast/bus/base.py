@@ -119,7 +119,7 @@ class LiveBus(ABC):
         event: Event = {**body, "kind": kind, "node": self.node_id}
         self._deliver(event)
         self.events_sent += 1
-        self._send(encode(event))
+        self._send(event)
 
     def _deliver(self, event: Event) -> None:
         for handler in list(self._handlers.get(event.get("kind", ""), ())):
@@ -141,8 +141,8 @@ class LiveBus(ABC):
         self._deliver(event)
 
     @abstractmethod
-    def _send(self, text: str) -> None:
-        """Send an encoded event to every other node (best effort)."""
+    def _send(self, event: Event) -> None:
+        """Send an event to every other node (best effort; encoded with L{encode})."""
 
     # requests ----------------------------------------------------------------
 

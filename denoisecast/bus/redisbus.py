@@ -31,7 +31,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from twisted.internet.defer import Deferred
 
-from denoisecast.bus.base import DEFAULT_NODE_TTL, BusRequestFailed, LiveBus, NodeInfo, encode
+from denoisecast.bus.base import DEFAULT_NODE_TTL, BusRequestFailed, Event, LiveBus, NodeInfo, encode
 
 T = TypeVar("T")
 
@@ -219,12 +219,12 @@ class RedisBus(LiveBus):
                 self.events_dropped += 1
                 self._trouble("publish", error)
 
-    def _send(self, text: str) -> None:
+    def _send(self, event: Event) -> None:
         if self._since is None:
             self.events_dropped += 1
             return
         try:
-            self._queue.put_nowait(text)
+            self._queue.put_nowait(encode(event))
         except asyncio.QueueFull:
             self.events_dropped += 1
 
