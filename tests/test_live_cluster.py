@@ -168,6 +168,45 @@ class ClusterTestsMixin:
         ended = await bob_ws.expect("ended", timeout=TTL + 3.0)
         test.assertEqual((ended["role"], ended["user"], ended["reason"]), ("listen", "alice", "offline"))
 
+    async def test_broadcast_placed_on_the_node_with_headroom(self) -> None:
+        """
+        alice's page reaches node A, whose denoiser has no headroom: her
+        broadcast is placed on node B before any media connection (the
+        answer is B's), a friend on A hears it, her page on A is told its
+        listener count, and she stops it through A.  With headroom on A,
+        the next broadcast stays on A.
+        """
+        import aioice.ice
+
+        test: Any = self
+        test.patch(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else [])
+        _, a, b = await self.two_nodes(ice_allow_networks=(ip_network("127.0.0.0/8"),))
+        test.patch(a.server.scheduler, "headroom", lambda: 0)
+        c = await self.friends(a, b)
+        alice_ws = await connect_ws(test, a.base, c["alice"])
+        await alice_ws.expect("me")
+        pc, offer = await publisher(test, noisy_speech_file(test))
+        reply = await alice_ws.request({"v": 1, "type": "publish", "sdp": offer})
+        test.assertEqual(reply["type"], "answer", reply)
+        await answer(pc, reply["sdp"])
+        test.assertEqual((list(a.server.live.broadcasts), len(b.server.live.broadcasts)), ([], 1))
+        bob_ws = await connect_ws(test, a.base, c["bob"])
+        await bob_ws.expect("presence")
+        lpc, loffer, heard = await listener(test)
+        listened = await bob_ws.request({"v": 1, "type": "listen", "user": "alice", "sdp": loffer})
+        test.assertEqual(listened["type"], "answer", listened)
+        await answer(lpc, listened["sdp"])
+        await wait_for(lambda: heard.samples > 24000, 15.0)
+        test.assertEqual((await alice_ws.expect("listeners", timeout=3.0))["count"], 1)
+        stopped = await alice_ws.request({"v": 1, "type": "stop"})
+        test.assertEqual(stopped["type"], "stopped", stopped)
+        await wait_for(lambda: not b.server.live.broadcasts, 5.0)
+        test.patch(a.server.scheduler, "headroom", lambda: 5)
+        pc2, offer2 = await publisher(test, noisy_speech_file(test))
+        again = await alice_ws.request({"v": 1, "type": "publish", "sdp": offer2})
+        test.assertEqual(again["type"], "answer", again)
+        test.assertEqual((len(a.server.live.broadcasts), len(b.server.live.broadcasts)), (1, 0))
+
     def on(self, client: Client, node: RunningServer) -> Client:
         """The same session (a database row) used on another node."""
         other = node.client()

@@ -365,6 +365,8 @@ class DenoiseCastServer:
             candidate_policy=CandidatePolicy.from_config(self.config),
             find_page=lambda connection_id: self.signaling.by_id.get(connection_id),
         )
+        # Every heartbeat says how many more streams this node can denoise (placement).
+        self.bus.headroom = self.scheduler.headroom
         return manager
 
     @cached_property

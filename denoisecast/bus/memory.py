@@ -62,7 +62,7 @@ class InProcessBus(LiveBus):
         return self._broker.shared
 
     def _beat(self) -> None:
-        self._broker.announced[self.node_id] = (self.node, self._broker.reactor.seconds() + self.ttl)
+        self._broker.announced[self.node_id] = (self.announcement(), self._broker.reactor.seconds() + self.ttl)
 
     async def start(self) -> None:
         self._broker.buses[self.node_id] = self

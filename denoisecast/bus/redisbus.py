@@ -156,7 +156,7 @@ class RedisBus(LiveBus):
         await self._redis.aclose()
 
     async def _announce(self) -> None:
-        await self._redis.set(self._node_key(self.node_id), self.node.to_json(), px=int(self.ttl * 1000))
+        await self._redis.set(self._node_key(self.node_id), self.announcement().to_json(), px=int(self.ttl * 1000))
 
     async def _beat(self) -> None:
         """The heartbeat: the announcement renewed every third of its life."""

@@ -38,7 +38,7 @@ from denoisecast.live.broadcast import Broadcast, Peer, public_status, read_trac
 from denoisecast.live.candidates import CandidatePolicy
 from denoisecast.live.listener import Listener, Listening
 from denoisecast.live.peers import PeerConnections
-from denoisecast.live.remote import Page, RemoteListening
+from denoisecast.live.remote import Page, RemoteLive
 from denoisecast.protocols.messages import server_message
 from denoisecast.runtime.jobs import SerialJobs
 from denoisecast.runtime.logs import logger
@@ -91,8 +91,8 @@ class LiveManager:
             self.broadcasts, self._peers, self._access, self._spawn, self._changed
         )
         #: Listening across nodes: relayed from here, or served here for another node's pages.
-        self.remote = RemoteListening(
-            presence.bus, self._listening, self.connection_closed, find_page or (lambda connection_id: None)
+        self.remote = RemoteLive(
+            presence.bus, self._listening, self, self.connection_closed, find_page or (lambda connection_id: None)
         )
         self._cleanups: set[Deferred[None]] = set()
         self._watchdog = LoopingCall(self._check_silence)
@@ -188,12 +188,46 @@ class LiveManager:
     # publishing ----------------------------------------------------------------
 
     async def publish(self, user: User, connection: Peer | None, sdp: str) -> dict[str, Any]:
+        """
+        Go live: here, or, when this node's denoiser has no headroom and
+        another node's has, on that node (the answer carries its ICE
+        candidates, so the media goes there).
+        """
+        self._refuse_second(user)
+        if connection is not None and user["id"] not in self.broadcasts:
+            node = await self._placement()
+            if node is not None:
+                return await self.remote.publish(node, user, connection, sdp)  # type: ignore[arg-type]
+        return await self.publish_here(user, connection, sdp)
+
+    async def _placement(self) -> str | None:
+        """Another node to place a new broadcast on, when this one is full; else C{None}."""
+        headroom = getattr(self._scheduler, "headroom", None)
+        here = headroom() if headroom is not None else None
+        if here is None or here > 0 or not self._presence.bus.shared:
+            return None
+        me = self._presence.bus.node_id
+        candidates = [
+            info for info in (await self._presence.bus.alive_nodes()).values()
+            if info.node_id != me and (info.headroom is None or info.headroom > 0)
+        ]
+        if not candidates:
+            return None  # everyone is full: here, passing through raw if need be
+        return max(candidates, key=lambda info: info.headroom if info.headroom is not None else 0).node_id
+
+    def _refuse_second(self, user: User) -> None:
         me = user["id"]
         running = self.broadcasts.get(me)
         if me in self._starting or (running is not None and running.detached is None):
             raise conflict("already_live", "You are already live; stop that stream first.")
         if running is None and self._presence.live_node(me) not in (None, self._presence.bus.node_id):
             raise conflict("already_live", "You are already live (through another server); stop that stream first.")
+
+    async def publish_here(self, user: User, connection: Peer | None, sdp: str) -> dict[str, Any]:
+        """Go live on this node (also for a broadcast another node placed here)."""
+        me = user["id"]
+        self._refuse_second(user)
+        running = self.broadcasts.get(me)
         self._starting.add(me)
         try:
             if running is not None:
@@ -304,7 +338,17 @@ class LiveManager:
     def public_status(self, broadcast: Broadcast) -> dict[str, Any]:
         return public_status(broadcast)
 
+    def _held_elsewhere(self, user: User) -> str | None:
+        """The other node that holds the user's broadcast, if one does."""
+        if user["id"] in self.broadcasts:
+            return None
+        node = self._presence.live_node(user["id"])
+        return node if node is not None and node != self._presence.bus.node_id else None
+
     async def stop(self, user: User, reason: str) -> dict[str, Any]:
+        node = self._held_elsewhere(user)
+        if node is not None:
+            return await self.remote.stop(node, user, reason)
         if user["id"] not in self.broadcasts:
             raise not_found("not_live", "You are not live.")
         await self._end(user["id"], reason)
@@ -353,6 +397,9 @@ class LiveManager:
                 self._spawn(self._end(user_id, "silence"))
 
     async def set_denoise(self, user: User, enabled: bool | None, atten_lim_db: float | None) -> dict[str, Any]:
+        node = self._held_elsewhere(user)
+        if node is not None:
+            return await self.remote.set_denoise(node, user, enabled, atten_lim_db)
         me = user["id"]
         prefs = await self._store.get_denoise_prefs(me)
         if enabled is not None:
