@@ -288,7 +288,12 @@ class RedisBus(LiveBus):
     # nodes ----------------------------------------------------------------
 
     async def alive_nodes(self) -> dict[str, NodeInfo]:
-        return await _on_loop(self._alive_nodes())
+        """The announced nodes; none while Redis cannot be read (then nothing is judged dead)."""
+        try:
+            return await _on_loop(self._alive_nodes())
+        except (RedisError, OSError) as error:
+            self._trouble("registry", error)
+            return {}
 
     async def _alive_nodes(self) -> dict[str, NodeInfo]:
         keys = [key async for key in self._redis.scan_iter(match=self._node_key("*"), count=1000)]
