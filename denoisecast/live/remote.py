@@ -10,7 +10,7 @@ What B tells that listener later (the broadcast ended, the friendship
 ended) comes back as a C{to_connection} event for the page on A; A asks
 B to C{unlisten} or change the C{signal}, and tells B when that page's
 socket closes.  If either node dies, the other ends these listens when it
-notices (L{RemoteListening.node_gone}).
+notices (L{RemoteLive.node_gone}).
 
 Listener counts need nothing here: B counts the listener like any other,
 and its presence events carry the count to every node.
