@@ -116,6 +116,8 @@ class RedisBus(LiveBus):
 
     def _redis_location(self) -> str:
         kwargs = self._redis.connection_pool.connection_kwargs
+        if kwargs.get("path"):
+            return str(kwargs["path"])  # a UNIX socket (the workers' private Redis)
         return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
 
     # life -----------------------------------------------------------------
