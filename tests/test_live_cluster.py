@@ -207,6 +207,40 @@ class ClusterTestsMixin:
         test.assertEqual(again["type"], "answer", again)
         test.assertEqual((len(a.server.live.broadcasts), len(b.server.live.broadcasts)), (1, 0))
 
+    async def test_admin_sees_and_ends_broadcasts_on_other_nodes(self) -> None:
+        """
+        An administrator on node A lists alice's broadcast held by node B
+        and ends it through node A: node B ends it, and her page there is
+        told.
+        """
+        import aioice.ice
+
+        test: Any = self
+        test.patch(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else [])
+        _, a, b = await self.two_nodes(ice_allow_networks=(ip_network("127.0.0.0/8"),))
+        c = await self.friends(a, b)
+        root = a.client()
+        await root.register("root")
+        account = await a.server.admin_store.get_account("root")
+        await a.server.admin_store.set_admin(account["id"], True)
+        alice_ws = await connect_ws(test, b.base, self.on(c["alice"], b))
+        await alice_ws.expect("me")
+        pc, offer = await publisher(test, noisy_speech_file(test))
+        reply = await alice_ws.request({"v": 1, "type": "publish", "sdp": offer})
+        await answer(pc, reply["sdp"])
+        listed: list[Any] = []
+        for _ in range(30):
+            listed = (await root.get("/api/admin/broadcasts")).body["broadcasts"]
+            if listed:
+                break
+            await deferLater(reactor, 0.1)
+        test.assertEqual([(x["user"], x["live"]) for x in listed], [("alice", True)])
+        ended = await root.delete("/api/admin/broadcasts/alice")
+        test.assertEqual(ended.status, 204, ended)
+        told = await alice_ws.expect("ended", timeout=3.0)
+        test.assertEqual((told["role"], told["reason"]), ("publish", "ended by an administrator"))
+        test.assertEqual(b.server.live.broadcasts, {})
+
     def on(self, client: Client, node: RunningServer) -> Client:
         """The same session (a database row) used on another node."""
         other = node.client()

@@ -253,7 +253,7 @@ class DenoiseCastServer:
             self.config.data_dir,
             self.clock,
             LiveControl(
-                broadcasts=lambda: [self.live.public_status(b) for b in self.live.broadcasts.values()],
+                broadcasts=self.live.all_broadcasts,
                 end_broadcast=sessions.end_broadcast,
                 close_sockets=sessions.close_user,
             ),

@@ -338,6 +338,26 @@ class LiveManager:
     def public_status(self, broadcast: Broadcast) -> dict[str, Any]:
         return public_status(broadcast)
 
+    def all_broadcasts(self) -> list[dict[str, Any]]:
+        """Every node's broadcasts, as friends see them (the admin's list)."""
+        here = [self.public_status(b) for b in self.broadcasts.values()]
+        return here + [
+            {key: value for key, value in status.items() if key != "node"}
+            for status in self._presence.remote_broadcasts()
+        ]
+
+    async def end_anywhere(self, user_id: int, reason: str) -> bool:
+        """End the user's broadcast on whichever node holds it; whether there was one."""
+        broadcast = self.broadcasts.get(user_id)
+        if broadcast is not None:
+            await self.stop(broadcast.user, reason)
+            return True
+        node = self._presence.live_node(user_id)
+        if node is None:
+            return False
+        await self.remote.stop(node, {"id": user_id, "username": self._presence.name_of(user_id)}, reason)
+        return True
+
     def _held_elsewhere(self, user: User) -> str | None:
         """The other node that holds the user's broadcast, if one does."""
         if user["id"] in self.broadcasts:
