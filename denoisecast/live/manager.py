@@ -197,6 +197,7 @@ class LiveManager:
         if connection is not None and user["id"] not in self.broadcasts:
             node = await self._placement()
             if node is not None:
+                # The WebSocket connection is a Page (it has a connection_id); Peer does not say so.
                 return await self.remote.publish(node, user, connection, sdp)  # type: ignore[arg-type]
         return await self.publish_here(user, connection, sdp)
 
@@ -460,6 +461,7 @@ class LiveManager:
     ) -> dict[str, Any]:
         node = await self._owner_elsewhere(user, username)
         if node is not None:
+            # The WebSocket connection is a Page (it has a connection_id); Peer does not say so.
             return await self.remote.listen(node, user, connection, username, sdp, signal)  # type: ignore[arg-type]
         return await self._listening.listen(user, connection, username, sdp, signal)
 
