@@ -8,7 +8,11 @@ nodes on either bus.
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import socket
+import subprocess
+import time
 import uuid
 from typing import Any
 from urllib.parse import urlparse
@@ -36,6 +40,12 @@ def redis_url() -> str:
     except OSError as error:
         raise SkipTest(f"no Redis server at {url} ({error}); scripts/test starts one") from None
     return url
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def unique_prefix() -> str:
@@ -66,3 +76,34 @@ class Nodes:
             bus = InProcessBus(self.broker, info, self.ttl)
         self.testcase.addCleanup(lambda: ensureDeferred(bus.stop()))
         return bus
+
+
+class PrivateRedis:
+    """A redis-server of this test's own on a free port, to kill and restart."""
+
+    def __init__(self, test: TestCase) -> None:
+        if shutil.which("redis-server") is None:
+            raise SkipTest("redis-server is not installed")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+        test.addCleanup(self.kill)
+        self.start()
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        for _ in range(100):
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)

@@ -133,3 +133,52 @@ class InProcessBusTests(BusTestsMixin, TestCase):
 
 class RedisBusTests(BusTestsMixin, TestCase):
     kind = "redis"
+
+
+class RedisRestartTests(TestCase):
+    timeout = 60
+
+    async def test_nodes_come_back_by_themselves(self) -> None:
+        """
+        Redis killed under two nodes: both say they are disconnected, count
+        what they could not send, and warn once each; Redis restarted: both
+        reconnect without help, announce themselves again (their connection
+        observers run again) and events flow between them.
+        """
+        from twisted.logger import globalLogPublisher
+
+        from tests.bus_support import PrivateRedis
+
+        warnings: list[dict[str, Any]] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            if event.get("log_id") == "bus.redis_unreachable":
+                warnings.append(event)
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        server = PrivateRedis(self)
+        nodes = Nodes(self, "redis", ttl=2.0)
+        nodes.url = server.url
+        a, b = nodes.bus("a"), nodes.bus("b")
+        connects = {"a": 0, "b": 0}
+        a.connected_observers.append(lambda: connects.__setitem__("a", connects["a"] + 1))
+        b.connected_observers.append(lambda: connects.__setitem__("b", connects["b"] + 1))
+        seen: list[Event] = []
+        b.on("ping", seen.append)
+        await a.start()
+        await b.start()
+        await wait_for(lambda: a.connected and b.connected, 5.0)
+        server.kill()
+        await wait_for(lambda: not a.connected and not b.connected, 5.0)
+        for n in range(50):
+            a.publish("ping", n=n)
+        self.assertGreaterEqual(a.events_dropped, 50)
+        await deferLater(reactor, 2.0)  # retries while Redis is away
+        self.assertLessEqual(len(warnings), 2, [w.get("what") for w in warnings])  # one per node
+        server.start()
+        await wait_for(lambda: a.connected and b.connected, 10.0)
+        self.assertEqual(connects, {"a": 2, "b": 2})
+        a.publish("ping", n=99)
+        await wait_for(lambda: [e["n"] for e in seen] == [99], 5.0)
+        self.assertEqual(sorted(await a.alive_nodes()), ["a", "b"])

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -21,13 +20,13 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from denoisecast.recordings.files import decode
-from tests.bus_support import redis_url, unique_prefix
+from tests.bus_support import PrivateRedis, redis_url, unique_prefix
 from tests.rtc_support import answer, noisy_speech, publisher
 from tests.support import Client, postgres_url
-from tests.test_twistd import TwistdProcess, free_port
+from tests.test_twistd import TwistdProcess
 from tests.ws_support import WsClient, connect_ws
 
 LOOPBACK_ICE = Path(__file__).resolve().parent / "loopback_ice"
@@ -191,10 +190,10 @@ class NodesTests(TestCase):
         self.assertLess(time.monotonic() - start, 1.0)
         # Listeners join before the speech starts, then the publisher sends.
         recorders = {}
-        for name, signal in (("bob", "denoised"), ("dave", "raw")):
+        for name, kind in (("bob", "denoised"), ("dave", "raw")):
             lpc, loffer, recorders[name] = await listener(self)
-            heard = await ws[name].request({"v": 1, "type": "listen", "user": "alice", "sdp": loffer, "signal": signal})
-            self.assertEqual((heard["type"], heard.get("signal")), ("answer", signal), heard)
+            heard = await ws[name].request({"v": 1, "type": "listen", "user": "alice", "sdp": loffer, "signal": kind})
+            self.assertEqual((heard["type"], heard.get("signal")), ("answer", kind), heard)
             await answer(lpc, heard["sdp"])
         await answer(pc, reply["sdp"])
         await deferLater(reactor, len(clean) / RATE + 3.0)
@@ -215,7 +214,8 @@ class NodesTests(TestCase):
         SIGKILL node B while alice broadcasts through it: within the time
         to live (and a check) bob's page on node A sees her not live and
         offline, node A says she is not live, and her partial recording is
-        repaired (interrupted, its real length) and plays through node A.
+        repaired (interrupted, its real length), appears in bob's list on
+        node A, and plays through node A.
         """
         cluster = Cluster(self, redis_url())
         a, b = cluster.node("node-a"), cluster.node("node-b")
@@ -229,7 +229,7 @@ class NodesTests(TestCase):
         update = await bob_ws.expect("friend", timeout=2.0)
         while not update["friend"]["live"]:
             update = await bob_ws.expect("friend", timeout=2.0)
-        await deferLater(reactor, 4.0)
+        await deferLater(reactor, 6.0)
         b.process.send_signal(signal.SIGKILL)
         b.process.wait(10)
         killed = time.monotonic()
@@ -246,13 +246,17 @@ class NodesTests(TestCase):
             return bool(rows) and rows[0]["status"] == "interrupted"
 
         await until(repaired, 10.0, "node A repairs node B's recording")
+        ready = await bob_ws.expect("recording_ready", timeout=5.0)
+        self.assertEqual((ready["recording"]["owner"], ready["recording"]["status"]), ("alice", "interrupted"))
         (row,) = (await c["alice"].get("/api/recordings")).body["recordings"]
-        self.assertGreater(row["duration_seconds"], 2.0)
+        # What reached the files before the kill (under load, the first
+        # seconds of a broadcast may go to ICE), measured from the files.
+        self.assertGreater(row["duration_seconds"], 1.0)
         audio = await c["bob"].get(f"/api/recordings/{row['id']}/audio?track=raw")
         self.assertEqual(audio.status, 200)
         path = cluster.workdir / "partial.ogg"
         path.write_bytes(audio.body)
-        self.assertGreater(len(decode(path)) / RATE, 2.0)
+        self.assertLess(abs(len(decode(path)) / RATE - row["duration_seconds"]), 0.1)
         self.assertIn("Node node-b stopped its heartbeat", a.output())
 
     async def test_redis_restart_under_two_broadcasts(self) -> None:
@@ -305,36 +309,3 @@ class NodesTests(TestCase):
             log = node.output()
             self.assertLessEqual(log.count("cannot reach Redis"), 3, log[-5000:])
             self.assertNotIn("Traceback", log)
-
-
-class PrivateRedis:
-    """A redis-server of this test's own on a free port, to kill and restart."""
-
-    def __init__(self, test: TestCase) -> None:
-        if shutil.which("redis-server") is None:
-            raise SkipTest("redis-server is not installed")
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-        test.addCleanup(self.kill)
-        self.start()
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        import socket
-
-        for _ in range(100):
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("redis-server did not start")
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)

@@ -499,6 +499,32 @@ class ChunkClockTests(SynchronousTestCase):
         scheduler.stopService()
 
 
+class HeadroomTests(SynchronousTestCase):
+    def test_headroom_from_measured_model_time(self) -> None:
+        """
+        Unknown before a pass was measured; then workers x chunk length /
+        seconds per chunk, less the open streams; 0 without a model.
+        """
+        engine = DelayEngine()
+        pool = ManualPool()
+        scheduler, _ = start_scheduler(engine, pool, chunk_seconds=0.01, max_batch=3, max_waiting_chunks=10)
+        self.assertIsNone(scheduler.headroom())
+        streams = [scheduler.open_stream(f"s{i}", Collector()) for i in range(2)]
+        streams[0].push(np.zeros(480, np.float32))
+        pool.run_all()
+        scheduler.stats.last_model_seconds_per_chunk = 0.001  # 10 ms of audio in 1 ms: ten streams per worker
+        self.assertEqual(scheduler.headroom(), scheduler.settings.workers * 10 - 2)
+        from tests.scheduler_helpers import ImmediateReactor, SynchronousPool
+
+        def broken() -> Any:
+            raise RuntimeError("no weights")
+
+        failed = DenoiseScheduler(ImmediateReactor(), SchedulerSettings(chunk_seconds=0.01), broken, SynchronousPool())
+        failed.startService()
+        self.flushLoggedErrors(RuntimeError)
+        self.assertEqual(failed.headroom(), 0)
+
+
 class LoadAndPrecisionTests(SynchronousTestCase):
     def test_load_failure_passes_through(self) -> None:
         """A model that cannot load is logged as a failure; live audio then passes through raw."""

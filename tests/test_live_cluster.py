@@ -111,7 +111,8 @@ class ClusterTestsMixin:
         candidates; bob hears audio (from B: node A holds no media
         connection); alice's listener count reaches every node; the signal
         switch and unlisten through A reach B; and when node B dies, bob's
-        page on A is told the listen ended.
+        page on A is told the listen ended.  alice's own page on node A
+        shows her live.
         """
         import aioice.ice
 
@@ -129,6 +130,10 @@ class ClusterTestsMixin:
         await answer(pc, reply["sdp"])
         bob_ws = await connect_ws(test, a.base, c["bob"])
         await bob_ws.expect("presence")
+        # alice's own page on node A shows her live, as a second tab would.
+        alice_a = await connect_ws(test, a.base, c["alice"])
+        me = await alice_a.expect("me")
+        test.assertEqual((me["live"]["live"], me["live"]["user"]), (True, "alice"), me)
         lpc, loffer, heard = await listener(test)
         listened = await bob_ws.request({"v": 1, "type": "listen", "user": "alice", "sdp": loffer})
         test.assertEqual((listened["type"], listened["role"]), ("answer", "listen"), listened)
@@ -163,6 +168,79 @@ class ClusterTestsMixin:
         ended = await bob_ws.expect("ended", timeout=TTL + 3.0)
         test.assertEqual((ended["role"], ended["user"], ended["reason"]), ("listen", "alice", "offline"))
 
+    async def test_broadcast_placed_on_the_node_with_headroom(self) -> None:
+        """
+        alice's page reaches node A, whose denoiser has no headroom: her
+        broadcast is placed on node B before any media connection (the
+        answer is B's), a friend on A hears it, her page on A is told its
+        listener count, and she stops it through A.  With headroom on A,
+        the next broadcast stays on A.
+        """
+        import aioice.ice
+
+        test: Any = self
+        test.patch(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else [])
+        _, a, b = await self.two_nodes(ice_allow_networks=(ip_network("127.0.0.0/8"),))
+        test.patch(a.server.scheduler, "headroom", lambda: 0)
+        c = await self.friends(a, b)
+        alice_ws = await connect_ws(test, a.base, c["alice"])
+        await alice_ws.expect("me")
+        pc, offer = await publisher(test, noisy_speech_file(test))
+        reply = await alice_ws.request({"v": 1, "type": "publish", "sdp": offer})
+        test.assertEqual(reply["type"], "answer", reply)
+        await answer(pc, reply["sdp"])
+        test.assertEqual((list(a.server.live.broadcasts), len(b.server.live.broadcasts)), ([], 1))
+        bob_ws = await connect_ws(test, a.base, c["bob"])
+        await bob_ws.expect("presence")
+        lpc, loffer, heard = await listener(test)
+        listened = await bob_ws.request({"v": 1, "type": "listen", "user": "alice", "sdp": loffer})
+        test.assertEqual(listened["type"], "answer", listened)
+        await answer(lpc, listened["sdp"])
+        await wait_for(lambda: heard.samples > 24000, 15.0)
+        test.assertEqual((await alice_ws.expect("listeners", timeout=3.0))["count"], 1)
+        stopped = await alice_ws.request({"v": 1, "type": "stop"})
+        test.assertEqual(stopped["type"], "stopped", stopped)
+        await wait_for(lambda: not b.server.live.broadcasts, 5.0)
+        test.patch(a.server.scheduler, "headroom", lambda: 5)
+        pc2, offer2 = await publisher(test, noisy_speech_file(test))
+        again = await alice_ws.request({"v": 1, "type": "publish", "sdp": offer2})
+        test.assertEqual(again["type"], "answer", again)
+        test.assertEqual((len(a.server.live.broadcasts), len(b.server.live.broadcasts)), (1, 0))
+
+    async def test_admin_sees_and_ends_broadcasts_on_other_nodes(self) -> None:
+        """
+        An administrator on node A lists alice's broadcast held by node B
+        and ends it through node A: node B ends it, and her page there is
+        told.
+        """
+        import aioice.ice
+
+        test: Any = self
+        test.patch(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else [])
+        _, a, b = await self.two_nodes(ice_allow_networks=(ip_network("127.0.0.0/8"),))
+        c = await self.friends(a, b)
+        root = a.client()
+        await root.register("root")
+        account = await a.server.admin_store.get_account("root")
+        await a.server.admin_store.set_admin(account["id"], True)
+        alice_ws = await connect_ws(test, b.base, self.on(c["alice"], b))
+        await alice_ws.expect("me")
+        pc, offer = await publisher(test, noisy_speech_file(test))
+        reply = await alice_ws.request({"v": 1, "type": "publish", "sdp": offer})
+        await answer(pc, reply["sdp"])
+        listed: list[Any] = []
+        for _ in range(30):
+            listed = (await root.get("/api/admin/broadcasts")).body["broadcasts"]
+            if listed:
+                break
+            await deferLater(reactor, 0.1)
+        test.assertEqual([(x["user"], x["live"]) for x in listed], [("alice", True)])
+        ended = await root.delete("/api/admin/broadcasts/alice")
+        test.assertEqual(ended.status, 204, ended)
+        told = await alice_ws.expect("ended", timeout=3.0)
+        test.assertEqual((told["role"], told["reason"]), ("publish", "ended by an administrator"))
+        test.assertEqual(b.server.live.broadcasts, {})
+
     def on(self, client: Client, node: RunningServer) -> Client:
         """The same session (a database row) used on another node."""
         other = node.client()
@@ -192,6 +270,28 @@ class ClusterTestsMixin:
         test.assertGreater(value(text, "denoisecast_bus_events_sent_total") or 0, 0)
         test.assertGreater(value(text, "denoisecast_bus_events_received_total") or 0, 0)  # the friendship, from B
         test.assertEqual(value(text, "denoisecast_bus_events_dropped_total"), 0.0)
+
+    async def test_recording_events_cross_nodes(self) -> None:
+        """
+        alice deletes a recording through node B: bob's page on node A (a
+        friend's) and alice's own page on node A see it disappear at once.
+        """
+        test: Any = self
+        _, a, b = await self.two_nodes()
+        c = await self.friends(a, b)
+        alice_id = await _id(a, "alice")
+        await a.server.store.create_recording("rec-gone", alice_id, utcnow(), "m", "[]", "node-b")
+        await a.server.store.update_recording("rec-gone", status="complete")
+        bob_ws = await connect_ws(test, a.base, c["bob"])
+        alice_ws = await connect_ws(test, a.base, c["alice"])
+        for socket in (bob_ws, alice_ws):
+            await socket.expect("me")
+        alice_b = self.on(c["alice"], b)
+        reply = await alice_b.delete("/api/recordings/rec-gone")
+        test.assertEqual(reply.status, 204, reply)
+        for socket in (bob_ws, alice_ws):
+            removed = await socket.expect("recording_removed", timeout=2.0)
+            test.assertEqual((removed["id"], removed["owner"]), ("rec-gone", "alice"))
 
     async def test_login_limits_hold_across_nodes(self) -> None:
         """

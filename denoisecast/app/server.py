@@ -260,7 +260,7 @@ class DenoiseCastServer:
             self.config.data_dir,
             self.clock,
             LiveControl(
-                broadcasts=lambda: [self.live.public_status(b) for b in self.live.broadcasts.values()],
+                broadcasts=self.live.all_broadcasts,
                 end_broadcast=sessions.end_broadcast,
                 close_sockets=sessions.close_user,
             ),
@@ -379,6 +379,8 @@ class DenoiseCastServer:
             media=MediaPlan.from_config(self.config),
             find_page=lambda connection_id: self.signaling.by_id.get(connection_id),
         )
+        # Every heartbeat says how many more streams this node can denoise (placement).
+        self.bus.headroom = self.scheduler.headroom
         return manager
 
     @cached_property

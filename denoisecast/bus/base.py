@@ -27,7 +27,7 @@ import json
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from denoisecast.runtime.jsontext import json_default
@@ -57,6 +57,8 @@ class NodeInfo:
     node_id: str
     url: str
     started: float
+    #: Streams its denoiser can still take in real time (None: not measured yet).
+    headroom: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -64,7 +66,11 @@ class NodeInfo:
     @classmethod
     def from_json(cls, text: str | bytes) -> "NodeInfo":
         value = json.loads(text)
-        return cls(str(value["node_id"]), str(value.get("url", "")), float(value.get("started", 0.0)))
+        headroom = value.get("headroom")
+        return cls(
+            str(value["node_id"]), str(value.get("url", "")), float(value.get("started", 0.0)),
+            int(headroom) if headroom is not None else None,
+        )
 
 
 class BusRequestFailed(Exception):
@@ -95,6 +101,8 @@ class LiveBus(ABC):
         #: Called each time the bus connects: at start, and after an outage
         #: (in which events were missed both ways).
         self.connected_observers: list[Callable[[], None]] = []
+        #: This node's current headroom, announced with every heartbeat.
+        self.headroom: Callable[[], int | None] = lambda: None
         #: Events that could not be sent to other nodes (Redis unreachable).
         self.events_dropped = 0
         self.events_sent = 0
@@ -103,6 +111,10 @@ class LiveBus(ABC):
     @property
     def node_id(self) -> str:
         return self.node.node_id
+
+    def announcement(self) -> NodeInfo:
+        """What this node's heartbeat says now: who it is, and its headroom."""
+        return replace(self.node, headroom=self.headroom())
 
     # events ----------------------------------------------------------------
 
@@ -119,7 +131,7 @@ class LiveBus(ABC):
         event: Event = {**body, "kind": kind, "node": self.node_id}
         self._deliver(event)
         self.events_sent += 1
-        self._send(encode(event))
+        self._send(event)
 
     def _deliver(self, event: Event) -> None:
         for handler in list(self._handlers.get(event.get("kind", ""), ())):
@@ -141,8 +153,8 @@ class LiveBus(ABC):
         self._deliver(event)
 
     @abstractmethod
-    def _send(self, text: str) -> None:
-        """Send an encoded event to every other node (best effort)."""
+    def _send(self, event: Event) -> None:
+        """Send an event to every other node (best effort; encoded with L{encode})."""
 
     # requests ----------------------------------------------------------------
 

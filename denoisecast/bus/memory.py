@@ -18,7 +18,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 
-from denoisecast.bus.base import DEFAULT_NODE_TTL, BusRequestFailed, LiveBus, NodeInfo
+from denoisecast.bus.base import DEFAULT_NODE_TTL, BusRequestFailed, Event, LiveBus, NodeInfo, encode
 
 
 class MemoryBroker:
@@ -62,7 +62,7 @@ class InProcessBus(LiveBus):
         return self._broker.shared
 
     def _beat(self) -> None:
-        self._broker.announced[self.node_id] = (self.node, self._broker.reactor.seconds() + self.ttl)
+        self._broker.announced[self.node_id] = (self.announcement(), self._broker.reactor.seconds() + self.ttl)
 
     async def start(self) -> None:
         self._broker.buses[self.node_id] = self
@@ -88,13 +88,17 @@ class InProcessBus(LiveBus):
         self._broker.buses.pop(self.node_id, None)
         self._since = None
 
-    def _send(self, text: str) -> None:
+    def _send(self, event: Event) -> None:
         if self._since is None:
-            self.events_dropped += 1
+            if self._broker.reactor is not None:  # a lone bus, never started, drops nothing
+                self.events_dropped += 1
             return
-        for node_id, other in list(self._broker.buses.items()):
-            if node_id != self.node_id:
-                self._broker.reactor.callLater(0, other._received, text)
+        others = [other for node_id, other in self._broker.buses.items() if node_id != self.node_id]
+        if not others:
+            return  # alone: nothing to encode
+        text = encode(event)
+        for other in others:
+            self._broker.reactor.callLater(0, other._received, text)
 
     async def _remote_request(self, node_id: str, method: str, body: str, timeout: float) -> dict[str, Any]:
         other = self._broker.buses.get(node_id)

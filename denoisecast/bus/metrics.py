@@ -34,6 +34,13 @@ class BusMetrics(Collector):
             "denoisecast_bus_nodes", "Nodes whose heartbeat this node saw at its last check (itself included).",
             value=self._alive_nodes(),
         )
+        headroom = bus.headroom()
+        yield GaugeMetricFamily(
+            "denoisecast_node_headroom",
+            "Streams this node's denoiser can still take in real time, as its heartbeat announces "
+            "(from the last measured model time; NaN before one was measured).",
+            value=float("nan") if headroom is None else float(headroom),
+        )
         yield CounterMetricFamily("denoisecast_bus_events_sent", "Events this node published.", value=bus.events_sent)
         yield CounterMetricFamily(
             "denoisecast_bus_events_received", "Events from other nodes.", value=bus.events_received

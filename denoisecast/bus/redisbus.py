@@ -31,7 +31,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from twisted.internet.defer import Deferred
 
-from denoisecast.bus.base import DEFAULT_NODE_TTL, BusRequestFailed, LiveBus, NodeInfo, encode
+from denoisecast.bus.base import DEFAULT_NODE_TTL, BusRequestFailed, Event, LiveBus, NodeInfo, encode
 
 T = TypeVar("T")
 
@@ -116,6 +116,8 @@ class RedisBus(LiveBus):
 
     def _redis_location(self) -> str:
         kwargs = self._redis.connection_pool.connection_kwargs
+        if kwargs.get("path"):
+            return str(kwargs["path"])  # a UNIX socket (the workers' private Redis)
         return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
 
     # life -----------------------------------------------------------------
@@ -156,7 +158,7 @@ class RedisBus(LiveBus):
         await self._redis.aclose()
 
     async def _announce(self) -> None:
-        await self._redis.set(self._node_key(self.node_id), self.node.to_json(), px=int(self.ttl * 1000))
+        await self._redis.set(self._node_key(self.node_id), self.announcement().to_json(), px=int(self.ttl * 1000))
 
     async def _beat(self) -> None:
         """The heartbeat: the announcement renewed every third of its life."""
@@ -219,12 +221,12 @@ class RedisBus(LiveBus):
                 self.events_dropped += 1
                 self._trouble("publish", error)
 
-    def _send(self, text: str) -> None:
+    def _send(self, event: Event) -> None:
         if self._since is None:
             self.events_dropped += 1
             return
         try:
-            self._queue.put_nowait(text)
+            self._queue.put_nowait(encode(event))
         except asyncio.QueueFull:
             self.events_dropped += 1
 
@@ -288,7 +290,12 @@ class RedisBus(LiveBus):
     # nodes ----------------------------------------------------------------
 
     async def alive_nodes(self) -> dict[str, NodeInfo]:
-        return await _on_loop(self._alive_nodes())
+        """The announced nodes; none while Redis cannot be read (then nothing is judged dead)."""
+        try:
+            return await _on_loop(self._alive_nodes())
+        except (RedisError, OSError) as error:
+            self._trouble("registry", error)
+            return {}
 
     async def _alive_nodes(self) -> dict[str, NodeInfo]:
         keys = [key async for key in self._redis.scan_iter(match=self._node_key("*"), count=1000)]

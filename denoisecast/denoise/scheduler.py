@@ -139,6 +139,22 @@ class DenoiseScheduler(Service):
         """The fixed latency the path adds: one chunk plus the model's own delay."""
         return (self.settings.chunk_hops * HOP_SAMPLES + self.delay_samples) / SAMPLE_RATE
 
+    def headroom(self) -> int | None:
+        """
+        How many more streams this pool can take in real time, from the
+        engine's own last measured model time per chunk (GPU or CPU):
+        C{workers x chunk length / seconds per chunk}, less the streams it
+        has.  Conservative at low load (larger batches cost less per
+        chunk).  C{None} before anything was measured; 0 without a model.
+        """
+        if not self.ready:
+            return 0 if self._settled else None
+        per_chunk = self.stats.last_model_seconds_per_chunk
+        if per_chunk <= 0:
+            return None
+        chunk_seconds = self.settings.chunk_hops * HOP_SAMPLES / SAMPLE_RATE
+        return max(0, int(self.settings.workers * chunk_seconds / per_chunk) - len(self._streams))
+
     def _load_engine(self) -> "DenoiseEngine":
         from denoisecast.model.engine import DenoiseEngine
 

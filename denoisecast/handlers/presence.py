@@ -170,6 +170,19 @@ class PresenceHub:
         remote = self.remote.live(user_id)
         return remote[0] if remote is not None else None
 
+    def name_of(self, user_id: int) -> str:
+        """A user's name as this node last heard it ("" if never)."""
+        return self._names.get(user_id, "")
+
+    def remote_broadcasts(self) -> list[dict[str, Any]]:
+        """The broadcasts the other nodes hold, as friends see them (with C{node})."""
+        return [
+            {"user": self._names.get(user_id, ""), "live": True, **state["live"], "node": node}
+            for node, users in self.remote.by_node.items()
+            for user_id, state in users.items()
+            if state.get("live") is not None
+        ]
+
     # the other nodes ----------------------------------------------------------
 
     def _local_state(self, user_id: int) -> dict[str, Any]:

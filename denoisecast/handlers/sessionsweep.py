@@ -66,11 +66,8 @@ class SocketSessions:
         return count
 
     async def end_broadcast(self, user_id: int, reason: str) -> bool:
-        broadcast = self._live.broadcasts.get(user_id)
-        if broadcast is None:
-            return False
-        await self._live.stop(broadcast.user, reason)
-        return True
+        """End the user's broadcast on whichever node holds it."""
+        return await self._live.end_anywhere(user_id, reason)
 
     async def sweep(self) -> int:
         """

@@ -17,7 +17,7 @@ conditional UPDATE, so exactly one node repairs it however many notice.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import asdict
 from typing import Any
 
@@ -47,8 +47,11 @@ def route_friendships(bus: LiveBus, observers: list[FriendshipObserver]) -> Frie
     Returns the observer to give L{denoisecast.handlers.friends.Friends}:
     it publishes the change, and on every node C{observers} see it.
     """
+    def handler(observer: FriendshipObserver) -> Callable[[Event], None]:
+        return lambda event: observer(event["a"], event["b"], bool(event["friends"]))
+
     for observer in observers:
-        bus.on("friendship", lambda event, observer=observer: observer(event["a"], event["b"], bool(event["friends"])))  # type: ignore[misc]
+        bus.on("friendship", handler(observer))
 
     def publish(a: User, b: User, friends: bool) -> None:
         bus.publish("friendship", a=_who(a), b=_who(b), friends=friends)
@@ -87,10 +90,11 @@ def share_limits(bus: LiveBus, limiters: dict[str, FailureLimiter]) -> None:
     it reaches them; a node started later does not know earlier ones, and
     each window is at most minutes long).
     """
+    def teller(name: str) -> Callable[[str, Hashable], None]:
+        return lambda change, key: bus.publish("ratelimit", limiter=name, change=change, key=key)
+
     for name, limiter in limiters.items():
-        limiter.observers.append(
-            lambda change, key, name=name: bus.publish("ratelimit", limiter=name, change=change, key=key)  # type: ignore[misc]
-        )
+        limiter.observers.append(teller(name))
 
     def received(event: Event) -> None:
         limiter = limiters.get(str(event.get("limiter")))

@@ -39,7 +39,7 @@ from denoisecast.live.candidates import CandidatePolicy
 from denoisecast.live.listener import Listener, Listening
 from denoisecast.live.mediaports import MediaPlan
 from denoisecast.live.peers import PeerConnections
-from denoisecast.live.remote import Page, RemoteListening
+from denoisecast.live.remote import Page, RemoteLive
 from denoisecast.live.taps import RECHECK_SECONDS, Taps
 from denoisecast.protocols.messages import server_message
 from denoisecast.runtime.jobs import SerialJobs
@@ -94,8 +94,8 @@ class LiveManager:
             self.broadcasts, self._peers, self._access, self._spawn, self._changed
         )
         #: Listening across nodes: relayed from here, or served here for another node's pages.
-        self.remote = RemoteListening(
-            presence.bus, self._listening, self.connection_closed, find_page or (lambda connection_id: None)
+        self.remote = RemoteLive(
+            presence.bus, self._listening, self, self.connection_closed, find_page or (lambda connection_id: None)
         )
         #: Listeners from outside the browser app: WHEP players and HTTP streams.
         self.taps = Taps(
@@ -193,18 +193,58 @@ class LiveManager:
         broadcast = self.broadcasts.get(user["id"])
         if broadcast is not None:
             return self.owner_event(user["id"], broadcast.denoise, broadcast.atten_lim_db)
+        remote = self._presence.remote.live(user["id"])
+        if remote is not None:
+            # Live through another node: this page shows it as a second tab would.
+            live = {"user": user["username"], "live": True, **remote[1], "detached": False}
+            return server_message("me", live=live, denoise=remote[1]["denoise"], atten_lim_db=remote[1]["atten_lim_db"])
         prefs = await self._store.get_denoise_prefs(user["id"])
         return self.owner_event(user["id"], prefs["denoise"], prefs["atten_lim_db"])
 
     # publishing ----------------------------------------------------------------
 
     async def publish(self, user: User, connection: Peer | None, sdp: str) -> dict[str, Any]:
+        """
+        Go live: here, or, when this node's denoiser has no headroom and
+        another node's has, on that node (the answer carries its ICE
+        candidates, so the media goes there).
+        """
+        self._refuse_second(user)
+        if connection is not None and user["id"] not in self.broadcasts:
+            node = await self._placement()
+            if node is not None:
+                # The WebSocket connection is a Page (it has a connection_id); Peer does not say so.
+                return await self.remote.publish(node, user, connection, sdp)  # type: ignore[arg-type]
+        return await self.publish_here(user, connection, sdp)
+
+    async def _placement(self) -> str | None:
+        """Another node to place a new broadcast on, when this one is full; else C{None}."""
+        headroom = getattr(self._scheduler, "headroom", None)
+        here = headroom() if headroom is not None else None
+        if here is None or here > 0 or not self._presence.bus.shared:
+            return None
+        me = self._presence.bus.node_id
+        candidates = [
+            info for info in (await self._presence.bus.alive_nodes()).values()
+            if info.node_id != me and (info.headroom is None or info.headroom > 0)
+        ]
+        if not candidates:
+            return None  # everyone is full: here, passing through raw if need be
+        return max(candidates, key=lambda info: info.headroom if info.headroom is not None else 0).node_id
+
+    def _refuse_second(self, user: User) -> None:
         me = user["id"]
         running = self.broadcasts.get(me)
         if me in self._starting or (running is not None and running.detached is None):
             raise conflict("already_live", "You are already live; stop that stream first.")
         if running is None and self._presence.live_node(me) not in (None, self._presence.bus.node_id):
             raise conflict("already_live", "You are already live (through another server); stop that stream first.")
+
+    async def publish_here(self, user: User, connection: Peer | None, sdp: str) -> dict[str, Any]:
+        """Go live on this node (also for a broadcast another node placed here)."""
+        me = user["id"]
+        self._refuse_second(user)
+        running = self.broadcasts.get(me)
         self._starting.add(me)
         try:
             if running is not None:
@@ -315,7 +355,37 @@ class LiveManager:
     def public_status(self, broadcast: Broadcast) -> dict[str, Any]:
         return public_status(broadcast)
 
+    def all_broadcasts(self) -> list[dict[str, Any]]:
+        """Every node's broadcasts, as friends see them (the admin's list)."""
+        here = [self.public_status(b) for b in self.broadcasts.values()]
+        return here + [
+            {key: value for key, value in status.items() if key != "node"}
+            for status in self._presence.remote_broadcasts()
+        ]
+
+    async def end_anywhere(self, user_id: int, reason: str) -> bool:
+        """End the user's broadcast on whichever node holds it; whether there was one."""
+        broadcast = self.broadcasts.get(user_id)
+        if broadcast is not None:
+            await self.stop(broadcast.user, reason)
+            return True
+        node = self._presence.live_node(user_id)
+        if node is None:
+            return False
+        await self.remote.stop(node, {"id": user_id, "username": self._presence.name_of(user_id)}, reason)
+        return True
+
+    def _held_elsewhere(self, user: User) -> str | None:
+        """The other node that holds the user's broadcast, if one does."""
+        if user["id"] in self.broadcasts:
+            return None
+        node = self._presence.live_node(user["id"])
+        return node if node is not None and node != self._presence.bus.node_id else None
+
     async def stop(self, user: User, reason: str) -> dict[str, Any]:
+        node = self._held_elsewhere(user)
+        if node is not None:
+            return await self.remote.stop(node, user, reason)
         if user["id"] not in self.broadcasts:
             raise not_found("not_live", "You are not live.")
         await self._end(user["id"], reason)
@@ -377,6 +447,9 @@ class LiveManager:
                 self._spawn(self._end(user_id, "silence"))
 
     async def set_denoise(self, user: User, enabled: bool | None, atten_lim_db: float | None) -> dict[str, Any]:
+        node = self._held_elsewhere(user)
+        if node is not None:
+            return await self.remote.set_denoise(node, user, enabled, atten_lim_db)
         me = user["id"]
         prefs = await self._store.get_denoise_prefs(me)
         if enabled is not None:
@@ -417,6 +490,7 @@ class LiveManager:
     ) -> dict[str, Any]:
         node = await self._owner_elsewhere(user, username)
         if node is not None:
+            # The WebSocket connection is a Page (it has a connection_id); Peer does not say so.
             return await self.remote.listen(node, user, connection, username, sdp, signal)  # type: ignore[arg-type]
         return await self._listening.listen(user, connection, username, sdp, signal)
 

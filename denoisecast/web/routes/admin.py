@@ -197,7 +197,7 @@ OPENAPI_PATHS: dict[str, Any] = {
     },
     "/api/admin/broadcasts": {
         "get": {
-            "summary": "Admins only: the broadcasts live on this server.",
+            "summary": "Admins only: the broadcasts live on every node.",
             "responses": {
                 "200": ok("The broadcasts.", closed_object(broadcasts={"type": "array", "items": ref("StreamStatus")})),
                 **ADMIN_ERRORS,

@@ -74,7 +74,7 @@ class StreamRoutes:
 
     async def stop(self, call: ApiCall) -> Response:
         self._own(call, "stop")
-        if self._live.live_status(call.me["id"]) is None:
+        if self._live.status_anywhere(call.me["id"]) is None:
             raise not_found("not_live", "You are not live.")
         await self._live.stop(call.me, "stopped")
         return 204, None
