@@ -155,6 +155,7 @@ class Client:
         raw: bytes | None = None,
         headers: dict[str, str] | None = None,
         csrf: bool = True,
+        allow_redirects: bool = True,
     ) -> Reply:
         sent: dict[str, str] = {}
         if method not in ("GET", "HEAD") and csrf:
@@ -167,7 +168,8 @@ class Client:
             sent["Content-Type"] = "application/json"
         sent.update(headers or {})
         response = await self._http.request(
-            method, self.base + path, data=data, headers={k: [v] for k, v in sent.items()}
+            method, self.base + path, data=data, headers={k: [v] for k, v in sent.items()},
+            allow_redirects=allow_redirects,
         )
         content = await response.content()
         kind = (response.headers.getRawHeaders("content-type") or [""])[0]

@@ -168,6 +168,59 @@ class ClusterTestsMixin:
         ended = await bob_ws.expect("ended", timeout=TTL + 3.0)
         test.assertEqual((ended["role"], ended["user"], ended["reason"]), ("listen", "alice", "offline"))
 
+    async def test_players_sent_to_the_broadcasts_node(self) -> None:
+        """
+        A WHEP player or an HTTP (.ogg) listener that reaches node A for a
+        broadcast held by node B gets a 307 to the same URL on B's announced
+        address (media and the tap's session live there), not a 404; on B
+        itself the .ogg stream plays.  A WHEP session's Location names its
+        node, so DELETE reaches it behind a balancer.
+        """
+        import aioice.ice
+
+        test: Any = self
+        test.patch(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else [])
+        _, a, b = await self.two_nodes(ice_allow_networks=(ip_network("127.0.0.0/8"),))
+        c = await self.friends(a, b)
+        made = await c["bob"].post("/api/tokens", {"name": "car stereo", "scope": "listen"})
+        test.assertEqual(made.status, 201, made)
+        token = str(made.body["secret"])
+        alice_b = b.client()
+        await alice_b.login("alice")
+        alice_ws = await connect_ws(test, b.base, alice_b)
+        pc, offer = await publisher(test, noisy_speech_file(test))
+        reply = await alice_ws.request({"v": 1, "type": "publish", "sdp": offer})
+        test.assertEqual(reply["type"], "answer", reply)
+        await answer(pc, reply["sdp"])
+        alice_id = await _id(a, "alice")
+        await wait_for(lambda: a.server.presence.live_node(alice_id) == "node-b", 5.0)
+        ogg = f"/listen/alice.ogg?token={token}&signal=raw"
+        moved = await a.client().get(ogg, allow_redirects=False)
+        test.assertEqual(moved.status, 307, moved)
+        test.assertEqual(moved.headers.getRawHeaders("location"), [f"http://node-b.test{ogg}"])
+        test.assertEqual(moved.body["error"]["code"], "live_elsewhere")
+        _, loffer, _ = await listener(test)
+        whep = await a.client().post(
+            "/whep/alice", raw=loffer.encode(), csrf=False,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/sdp"}, allow_redirects=False,
+        )
+        test.assertEqual(whep.status, 307, whep)
+        test.assertEqual(whep.headers.getRawHeaders("location"), ["http://node-b.test/whep/alice"])
+        # On node B itself: the stream plays, and a WHEP session's Location names node B.
+        played = await b.client().request("HEAD", ogg)
+        test.assertEqual(played.status, 200, played)
+        session = await b.client().post(
+            "/whep/alice", raw=loffer.encode(), csrf=False,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/sdp"},
+        )
+        test.assertEqual(session.status, 201, session)
+        location = (session.headers.getRawHeaders("location") or [""])[0]
+        test.assertTrue(location.startswith("http://node-b.test/whep/alice/"), location)
+        gone = await b.client().delete(
+            location.removeprefix("http://node-b.test"), csrf=False, headers={"Authorization": f"Bearer {token}"}
+        )
+        test.assertEqual(gone.status, 200, gone)
+
     async def test_broadcast_placed_on_the_node_with_headroom(self) -> None:
         """
         alice's page reaches node A, whose denoiser has no headroom: her
@@ -378,3 +431,4 @@ class InProcessClusterTests(ClusterTestsMixin, TestCase):
 
 class RedisClusterTests(ClusterTestsMixin, TestCase):
     kind = "redis"
+

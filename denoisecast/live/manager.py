@@ -99,7 +99,8 @@ class LiveManager:
         )
         #: Listeners from outside the browser app: WHEP players and HTTP streams.
         self.taps = Taps(
-            self.broadcasts, self._peers, self._access, self._spawn, self._changed, reactor.seconds
+            self.broadcasts, self._peers, self._access, self._spawn, self._changed, reactor.seconds,
+            self._node_url_of,
         )
         self._cleanups: set[Deferred[None]] = set()
         self._watchdog = LoopingCall(self._check_silence)
@@ -153,6 +154,19 @@ class LiveManager:
             return local
         remote = self._presence.remote.live(user_id)
         return None if remote is None else remote[1]
+
+    @property
+    def own_url(self) -> str:
+        """This node's base URL as it announces it (C{--advertise-url}; "" if none)."""
+        return self._presence.bus.node.url
+
+    async def _node_url_of(self, user_id: int) -> str | None:
+        """The base URL of the other node holding C{user_id}'s broadcast, if it announced one."""
+        node = self._presence.live_node(user_id)
+        if node is None or node == self._presence.bus.node_id:
+            return None
+        info = (await self._presence.bus.alive_nodes()).get(node)
+        return info.url if info is not None and info.url else None
 
     def listener_count(self) -> int:
         return self._listening.count() + self.taps.count()

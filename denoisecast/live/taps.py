@@ -187,8 +187,12 @@ class Taps:
         spawn: Callable[[Any], None],
         changed: Callable[[int], None],
         now: Callable[[], float],
+        locate: Callable[[int], Awaitable[str | None]] | None = None,
     ) -> None:
         self._broadcasts = broadcasts
+        #: The base URL of the node holding a user's broadcast when another
+        #: node holds it (None: here, not live, or that node has no URL).
+        self._locate = locate
         self._peers = peers
         self._access = access
         self._spawn = spawn
@@ -204,17 +208,27 @@ class Taps:
     def packets_dropped(self) -> int:
         return self.dropped_before + sum(t.late for b in self._broadcasts.values() for t in b.taps.values())
 
-    async def broadcast(self, user: User, username: str) -> Broadcast:
+    async def broadcast(self, user: User, username: str, where: str = "") -> Broadcast:
         """
         The live broadcast of C{username} if C{user} may listen to it: 403
         for strangers and unknown names alike (nothing leaks), 404 for a
-        friend who is not live.
+        friend who is not live.  A broadcast held by another node is a 307
+        to the same C{where} (the request's path and query) on that node:
+        a tap's media and its session live on the broadcast's own node, and
+        WHEP players and HTTP clients follow redirects (RFC 9725, section
+        4.5), where a browser page's listen is relayed over the bus instead.
         """
         other = await self._access.listenable(user, username)
         if other is None:
             raise forbidden("not_friends", "Only friends can listen.")
         broadcast = self._broadcasts.get(other["id"])
         if broadcast is None:
+            elsewhere = await self._locate(int(other["id"])) if self._locate and where else None
+            if elsewhere:
+                raise DenoiseCastError(
+                    307, "live_elsewhere", f"{other['username']} is live on another server.",
+                    {"Location": elsewhere + where},
+                )
             raise not_found("not_live", f"{other['username']} is not live.")
         return broadcast
 

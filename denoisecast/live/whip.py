@@ -95,6 +95,12 @@ class WhipSessions:
         self._sessions: dict[str, WhipSession] = {}
         live.observers.append(self._prune)
 
+    @property
+    def own_url(self) -> str:
+        """This node's announced base URL ("" if none): a session's Location
+        names it, so DELETE and PATCH reach this node behind a balancer."""
+        return self._live.own_url
+
     def __len__(self) -> int:
         self._prune()
         return len(self._sessions)

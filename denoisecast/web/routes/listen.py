@@ -173,7 +173,7 @@ class OggListenResource(Resource):
                 raise not_found("not_found", "Listen at /listen/<username>.ogg.")
             signal = signal_of(request)
             user, still_allowed = await self._listener(request)
-            broadcast = await self._live.taps.broadcast(user, name[: -len(SUFFIX)])
+            broadcast = await self._live.taps.broadcast(user, name[: -len(SUFFIX)], request.uri.decode("latin-1"))
             self._live.taps.make_room(broadcast, user)
         except UnicodeDecodeError:
             write_error(request, not_found("not_found", "Listen at /listen/<username>.ogg."))
@@ -234,6 +234,7 @@ OPENAPI_PATHS: dict[str, Any] = {
                 "400": error("A bad signal."),
                 "401": error("No valid listen token or session."),
                 "403": error("Not a friend (or no such user)."),
+                "307": {"description": "live_elsewhere: live on another node; Location is this URL there."},
                 "404": error("Not live, or not a .ogg URL."),
                 "429": error("too_many_streams: you hold the most streams one person may on this broadcast."),
             },

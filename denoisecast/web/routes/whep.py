@@ -113,7 +113,7 @@ class WhepRoutes:
             raise DenoiseCastError(415, "unsupported_media_type", f"Send the offer as {SDP}.")
         signal = signal_of(call.request)
         user = await self._listener(call)
-        broadcast = await self._live.taps.broadcast(user, call.params["username"])
+        broadcast = await self._live.taps.broadcast(user, call.params["username"], call.request.uri.decode("latin-1"))
         raw = call.request.content.read(MAX_SDP + 1) if call.request.content is not None else b""
         if len(raw) > MAX_SDP:
             raise DenoiseCastError(413, "body_too_large", f"The offer is limited to {MAX_SDP} bytes.")
@@ -129,7 +129,7 @@ class WhepRoutes:
 
         session, answer = await self._live.taps.open_whep(broadcast, user, offer, signal, still_allowed)
         headers = [
-            ("Location", f"/whep/{broadcast.user['username']}/{session}"),
+            ("Location", f"{self._live.own_url}/whep/{broadcast.user['username']}/{session}"),
             ("ETag", f'"{session}"'),
             *(("Link", link) for link in ice_server_links(self._ice_servers(user))),
         ]
@@ -178,6 +178,7 @@ OPENAPI_PATHS: dict[str, Any] = {
                 "400": error("Bad SDP, no audio, an offer that does not receive Opus, or a bad signal."),
                 **_AUTH_ERRORS,
                 "403": error("Not a friend (or no such user, or yourself)."),
+                "307": {"description": "live_elsewhere: live on another node; Location is this URL there."},
                 "404": error("Not live."),
                 "413": error("The offer is too large."),
                 "415": error("The body is not application/sdp."),

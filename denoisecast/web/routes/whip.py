@@ -175,7 +175,7 @@ class WhipRoutes:
             raise DenoiseCastError(415, "unsupported_media_type", f"Send the offer as {SDP}.")
         offer = _body_text(call, MAX_SDP, "The offer")
         session, answer = await self._sessions.publish(user, offer)
-        location = f"/whip/{user['username']}/{session.id}"
+        location = f"{self._sessions.own_url}/whip/{user['username']}/{session.id}"
         headers = [("Location", location), ("ETag", session.etag)]
         headers += [("Link", link) for link in ice_server_links(self._ice_servers(user))]
         return 201, RawBody(answer.encode("utf-8"), SDP, tuple(headers))

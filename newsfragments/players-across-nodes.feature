@@ -1,0 +1,1 @@
+With several nodes, a WHEP player or an Ogg/Opus HTTP listener that reaches a node other than the broadcast's is redirected (307) to the broadcast's node, and WHIP and WHEP session locations name the node that holds them.
