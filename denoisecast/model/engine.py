@@ -26,6 +26,7 @@ import torch
 
 from denoisecast.model.config import ModelConfig
 from denoisecast.model.layers import fold_batch_norms
+from denoisecast.model.onnxnet import OnnxNet, onnx_net
 from denoisecast.model.pipeline import RuntimePolicy, SignalPath, StreamState
 from denoisecast.model.traced import TracedNet, traced
 from denoisecast.model.weights import registry as models
@@ -96,6 +97,12 @@ def keep_freed_memory() -> bool:
         return _memory_kept
 
 
+#: What runs the network on the CPU: ONNX Runtime (the default, less CPU
+#: time per pass) or traced torch.  On a GPU the network always runs in torch.
+RUNTIMES = ("onnx", "torch")
+DEFAULT_RUNTIME = "onnx"
+
+
 @dataclass(frozen=True)
 class EngineInfo:
     model: str
@@ -110,7 +117,11 @@ class DenoiseEngine:
 
     log = logger()
 
-    def __init__(self, net: "DfNet2 | DfNet3", config: ModelConfig, info: EngineInfo) -> None:
+    def __init__(
+        self, net: "DfNet2 | DfNet3", config: ModelConfig, info: EngineInfo, runtime: str = DEFAULT_RUNTIME
+    ) -> None:
+        if runtime not in RUNTIMES:
+            raise ValueError(f"engine runtime {runtime!r}: use one of {', '.join(RUNTIMES)}")
         # The engine only ever runs inference, so it takes the faster,
         # equivalent layout of the network (idempotent: forks share it).
         fold_batch_norms(net.eval())
@@ -118,12 +129,16 @@ class DenoiseEngine:
         self.config = config
         self.info = info
         self.device = torch.device(info.device)
+        self.runtime = runtime if self.device.type == "cpu" else "torch"
+        runner: "DfNet2 | DfNet3 | TracedNet | OnnxNet" = net
         if self.device.type == "cpu":
             keep_freed_memory()
-        # On the CPU the streaming forward runs traced, off the GIL (see
-        # model/traced.py); GPU passes are few and large, and half precision
-        # wraps the eager network in autocast.
-        self.path = SignalPath(traced(net) if self.device.type == "cpu" else net, config)
+            # On the CPU the streaming forward runs in ONNX Runtime
+            # (model/onnxnet.py) or traced (model/traced.py), both off the
+            # GIL; GPU passes are few and large, and half precision wraps
+            # the eager network in autocast.
+            runner = onnx_net(net, config) if self.runtime == "onnx" else traced(net)
+        self.path = SignalPath(runner, config)
 
     @classmethod
     def load(
@@ -132,6 +147,7 @@ class DenoiseEngine:
         model_dir: Path | None = None,
         cache_dir: Path | None = None,
         device: str = "auto",
+        runtime: str = DEFAULT_RUNTIME,
     ) -> "DenoiseEngine":
         source = models.resolve(model, model_dir, cache_dir)
         try:
@@ -157,7 +173,7 @@ class DenoiseEngine:
             sha256=info.weights_sha256,
             device=info.device,
         )
-        return cls(net, config, info)
+        return cls(net, config, info, runtime)
 
     @staticmethod
     def _load_source(source: models.ModelSource) -> tuple["DfNet2 | DfNet3", ModelConfig, Path, str]:
@@ -172,7 +188,7 @@ class DenoiseEngine:
 
     def fork(self) -> "DenoiseEngine":
         """Another engine on the same (read-only) weights, for another thread."""
-        return DenoiseEngine(self.net, self.config, self.info)
+        return DenoiseEngine(self.net, self.config, self.info, self.runtime)
 
     def warm_up(self) -> None:
         """
@@ -182,7 +198,7 @@ class DenoiseEngine:
         next ones).
         """
         net = self.path.net
-        if isinstance(net, TracedNet):
+        if isinstance(net, (TracedNet, OnnxNet)):
             net.trace_all(self.config)
         with torch.inference_mode():
             self.process(torch.zeros(1, 10 * self.config.hop_size, device=self.device), self.new_streams(1))
@@ -198,6 +214,7 @@ class DenoiseEngine:
             "weights": self.info.weights,
             "weights_sha256": self.info.weights_sha256,
             "device": self.info.device,
+            "runtime": self.runtime,
             "sample_rate": self.info.sample_rate,
         }
 

@@ -68,6 +68,11 @@ class Conv2dNormAct(nn.Sequential):
         k = self.context_frames
         if not k:
             return None
+        if context is not None and torch.onnx.is_in_onnx_export():
+            # One exported graph serves every chunk length (the branch below
+            # would be fixed by the example's length); the runtime merges this
+            # concatenation with the identical one of ``forward``.
+            return torch.cat([context, x], dim=2)[:, :, -k:]
         if x.shape[2] >= k:
             # Copied, so the state does not keep the whole chunk alive.
             return x[:, :, -k:].clone()
