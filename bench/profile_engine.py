@@ -4,7 +4,7 @@ worker runs: join states, STFT, features, network, deep filter, synthesis,
 split states) on ``B`` streams' chunks, timed and profiled.
 
     .venv/bin/python bench/profile_engine.py --model dfn3 --chunk 0.1 --batch 64 --threads 2 [--passes 20]
-                                             [--profile] [--eager]
+                                             [--profile] [--eager] [--runtime onnx|torch]
 
 The passes run on a thread of their own, as in the server.  Prints the
 medians of the wall time, the worker thread's user and system CPU time
@@ -45,10 +45,11 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=20)
     parser.add_argument("--warm", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
-    parser.add_argument("--eager", action="store_true", help="the network in eager mode instead of traced")
+    parser.add_argument("--eager", action="store_true", help="the network in eager torch instead of the engine's runtime")
+    parser.add_argument("--runtime", default="", help="what runs the network: onnx or torch (default: the engine's)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    engine = load(args.model, "cpu")
+    engine = load(args.model, "cpu", args.runtime or None)
     engine.warm_up()
     if args.eager:
         engine.path.net = engine.net
@@ -80,7 +81,8 @@ def main() -> None:
     worker.join()
     wall, cpu = statistics.median(walls), statistics.median(u + s for u, s in zip(users, systems))
     audio_seconds = args.batch * args.chunk
-    print(f"{engine.info.model}, chunk {args.chunk:g} s, batch {args.batch}, {args.threads} threads, medians of "
+    runtime = "eager torch" if args.eager else getattr(engine, "runtime", "torch")
+    print(f"{engine.info.model} ({runtime}), chunk {args.chunk:g} s, batch {args.batch}, {args.threads} threads, medians of "
           f"{args.passes} passes: {wall * 1000:.1f} ms wall, {statistics.median(users) * 1000:.1f} ms user + "
           f"{statistics.median(systems) * 1000:.1f} ms system CPU on the worker thread, "
           f"{statistics.median(faults):.0f} page faults; {audio_seconds / wall:.1f} real-time streams by wall time, "

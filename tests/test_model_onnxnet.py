@@ -127,3 +127,28 @@ class EngineRuntimeTests(SynchronousTestCase):
         self.assertGreater(si_sdr(b, a), 60.0)
         with self.assertRaises(ValueError):
             DenoiseEngine(engine.net, engine.config, engine.info, runtime="tensorflow")
+
+    def test_enhance_deals_signals_to_one_thread_sessions(self) -> None:
+        """
+        With two torch threads, enhance() runs its signals on two one-thread
+        sessions at once: every signal comes back in its place, of its
+        length, equal to the one-batch result (< 1e-5), and the progress
+        counts up to its total.
+        """
+        items = signals()
+        previous = torch.get_num_threads()
+        engine = DenoiseEngine.load("deepfilternet3", device="cpu")
+        try:
+            torch.set_num_threads(2)
+            seen: list[tuple[int, int]] = []
+            dealt = engine.enhance(items, progress=lambda done, total: seen.append((done, total)))
+            torch.set_num_threads(1)
+            together = engine.enhance(items)
+        finally:
+            torch.set_num_threads(previous)
+        for a, b, signal in zip(dealt, together, items):
+            self.assertEqual(len(a), len(signal))
+            self.assertLess(float(np.abs(a - b).max()), 1e-5)
+        self.assertEqual(seen[-1][0], seen[-1][1])
+        self.assertEqual(len({total for _, total in seen}), 1)
+        self.assertEqual([done for done, _ in seen], sorted(done for done, _ in seen))

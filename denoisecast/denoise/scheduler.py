@@ -142,7 +142,7 @@ class DenoiseScheduler(Service):
     def _load_engine(self) -> "DenoiseEngine":
         from denoisecast.model.engine import DenoiseEngine
 
-        return DenoiseEngine.load(self.settings.model, device=self.settings.device)
+        return DenoiseEngine.load(self.settings.model, device=self.settings.device, runtime=self.settings.runtime)
 
     # -- service ---------------------------------------------------------
 

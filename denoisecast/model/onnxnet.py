@@ -97,13 +97,20 @@ def export_stream_graph(net: DfNet, config: ModelConfig) -> bytes:
 class OnnxNet:
     """Stands in for a DfNet whose ``forward_stream`` runs in ONNX Runtime (CPU only)."""
 
-    def __init__(self, net: DfNet, config: ModelConfig, threads: int | None = None) -> None:
+    def __init__(self, net: DfNet, config: ModelConfig, threads: int | None = None, graph: bytes | None = None) -> None:
+        """
+        ``threads``: ONNX Runtime's intra-op threads (default: torch's
+        thread count now); ``graph``: an export of ``net`` made before
+        (``export_stream_graph``), to skip exporting again.
+        """
         import onnxruntime as ort
 
         self.net = net
         self.config = config
+        self.graph = graph or export_stream_graph(net, config)
+        self.threads = threads or torch.get_num_threads()
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -111,9 +118,7 @@ class OnnxNet:
         # other worker and the reactor on a machine with few cores.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(
-            export_stream_graph(net, config), options, providers=["CPUExecutionProvider"]
-        )
+        self.session = ort.InferenceSession(self.graph, options, providers=["CPUExecutionProvider"])
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.net, name)
@@ -139,14 +144,21 @@ def _array(t: Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
-_shared: "weakref.WeakKeyDictionary[DfNet, OnnxNet]" = weakref.WeakKeyDictionary()
+_shared: "weakref.WeakKeyDictionary[DfNet, dict[int, OnnxNet]]" = weakref.WeakKeyDictionary()
 _shared_lock = threading.Lock()
 
 
-def onnx_net(net: DfNet, config: ModelConfig) -> OnnxNet:
-    """One ``OnnxNet`` per network, shared by the engines of all worker threads."""
+def onnx_net(net: DfNet, config: ModelConfig, threads: int | None = None) -> OnnxNet:
+    """
+    One ``OnnxNet`` per network and thread count (default: torch's now),
+    shared by the engines of all worker threads; the network is exported
+    once.
+    """
+    threads = threads or torch.get_num_threads()
     with _shared_lock:
-        found = _shared.get(net)
+        sessions = _shared.setdefault(net, {})
+        found = sessions.get(threads)
         if found is None:
-            found = _shared[net] = OnnxNet(net, config)
+            graph = next(iter(sessions.values())).graph if sessions else None
+            found = sessions[threads] = OnnxNet(net, config, threads, graph)
         return found
