@@ -131,9 +131,14 @@ class GroupedLinear(nn.Module):
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
 
     def forward(self, x: Tensor) -> Tensor:
+        # One batched product over the groups, [G, B*T, I/G] x [G, I/G, H/G]:
+        # the same sums as einsum("btgi,gih->btgh"), but einsum chose a
+        # slow path for some shapes (64 streams x 10 frames, 256 -> 960 in
+        # 16 groups: 4.8 ms against 0.5 ms in torch; ONNX Runtime's Einsum
+        # took 3.1 ms against 1.7 ms for 3072 -> 512 in 32 groups).
         b, t, _ = x.shape
-        x = x.reshape(b, t, self.groups, -1)
-        return torch.einsum("btgi,gih->btgh", x, self.weight).flatten(2, 3)
+        y = torch.matmul(x.reshape(b * t, self.groups, -1).transpose(0, 1), self.weight)
+        return y.transpose(0, 1).reshape(b, t, -1)
 
 
 class SqueezedGRU(nn.Module):
