@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from twisted.trial.unittest import SynchronousTestCase
 
+from denoisecast.denoise.scheduler import run_batch
 from denoisecast.model.config import ModelConfig
 from denoisecast.model.dfnet3 import NetState
 from denoisecast.model.engine import DenoiseEngine
@@ -130,25 +131,46 @@ class EngineRuntimeTests(SynchronousTestCase):
 
     def test_enhance_deals_signals_to_one_thread_sessions(self) -> None:
         """
-        With two torch threads, enhance() runs its signals on two one-thread
-        sessions at once: every signal comes back in its place, of its
-        length, equal to the one-batch result (< 1e-5), and the progress
+        A two-thread engine runs enhance()'s signals as two shares at once:
+        every signal comes back in its place, of its length, equal to the
+        one-thread engine's one-batch result (< 1e-5), and the progress
         counts up to its total.
         """
         items = signals()
-        previous = torch.get_num_threads()
-        engine = DenoiseEngine.load("deepfilternet3", device="cpu")
-        try:
-            torch.set_num_threads(2)
-            seen: list[tuple[int, int]] = []
-            dealt = engine.enhance(items, progress=lambda done, total: seen.append((done, total)))
-            torch.set_num_threads(1)
-            together = engine.enhance(items)
-        finally:
-            torch.set_num_threads(previous)
+        one = DenoiseEngine.load("deepfilternet3", device="cpu")
+        one = DenoiseEngine(one.net, one.config, one.info, "onnx", threads=1)
+        two = DenoiseEngine(one.net, one.config, one.info, "onnx", threads=2)
+        self.assertEqual((one.parallel, two.parallel, two.fork().parallel), (1, 2, 2))
+        seen: list[tuple[int, int]] = []
+        dealt = two.enhance(items, progress=lambda done, total: seen.append((done, total)))
+        together = one.enhance(items)
         for a, b, signal in zip(dealt, together, items):
             self.assertEqual(len(a), len(signal))
             self.assertLess(float(np.abs(a - b).max()), 1e-5)
         self.assertEqual(seen[-1][0], seen[-1][1])
         self.assertEqual(len({total for _, total in seen}), 1)
         self.assertEqual([done for done, _ in seen], sorted(done for done, _ in seen))
+
+    def test_live_pass_runs_in_parts_on_two_threads(self) -> None:
+        """
+        run_batch on a two-thread engine runs the streams as two groups at
+        once, with the one-thread engine's output and states (< 1e-5),
+        pass after pass, and the states stay in stream order.
+        """
+        one = DenoiseEngine.load("deepfilternet3", device="cpu")
+        one = DenoiseEngine(one.net, one.config, one.info, "onnx", threads=1)
+        two = DenoiseEngine(one.net, one.config, one.info, "onnx", threads=2)
+        items = signals()
+        count, step = 7, 4800
+        audio = np.stack([items[i % len(items)][: 3 * step] * (1 + 0.1 * i) for i in range(count)])
+        limits = np.array([100, 12, 6, 100, 100, 20, 100], dtype=np.float32)
+        states_one: list = [None] * count
+        states_two: list = [None] * count
+        for start in range(0, 3 * step, step):
+            block = np.ascontiguousarray(audio[:, start : start + step])
+            a, states_one, _ = run_batch(one, block, states_one, limits)
+            b, states_two, _ = run_batch(two, block, states_two, limits)
+            self.assertLess(float(np.abs(a - b).max()), 1e-5)
+        for x, y in zip(states_one, states_two):
+            self.assertLess(float((x.net.h_df - y.net.h_df).abs().max()), 1e-5)
+            self.assertLess(float((x.overlap - y.overlap).abs().max()), 1e-5)

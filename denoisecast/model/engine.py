@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
@@ -98,6 +98,10 @@ def keep_freed_memory() -> bool:
         return _memory_kept
 
 
+_Item = TypeVar("_Item")
+_Result = TypeVar("_Result")
+
+
 @dataclass(frozen=True)
 class EngineInfo:
     model: str
@@ -113,8 +117,18 @@ class DenoiseEngine:
     log = logger()
 
     def __init__(
-        self, net: "DfNet2 | DfNet3", config: ModelConfig, info: EngineInfo, runtime: str = DEFAULT_RUNTIME
+        self,
+        net: "DfNet2 | DfNet3",
+        config: ModelConfig,
+        info: EngineInfo,
+        runtime: str = DEFAULT_RUNTIME,
+        threads: int | None = None,
     ) -> None:
+        """
+        ``threads``: the CPU threads a pass may use (default: torch's
+        thread count now).  With ONNX Runtime they are that many one-thread
+        sessions running parts of a batch at once (``map_parallel``).
+        """
         if runtime not in RUNTIMES:
             raise ValueError(f"engine runtime {runtime!r}: use one of {', '.join(RUNTIMES)}")
         # The engine only ever runs inference, so it takes the faster,
@@ -125,6 +139,9 @@ class DenoiseEngine:
         self.info = info
         self.device = torch.device(info.device)
         self.runtime = runtime if self.device.type == "cpu" else "torch"
+        self.threads = threads or torch.get_num_threads()
+        self._solo: DenoiseEngine | None = None
+        self._helpers: ThreadPoolExecutor | None = None
         runner: "DfNet2 | DfNet3 | TracedNet | OnnxNet" = net
         if self.device.type == "cpu":
             keep_freed_memory()
@@ -132,7 +149,7 @@ class DenoiseEngine:
             # (model/onnxnet.py) or traced (model/traced.py), both off the
             # GIL; GPU passes are few and large, and half precision wraps
             # the eager network in autocast.
-            runner = onnx_net(net, config) if self.runtime == "onnx" else traced(net)
+            runner = onnx_net(net, config, 1) if self.runtime == "onnx" else traced(net)
         self.path = SignalPath(runner, config)
 
     @classmethod
@@ -183,7 +200,40 @@ class DenoiseEngine:
 
     def fork(self) -> "DenoiseEngine":
         """Another engine on the same (read-only) weights, for another thread."""
-        return DenoiseEngine(self.net, self.config, self.info, self.runtime)
+        return DenoiseEngine(self.net, self.config, self.info, self.runtime, self.threads)
+
+    @property
+    def parallel(self) -> int:
+        """How many parts of a batch may run at once: ``threads`` with ONNX Runtime on the CPU, else 1."""
+        return self.threads if self.runtime == "onnx" and self.device.type == "cpu" else 1
+
+    def map_parallel(self, work: "Callable[[DenoiseEngine, _Item], _Result]", items: "Sequence[_Item]") -> "list[_Result]":
+        """
+        ``work(engine, item)`` for every item, in order.  With ``parallel``
+        above one the items are dealt to that many lanes that run at once
+        (the calling thread runs the first), each on this engine's
+        one-thread ONNX Runtime session: streams are independent, so the
+        result is the same, and the cores then work without meeting at a
+        barrier after every operator, which is what threads inside one
+        session (or torch's OpenMP threads) do.  With ONNX Runtime the CPU
+        time per stream hardly depends on the batch size, so halving a
+        pass costs nothing (docs/performance.md).
+        """
+        lanes = min(self.parallel, len(items))
+        if lanes <= 1:
+            return [work(self, item) for item in items]
+        if self._helpers is None:
+            self._helpers = ThreadPoolExecutor(self.parallel - 1, thread_name_prefix="denoise-part")
+        dealt = [list(range(lane, len(items), lanes)) for lane in range(lanes)]
+
+        def run(lane: list[int]) -> list[_Result]:
+            return [work(self, items[i]) for i in lane]
+
+        others = [self._helpers.submit(run, lane) for lane in dealt[1:]]
+        results: dict[int, _Result] = dict(zip(dealt[0], run(dealt[0])))
+        for lane, future in zip(dealt[1:], others):
+            results.update(zip(lane, future.result()))
+        return [results[i] for i in range(len(items))]
 
     def warm_up(self) -> None:
         """
@@ -255,30 +305,16 @@ class DenoiseEngine:
         whole-signal DeepFilterNet2 path is told each signal's length), and
         cut back.
 
-        With ONNX Runtime on the CPU and more than one torch thread, the
-        signals are dealt to as many threads as torch has, each running its
-        share on a one-thread session: streams are independent, so the
-        output is the same, and the cores then work without meeting at a
-        barrier after every operator (measured on 2 cores: about 2x the
-        throughput of one two-thread pass, docs/performance.md).
+        With ONNX Runtime on the CPU and more than one thread, the signals
+        (longest first) are dealt to ``threads`` shares that run at once,
+        each as one batch (``map_parallel``; measured on 2 cores: about 2x
+        the throughput of one two-thread pass, docs/performance.md).
         """
         if not signals:
             return []
-        parts = min(torch.get_num_threads(), len(signals))
-        if parts > 1 and self.runtime == "onnx" and self.config.model == "deepfilternet3":
-            return self._enhance_parallel(signals, parts, atten_lim_db, progress, chunk_frames)
-        return self._enhance_batch(self.path, signals, atten_lim_db, progress, chunk_frames)
-
-    def _enhance_parallel(
-        self,
-        signals: Sequence[np.ndarray],
-        parts: int,
-        atten_lim_db: float,
-        progress: Callable[[int, int], None] | None,
-        chunk_frames: int | None,
-    ) -> list[np.ndarray]:
-        """``enhance`` with the signals dealt to ``parts`` threads, longest first so the shares are even."""
-        path = SignalPath(onnx_net(self.net, self.config, threads=1), self.config)
+        if self.parallel <= 1 or len(signals) <= 1 or self.config.model != "deepfilternet3":
+            return self._enhance_batch(signals, atten_lim_db, progress, chunk_frames)
+        parts = min(self.parallel, len(signals))
         order = sorted(range(len(signals)), key=lambda i: -len(signals[i]))
         shares = [order[k::parts] for k in range(parts)]
         hop = self.config.hop_size
@@ -297,21 +333,18 @@ class DenoiseEngine:
 
             return counted
 
-        def run(part: int) -> list[np.ndarray]:
+        def run(engine: DenoiseEngine, part: int) -> list[np.ndarray]:
             share = [signals[i] for i in shares[part]]
-            return self._enhance_batch(path, share, atten_lim_db, report(part), chunk_frames)
+            return engine._enhance_batch(share, atten_lim_db, report(part), chunk_frames)
 
-        with ThreadPoolExecutor(parts, thread_name_prefix="enhance") as pool:
-            results = list(pool.map(run, range(parts)))
         out: list[np.ndarray] = [np.empty(0, np.float32)] * len(signals)
-        for share, result in zip(shares, results):
+        for share, result in zip(shares, self.map_parallel(run, range(parts))):
             for i, signal in zip(share, result):
                 out[i] = signal
         return out
 
     def _enhance_batch(
         self,
-        path: SignalPath,
         signals: Sequence[np.ndarray],
         atten_lim_db: float,
         progress: Callable[[int, int], None] | None,
@@ -323,6 +356,6 @@ class DenoiseEngine:
             row[: len(signal)] = signal
         audio = torch.from_numpy(batch).to(self.device)
         lengths = [len(s) for s in signals]
-        out = path.enhance(audio, RuntimePolicy(atten_lim_db=atten_lim_db), chunk_frames, progress, lengths)
+        out = self.path.enhance(audio, RuntimePolicy(atten_lim_db=atten_lim_db), chunk_frames, progress, lengths)
         result = out.cpu().numpy()
         return [result[i, : len(s)].copy() for i, s in enumerate(signals)]
