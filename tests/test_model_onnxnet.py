@@ -129,6 +129,21 @@ class EngineRuntimeTests(SynchronousTestCase):
         with self.assertRaises(ValueError):
             DenoiseEngine(engine.net, engine.config, engine.info, runtime="tensorflow")
 
+    def test_network_that_cannot_be_exported_runs_in_torch(self) -> None:
+        """When ONNX Runtime cannot take the network, the engine logs it and runs traced torch instead of failing."""
+        from denoisecast.model import engine as engine_module
+        from denoisecast.model.traced import TracedNet
+
+        def broken(*args: object, **kwargs: object) -> OnnxNet:
+            raise RuntimeError("no exporter")
+
+        loaded = DenoiseEngine.load("deepfilternet3", device="cpu")
+        self.patch(engine_module, "onnx_net", broken)
+        fallback = DenoiseEngine(loaded.net, loaded.config, loaded.info, runtime="onnx")
+        self.assertIsInstance(fallback.path.net, TracedNet)
+        self.assertEqual((fallback.runtime, fallback.parallel), ("torch", 1))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
     def test_enhance_deals_signals_to_one_thread_sessions(self) -> None:
         """
         A two-thread engine runs enhance()'s signals as two shares at once:

@@ -149,8 +149,22 @@ class DenoiseEngine:
             # (model/onnxnet.py) or traced (model/traced.py), both off the
             # GIL; GPU passes are few and large, and half precision wraps
             # the eager network in autocast.
-            runner = onnx_net(net, config, 1) if self.runtime == "onnx" else traced(net)
+            runner = self._onnx_or_traced(net, config)
         self.path = SignalPath(runner, config)
+
+    def _onnx_or_traced(self, net: "DfNet2 | DfNet3", config: ModelConfig) -> "TracedNet | OnnxNet":
+        """
+        The ONNX Runtime network when asked for and it can be made, else the
+        traced torch one: a network that does not export (another torch, a
+        broken ONNX Runtime) costs speed, never the start.
+        """
+        if self.runtime == "onnx":
+            try:
+                return onnx_net(net, config, 1)
+            except Exception:
+                self.log.failure("ONNX Runtime cannot run the network; using traced torch")
+                self.runtime = "torch"
+        return traced(net)
 
     @classmethod
     def load(
