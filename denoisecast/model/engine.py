@@ -243,10 +243,19 @@ class DenoiseEngine:
         def run(lane: list[int]) -> list[_Result]:
             return [work(self, items[i]) for i in lane]
 
-        others = [self._helpers.submit(run, lane) for lane in dealt[1:]]
-        results: dict[int, _Result] = dict(zip(dealt[0], run(dealt[0])))
-        for lane, future in zip(dealt[1:], others):
-            results.update(zip(lane, future.result()))
+        # Each lane is one thread, torch's operators around the network too:
+        # torch's intra-op setting is process-wide and read by a thread when
+        # it first runs an operator, so it is one while the lanes run (the
+        # helper threads start under it) and restored after.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            others = [self._helpers.submit(run, lane) for lane in dealt[1:]]
+            results: dict[int, _Result] = dict(zip(dealt[0], run(dealt[0])))
+            for lane, future in zip(dealt[1:], others):
+                results.update(zip(lane, future.result()))
+        finally:
+            torch.set_num_threads(threads)
         return [results[i] for i in range(len(items))]
 
     def warm_up(self) -> None:
