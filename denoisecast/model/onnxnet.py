@@ -7,8 +7,9 @@ The engine's own network (batch norms and separable blocks folded, see
 graph whose inputs and outputs are the features, the outputs and the
 whole ``NetState`` (convolution contexts and GRU hidden states), with the
 batch and the chunk length as dynamic axes; ONNX Runtime then runs it
-with one intra-op thread per call (the engine's torch thread count),
-sequentially and with every graph optimisation.  It computes what the
+sequentially, with every graph optimisation and, as the engine uses it,
+one intra-op thread per call (an engine with several threads runs several
+calls at once instead, ``DenoiseEngine.map_parallel``).  It computes what the
 torch network computes, to rounding (``tests/test_model_onnxnet.py``), so
 the parity, exactness and quality tests hold for it as for torch.
 
@@ -18,8 +19,8 @@ and its blocked-layout convolutions took less CPU time than torch's
 (docs/performance.md has the figures), and like the traced torch graph a
 ``run`` releases the GIL for the whole pass.
 
-Each call converts its tensors to NumPy arrays and back without copying
-(the CPU only).  An ``InferenceSession`` may be run from several threads at
+Each call hands its tensors to ONNX Runtime as NumPy arrays (contiguous;
+the CPU only).  An ``InferenceSession`` may be run from several threads at
 once, so one ``OnnxNet`` serves the engines of all workers.
 """
 
