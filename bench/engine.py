@@ -3,6 +3,7 @@ How many live streams the full streaming path keeps in real time.
 
     .venv/bin/python bench/engine.py [--models dfn3,dfn2] [--chunks 0.02,0.1,0.5,2]
                                      [--batches 1,4,16,64] [--threads 2] [--workers 1] [--devices cpu,cuda]
+                                     [--runtime onnx|torch]
 
 For each model, device, chunk length and batch size ``B`` it opens ``B``
 streams on a ``DenoiseScheduler`` (ring buffers, features, network,
@@ -27,8 +28,10 @@ The header says what makes the figures comparable (``bench/comparable.py``):
 the CPU and its flags, torch's build, threads, the load average before and
 after, and a calibration matmul's GFLOP/s per thread measured in the run.
 
-A ``net alone`` row times only the network's forward pass on 2 s chunks,
-the figure comparable with the reference implementation's.  ``dfn3`` is
+A ``net alone`` row times only the network's forward pass on 2 s chunks
+(in the engine's runtime: ONNX Runtime or traced torch on the CPU), the
+figure comparable with the reference implementation's.  ``--runtime``
+picks what runs the network on the CPU (default: the engine's default).  ``dfn3`` is
 the bundled DeepFilterNet3; ``dfn2`` is DeepFilterNet2 with generated
 (name-seeded) weights of the release's shapes, because its official
 weights are not bundled: speed does not depend on the weights' values.
@@ -74,9 +77,11 @@ class LoopReactor:
             f(*args)
 
 
-def load(model: str, device: str) -> DenoiseEngine:
+def load(model: str, device: str, runtime: str | None = None) -> DenoiseEngine:
+    # Older trees (bench/before_after.sh) have no runtime argument: pass it only when asked.
+    chosen = {"runtime": runtime} if runtime else {}
     if model == "dfn3":
-        return DenoiseEngine.load("deepfilternet3", device=device)
+        return DenoiseEngine.load("deepfilternet3", device=device, **chosen)
     from denoisecast.model.config import ModelConfig
     from denoisecast.model.weights.checkpoints import build_network
     from tests.dsp_fixtures import seeded_init
@@ -86,7 +91,8 @@ def load(model: str, device: str) -> DenoiseEngine:
     net = build_network(config)
     seeded_init(net)
     net = net.to(device).eval()
-    return DenoiseEngine(net, config, EngineInfo("deepfilternet2 (generated weights)", "-", "-", device, config.sr))
+    info = EngineInfo("deepfilternet2 (generated weights)", "-", "-", device, config.sr)
+    return DenoiseEngine(net, config, info, **chosen)
 
 
 def full_path(
@@ -150,13 +156,14 @@ def net_alone(engine: DenoiseEngine, batch: int, seconds: float = 2.0, repeats: 
     erb = torch.randn(batch, 1, frames, c.nb_erb, device=engine.device)
     spec = torch.randn(batch, 2, frames, c.nb_df, device=engine.device)
     state = engine.new_streams(batch).net
+    net = engine.path.net  # what the engine runs: traced torch or ONNX Runtime on the CPU
     with torch.inference_mode():
-        engine.net.forward_stream(erb, spec, state)
+        net.forward_stream(erb, spec, state)
         if engine.device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
         for _ in range(repeats):
-            engine.net.forward_stream(erb, spec, state)
+            net.forward_stream(erb, spec, state)
         if engine.device.type == "cuda":
             torch.cuda.synchronize()
     return batch * seconds * repeats / (time.perf_counter() - start)
@@ -173,6 +180,7 @@ def main() -> None:
                         help="denoise workers; each round of passes spreads the batch's streams over them")
     parser.add_argument("--seconds", type=float, default=2.0, help="timed audio per stream (at least 2 chunks)")
     parser.add_argument("--half", action="store_true", help="half precision on CUDA")
+    parser.add_argument("--runtime", default="", help="what runs the network on the CPU: onnx or torch")
     parser.add_argument("--repeats", type=int, default=2, help="best of N runs per setting (shared machines are noisy)")
     parser.add_argument("--official-seconds", type=float, default=10.0,
                         help="audio per process for the official runtime's figure (0: skip it)")
@@ -200,8 +208,10 @@ def main() -> None:
         default_batches = "1,4,16,32,64" if device == "cpu" else "1,16,64,256,1024,4096"
         batches = [int(b) for b in (args.batches or default_batches).split(",")]
         for model in args.models.split(","):
-            engine = load(model, device)
+            engine = load(model, device, args.runtime or None)
             name = engine.info.model
+            if hasattr(engine, "runtime"):
+                name = f"{name} ({engine.runtime})"
             print(f"\n## {name} on {device}{' fp16' if args.half and device == 'cuda' else ''}, "
                   f"model delay {engine.delay / SR * 1000:.0f} ms")
             print("| chunk s | batch | x real time | x official | pass ms | worker ms | latency ms |")

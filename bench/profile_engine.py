@@ -4,7 +4,7 @@ worker runs: join states, STFT, features, network, deep filter, synthesis,
 split states) on ``B`` streams' chunks, timed and profiled.
 
     .venv/bin/python bench/profile_engine.py --model dfn3 --chunk 0.1 --batch 64 --threads 2 [--passes 20]
-                                             [--profile] [--eager]
+                                             [--profile] [--eager] [--runtime onnx|torch]
 
 The passes run on a thread of their own, as in the server.  Prints the
 medians of the wall time, the worker thread's user and system CPU time
@@ -45,10 +45,11 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=20)
     parser.add_argument("--warm", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
-    parser.add_argument("--eager", action="store_true", help="the network in eager mode instead of traced")
+    parser.add_argument("--eager", action="store_true", help="the network in eager torch instead of the engine's runtime")
+    parser.add_argument("--runtime", default="", help="what runs the network: onnx or torch (default: the engine's)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    engine = load(args.model, "cpu")
+    engine = load(args.model, "cpu", args.runtime or None)
     engine.warm_up()
     if args.eager:
         engine.path.net = engine.net
@@ -57,7 +58,7 @@ def main() -> None:
     limits = np.full(args.batch, 100.0, dtype=np.float32)
     states: list = [None] * args.batch
     step = hops * 480
-    walls, users, systems, faults = [], [], [], []
+    walls, users, systems, faults, process = [], [], [], [], []
     print(f"# load average before: {load_average()}")
 
     def passes() -> None:
@@ -66,25 +67,29 @@ def main() -> None:
         nonlocal states
         for i in range(args.warm + args.passes):
             block = np.ascontiguousarray(audio[:, i * step : (i + 1) * step])
-            before, wall = resource.getrusage(RUSAGE_THREAD), time.perf_counter()
+            whole, before, wall = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(RUSAGE_THREAD), time.perf_counter()
             _, states, _ = run_batch(engine, block, states, limits)
-            after = resource.getrusage(RUSAGE_THREAD)
+            after, whole_after = resource.getrusage(RUSAGE_THREAD), resource.getrusage(resource.RUSAGE_SELF)
             if i >= args.warm:
                 walls.append(time.perf_counter() - wall)
                 users.append(after.ru_utime - before.ru_utime)
                 systems.append(after.ru_stime - before.ru_stime)
                 faults.append(after.ru_minflt - before.ru_minflt)
+                process.append(whole_after.ru_utime + whole_after.ru_stime - whole.ru_utime - whole.ru_stime)
 
     worker = threading.Thread(target=passes)
     worker.start()
     worker.join()
     wall, cpu = statistics.median(walls), statistics.median(u + s for u, s in zip(users, systems))
     audio_seconds = args.batch * args.chunk
-    print(f"{engine.info.model}, chunk {args.chunk:g} s, batch {args.batch}, {args.threads} threads, medians of "
+    runtime = "eager torch" if args.eager else getattr(engine, "runtime", "torch")
+    print(f"{engine.info.model} ({runtime}), chunk {args.chunk:g} s, batch {args.batch}, {args.threads} threads, medians of "
           f"{args.passes} passes: {wall * 1000:.1f} ms wall, {statistics.median(users) * 1000:.1f} ms user + "
           f"{statistics.median(systems) * 1000:.1f} ms system CPU on the worker thread, "
           f"{statistics.median(faults):.0f} page faults; {audio_seconds / wall:.1f} real-time streams by wall time, "
-          f"{audio_seconds / cpu:.1f} stream-seconds per CPU-second")
+          f"{audio_seconds / cpu:.1f} stream-seconds per CPU-second; whole process (with any helper "
+          f"threads of a pass): {statistics.median(process) * 1000:.1f} ms CPU, "
+          f"{audio_seconds / statistics.median(process):.1f} stream-seconds per CPU-second")
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 

@@ -76,11 +76,17 @@ class DelayState:
 class DelayEngine:
     """Output = input delayed by ``delay`` samples times ``gain``; records the batch sizes it saw."""
 
+    #: Parts of a batch that run at once (``DenoiseEngine.parallel``): one.
+    parallel = 1
+
     def __init__(self, delay: int = 960, gain: float = 0.5) -> None:
         self.delay = delay
         self.gain = gain
         self.device = torch.device("cpu")
         self.batches: list[int] = []
+
+    def map_parallel(self, work: Any, items: Any) -> list[Any]:
+        return [work(self, item) for item in items]
 
     def fork(self) -> "DelayEngine":
         return self

@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from denoisecast.app.config import DEFAULT_LISTEN, Config, ConfigError
 from denoisecast.app.tap import Options
+from denoisecast.denoise.settings import SchedulerSettings
 
 
 class ConfigTests(SynchronousTestCase):
@@ -105,10 +106,13 @@ class DenoiseOptionTests(SynchronousTestCase):
             (config.denoise_chunk_seconds, config.denoise_crossfade_seconds, config.denoise_device, config.denoise_half),
             (0.1, 0.05, "auto", False),
         )
+        self.assertEqual(config.denoise_runtime, "onnx")
+        self.assertEqual(SchedulerSettings.from_config(config).runtime, "onnx")
         config = Config.resolve(
             {"denoise-chunk-seconds": "2", "denoise-half": "on"},
-            {"DENOISECAST_DENOISE_MAX_BATCH": "128", "DENOISECAST_DENOISE_DEVICE": "CUDA"},
+            {"DENOISECAST_DENOISE_MAX_BATCH": "128", "DENOISECAST_DENOISE_DEVICE": "CUDA", "DENOISECAST_DENOISE_RUNTIME": "Torch"},
         )
+        self.assertEqual(SchedulerSettings.from_config(config).runtime, "torch")
         self.assertEqual(
             (config.denoise_chunk_seconds, config.denoise_half, config.denoise_max_batch, config.denoise_device),
             (2.0, True, 128, "cuda"),
@@ -116,7 +120,7 @@ class DenoiseOptionTests(SynchronousTestCase):
 
     def test_denoise_bad_values(self) -> None:
         """
-        Chunks outside 0.01-8 s, non-numbers, unknown devices and unclear
+        Chunks outside 0.01-8 s, non-numbers, unknown devices or runtimes and unclear
         switches are refused with the option's name.
         """
         for given in (
@@ -125,6 +129,7 @@ class DenoiseOptionTests(SynchronousTestCase):
             {"denoise-workers": "two"},
             {"denoise-device": "tpu"},
             {"denoise-half": "maybe"},
+            {"denoise-runtime": "tensorrt"},
         ):
             with self.assertRaises(ConfigError) as caught:
                 Config.resolve(given, {})

@@ -74,6 +74,33 @@ class FoldBatchNormsTests(TestCase):
         self.assertLess(float((once - expected).abs().max()), 1e-5)
         self.assertTrue(torch.equal(block(x), once))
 
+    def test_separable_block_with_few_inputs_becomes_one_convolution(self) -> None:
+        """
+        A grouped convolution over few input channels and its pointwise
+        convolution (DeepFilterNet3's first spectrum block: 2 channels in 2
+        groups, then 64x64) are merged into one dense convolution with the
+        same output; a depthwise block over many channels, where the merge
+        would cost more multiplications, stays separable.
+        """
+        net, _, _ = bundled_dfnet3()
+        net = copy.deepcopy(net).eval()
+        fold_batch_norms(net)
+        first = [m for m in net.enc.df_conv0 if isinstance(m, nn.Conv2d)]
+        self.assertEqual([(c.in_channels, c.out_channels, c.groups) for c in first], [(2, 64, 1)])
+        depthwise = [m for m in net.enc.df_conv1 if isinstance(m, nn.Conv2d)]
+        self.assertEqual([c.groups for c in depthwise], [64, 1])
+        block = Conv2dNormAct(2, 16, (3, 3), fstride=2, separable=True).eval()
+        with torch.no_grad():
+            block[3].running_mean.uniform_(-1, 1)
+            block[3].running_var.uniform_(0.5, 2)
+            block[3].weight.uniform_(0.5, 2)
+            block[3].bias.uniform_(-1, 1)
+        x = torch.randn(2, 2, 6, 10)
+        expected = block(x)
+        fold_batch_norms(block)
+        self.assertEqual(len([m for m in block if isinstance(m, nn.Conv2d)]), 1)
+        self.assertLess(float((block(x) - expected).abs().max()), 1e-5)
+
     def test_training_mode_is_refused(self) -> None:
         with self.assertRaises(ValueError):
             fold_batch_norms(Conv2dNormAct(4, 8, (3, 3)))

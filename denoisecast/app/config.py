@@ -23,7 +23,9 @@ from denoisecast.denoise.settings import (
     DEFAULT_DENOISE_CHUNK_SECONDS,
     DEFAULT_DENOISE_CROSSFADE_SECONDS,
     DEFAULT_DENOISE_MAX_BATCH,
+    DEFAULT_DENOISE_RUNTIME,
     DEFAULT_DENOISE_WORKERS,
+    DENOISE_RUNTIMES,
 )
 from denoisecast.live.mediaports import (
     MediaAddress,
@@ -286,6 +288,11 @@ OPTIONS: list[tuple[str, str, str]] = [
         "Half precision on the GPU: on or off (default off).",
     ),
     (
+        "denoise-runtime",
+        "DENOISECAST_DENOISE_RUNTIME",
+        f"What runs the network on the CPU: onnx (ONNX Runtime) or torch (default {DEFAULT_DENOISE_RUNTIME}).",
+    ),
+    (
         "denoise-model",
         "DENOISECAST_DENOISE_MODEL",
         "auto, deepfilternet2, deepfilternet3 or a model path (default auto).",
@@ -330,6 +337,7 @@ class Config:
     denoise_device: str = "auto"
     denoise_half: bool = False
     denoise_model: str = "auto"
+    denoise_runtime: str = DEFAULT_DENOISE_RUNTIME
     trusted_proxies: tuple[Network, ...] = ()
     metrics_listen: str = ""
     metrics_token: str = ""
@@ -570,6 +578,9 @@ def _denoise_options(pick: Callable[[str, str], str | None]) -> dict[str, Any]:
     half = get("denoise-half", "off").lower()
     if half not in ("on", "off", "true", "false", "yes", "no", "1", "0"):
         raise ConfigError(f"--denoise-half {half!r}: use on or off.")
+    runtime = get("denoise-runtime", DEFAULT_DENOISE_RUNTIME).lower()
+    if runtime not in DENOISE_RUNTIMES:
+        raise ConfigError(f"--denoise-runtime {runtime!r}: use {' or '.join(DENOISE_RUNTIMES)}.")
     return {
         "denoise_chunk_seconds": _number(
             "denoise-chunk-seconds", get("denoise-chunk-seconds", DEFAULT_DENOISE_CHUNK_SECONDS), float, 0.01, 8.0
@@ -588,4 +599,5 @@ def _denoise_options(pick: Callable[[str, str], str | None]) -> dict[str, Any]:
         "denoise_device": device,
         "denoise_half": half in ("on", "true", "yes", "1"),
         "denoise_model": get("denoise-model", "auto"),
+        "denoise_runtime": runtime,
     }

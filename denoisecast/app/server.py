@@ -127,7 +127,7 @@ def load_live_engine(settings: SchedulerSettings) -> "DenoiseEngine":
     from denoisecast.model.engine import DenoiseEngine
 
     torch.set_num_threads(1)
-    return DenoiseEngine.load(settings.model, device=settings.device)
+    return DenoiseEngine.load(settings.model, device=settings.device, runtime=settings.runtime)
 
 
 class DenoiseCastServer:

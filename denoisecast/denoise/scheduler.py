@@ -158,7 +158,7 @@ class DenoiseScheduler(Service):
     def _load_engine(self) -> "DenoiseEngine":
         from denoisecast.model.engine import DenoiseEngine
 
-        return DenoiseEngine.load(self.settings.model, device=self.settings.device)
+        return DenoiseEngine.load(self.settings.model, device=self.settings.device, runtime=self.settings.runtime)
 
     # -- service ---------------------------------------------------------
 
@@ -449,17 +449,21 @@ def run_batch(
     tensor = torch.from_numpy(audio).to(engine.device)
     limit = torch.from_numpy(limits).to(engine.device)
     group = auto_batch_rows(len(rows), engine.device)
-    step = auto_chunk_frames(min(len(rows), group), engine.device) * HOP_SAMPLES
-    results = []
-    split: "list[StreamState]" = []
-    for first in range(0, len(rows), group):
+    # An engine with several one-thread sessions runs that many groups at once.
+    group = min(group, -(-len(rows) // engine.parallel))
+    step = auto_chunk_frames(group, engine.device) * HOP_SAMPLES
+
+    def run_group(worker: "DenoiseEngine", first: int) -> "tuple[torch.Tensor, list[StreamState]]":
         last = min(first + group, len(rows))
         new = type(rows[0]).concat(rows[first:last]) if last - first > 1 else rows[first]
         pieces = []
         for start in range(0, tensor.shape[1], step):
-            out, _, new = engine.process(tensor[first:last, start : start + step], new, limit[first:last])
+            out, _, new = worker.process(tensor[first:last, start : start + step], new, limit[first:last])
             pieces.append(out)
-        results.append(torch.cat(pieces, dim=1) if len(pieces) > 1 else pieces[0])
-        split.extend(new.split() if last - first > 1 else [new])
+        return torch.cat(pieces, dim=1) if len(pieces) > 1 else pieces[0], new.split() if last - first > 1 else [new]
+
+    done = engine.map_parallel(run_group, range(0, len(rows), group))
+    results = [out for out, _ in done]
+    split: "list[StreamState]" = [state for _, states in done for state in states]
     result = (torch.cat(results) if len(results) > 1 else results[0]).float().cpu().numpy()
     return result, split, time.perf_counter() - started

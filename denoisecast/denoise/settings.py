@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from denoisecast.audio import HOP_SAMPLES, SAMPLE_RATE
+from denoisecast.model.config import DEFAULT_RUNTIME as DEFAULT_DENOISE_RUNTIME
+from denoisecast.model.config import RUNTIMES as DENOISE_RUNTIMES
 
 #: Chosen from bench/engine.py: see docs/streaming.md.
 DEFAULT_DENOISE_CHUNK_SECONDS = 0.1
@@ -42,6 +44,8 @@ class DenoiseOptions(Protocol):
     def denoise_half(self) -> bool: ...
     @property
     def denoise_model(self) -> str: ...
+    @property
+    def denoise_runtime(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class SchedulerSettings:
     device: str = "auto"
     half: bool = False
     model: str = "auto"
+    runtime: str = DEFAULT_DENOISE_RUNTIME
     #: Chunks a stream may have waiting (besides the one in flight) before the oldest passes through raw.
     max_waiting_chunks: int = 2
     #: Cut every stream's chunks at the same instants of a shared clock, so
@@ -71,6 +76,8 @@ class SchedulerSettings:
             raise ValueError(f"crossfade length {self.crossfade_seconds} s is outside 0.001–1 s")
         if self.max_batch < 1 or self.workers < 1 or self.max_waiting_chunks < 0:
             raise ValueError("max_batch and workers must be at least 1, max_waiting_chunks at least 0")
+        if self.runtime not in DENOISE_RUNTIMES:
+            raise ValueError(f"runtime {self.runtime!r} is not one of {', '.join(DENOISE_RUNTIMES)}")
         if not 0.0 <= self.gather_seconds <= self.chunk_seconds:
             raise ValueError("gather_seconds must be between 0 and the chunk length")
 
@@ -85,6 +92,7 @@ class SchedulerSettings:
             device=config.denoise_device,
             half=config.denoise_half,
             model=config.denoise_model,
+            runtime=config.denoise_runtime,
             align=True,
             gather_seconds=min(LIVE_GATHER_SECONDS, config.denoise_chunk_seconds / 2),
         )

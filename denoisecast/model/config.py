@@ -23,6 +23,13 @@ def _bool(value: str) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
+#: What may run the network on the CPU (``DenoiseEngine``'s ``runtime``):
+#: ONNX Runtime, the default, which took less CPU time per pass than traced
+#: torch (docs/performance.md), or torch.  On a GPU it is always torch.
+RUNTIMES = ("onnx", "torch")
+DEFAULT_RUNTIME = "onnx"
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything the signal path and a network need to know about a model."""

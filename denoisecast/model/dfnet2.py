@@ -15,7 +15,6 @@ yardstick.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from denoisecast.model.config import ModelConfig
@@ -62,8 +61,8 @@ class DfDecoder2(DfDecoderBase):
         c, h = self.df_gru(emb, h)
         c0 = self.df_convp(c0, c0_ctx).permute(0, 2, 3, 1)
         c = self.df_out(c).reshape(b, t, self.nb_df, self.df_order * 2) + c0
-        c = c.reshape(b, t, self.nb_df, self.df_order, 2)
-        return torch.view_as_complex(c.contiguous()), h
+        # Real and imaginary parts last; DfNet makes them complex.
+        return c.reshape(b, t, self.nb_df, self.df_order, 2).contiguous(), h
 
 
 class DfNet2(DfNet):

@@ -104,7 +104,7 @@ class NetState:
 @dataclass
 class NetOutput:
     gains: Tensor  # [B, T, E]
-    coefs: Tensor  # [B, T, nb_df, df_order] complex
+    coefs: Tensor  # [B, T, nb_df, df_order] complex (or [..., 2] real, see forward_stream)
     lsnr: Tensor  # [B, T]
 
 
@@ -244,8 +244,8 @@ class DfDecoder(DfDecoderBase):
             c = c + self.df_skip(emb)
         c0 = self.df_convp(c0, c0_ctx).permute(0, 2, 3, 1)  # [B, T, F, O*2]
         c = self.df_out(c).reshape(b, t, self.nb_df, self.df_order * 2) + c0
-        c = c.reshape(b, t, self.nb_df, self.df_order, 2)
-        return torch.view_as_complex(c.contiguous()), h
+        # Real and imaginary parts last; DfNet makes them complex (ONNX has no complex type).
+        return c.reshape(b, t, self.nb_df, self.df_order, 2).contiguous(), h
 
 
 class Mask(nn.Module):
@@ -283,10 +283,14 @@ class DfNet(nn.Module):
         """Network outputs for a whole signal (``state`` None) or the next chunk of streams."""
         return self.forward_stream(feat_erb, feat_spec, state or NetState())[0]
 
-    def forward_stream(self, feat_erb: Tensor, feat_spec: Tensor, state: NetState) -> tuple[NetOutput, NetState]:
+    def forward_stream(
+        self, feat_erb: Tensor, feat_spec: Tensor, state: NetState, real_coefs: bool = False
+    ) -> tuple[NetOutput, NetState]:
         """
         One chunk of ``T`` frames of a batch of streams; returns the outputs
         and the state to continue with.  Chunked and one-shot runs agree.
+        ``real_coefs`` gives the coefficients as ``[..., df_order, 2]`` real
+        and imaginary parts instead of complex (for the ONNX export).
         """
         # Channels-last tensors turn the pointwise convolutions into plain
         # matrix products on the CPU (about a quarter of a DeepFilterNet2
@@ -307,6 +311,8 @@ class DfNet(nn.Module):
         gains, new.h_erb = self.erb_dec(emb, skips, state.h_erb)
         coefs, new.h_df = self.df_dec(emb, c0, state.h_df, state.c0_ctx)
         new.c0_ctx = self.df_dec.df_convp.next_context(c0, state.c0_ctx)
+        if not real_coefs:
+            coefs = torch.view_as_complex(coefs)
         return NetOutput(gains=gains, coefs=coefs, lsnr=lsnr), new
 
 

@@ -17,15 +17,17 @@ import ctypes
 import ctypes.util
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
 
-from denoisecast.model.config import ModelConfig
+from denoisecast.model.config import DEFAULT_RUNTIME, RUNTIMES, ModelConfig
 from denoisecast.model.layers import fold_batch_norms
+from denoisecast.model.onnxnet import OnnxNet, onnx_net
 from denoisecast.model.pipeline import RuntimePolicy, SignalPath, StreamState
 from denoisecast.model.traced import TracedNet, traced
 from denoisecast.model.weights import registry as models
@@ -96,6 +98,10 @@ def keep_freed_memory() -> bool:
         return _memory_kept
 
 
+_Item = TypeVar("_Item")
+_Result = TypeVar("_Result")
+
+
 @dataclass(frozen=True)
 class EngineInfo:
     model: str
@@ -110,7 +116,21 @@ class DenoiseEngine:
 
     log = logger()
 
-    def __init__(self, net: "DfNet2 | DfNet3", config: ModelConfig, info: EngineInfo) -> None:
+    def __init__(
+        self,
+        net: "DfNet2 | DfNet3",
+        config: ModelConfig,
+        info: EngineInfo,
+        runtime: str = DEFAULT_RUNTIME,
+        threads: int | None = None,
+    ) -> None:
+        """
+        ``threads``: the CPU threads a pass may use (default: torch's
+        thread count now).  With ONNX Runtime they are that many one-thread
+        sessions running parts of a batch at once (``map_parallel``).
+        """
+        if runtime not in RUNTIMES:
+            raise ValueError(f"engine runtime {runtime!r}: use one of {', '.join(RUNTIMES)}")
         # The engine only ever runs inference, so it takes the faster,
         # equivalent layout of the network (idempotent: forks share it).
         fold_batch_norms(net.eval())
@@ -118,12 +138,33 @@ class DenoiseEngine:
         self.config = config
         self.info = info
         self.device = torch.device(info.device)
+        self.runtime = runtime if self.device.type == "cpu" else "torch"
+        self.threads = threads or torch.get_num_threads()
+        self._solo: DenoiseEngine | None = None
+        self._helpers: ThreadPoolExecutor | None = None
+        runner: "DfNet2 | DfNet3 | TracedNet | OnnxNet" = net
         if self.device.type == "cpu":
             keep_freed_memory()
-        # On the CPU the streaming forward runs traced, off the GIL (see
-        # model/traced.py); GPU passes are few and large, and half precision
-        # wraps the eager network in autocast.
-        self.path = SignalPath(traced(net) if self.device.type == "cpu" else net, config)
+            # On the CPU the streaming forward runs in ONNX Runtime
+            # (model/onnxnet.py) or traced (model/traced.py), both off the
+            # GIL; GPU passes are few and large, and half precision wraps
+            # the eager network in autocast.
+            runner = self._onnx_or_traced(net, config)
+        self.path = SignalPath(runner, config)
+
+    def _onnx_or_traced(self, net: "DfNet2 | DfNet3", config: ModelConfig) -> "TracedNet | OnnxNet":
+        """
+        The ONNX Runtime network when asked for and it can be made, else the
+        traced torch one: a network that does not export (another torch, a
+        broken ONNX Runtime) costs speed, never the start.
+        """
+        if self.runtime == "onnx":
+            try:
+                return onnx_net(net, config, 1)
+            except Exception:
+                self.log.failure("ONNX Runtime cannot run the network; using traced torch")
+                self.runtime = "torch"
+        return traced(net)
 
     @classmethod
     def load(
@@ -132,6 +173,7 @@ class DenoiseEngine:
         model_dir: Path | None = None,
         cache_dir: Path | None = None,
         device: str = "auto",
+        runtime: str = DEFAULT_RUNTIME,
     ) -> "DenoiseEngine":
         source = models.resolve(model, model_dir, cache_dir)
         try:
@@ -157,7 +199,7 @@ class DenoiseEngine:
             sha256=info.weights_sha256,
             device=info.device,
         )
-        return cls(net, config, info)
+        return cls(net, config, info, runtime)
 
     @staticmethod
     def _load_source(source: models.ModelSource) -> tuple["DfNet2 | DfNet3", ModelConfig, Path, str]:
@@ -172,7 +214,49 @@ class DenoiseEngine:
 
     def fork(self) -> "DenoiseEngine":
         """Another engine on the same (read-only) weights, for another thread."""
-        return DenoiseEngine(self.net, self.config, self.info)
+        return DenoiseEngine(self.net, self.config, self.info, self.runtime, self.threads)
+
+    @property
+    def parallel(self) -> int:
+        """How many parts of a batch may run at once: ``threads`` with ONNX Runtime on the CPU, else 1."""
+        return self.threads if self.runtime == "onnx" and self.device.type == "cpu" else 1
+
+    def map_parallel(self, work: "Callable[[DenoiseEngine, _Item], _Result]", items: "Sequence[_Item]") -> "list[_Result]":
+        """
+        ``work(engine, item)`` for every item, in order.  With ``parallel``
+        above one the items are dealt to that many lanes that run at once
+        (the calling thread runs the first), each on this engine's
+        one-thread ONNX Runtime session: streams are independent, so the
+        result is the same, and the cores then work without meeting at a
+        barrier after every operator, which is what threads inside one
+        session (or torch's OpenMP threads) do.  With ONNX Runtime the CPU
+        time per stream hardly depends on the batch size, so halving a
+        pass costs nothing (docs/performance.md).
+        """
+        lanes = min(self.parallel, len(items))
+        if lanes <= 1:
+            return [work(self, item) for item in items]
+        if self._helpers is None:
+            self._helpers = ThreadPoolExecutor(self.parallel - 1, thread_name_prefix="denoise-part")
+        dealt = [list(range(lane, len(items), lanes)) for lane in range(lanes)]
+
+        def run(lane: list[int]) -> list[_Result]:
+            return [work(self, items[i]) for i in lane]
+
+        # Each lane is one thread, torch's operators around the network too:
+        # torch's intra-op setting is process-wide and read by a thread when
+        # it first runs an operator, so it is one while the lanes run (the
+        # helper threads start under it) and restored after.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            others = [self._helpers.submit(run, lane) for lane in dealt[1:]]
+            results: dict[int, _Result] = dict(zip(dealt[0], run(dealt[0])))
+            for lane, future in zip(dealt[1:], others):
+                results.update(zip(lane, future.result()))
+        finally:
+            torch.set_num_threads(threads)
+        return [results[i] for i in range(len(items))]
 
     def warm_up(self) -> None:
         """
@@ -182,7 +266,7 @@ class DenoiseEngine:
         next ones).
         """
         net = self.path.net
-        if isinstance(net, TracedNet):
+        if isinstance(net, (TracedNet, OnnxNet)):
             net.trace_all(self.config)
         with torch.inference_mode():
             self.process(torch.zeros(1, 10 * self.config.hop_size, device=self.device), self.new_streams(1))
@@ -198,6 +282,7 @@ class DenoiseEngine:
             "weights": self.info.weights,
             "weights_sha256": self.info.weights_sha256,
             "device": self.info.device,
+            "runtime": self.runtime,
             "sample_rate": self.info.sample_rate,
         }
 
@@ -242,9 +327,52 @@ class DenoiseEngine:
         which cannot affect them (the DeepFilterNet3 path is causal; the
         whole-signal DeepFilterNet2 path is told each signal's length), and
         cut back.
+
+        With ONNX Runtime on the CPU and more than one thread, the signals
+        (longest first) are dealt to ``threads`` shares that run at once,
+        each as one batch (``map_parallel``; measured on 2 cores: about 2x
+        the throughput of one two-thread pass, docs/performance.md).
         """
         if not signals:
             return []
+        if self.parallel <= 1 or len(signals) <= 1 or self.config.model != "deepfilternet3":
+            return self._enhance_batch(signals, atten_lim_db, progress, chunk_frames)
+        parts = min(self.parallel, len(signals))
+        order = sorted(range(len(signals)), key=lambda i: -len(signals[i]))
+        shares = [order[k::parts] for k in range(parts)]
+        hop = self.config.hop_size
+        # What each share's progress counts to (SignalPath.enhance's total).
+        done = [(0, -(-(max(len(signals[i]) for i in share) + self.delay) // hop)) for share in shares]
+        lock = threading.Lock()
+
+        def report(part: int) -> Callable[[int, int], None] | None:
+            if progress is None:
+                return None
+
+            def counted(hops: int, total: int) -> None:
+                with lock:
+                    done[part] = (hops, total)
+                    progress(sum(d for d, _ in done), sum(t for _, t in done))
+
+            return counted
+
+        def run(engine: DenoiseEngine, part: int) -> list[np.ndarray]:
+            share = [signals[i] for i in shares[part]]
+            return engine._enhance_batch(share, atten_lim_db, report(part), chunk_frames)
+
+        out: list[np.ndarray] = [np.empty(0, np.float32)] * len(signals)
+        for share, result in zip(shares, self.map_parallel(run, range(parts))):
+            for i, signal in zip(share, result):
+                out[i] = signal
+        return out
+
+    def _enhance_batch(
+        self,
+        signals: Sequence[np.ndarray],
+        atten_lim_db: float,
+        progress: Callable[[int, int], None] | None,
+        chunk_frames: int | None,
+    ) -> list[np.ndarray]:
         longest = max(len(s) for s in signals)
         batch = np.zeros((len(signals), longest), dtype=np.float32)
         for row, signal in zip(batch, signals):

@@ -21,6 +21,7 @@ from torch import Tensor
 from denoisecast.model.config import ModelConfig
 
 if TYPE_CHECKING:
+    from denoisecast.model.onnxnet import OnnxNet
     from denoisecast.model.traced import TracedNet
 
 
@@ -44,7 +45,7 @@ def deep_filter(spec: Tensor, coefs: Tensor, order: int, lookahead: int, nb_df: 
 
 @torch.inference_mode()
 def reference_forward(
-    net: "torch.nn.Module | TracedNet",
+    net: "torch.nn.Module | TracedNet | OnnxNet",
     config: ModelConfig,
     spec: Tensor,
     feat_erb: Tensor,

@@ -38,6 +38,7 @@ from denoisecast.model.stft import Stft
 
 if TYPE_CHECKING:
     from denoisecast.model.dfnet2 import DfNet2
+    from denoisecast.model.onnxnet import OnnxNet
     from denoisecast.model.traced import TracedNet
 
 
@@ -229,7 +230,7 @@ def auto_batch_rows(batch: int, device: torch.device) -> int:
 class SignalPath:
     """Turns noisy ``[B, samples]`` audio into enhanced audio with a given network."""
 
-    def __init__(self, net: "DfNet2 | DfNet3 | TracedNet", config: ModelConfig) -> None:
+    def __init__(self, net: "DfNet2 | DfNet3 | TracedNet | OnnxNet", config: ModelConfig) -> None:
         self.net = net
         self.config = config
         widths = erb_widths(config.sr, config.fft_size, config.nb_erb, config.min_nb_erb_freqs)
