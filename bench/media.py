@@ -1061,8 +1061,9 @@ def main() -> None:
         print(f"listener logins (all at once, publishers live): median {ordered[len(ordered) // 2]:.2f} s, "
               f"p90 {ordered[int(0.9 * (len(ordered) - 1))]:.2f} s, max {ordered[-1]:.2f} s, n={len(ordered)}; "
               f"{login_busy} answered 503 busy and retried after Retry-After")
+    route = "through another node" if n > 1 else "either worker" if args.workers > 1 else "one node"
     print(f"signaling: publish answered in {median([a for _, a in live.values()]) * 1000:.0f} ms median; "
-          + (f"listen (all of a group at once, {'through another node' if n > 1 else 'one node'}) "
+          + (f"listen (all of a group at once, {route}) "
              f"{median(listen_answers) * 1000:.0f} ms median" if listen_answers else ""))
     if probes:
         print("listen answered, one at a time: " + "; ".join(
