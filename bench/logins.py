@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from media import Http, start_server  # noqa: E402
+from media import Http, start_server, stop_clients  # noqa: E402
 
 PASSWORD = "bench-password"
 
@@ -114,13 +114,7 @@ def main() -> None:
             ),
         }
     finally:
-        for p in [f"pub{i}" for i in range(args.publishers)]:
-            (work / f"{p}.stop").write_text("")
-        for proc in publishers:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_clients(work, [f"pub{i}" for i in range(args.publishers)], publishers)
         server.terminate()
         server.wait(30)
     print(f"{os.cpu_count()} cores; {args.publishers} broadcasts live; one registration alone "
