@@ -163,12 +163,12 @@ def read_audio(path: Path) -> np.ndarray:
     return np.frombuffer(data[: len(data) - len(data) % 4], dtype=np.float32)
 
 
-def on(client: Client, node: NodeProcess) -> Client:
-    """The same session (a database row) used on another node."""
-    other = Client(node.base)
-    for cookie in client.cookies:
-        other.cookies.set_cookie(cookie)
-    return other
+async def logged_in(node: NodeProcess, username: str) -> Client:
+    """C{username} logged in on C{node} (a session of its own: cookies belong to one host)."""
+    client = Client(node.base)
+    reply = await client.login(username)
+    assert reply.status == 200, reply
+    return client
 
 
 class TwoNodesTests(TestCase):
@@ -330,7 +330,7 @@ class TwoNodesTests(TestCase):
         told_page = time.monotonic() - killed
         self.assertFalse(update["friend"]["online"], update)
         self.assertFalse((await bob.get("/api/streams/alice")).body["live"])
-        alice_on_a = on(alice, a)
+        alice_on_a = await logged_in(a, "alice")
 
         async def repaired() -> bool:
             rows = (await alice_on_a.get("/api/recordings")).body["recordings"]
@@ -396,7 +396,7 @@ class TwoNodesTests(TestCase):
         report("node B started beside a live broadcast", seconds_heard_meanwhile=(after - before) / RATE,
                seconds_waited=time.monotonic() - started)
         self.assertTrue((await alice.get("/api/streams/alice")).body["live"])
-        self.assertTrue((await on(bob, b).get("/api/streams/alice")).body["live"])
+        self.assertTrue((await (await logged_in(b, "bob")).get("/api/streams/alice")).body["live"])
         rows = (await alice.get("/api/recordings")).body["recordings"]
         self.assertEqual([r["status"] for r in rows], ["recording"], rows)
         self.assertEqual(listening.messages("ended"), [])
