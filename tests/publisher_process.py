@@ -5,13 +5,12 @@ A publisher in a process of its own, for tests that make it vanish
     python tests/publisher_process.py BASE SESSION WAV
 
 It opens ``/ws`` with the session cookie, publishes the WAV file (looped)
-with aiortc, prints ``answered T`` when the server's answer arrives (T: this
-machine's monotonic clock, which every network namespace shares, so a test
-can time what other hosts see against it), ``live`` once the answer is
-applied, then one
+with aiortc, prints ``live`` once the server's answer is applied, then one
 line ``candidates {"offer": [...], "answer": [...]}`` (the address and port
-of every ICE candidate on each side, for tests of where media goes), and
-keeps sending until it is stopped or killed.
+of every ICE candidate on each side, for tests of where media goes), then
+``answered T``, T being when the answer arrived on this machine's monotonic
+clock (which every network namespace shares, so a test can time what other
+hosts see against it), and keeps sending until it is stopped or killed.
 """
 
 from __future__ import annotations
@@ -52,10 +51,11 @@ async def main(base: str, session: str, wav: str) -> None:
     if reply.get("type") != "answer":
         print(f"refused {reply}", flush=True)
         return
-    print(f"answered {time.monotonic():.6f}", flush=True)
+    answered = time.monotonic()
     await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
     print("live", flush=True)
     print("candidates " + json.dumps({"offer": candidates(pc.localDescription.sdp), "answer": candidates(reply["sdp"])}), flush=True)
+    print(f"answered {answered:.6f}", flush=True)
     await asyncio.sleep(3600)
 
 
