@@ -2,14 +2,18 @@
 A listener in a process of its own, for tests whose clients must run on
 another host (a network namespace, tests/netns_support.py).
 
-    python tests/listener_process.py BASE SESSION USER
+    python tests/listener_process.py BASE SESSION USER [SIGNAL [AUDIO]]
 
 It opens ``/ws`` with the session cookie, asks to listen to USER's live
-broadcast with aiortc, prints ``candidates {"offer": [...], "answer": [...]}``
+broadcast with aiortc (the SIGNAL given: ``denoised`` or ``raw``; the
+server's choice when absent), prints ``candidates {"offer": [...], "answer": [...]}``
 (as tests/publisher_process.py does) once the server's answer is applied,
 then every half second ``heard SAMPLES RMS``: the 48 kHz mono samples
-received so far and the RMS of the last half second.  A refusal prints
-``refused {reply}`` and ends.
+received so far and the RMS of the last half second.  Every later message
+of the server's is printed as ``message {json}`` (``ended`` among them).
+With AUDIO, every sample received is appended to that file (float32, 48
+kHz mono) as it arrives, for tests that measure what was heard.  A refusal
+prints ``refused {reply}`` and ends.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import numpy as np
 from tests.publisher_process import candidates
 
 
-async def main(base: str, session: str, user: str) -> None:
+async def main(base: str, session: str, user: str, signal: str = "", audio: str = "") -> None:
     import av
     from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
     from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -47,6 +51,7 @@ async def main(base: str, session: str, user: str) -> None:
     pc.addTransceiver("audio", direction="recvonly")
     recent: list[np.ndarray] = []
     total = 0
+    saved = open(audio, "ab") if audio else None
 
     async def record(track: MediaStreamTrack) -> None:
         nonlocal total
@@ -57,15 +62,19 @@ async def main(base: str, session: str, user: str) -> None:
                 for out in resampler.resample(frame):
                     samples = out.to_ndarray().reshape(-1)
                     recent.append(samples)
+                    if saved is not None:
+                        saved.write(samples.astype(np.float32).tobytes())
+                        saved.flush()
                     total += len(samples)
         except MediaStreamError:
             pass
 
     pc.on("track", lambda track: asyncio.ensure_future(record(track)) if track.kind == "audio" else None)
     await pc.setLocalDescription(await pc.createOffer())
-    socket.sendMessage(
-        json.dumps({"v": 1, "type": "listen", "user": user, "sdp": pc.localDescription.sdp, "id": "l"}).encode()
-    )
+    request = {"v": 1, "type": "listen", "user": user, "sdp": pc.localDescription.sdp, "id": "l"}
+    if signal:
+        request["signal"] = signal
+    socket.sendMessage(json.dumps(request).encode())
     while True:
         reply = await inbox.get()
         if reply.get("id") == "l":
@@ -76,6 +85,12 @@ async def main(base: str, session: str, user: str) -> None:
         return
     await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
     print("candidates " + json.dumps({"offer": candidates(pc.localDescription.sdp), "answer": candidates(reply["sdp"])}), flush=True)
+
+    async def tell() -> None:
+        while True:
+            print("message " + json.dumps(await inbox.get()), flush=True)
+
+    telling = asyncio.ensure_future(tell())
     try:
         while True:
             await asyncio.sleep(0.5)
@@ -83,8 +98,11 @@ async def main(base: str, session: str, user: str) -> None:
             recent.clear()
             print(f"heard {total} {float(np.sqrt(np.mean(last**2))):.5f}", flush=True)
     finally:
+        telling.cancel()
         await pc.close()
+        if saved is not None:
+            saved.close()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(*sys.argv[1:4]))
+    asyncio.run(main(*sys.argv[1:6]))

@@ -7,8 +7,10 @@ A publisher in a process of its own, for tests that make it vanish
 It opens ``/ws`` with the session cookie, publishes the WAV file (looped)
 with aiortc, prints ``live`` once the server's answer is applied, then one
 line ``candidates {"offer": [...], "answer": [...]}`` (the address and port
-of every ICE candidate on each side, for tests of where media goes), and
-keeps sending until it is stopped or killed.
+of every ICE candidate on each side, for tests of where media goes), then
+``answered T``, T being when the answer arrived on this machine's monotonic
+clock (which every network namespace shares, so a test can time what other
+hosts see against it), and keeps sending until it is stopped or killed.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from typing import Any
 
 
@@ -48,9 +51,11 @@ async def main(base: str, session: str, wav: str) -> None:
     if reply.get("type") != "answer":
         print(f"refused {reply}", flush=True)
         return
+    answered = time.monotonic()
     await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
     print("live", flush=True)
     print("candidates " + json.dumps({"offer": candidates(pc.localDescription.sdp), "answer": candidates(reply["sdp"])}), flush=True)
+    print(f"answered {answered:.6f}", flush=True)
     await asyncio.sleep(3600)
 
 
