@@ -32,16 +32,12 @@ from denoisecast.storage.store import User
 from denoisecast.web.apidoc import USERNAME_PARAM, error
 from denoisecast.web.resource import ApiCall, RawBody, Response, Route
 from denoisecast.web.routes.listen import signal_of
-from denoisecast.web.routes.whip import PREFLIGHT_MAX_AGE, SDP, IceServers, ice_server_links
+from denoisecast.web.routes.whip import PREFLIGHT_MAX_AGE, SDP, IceServers, cors_route, ice_server_links
 
 ENDPOINT = "/whep/{username}"
 SESSION = "/whep/{username}/{session}"
 ENDPOINT_METHODS = "POST, OPTIONS"
 SESSION_METHODS = "DELETE, OPTIONS"
-_CORS = (
-    ("Access-Control-Allow-Origin", "*"),
-    ("Access-Control-Expose-Headers", "Location, ETag, Link"),
-)
 
 
 def check_listen_offer(sdp: str) -> None:
@@ -65,15 +61,11 @@ class WhepRoutes:
         self._ice_servers = ice_servers
 
     def routes(self) -> list[Route]:
-        def route(method: str, template: str, handler: Any, methods: str) -> Route:
-            headers = (*_CORS, ("Allow", methods)) if method == "OPTIONS" else _CORS
-            return Route(method, template, handler, auth=False, csrf=False, headers=headers)
-
         return [
-            route("OPTIONS", ENDPOINT, self.endpoint_options, ENDPOINT_METHODS),
-            route("POST", ENDPOINT, self.listen, ENDPOINT_METHODS),
-            route("OPTIONS", SESSION, self.session_options, SESSION_METHODS),
-            route("DELETE", SESSION, self.end, SESSION_METHODS),
+            cors_route("OPTIONS", ENDPOINT, self.endpoint_options, ENDPOINT_METHODS),
+            cors_route("POST", ENDPOINT, self.listen, ENDPOINT_METHODS),
+            cors_route("OPTIONS", SESSION, self.session_options, SESSION_METHODS),
+            cors_route("DELETE", SESSION, self.end, SESSION_METHODS),
         ]
 
     async def _listener(self, call: ApiCall) -> User:

@@ -40,6 +40,18 @@ _CORS = (
     ("Access-Control-Allow-Origin", "*"),
     ("Access-Control-Expose-Headers", "Location, ETag, Link"),
 )
+
+
+def cors_route(method: str, template: str, handler: Any, methods: str) -> Route:
+    """
+    A route of an SDP-over-HTTP endpoint (WHIP here, WHEP beside it): bearer
+    tokens instead of the session cookie, so no CSRF check; CORS headers on
+    every answer, errors included; C{Allow} on preflights.
+    """
+    headers = (*_CORS, ("Allow", methods)) if method == "OPTIONS" else _CORS
+    return Route(method, template, handler, auth=False, csrf=False, headers=headers)
+
+
 ENDPOINT_METHODS = "POST, OPTIONS"
 SESSION_METHODS = "PATCH, DELETE, OPTIONS"
 
@@ -102,16 +114,12 @@ class WhipRoutes:
         endpoint = "/whip/{username}"
         session = "/whip/{username}/{session}"
 
-        def route(method: str, template: str, handler: Any, methods: str) -> Route:
-            headers = (*_CORS, ("Allow", methods)) if method == "OPTIONS" else _CORS
-            return Route(method, template, handler, auth=False, csrf=False, headers=headers)
-
         return [
-            route("OPTIONS", endpoint, self.endpoint_options, ENDPOINT_METHODS),
-            route("POST", endpoint, self.publish, ENDPOINT_METHODS),
-            route("OPTIONS", session, self.session_options, SESSION_METHODS),
-            route("PATCH", session, self.trickle, SESSION_METHODS),
-            route("DELETE", session, self.end, SESSION_METHODS),
+            cors_route("OPTIONS", endpoint, self.endpoint_options, ENDPOINT_METHODS),
+            cors_route("POST", endpoint, self.publish, ENDPOINT_METHODS),
+            cors_route("OPTIONS", session, self.session_options, SESSION_METHODS),
+            cors_route("PATCH", session, self.trickle, SESSION_METHODS),
+            cors_route("DELETE", session, self.end, SESSION_METHODS),
         ]
 
     async def _publisher(self, call: ApiCall) -> User:
