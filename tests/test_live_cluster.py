@@ -168,6 +168,52 @@ class ClusterTestsMixin:
         ended = await bob_ws.expect("ended", timeout=TTL + 3.0)
         test.assertEqual((ended["role"], ended["user"], ended["reason"]), ("listen", "alice", "offline"))
 
+    async def test_listen_relayed_by_name_refused_on_the_owning_node(self) -> None:
+        """
+        A listen for a broadcast on node B is relayed from node A by the
+        name the nodes announced (any letter case), without A's database:
+        B makes the friendship check, so a stranger on A gets exactly the
+        refusal B gives its own (403 not_friends) and B makes no
+        connection; a friend on A writing the name in capitals is heard.
+        """
+        import aioice.ice
+
+        test: Any = self
+        test.patch(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else [])
+        _, a, b = await self.two_nodes(ice_allow_networks=(ip_network("127.0.0.0/8"),))
+        c = await self.friends(a, b)
+        carol = a.client()
+        await carol.register("carol")
+        alice_b = b.client()
+        await alice_b.login("alice")
+        alice_ws = await connect_ws(test, b.base, alice_b)
+        pc, offer = await publisher(test, noisy_speech_file(test))
+        reply = await alice_ws.request({"v": 1, "type": "publish", "sdp": offer})
+        test.assertEqual(reply["type"], "answer", reply)
+        await answer(pc, reply["sdp"])
+        await wait_for(lambda: a.server.presence.live_node_named("ALICE") == "node-b", 5.0)
+        queries = []
+        real = a.server.live._access.listenable
+
+        async def counted(*args: Any) -> Any:
+            queries.append(args)
+            return await real(*args)
+
+        test.patch(a.server.live._access, "listenable", counted)
+        carol_ws = await connect_ws(test, a.base, carol)
+        _, loffer, _ = await listener(test)
+        refused = await carol_ws.request({"v": 1, "type": "listen", "user": "alice", "sdp": loffer})
+        test.assertEqual((refused["type"], refused["status"], refused["code"]), ("error", 403, "not_friends"), refused)
+        test.assertEqual(b.server.live.listener_count(), 0)
+        bob_ws = await connect_ws(test, a.base, c["bob"])
+        lpc, loffer2, heard = await listener(test)
+        listened = await bob_ws.request({"v": 1, "type": "listen", "user": "ALICE", "sdp": loffer2})
+        test.assertEqual((listened["type"], listened["role"]), ("answer", "listen"), listened)
+        await answer(lpc, listened["sdp"])
+        await wait_for(lambda: heard.samples > 4800, 15.0)
+        test.assertEqual(b.server.live.listener_count(), 1)
+        test.assertEqual(queries, [])  # node A read nothing to relay either listen
+
     async def test_players_sent_to_the_broadcasts_node(self) -> None:
         """
         A WHEP player or an HTTP (.ogg) listener that reaches node A for a

@@ -170,6 +170,20 @@ class PresenceHub:
         remote = self.remote.live(user_id)
         return remote[0] if remote is not None else None
 
+    def live_node_named(self, username: str) -> str | None:
+        """
+        The other node holding the broadcast of the user called C{username},
+        from what the nodes announced, or C{None}.  A listen can be relayed
+        on this alone, without reading the database here: the owning node
+        checks the friendship, as it does for its own listeners.
+        """
+        wanted = username.lower()
+        for node, users in self.remote.by_node.items():
+            for user_id, state in users.items():
+                if state.get("live") is not None and self._names.get(user_id, "").lower() == wanted:
+                    return node
+        return None
+
     def name_of(self, user_id: int) -> str:
         """A user's name as this node last heard it ("" if never)."""
         return self._names.get(user_id, "")

@@ -488,11 +488,20 @@ class LiveManager:
     async def _owner_elsewhere(self, user: User, username: str) -> str | None:
         """
         The other node that holds C{username}'s broadcast, if it is live
-        there and C{user} may listen; C{None} sends the request down the
-        local path (which also gives the refusals).
+        there; C{None} sends the request down the local path (which also
+        gives the refusals).  A broadcast the nodes announced under that
+        name is found without the database: the owning node checks that
+        C{user} may listen and refuses exactly as it would its own
+        listeners, so relaying costs one bus request and no query here.
         """
         if not self._presence.remote.by_node:
             return None  # no other node has anyone live (or online)
+        wanted = username.lower()
+        if any(str(b.user["username"]).lower() == wanted for b in self.broadcasts.values()):
+            return None
+        announced = self._presence.live_node_named(username)
+        if announced is not None:
+            return announced
         other = await self._access.listenable(user, username)
         if other is None or other["id"] in self.broadcasts:
             return None
