@@ -122,9 +122,9 @@ class RemoteLive:
         self._connection_closed = connection_closed
         self._find_page = find_page
         #: (listener id, broadcaster name in lower case) -> (owner node, page,
-        #: broadcaster name) of the listens relayed from here (page C{None}:
-        #: a plain HTTP listen).
-        self.relayed: dict[tuple[int, str], tuple[str, Page | None, str]] = {}
+        #: broadcaster name) of the pages' listens relayed from here (a plain
+        #: HTTP listen has no page to tell or close: nothing is kept for it).
+        self.relayed: dict[tuple[int, str], tuple[str, Page, str]] = {}
         #: (node, connection id) -> the page standing for it here.
         self._remote_pages: dict[tuple[str, str], RemotePage] = {}
         bus.serve("listen", self._serve_listen)
@@ -155,7 +155,8 @@ class RemoteLive:
             self.log.warn("Listening through node {node} failed: {error}", node=node, error=str(failed))
             raise DenoiseCastError(503, "node_unreachable", "The server holding that broadcast is unreachable.") from None
         message = _raise_refusal(reply)
-        self.relayed[(int(user["id"]), username.lower())] = (node, page, str(message.get("user", username)))
+        if page is not None:
+            self.relayed[(int(user["id"]), username.lower())] = (node, page, str(message.get("user", username)))
         return message
 
     async def unlisten(self, node: str, user: User, username: str) -> dict[str, Any]:
@@ -197,8 +198,6 @@ class RemoteLive:
         A page of this node closed: the nodes holding its relayed listens
         drop them, and those holding its placed broadcast detach it.
         """
-        if page is None:
-            return  # HTTP listens have no page to close
         told: set[str] = set()
         nodes: list[str] = []
         for key, (node, held, _) in list(self.relayed.items()):
@@ -304,8 +303,7 @@ class RemoteLive:
         for key, (owner, page, name) in list(self.relayed.items()):
             if owner == node:
                 del self.relayed[key]
-                if page is not None:
-                    page.send_message(server_message("ended", role="listen", user=name, reason="offline"))
+                page.send_message(server_message("ended", role="listen", user=name, reason="offline"))
         for user_id, (owner, page, name) in list(self.placed.items()):
             if owner == node:
                 del self.placed[user_id]
