@@ -205,29 +205,41 @@ class NodeWatch(Service):
         # A node seen again (or with nothing left here) is judged afresh if it disappears.
         self._forgotten &= set(dead)
         self.spared &= set(dead)
-        leased = await self._store.live_node_leases(dead) if dead else set()
+        if not dead:
+            return []
+        leased = await self._store.live_node_leases(dead)
+        # Asked again last: a node back on the bus meanwhile has announced its
+        # users again, and they must not be forgotten after that.
+        back = await self.bus.alive_nodes()
+        dead = [node for node in dead if node not in back]
         for node in dead:
-            await self.bury(node, node in leased)
+            self.forget(node)
+        for node in dead:
+            await self.repair(node, node in leased)
         return dead
 
-    async def bury(self, node: str, leased: bool = False) -> None:
-        """
-        Forget the node's users (it cannot be reached on the bus); repair
-        its recordings unless it still renews its database lease
-        (C{leased}), in which case it is looked at again at the next check.
-        """
+    def forget(self, node: str) -> None:
+        """The node cannot be reached on the bus: its users are offline here, its pages' listens end."""
         users = self._presence.node_gone(node)
-        if node not in self._forgotten or users:
-            self._forgotten.add(node)
-            for observer in self.gone_observers:
-                try:
-                    observer(node)
-                except Exception:
-                    self.log.failure("A dead-node observer failed")
-            self.log.warn(
-                "Node {node} stopped its heartbeat: its {users} users are offline here",
-                node=node, users=len(users), log_id="bus.node_dead",
-            )
+        if node in self._forgotten and not users:
+            return
+        self._forgotten.add(node)
+        for observer in self.gone_observers:
+            try:
+                observer(node)
+            except Exception:
+                self.log.failure("A dead-node observer failed")
+        self.log.warn(
+            "Node {node} stopped its heartbeat: its {users} users are offline here",
+            node=node, users=len(users), log_id="bus.node_dead",
+        )
+
+    async def repair(self, node: str, leased: bool) -> None:
+        """
+        Repair the node's recordings, unless it still renews its database
+        lease (C{leased}): then they are left to it, and it is looked at
+        again at the next check.
+        """
         if leased:
             if node not in self.spared:
                 self.spared.add(node)
