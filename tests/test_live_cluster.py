@@ -2,9 +2,12 @@
 Two nodes in this process on one PostgreSQL database and one live bus,
 the same tests on both buses (in-process broker, real Redis): presence,
 friendships, ended sessions and login limits cross nodes; a friend on one
-node listens to a broadcast on the other (media straight from the owner);
-a node that dies is noticed within its time to live and its rows are
-repaired once; a node that starts leaves the other's live rows alone.
+node listens to a broadcast on the other (media straight from the owner),
+over the WebSocket or plain HTTP; a page reloaded onto the other node
+re-attaches to its broadcast; a node that dies is noticed within its time
+to live and its rows are repaired once, but a node only cut off from the
+bus keeps its recordings; a node that starts leaves the other's live rows
+alone.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from denoisecast.handlers.accounts import utcnow
+from denoisecast.live.rtc.seam import aio
 from tests.bus_support import Nodes
 from tests.rtc_support import answer, listener, noisy_speech_file, publisher
-from tests.support import Client, RunningServer, postgres_url, start_server
+from tests.support import Client, RunningServer, finalised_recordings, postgres_url, start_server
 from tests.test_bus import wait_for
 from tests.ws_support import connect_ws
 
@@ -213,6 +217,144 @@ class ClusterTestsMixin:
         await wait_for(lambda: heard.samples > 4800, 15.0)
         test.assertEqual(b.server.live.listener_count(), 1)
         test.assertEqual(queries, [])  # node A read nothing to relay either listen
+
+    async def go_live(self, node: RunningServer, client: Client) -> tuple[Any, dict[str, Any], Any]:
+        """The client's user goes live on C{node} from a page there: (page, answer, publisher's connection)."""
+        test: Any = self
+        page = await connect_ws(test, node.base, self.on(client, node))
+        await page.expect("me")
+        pc, offer = await publisher(test, noisy_speech_file(test))
+        reply = await page.request({"v": 1, "type": "publish", "sdp": offer})
+        test.assertEqual(reply["type"], "answer", reply)
+        await answer(pc, reply["sdp"])
+        return page, reply, pc
+
+    async def loopback_nodes(self, **config: Any) -> tuple[RunningServer, RunningServer, dict[str, Client]]:
+        """Two nodes whose media stays on loopback, alice (on A) and bob (on B) friends."""
+        import aioice.ice
+
+        test: Any = self
+        test.patch(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else [])
+        _, a, b = await self.two_nodes(ice_allow_networks=(ip_network("127.0.0.0/8"),), **config)
+        return a, b, await self.friends(a, b)
+
+    async def test_http_listening_through_another_node(self) -> None:
+        """
+        bob listens over plain HTTP (no page) through node A to alice
+        broadcasting on node B: the offer goes to B, which answers with its
+        own SDP and counts him (node A holds no media connection), and he
+        hears her; DELETE through A ends it on B.  A listen made on B
+        itself also ends by a DELETE that reaches A (no sticky sessions).
+        """
+        test: Any = self
+        a, b, c = await self.loopback_nodes()
+        await self.go_live(b, c["alice"])
+        alice_id = await _id(a, "alice")
+        await wait_for(lambda: a.server.presence.live_node(alice_id) == "node-b", 5.0)
+        bob_a, bob_b = self.on(c["bob"], a), c["bob"]
+        lpc, loffer, heard = await listener(test)
+        listened = await bob_a.post("/api/streams/alice/listen", {"sdp": loffer, "signal": "raw"})
+        test.assertEqual(listened.status, 201, listened)
+        test.assertEqual((listened.body["signal"], listened.body["stream"]["user"]), ("raw", "alice"))
+        await answer(lpc, listened.body["sdp"])
+        await wait_for(lambda: heard.samples > 24000, 15.0)
+        test.assertEqual((a.server.live.listener_count(), b.server.live.listener_count()), (0, 1))
+        gone = await bob_a.delete("/api/streams/alice/listen")
+        test.assertEqual(gone.status, 204, gone)
+        await wait_for(lambda: b.server.live.listener_count() == 0, 3.0)
+        _, loffer2, _ = await listener(test)
+        on_b = await bob_b.post("/api/streams/alice/listen", {"sdp": loffer2})
+        test.assertEqual(on_b.status, 201, on_b)
+        test.assertEqual(b.server.live.listener_count(), 1)
+        gone = await bob_a.delete("/api/streams/alice/listen")
+        test.assertEqual(gone.status, 204, gone)
+        await wait_for(lambda: b.server.live.listener_count() == 0, 3.0)
+        again = await bob_a.delete("/api/streams/alice/listen")
+        test.assertEqual((again.status, again.error_code), (404, "not_listening"))
+
+    async def test_page_reloaded_onto_another_node_reattaches(self) -> None:
+        """
+        alice's page on node B goes away while she is live there; her
+        reloaded page reaches node A within the grace and publishes: node B
+        re-attaches the broadcast (B's answer, the same stream, one
+        recording) instead of node A refusing.  A second page's publish
+        while she is attached is refused by node B, its answer reaching the
+        page on A unchanged; an HTTP publish on A is refused as before.
+        """
+        test: Any = self
+        a, b, c = await self.loopback_nodes(reconnect_grace=10.0)
+        page_b, first, pc = await self.go_live(b, c["alice"])
+        alice_id = await _id(a, "alice")
+        broadcast = b.server.live.broadcasts[alice_id]
+        await wait_for(lambda: broadcast.frames_in > 20, 10.0)
+        await wait_for(lambda: a.server.presence.live_node(alice_id) == "node-b", 5.0)
+        await page_b.close()
+        await wait_for(lambda: broadcast.detached is not None, 5.0)
+        await aio(pc.close())
+        page_a, again, _ = await self.go_live(a, c["alice"])
+        test.assertTrue(again.get("resumed"), again)
+        test.assertEqual(again["stream"]["live_since"], first["stream"]["live_since"])
+        test.assertIs(b.server.live.broadcasts[alice_id], broadcast)
+        test.assertIsNone(broadcast.detached)
+        test.assertEqual(a.server.live.broadcasts, {})
+        frames = broadcast.frames_in
+        await wait_for(lambda: broadcast.frames_in > frames + 20, 10.0)
+        second = await connect_ws(test, a.base, c["alice"])
+        await second.expect("me")
+        _, offer = await publisher(test, noisy_speech_file(test))
+        refused = await second.request({"v": 1, "type": "publish", "sdp": offer})
+        test.assertEqual(
+            (refused["type"], refused["code"], refused["message"]),
+            ("error", "already_live", "You are already live; stop that stream first."),
+        )
+        whip_like = await c["alice"].post("/api/streams/alice", {"sdp": offer})
+        test.assertEqual((whip_like.status, whip_like.error_code), (409, "already_live"))
+        stopped = await page_a.request({"v": 1, "type": "stop"})
+        test.assertEqual(stopped["type"], "stopped", stopped)
+        recordings = await finalised_recordings(c["alice"])
+        test.assertEqual([r["status"] for r in recordings], ["complete"], recordings)
+
+    async def test_node_cut_off_from_the_bus_keeps_its_recordings(self) -> None:
+        """
+        Node B loses the bus (not the database) for longer than its time to
+        live while alice broadcasts and records there: node A forgets her
+        (she is offline for bob) but leaves B's recordings alone, since B
+        still renews its lease in the database; B finishes her recording
+        normally.  Back on the bus, B announces her again.  Then B dies
+        (no heartbeat, no lease): its unfinished row is repaired within a
+        few seconds.
+        """
+        test: Any = self
+        a, b, c = await self.loopback_nodes()
+        alice_id = await _id(a, "alice")
+        await a.server.store.create_recording("rec-left", alice_id, utcnow(), "m", "[]", "node-b")
+        bob = await connect_ws(test, a.base, self.on(c["bob"], a))
+        await bob.expect("presence")
+        page, _, _ = await self.go_live(b, c["alice"])
+        recording = b.server.live.broadcasts[alice_id].recording
+        test.assertIsNotNone(recording)
+        await wait_for(lambda: a.server.presence.live_node(alice_id) == "node-b", 5.0)
+        await b.server.bus.kill()  # type: ignore[attr-defined]
+        await wait_for(lambda: "node-b" in a.server.node_watch.spared, TTL + 3.0)
+        test.assertFalse(a.server.presence.is_online(alice_id))
+        test.assertNotIn("node-b", a.server.node_watch.buried)
+        rows = {r["public_id"]: r["status"] for r in await a.server.store.unfinished_recordings(["node-b"])}
+        test.assertEqual(rows, {recording.public_id: "recording", "rec-left": "recording"})
+        # Back on the bus: B announces alice again.
+        await b.server.bus.start()
+        await wait_for(lambda: a.server.presence.is_online(alice_id), TTL + 3.0)
+        stopped = await page.request({"v": 1, "type": "stop"})
+        test.assertEqual(stopped["type"], "stopped", stopped)
+        finished = await finalised_recordings(self.on(c["alice"], b))
+        test.assertEqual(
+            {r["id"]: r["status"] for r in finished if r["id"] != "rec-left"}, {recording.public_id: "complete"}
+        )
+        # Now B dies as a killed process does: its heartbeat and its lease run out.
+        await die(b)
+        died = time.monotonic()
+        await wait_for(lambda: "node-b" in a.server.node_watch.buried, TTL + 3.0)
+        test.assertLess(time.monotonic() - died, TTL + 3.0)
+        test.assertEqual(await a.server.store.unfinished_recordings(["node-b"]), [])
 
     async def test_players_sent_to_the_broadcasts_node(self) -> None:
         """
@@ -430,7 +572,7 @@ class ClusterTestsMixin:
         await connect_ws(test, b.base, c["bob"])
         test.assertTrue((await alice.expect("friend", timeout=2.0))["friend"]["online"])
         killed = time.monotonic()
-        await b.server.bus.kill()  # type: ignore[attr-defined]
+        await die(b)
         update = await alice.expect("friend", timeout=TTL + 3.0)
         test.assertFalse(update["friend"]["online"])
         test.assertLess(time.monotonic() - killed, TTL + 2.0)
@@ -463,6 +605,12 @@ class ClusterTestsMixin:
                 break
             await deferLater(reactor, 0.1)
         test.assertEqual(left, {"live-on-a"})
+
+
+async def die(node: RunningServer) -> None:
+    """The node stops as a killed process does: no heartbeat on the bus, no lease renewed in the database."""
+    await node.server.bus.kill()  # type: ignore[attr-defined]
+    node.server.node_lease.kill()
 
 
 async def _id(running: RunningServer, username: str) -> int:

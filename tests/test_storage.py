@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from twisted.internet import reactor
 from twisted.internet.task import LoopingCall, deferLater
@@ -33,7 +33,7 @@ from denoisecast.storage.store import (
     Store,
     UsernameTaken,
 )
-from denoisecast.storage.tables import friend_requests, friendships, metadata, users
+from denoisecast.storage.tables import friend_requests, friendships, metadata, node_leases, users
 from tests.support import postgres_url, sqlite_url, start_server
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
@@ -71,6 +71,33 @@ class StoreTestsMixin:
                 return compare_metadata(MigrationContext.configure(connection), metadata)
 
         self.assertEqual(await self.database.read(diff), [])
+
+    async def test_node_leases_run_out(self) -> None:
+        """
+        A node's lease is live for its own seconds after each renewal (on
+        the database's clock), then runs out; renewing brings it back, a
+        withdrawn lease or an unknown node has none, and a lease run out
+        for over a day is deleted by the next renewal.
+        """
+        await self.store.renew_node_lease("short", 0.3)
+        await self.store.renew_node_lease("long", 60.0)
+        self.assertEqual(await self.store.live_node_leases(["short", "long", "never"]), {"short", "long"})
+        self.assertEqual(await self.store.live_node_leases([]), set())
+        for _ in range(100):
+            if await self.store.live_node_leases(["short", "long"]) == {"long"}:
+                break
+            await deferLater(reactor, 0.05)
+        self.assertEqual(await self.store.live_node_leases(["short", "long"]), {"long"})
+        await self.store.renew_node_lease("short", 60.0)
+        await self.store.drop_node_lease("long")
+        self.assertEqual(await self.store.live_node_leases(["short", "long"]), {"short"})
+        long_ago = datetime.now(timezone.utc) - timedelta(days=2)
+        await self.database.write(
+            lambda conn: conn.execute(insert(node_leases).values(node_id="old", renewed_at=long_ago, seconds=6.0))
+        )
+        await self.store.renew_node_lease("short", 60.0)
+        rows = await self.database.read(lambda conn: [row.node_id for row in conn.execute(select(node_leases.c.node_id))])
+        self.assertEqual(sorted(rows), ["short"])
 
     async def test_migrations_idempotent(self) -> None:
         """

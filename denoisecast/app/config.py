@@ -123,8 +123,9 @@ OPTIONS: list[tuple[str, str, str]] = [
     (
         "node-ttl",
         "DENOISECAST_NODE_TTL",
-        "Seconds a node counts as alive after its last heartbeat; a node silent longer "
-        f"is dead, its broadcasts end (default {DEFAULT_NODE_TTL:g}).",
+        "Seconds a node counts as alive after its last heartbeat (and its database lease); "
+        "a node silent longer is dead, its broadcasts end, and once its lease has run out "
+        f"too its recordings are repaired (default {DEFAULT_NODE_TTL:g}).",
     ),
     (
         "data-dir",

@@ -45,6 +45,7 @@ from denoisecast.live.cluster import (
     share_login_guard,
 )
 from denoisecast.live.ice import ice_servers_for
+from denoisecast.live.lease import NodeLease
 from denoisecast.live.manager import LiveManager
 from denoisecast.live.mediaports import MediaPlan
 from denoisecast.live.metrics import LiveMetrics
@@ -176,6 +177,11 @@ class DenoiseCastServer:
         watch = NodeWatch(self.bus, self.presence, self.recorder, self.store, self.reactor, min(1.0, self.bus.ttl / 4))
         watch.gone_observers.append(self.live.remote.node_gone)
         return watch
+
+    @cached_property
+    def node_lease(self) -> NodeLease:
+        """This node's lease in the shared database (renewed only when the bus is shared)."""
+        return NodeLease(self.store, self.bus, self.reactor)
 
     @cached_property
     def database(self) -> Database:

@@ -371,6 +371,8 @@ def make_service(server: DenoiseCastServer, fatal: Fatal | None = None) -> Serve
     engine.setServiceParent(top)
     server.scheduler.setName("denoise")
     server.scheduler.setServiceParent(engine)
+    # Renewed before the recorder repairs or starts anything; withdrawn after it finished.
+    server.node_lease.setServiceParent(engine)
     RecorderService(server.recorder, [server.bus.node_id, None] if server.bus.shared else None).setServiceParent(engine)
 
     network = AfterReady(server.scheduler.when_settled(), fatal)

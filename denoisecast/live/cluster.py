@@ -9,10 +9,14 @@ WebSocket factory's closing of sockets whose session ended (a logout or a
 password change on node A closes the user's sockets on node B).
 
 L{NodeWatch} looks at the node registry every second: a node that holds
-users or unfinished recordings but whose heartbeat has expired is dead.
-Every node forgets its users (their friends learn they are offline and not
-live) and repairs its unfinished recordings; each row is claimed with a
-conditional UPDATE, so exactly one node repairs it however many notice.
+users or unfinished recordings but whose heartbeat has expired cannot be
+reached on the bus.  Every node forgets its users (their friends learn they
+are offline and not live).  Its unfinished recordings are repaired only
+once its lease in the database (L{denoisecast.live.lease}) has run out as
+well: a node cut off from Redis may still be recording, and is looked at
+again on every check until it comes back or its lease runs out.  Each row
+is claimed with a conditional UPDATE, so exactly one node repairs it
+however many notice.
 """
 
 from __future__ import annotations
@@ -125,7 +129,9 @@ class NodeWatch(Service):
     Notices nodes whose heartbeat expired and cleans up after them.
 
     @ivar alive: how many nodes were alive at the last check (this one included).
-    @ivar buried: the dead nodes this node has cleaned up after.
+    @ivar buried: the dead nodes whose recordings this node has repaired.
+    @ivar spared: the nodes gone from the bus whose database lease is still
+        renewed: their users are forgotten here, their recordings left to them.
     """
 
     log = logger()
@@ -144,6 +150,9 @@ class NodeWatch(Service):
         self._checking: Deferred[Any] | None = None
         self.alive = 1
         self.buried: set[str] = set()
+        self.spared: set[str] = set()
+        #: Nodes gone from the bus whose users were forgotten here.
+        self._forgotten: set[str] = set()
         #: Told the id of each dead node, after presence forgot it.
         self.gone_observers: list[Callable[[str], None]] = []
 
@@ -193,21 +202,58 @@ class NodeWatch(Service):
             return []
         suspects = set(self._presence.remote.by_node) | set(await self._store.recording_nodes())
         dead = sorted(suspects - set(alive) - {self.bus.node_id})
+        # A node seen again (or with nothing left here) is judged afresh if it disappears.
+        self._forgotten &= set(dead)
+        self.spared &= set(dead)
+        if not dead:
+            return []
+        leased = await self._store.live_node_leases(dead)
+        # Asked again last: a node back on the bus meanwhile has announced its
+        # users again, and they must not be forgotten after that.
+        back = await self.bus.alive_nodes()
+        dead = [node for node in dead if node not in back]
         for node in dead:
-            await self.bury(node)
+            self.forget(node)
+        for node in dead:
+            await self.repair(node, node in leased)
         return dead
 
-    async def bury(self, node: str) -> None:
+    def forget(self, node: str) -> None:
+        """The node cannot be reached on the bus: its users are offline here, its pages' listens end."""
         users = self._presence.node_gone(node)
+        if node in self._forgotten and not users:
+            return
+        self._forgotten.add(node)
         for observer in self.gone_observers:
             try:
                 observer(node)
             except Exception:
                 self.log.failure("A dead-node observer failed")
+        self.log.warn(
+            "Node {node} stopped its heartbeat: its {users} users are offline here",
+            node=node, users=len(users), log_id="bus.node_dead",
+        )
+
+    async def repair(self, node: str, leased: bool) -> None:
+        """
+        Repair the node's recordings, unless it still renews its database
+        lease (C{leased}): then they are left to it, and it is looked at
+        again at the next check.
+        """
+        if leased:
+            if node not in self.spared:
+                self.spared.add(node)
+                self.log.warn(
+                    "Node {node} is cut off from the live bus but renews its database lease: "
+                    "its recordings are left to it",
+                    node=node, log_id="bus.node_cut_off",
+                )
+            return
+        self.spared.discard(node)
         repaired = await self._recorder.repair([node])
         self.buried.add(node)
         self.log.warn(
-            "Node {node} stopped its heartbeat: its {users} users are offline here, "
-            "{repaired} of its recordings repaired by this node",
-            node=node, users=len(users), repaired=repaired, log_id="bus.node_dead",
+            "Node {node} is dead (no heartbeat, no database lease): {repaired} of its recordings "
+            "repaired by this node",
+            node=node, repaired=repaired, log_id="bus.node_repaired",
         )

@@ -222,7 +222,19 @@ class LiveManager:
         Go live: here, or, when this node's denoiser has no headroom and
         another node's has, on that node (the answer carries its ICE
         candidates, so the media goes there).
+
+        A page whose user's broadcast is held by another node (a page
+        reloaded onto this node within the reconnect grace) sends the offer
+        there: that node re-attaches its detached broadcast (the same
+        stream, listeners and recording), or refuses C{already_live}, its
+        own answer reaching the page unchanged.  A WHIP publisher (no page)
+        is refused here, as before.
         """
+        if connection is not None:
+            node = self._held_elsewhere(user)
+            if node is not None:
+                # The WebSocket connection is a Page (it has a connection_id); Peer does not say so.
+                return await self.remote.publish(node, user, connection, sdp)  # type: ignore[arg-type]
         self._refuse_second(user)
         if connection is not None and user["id"] not in self.broadcasts:
             node = await self._placement()
@@ -518,13 +530,19 @@ class LiveManager:
         return await self._listening.listen(user, connection, username, sdp, signal)
 
     async def set_signal(self, user: User, username: str, signal: str) -> dict[str, Any]:
-        node = self.remote.owner_of(user, username)
+        node = await self._owner_elsewhere(user, username)
         if node is not None:
             return await self.remote.set_signal(node, user, username, signal)
         return self._listening.set_signal(user, username, signal)
 
     async def unlisten(self, user: User, username: str) -> dict[str, Any]:
-        node = self.remote.owner_of(user, username)
+        """
+        Stop listening, on the node that holds the broadcast now: the one
+        the listen was relayed to, whichever node this request reaches (an
+        HTTP C{DELETE} behind a balancer need not come back to the node its
+        C{POST} reached).
+        """
+        node = await self._owner_elsewhere(user, username)
         if node is not None:
             return await self.remote.unlisten(node, user, username)
         return await self._listening.unlisten(user, username)

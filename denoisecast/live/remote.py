@@ -10,7 +10,11 @@ What B tells that listener later (the broadcast ended, the friendship
 ended) comes back as a C{to_connection} event for the page on A; A asks
 B to C{unlisten} or change the C{signal}, and tells B when that page's
 socket closes.  If either node dies, the other ends these listens when it
-notices (L{RemoteLive.node_gone}).
+notices (L{RemoteLive.node_gone}).  A plain HTTP listen (no page) is
+relayed the same way: B listens with no connection, as it does for its own
+HTTP listeners, so nothing is told to it later; it ends on C{DELETE} (which
+reaches B through whichever node it comes to), on ICE failure or when the
+broadcast does.
 
 Listener counts need nothing here: B counts the listener like any other,
 and its presence events carry the count to every node.
@@ -20,8 +24,11 @@ node without denoise headroom has its offer sent to the node with the most
 (C{publish}); that node holds the broadcast, with the page on A standing as
 its publisher's connection (levels, listener counts and the end come back
 as C{to_connection} events; the page closing detaches it as any lost
-publisher would).  C{stop} and C{denoise} from any node go to the node that
-holds the user's broadcast.
+publisher would).  The same request takes a page reloaded onto another node
+within the reconnect grace back to its broadcast: the owning node
+re-attaches it, or refuses C{already_live} when it is not detached.
+C{stop} and C{denoise} from any node go to the node that holds the user's
+broadcast.
 """
 
 from __future__ import annotations
@@ -115,7 +122,8 @@ class RemoteLive:
         self._connection_closed = connection_closed
         self._find_page = find_page
         #: (listener id, broadcaster name in lower case) -> (owner node, page,
-        #: broadcaster name) of the listens relayed from here.
+        #: broadcaster name) of the pages' listens relayed from here (a plain
+        #: HTTP listen has no page to tell or close: nothing is kept for it).
         self.relayed: dict[tuple[int, str], tuple[str, Page, str]] = {}
         #: (node, connection id) -> the page standing for it here.
         self._remote_pages: dict[tuple[str, str], RemotePage] = {}
@@ -136,12 +144,9 @@ class RemoteLive:
     async def listen(
         self, node: str, user: User, page: Page | None, username: str, sdp: str, signal: str
     ) -> dict[str, Any]:
-        if page is None:
-            raise DenoiseCastError(
-                409, "listen_elsewhere", f"{username} is live on another server; listen over the WebSocket."
-            )
         body = {
-            "user": self._who(user), "from": self._bus.node_id, "connection": page.connection_id,
+            "user": self._who(user), "from": self._bus.node_id,
+            "connection": None if page is None else page.connection_id,
             "username": username, "sdp": sdp, "signal": signal,
         }
         try:
@@ -150,12 +155,9 @@ class RemoteLive:
             self.log.warn("Listening through node {node} failed: {error}", node=node, error=str(failed))
             raise DenoiseCastError(503, "node_unreachable", "The server holding that broadcast is unreachable.") from None
         message = _raise_refusal(reply)
-        self.relayed[(int(user["id"]), username.lower())] = (node, page, str(message.get("user", username)))
+        if page is not None:
+            self.relayed[(int(user["id"]), username.lower())] = (node, page, str(message.get("user", username)))
         return message
-
-    def owner_of(self, user: User, username: str) -> str | None:
-        found = self.relayed.get((int(user["id"]), username.lower()))
-        return None if found is None else found[0]
 
     async def unlisten(self, node: str, user: User, username: str) -> dict[str, Any]:
         self.relayed.pop((int(user["id"]), username.lower()), None)
@@ -239,7 +241,9 @@ class RemoteLive:
 
     async def _serve_listen(self, body: dict[str, Any]) -> dict[str, Any]:
         user: User = dict(body["user"])
-        page = self._page(str(body["from"]), str(body["connection"]))
+        connection = body.get("connection")
+        # No connection: a plain HTTP listen, told nothing later (as on its own node).
+        page = None if connection is None else self._page(str(body["from"]), str(connection))
         try:
             message = await self._listening.listen(
                 user, page, str(body["username"]), str(body["sdp"]), str(body.get("signal", "denoised"))

@@ -175,3 +175,17 @@ access_tokens = Table(
     Column("last_used_at", DateTime(timezone=True), nullable=True),
     CheckConstraint("scope IN ('publish', 'listen')", name="scope"),
 )
+
+#: Each node sharing the database renews its row every third of its lease
+#: (C{--node-ttl}), with the database's own clock, so nodes' clocks never
+#: compare.  A node the others no longer see on the live bus has its
+#: unfinished recordings repaired only once its lease here has run out too:
+#: a node cut off from Redis but still writing to the database keeps them.
+node_leases = Table(
+    "node_leases",
+    metadata,
+    Column("node_id", String(64), primary_key=True),
+    Column("renewed_at", DateTime(timezone=True), nullable=False),
+    #: Seconds the lease runs after C{renewed_at} (the node's own --node-ttl).
+    Column("seconds", Float, nullable=False),
+)

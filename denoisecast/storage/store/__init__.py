@@ -1,6 +1,6 @@
 """
 The store: every query DenoiseCast makes, as methods that return Deferreds,
-split by domain (users, sessions, friends, prefs, recordings, tokens).
+split by domain (users, sessions, friends, prefs, recordings, tokens, node leases).
 
 Each public method hands a ``thd_*`` function to the database pool; those
 functions hold the SQL, run on a pool thread inside one transaction and
@@ -33,6 +33,7 @@ from denoisecast.storage.store.friends import (  # the thd_* functions, for othe
     thd_send_request,
     thd_unfriend,
 )
+from denoisecast.storage.store.nodes import NodeStore
 from denoisecast.storage.store.prefs import (  # the thd_* functions, for other storage modules
     PrefStore,
     thd_get_denoise_prefs,
@@ -122,7 +123,7 @@ __all__ = [
 ]
 
 
-class Store(UserStore, SessionStore, FriendStore, PrefStore, RecordingStore, TokenStore):
+class Store(UserStore, SessionStore, FriendStore, PrefStore, RecordingStore, TokenStore, NodeStore):
     """
     Deferred-returning access to everything DenoiseCast keeps in the database:
     one object, its methods grouped by domain in the modules beside this one.

@@ -1,0 +1,1 @@
+A plain HTTP listen (`POST /api/streams/{user}/listen`) reaching a node other than the one holding the broadcast is relayed to that node, which answers with its own SDP and ICE candidates (it used to be refused 409 `listen_elsewhere`); `DELETE /api/streams/{user}/listen` and the WebSocket's `signal` and `unlisten` reach the broadcast's node through whichever node they come to.

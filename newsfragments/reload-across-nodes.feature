@@ -1,0 +1,1 @@
+A page reloaded onto another node within `--reconnect-grace` re-attaches to its broadcast (the same stream, listeners and recording): its publish is sent to the node holding the detached broadcast instead of being refused `already_live`, so a balancer needs no sticky sessions; a second page's publish while the broadcast is attached is still refused `already_live` by that node.
