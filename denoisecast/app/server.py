@@ -192,7 +192,8 @@ class DenoiseCastServer:
     @cached_property
     def accounts(self) -> Accounts:
         per_hour = self.config.registrations_per_hour
-        # Every limit holds across nodes: failures are shared over the live bus.
+        # Every limit holds across nodes: failures are shared over the live bus
+        # and, with Redis, stored there (a node started later knows them).
         guard = LoginGuard(self.reactor)
         share_login_guard(self.bus, guard)
         registrations = FailureLimiter(self.reactor, per_hour, 3600.0) if per_hour else None
@@ -273,9 +274,9 @@ class DenoiseCastServer:
 
     @cached_property
     def tokens(self) -> Tokens:
-        return Tokens(
-            self.store, self.clock, self.access, FailureLimiter(self.reactor, CREATIONS_PER_HOUR, 3600.0)
-        )
+        creations = FailureLimiter(self.reactor, CREATIONS_PER_HOUR, 3600.0)
+        share_limits(self.bus, {"token-creation": creations})
+        return Tokens(self.store, self.clock, self.access, creations)
 
     @cached_property
     def recorder(self) -> Recorder:

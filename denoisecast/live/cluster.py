@@ -6,7 +6,9 @@ Friendships beginning or ending and sessions ending are published on the
 live bus, and every node (this one first, before C{publish} returns) runs
 its observers: the presence hub's and the live manager's friend sets, the
 WebSocket factory's closing of sockets whose session ended (a logout or a
-password change on node A closes the user's sockets on node B).
+password change on node A closes the user's sockets on node B).  Rate
+limits are shared the same way, and also stored in Redis when there is one
+(L{share_limits}), so a node started later knows the failures before it.
 
 L{NodeWatch} looks at the node registry every second: a node that holds
 users or unfinished recordings but whose heartbeat has expired is dead.
@@ -31,10 +33,11 @@ from denoisecast.handlers.loginguard import LoginGuard
 from denoisecast.handlers.presence import PresenceHub
 from denoisecast.recordings.recorder import Recorder
 from denoisecast.runtime.logs import logger
-from denoisecast.runtime.ratelimit import FailureLimiter
+from denoisecast.runtime.ratelimit import ChangeObserver, FailureLimiter, key_from_text, key_text
 from denoisecast.storage.store import Store, User
 
 FriendshipObserver = Callable[[User, User, bool], None]
+_log = logger()
 
 
 def _who(user: User) -> dict[str, Any]:
@@ -85,25 +88,67 @@ def route_ended_sessions(bus: LiveBus, close: Callable[[EndedSessions], None]) -
 
 def share_limits(bus: LiveBus, limiters: dict[str, FailureLimiter]) -> None:
     """
-    Every node's limiters of the same name count the same failures: each
-    failure or reset made on one node is made on the others (at the moment
-    it reaches them; a node started later does not know earlier ones, and
-    each window is at most minutes long).
+    Every node's limiters of the same name count the same failures, and,
+    where the bus has a store (Redis), a node started later or restarted
+    knows the earlier ones.
+
+    Each failure or reset made on one node is published, and made on the
+    others as it reaches them; it is also written to the store.  When the
+    bus connects (at start, and again after an outage, in which events were
+    missed both ways) the node loads the stored failures of these limiters
+    into memory, and writes back those it counted that the store lacks.
+    Checks stay in memory: a login never waits on Redis.
     """
-    def teller(name: str) -> Callable[[str, Hashable], None]:
-        return lambda change, key: bus.publish("ratelimit", limiter=name, change=change, key=key)
+    store = bus.failures
+    for name in limiters:
+        if ":" in name:
+            raise ValueError(f"a limiter's name has no ':' (it is part of a Redis key): {name!r}")
+
+    def teller(name: str, limiter: FailureLimiter) -> ChangeObserver:
+        def tell(change: str, key: Hashable, failure_id: str) -> None:
+            text = key_text(key)
+            bus.publish("ratelimit", limiter=name, change=change, key=text, id=failure_id)
+            if store is not None and change == "reset":
+                store.clear(name, text)
+            elif store is not None:
+                store.add(name, text, failure_id, 0.0, limiter.window, limiter.max_failures)
+
+        return tell
 
     for name, limiter in limiters.items():
-        limiter.observers.append(teller(name))
+        limiter.observers.append(teller(name, limiter))
 
     def received(event: Event) -> None:
         limiter = limiters.get(str(event.get("limiter")))
         if limiter is None or event["node"] == bus.node_id:
             return  # unknown here, or made here already
-        key = event.get("key")
-        limiter.apply(str(event.get("change")), tuple(key) if isinstance(key, list) else key)
+        limiter.apply(str(event.get("change")), key_from_text(str(event.get("key"))), str(event.get("id") or ""))
 
     bus.on("ratelimit", received)
+    if store is None:
+        return
+
+    async def load() -> None:
+        assert store is not None
+        stored = await store.load(limiters)
+        if stored is None:
+            return  # Redis went away again: the next connection loads
+        for name, limiter in limiters.items():
+            windows: dict[Hashable, dict[str, float]] = {}
+            for text, failures in stored.get(name, {}).items():
+                try:
+                    windows[key_from_text(text)] = failures
+                except ValueError:
+                    continue  # not a key this code wrote
+            for key, failure_id, age in limiter.merge(windows):
+                store.add(name, key_text(key), failure_id, age, limiter.window, limiter.max_failures)
+
+    def connected() -> None:
+        ensureDeferred(load()).addErrback(lambda failure: _log.failure("Loading the rate limits failed", failure))
+
+    bus.connected_observers.append(connected)
+    if bus.connected:
+        connected()  # shared after the bus connected: load now
 
 
 def share_login_guard(bus: LiveBus, guard: LoginGuard) -> None:
