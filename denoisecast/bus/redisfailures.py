@@ -2,7 +2,9 @@
 Rate-limit failures in Redis, so that they outlive a node: one sorted set
 per limiter and key, C{PREFIX:limit:LIMITER:KEY} (KEY: the key's
 L{denoisecast.runtime.ratelimit.key_text}), whose members are failure ids
-scored by the Redis server's time of the failure.  Adding a failure trims
+scored by the Redis server's time of the failure (of its write, which
+follows within milliseconds, so failures keep their order; one written
+back after an outage is given its age).  Adding a failure trims
 the set to its window and to the newest failures that matter, and sets it
 to expire with its window; a reset deletes it.  A load reads every set of
 the given limiters with the server's time, and returns ages, so the nodes'
@@ -27,7 +29,6 @@ then at most one every L{denoisecast.bus.redisbus.WARN_EVERY} seconds).
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
@@ -59,7 +60,6 @@ class _Write:
     key: str
     #: None for a reset; else (window, failure id, age, keep).
     failure: tuple[float, str, float, int] | None
-    queued: float
 
 
 class RedisFailureStore(FailureStore):
@@ -83,10 +83,10 @@ class RedisFailureStore(FailureStore):
         return f"{self._prefix}{limiter}:{key}"
 
     def add(self, limiter: str, key: str, failure_id: str, age: float, window: float, keep: int) -> None:
-        self._put(_Write(self._key(limiter, key), (window, failure_id, age, keep), time.monotonic()))
+        self._put(_Write(self._key(limiter, key), (window, failure_id, age, keep)))
 
     def clear(self, limiter: str, key: str) -> None:
-        self._put(_Write(self._key(limiter, key), None, time.monotonic()))
+        self._put(_Write(self._key(limiter, key), None))
 
     def _put(self, write: _Write) -> None:
         if not self._connected():
@@ -108,9 +108,7 @@ class RedisFailureStore(FailureStore):
                 if write.failure is None:
                     await self._redis.delete(write.key)
                 else:
-                    window, failure_id, age, keep = write.failure
-                    waited = time.monotonic() - write.queued
-                    await self._add_script(keys=[write.key], args=[window, failure_id, age + waited, keep])
+                    await self._add_script(keys=[write.key], args=list(write.failure))
             except (RedisError, OSError) as error:
                 self.dropped += 1
                 self._trouble("rate-limit write", error)
