@@ -29,7 +29,7 @@ from twisted.internet.task import LoopingCall
 
 from denoisecast.bus.base import Event, LiveBus
 from denoisecast.handlers.accounts import EndedSessions
-from denoisecast.handlers.loginguard import LoginGuard
+from denoisecast.handlers.loginguard import DEVICE_LIFETIME_SECONDS, KNOWN_PER_ACCOUNT, LoginGuard
 from denoisecast.handlers.presence import PresenceHub
 from denoisecast.recordings.recorder import Recorder
 from denoisecast.runtime.logs import logger
@@ -86,6 +86,10 @@ def route_ended_sessions(bus: LiveBus, close: Callable[[EndedSessions], None]) -
     return publish
 
 
+#: The known clients' name in the store (no limiter has it).
+KNOWN_CLIENTS = "login-known"
+
+
 def share_limits(bus: LiveBus, limiters: dict[str, FailureLimiter]) -> None:
     """
     Every node's limiters of the same name count the same failures, and,
@@ -101,8 +105,8 @@ def share_limits(bus: LiveBus, limiters: dict[str, FailureLimiter]) -> None:
     """
     store = bus.failures
     for name in limiters:
-        if ":" in name:
-            raise ValueError(f"a limiter's name has no ':' (it is part of a Redis key): {name!r}")
+        if ":" in name or name == KNOWN_CLIENTS:
+            raise ValueError(f"a limiter's name is part of a Redis key, without ':': {name!r}")
 
     def teller(name: str, limiter: FailureLimiter) -> ChangeObserver:
         def tell(change: str, key: Hashable, failure_id: str) -> None:
@@ -125,23 +129,72 @@ def share_limits(bus: LiveBus, limiters: dict[str, FailureLimiter]) -> None:
         limiter.apply(str(event.get("change")), key_from_text(str(event.get("key"))), str(event.get("id") or ""))
 
     bus.on("ratelimit", received)
+
+    def loaded(name: str, stored: dict[Hashable, dict[str, float]]) -> None:
+        limiter = limiters[name]
+        assert store is not None
+        for key, failure_id, age in limiter.merge(stored):
+            store.add(name, key_text(key), failure_id, age, limiter.window, limiter.max_failures)
+
+    _load_when_connected(bus, list(limiters), loaded)
+
+
+def share_login_guard(bus: LiveBus, guard: LoginGuard) -> None:
+    """
+    The login guard's budgets, and the clients each account knows, on
+    every node; with a store (Redis) on nodes started later too, for as
+    long as the device cookie lives.
+    """
+    share_limits(bus, guard.limiters())
+    store = bus.failures
+
+    def tell(account: str, address: str, device: str) -> None:
+        bus.publish("known_client", account=account, address=address, device=device)
+        if store is not None:
+            for entry in (address, device):
+                store.add(KNOWN_CLIENTS, key_text(account), entry, 0.0, DEVICE_LIFETIME_SECONDS, KNOWN_PER_ACCOUNT)
+
+    guard.known_observers.append(tell)
+
+    def received(event: Event) -> None:
+        if event["node"] != bus.node_id:
+            guard.remember(str(event["account"]), str(event["address"]), str(event["device"]))
+
+    bus.on("known_client", received)
+
+    def loaded(_: str, stored: dict[Hashable, dict[str, float]]) -> None:
+        for account, entries in stored.items():
+            oldest_first = sorted(entries, key=lambda entry: -entries[entry])
+            guard.remember(str(account), *oldest_first)
+
+    _load_when_connected(bus, [KNOWN_CLIENTS], loaded)
+
+
+def _load_when_connected(
+    bus: LiveBus, names: list[str], loaded: Callable[[str, dict[Hashable, dict[str, float]]], None]
+) -> None:
+    """
+    Each time the bus connects (and now, if it is connected), load what its
+    store holds under C{names} and give it to C{loaded}, name by name (key
+    -> entry -> age); nothing without a store.
+    """
+    store = bus.failures
     if store is None:
         return
 
     async def load() -> None:
         assert store is not None
-        stored = await store.load(limiters)
+        stored = await store.load(names)
         if stored is None:
             return  # Redis went away again: the next connection loads
-        for name, limiter in limiters.items():
-            windows: dict[Hashable, dict[str, float]] = {}
-            for text, failures in stored.get(name, {}).items():
+        for name in names:
+            keys: dict[Hashable, dict[str, float]] = {}
+            for text, entries in stored.get(name, {}).items():
                 try:
-                    windows[key_from_text(text)] = failures
+                    keys[key_from_text(text)] = entries
                 except ValueError:
                     continue  # not a key this code wrote
-            for key, failure_id, age in limiter.merge(windows):
-                store.add(name, key_text(key), failure_id, age, limiter.window, limiter.max_failures)
+            loaded(name, keys)
 
     def connected() -> None:
         ensureDeferred(load()).addErrback(lambda failure: _log.failure("Loading the rate limits failed", failure))
@@ -149,20 +202,6 @@ def share_limits(bus: LiveBus, limiters: dict[str, FailureLimiter]) -> None:
     bus.connected_observers.append(connected)
     if bus.connected:
         connected()  # shared after the bus connected: load now
-
-
-def share_login_guard(bus: LiveBus, guard: LoginGuard) -> None:
-    """The login guard's budgets, and the clients each account knows, on every node."""
-    share_limits(bus, guard.limiters())
-    guard.known_observers.append(
-        lambda account, address, device: bus.publish("known_client", account=account, address=address, device=device)
-    )
-
-    def received(event: Event) -> None:
-        if event["node"] != bus.node_id:
-            guard.remember(str(event["account"]), str(event["address"]), str(event["device"]))
-
-    bus.on("known_client", received)
 
 
 class NodeWatch(Service):
