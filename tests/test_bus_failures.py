@@ -155,10 +155,12 @@ class RedisAwayTests(TestCase):
 
     async def test_logins_go_on_without_redis(self) -> None:
         """
-        With Redis killed, the login guard still counts and refuses in
-        memory (nothing raises into the login path; one warning for the
-        node); once Redis is back the failures counted meanwhile are
-        written back, so a node started afterwards refuses the account too.
+        With Redis killed (and restarted empty, as one without persistence
+        is), the login guard still counts and refuses in memory (nothing
+        raises into the login path; one warning for the node); once Redis
+        is back the failures counted meanwhile are written back, and the
+        clients the guessed-at account knows: a node started afterwards
+        refuses the guesser and lets the owner in from their address.
         """
         warnings: list[dict[str, Any]] = []
 
@@ -174,6 +176,7 @@ class RedisAwayTests(TestCase):
         a = nodes.bus("a")
         guard = LoginGuard(reactor)
         share_login_guard(a, guard)
+        guard.registered("victim", "192.0.2.50")
         await a.start()
         await wait_for(lambda: a.connected, 5.0)
         server.kill()
@@ -189,6 +192,7 @@ class RedisAwayTests(TestCase):
         await wait_for(lambda: a.connected, 10.0)
         self.assertEqual(len(warnings), 1, [w.get("what") for w in warnings])
         await eventually(nodes.url, "zcard", stored_key(nodes, "login-account", "victim"), 5)
+        await eventually(nodes.url, "zcard", stored_key(nodes, "login-known", "victim"), 2)
         b = nodes.bus("b")
         later = LoginGuard(reactor)
         share_login_guard(b, later)
@@ -202,3 +206,5 @@ class RedisAwayTests(TestCase):
             return False
 
         await wait_for(refuses, 5.0)
+        await wait_for(lambda: later.known("victim") == guard.known("victim"), 5.0)
+        self.assertEqual(later.check("victim", "192.0.2.50", None).trust, "address")

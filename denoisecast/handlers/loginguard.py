@@ -120,6 +120,10 @@ class KnownClients:
         known = self._known.get(account)
         return known is not None and entry in known
 
+    def entries(self, account: str) -> list[str]:
+        """The account's known clients, oldest first."""
+        return list(self._known.get(account, ()))
+
 
 class LoginGuard:
     log = logger()
@@ -149,6 +153,10 @@ class LoginGuard:
         came to know (see L{succeeded}), or loaded from where they outlive a node.
         """
         self._known.remember(account, *entries)
+
+    def known(self, account: str) -> list[str]:
+        """The clients the account knows (addresses and device digests), oldest first."""
+        return self._known.entries(account)
 
     def check(self, username: str, address: str, device_token: str | None) -> LoginAttempt:
         """

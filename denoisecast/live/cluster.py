@@ -166,6 +166,15 @@ def share_login_guard(bus: LiveBus, guard: LoginGuard) -> None:
         for account, entries in stored.items():
             oldest_first = sorted(entries, key=lambda entry: -entries[entry])
             guard.remember(str(account), *oldest_first)
+        # What Redis lost (a restart without persistence) is written back
+        # where it matters: for the accounts being guessed at, lest a node
+        # started later keep their owners out with the others.
+        assert store is not None
+        for account in guard.limiters()["login-account"].keys():
+            have = stored.get(account, {})
+            for entry in guard.known(str(account)):
+                if entry not in have:
+                    store.add(KNOWN_CLIENTS, key_text(account), entry, 0.0, DEVICE_LIFETIME_SECONDS, KNOWN_PER_ACCOUNT)
 
     _load_when_connected(bus, [KNOWN_CLIENTS], loaded)
 

@@ -106,6 +106,10 @@ class FailureLimiter:
         wait = failures[-self.max_failures][0] + self.window - self._clock.seconds()
         return max(1, math.ceil(wait))
 
+    def keys(self) -> list[Hashable]:
+        """The keys with failures in the window."""
+        return [key for key in list(self._failures) if self._recent(key) is not None]
+
     def record_failure(self, key: Hashable) -> None:
         failure_id = new_failure_id()
         self._add(key, self._clock.seconds(), failure_id)
