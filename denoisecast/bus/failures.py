@@ -6,7 +6,9 @@ The Redis bus offers one (L{denoisecast.bus.redisfailures}); the
 in-process bus none, since a lone node has no one to hand its failures to
 (its limits restart empty with it, as they always did).  Limiters, keys
 and failure ids are given as text: the limiter's name, the key's
-L{denoisecast.runtime.ratelimit.key_text}, the failure's id.
+L{denoisecast.runtime.ratelimit.key_text}, the failure's id.  The login
+guard keeps the clients each account knows in it too (the account as key,
+each client as an id: L{denoisecast.live.cluster.share_login_guard}).
 """
 
 from __future__ import annotations

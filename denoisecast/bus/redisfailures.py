@@ -1,7 +1,8 @@
 """
 Rate-limit failures in Redis, so that they outlive a node: one sorted set
 per limiter and key, C{PREFIX:limit:LIMITER:KEY} (KEY: the key's
-L{denoisecast.runtime.ratelimit.key_text}), whose members are failure ids
+L{denoisecast.runtime.ratelimit.key_text}; the clients each account knows
+are kept the same way, under C{login-known}), whose members are failure ids
 scored by the Redis server's time of the failure (of its write, which
 follows within milliseconds, so failures keep their order; one written
 back after an outage is given its age).  Adding a failure trims
