@@ -14,7 +14,6 @@ from typing import Any
 import redis.asyncio as aioredis
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
-from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from denoisecast.bus.base import LiveBus
@@ -23,7 +22,7 @@ from denoisecast.errors import DenoiseCastError
 from denoisecast.handlers.loginguard import LoginGuard
 from denoisecast.live.cluster import share_limits, share_login_guard
 from denoisecast.runtime.ratelimit import FailureLimiter, key_text
-from tests.bus_support import Nodes, PrivateRedis
+from tests.bus_support import Nodes, logged, nodes_on_private_redis
 from tests.test_bus import wait_for
 
 
@@ -162,17 +161,8 @@ class RedisAwayTests(TestCase):
         clients the guessed-at account knows: a node started afterwards
         refuses the guesser and lets the owner in from their address.
         """
-        warnings: list[dict[str, Any]] = []
-
-        def observe(event: dict[str, Any]) -> None:
-            if event.get("log_id") == "bus.redis_unreachable":
-                warnings.append(event)
-
-        globalLogPublisher.addObserver(observe)
-        self.addCleanup(globalLogPublisher.removeObserver, observe)
-        server = PrivateRedis(self)
-        nodes = Nodes(self, "redis", ttl=2.0)
-        nodes.url = server.url
+        warnings = logged(self, "bus.redis_unreachable")
+        server, nodes = nodes_on_private_redis(self)
         a = nodes.bus("a")
         guard = LoginGuard(reactor)
         share_login_guard(a, guard)
