@@ -101,7 +101,9 @@ def share_limits(bus: LiveBus, limiters: dict[str, FailureLimiter]) -> None:
     bus connects (at start, and again after an outage, in which events were
     missed both ways) the node loads the stored failures of these limiters
     into memory, and writes back those it counted that the store lacks.
-    Checks stay in memory: a login never waits on Redis.
+    Checks stay in memory: a login never waits on Redis (and in the
+    milliseconds between a node's start and its load, it knows what the
+    bus tells it).
     """
     store = bus.failures
     for name in limiters:
