@@ -107,3 +107,26 @@ class PrivateRedis:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(10)
+
+
+def nodes_on_private_redis(test: TestCase, ttl: float = 2.0) -> tuple[PrivateRedis, Nodes]:
+    """Nodes on a redis-server of the test's own, to kill and restart."""
+    server = PrivateRedis(test)
+    nodes = Nodes(test, "redis", ttl)
+    nodes.url = server.url
+    return server, nodes
+
+
+def logged(test: TestCase, log_id: str) -> list[dict[str, Any]]:
+    """The events logged with C{log_id} from now until the test ends (a list that grows)."""
+    from twisted.logger import globalLogPublisher
+
+    events: list[dict[str, Any]] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_id") == log_id:
+            events.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    test.addCleanup(globalLogPublisher.removeObserver, observe)
+    return events

@@ -145,21 +145,10 @@ class RedisRestartTests(TestCase):
         reconnect without help, announce themselves again (their connection
         observers run again) and events flow between them.
         """
-        from twisted.logger import globalLogPublisher
+        from tests.bus_support import logged, nodes_on_private_redis
 
-        from tests.bus_support import PrivateRedis
-
-        warnings: list[dict[str, Any]] = []
-
-        def observe(event: dict[str, Any]) -> None:
-            if event.get("log_id") == "bus.redis_unreachable":
-                warnings.append(event)
-
-        globalLogPublisher.addObserver(observe)
-        self.addCleanup(globalLogPublisher.removeObserver, observe)
-        server = PrivateRedis(self)
-        nodes = Nodes(self, "redis", ttl=2.0)
-        nodes.url = server.url
+        warnings = logged(self, "bus.redis_unreachable")
+        server, nodes = nodes_on_private_redis(self)
         a, b = nodes.bus("a"), nodes.bus("b")
         connects = {"a": 0, "b": 0}
         a.connected_observers.append(lambda: connects.__setitem__("a", connects["a"] + 1))

@@ -1,13 +1,13 @@
 """
 Two nodes in this process on one PostgreSQL database and one live bus,
 the same tests on both buses (in-process broker, real Redis): presence,
-friendships, ended sessions and login limits cross nodes; a friend on one
-node listens to a broadcast on the other (media straight from the owner),
-over the WebSocket or plain HTTP; a page reloaded onto the other node
-re-attaches to its broadcast; a node that dies is noticed within its time
-to live and its rows are repaired once, but a node only cut off from the
-bus keeps its recordings; a node that starts leaves the other's live rows
-alone.
+friendships, ended sessions and login and token limits cross nodes (and,
+on Redis, reach a node started later); a friend on one node listens to a
+broadcast on the other (media straight from the owner), over the WebSocket
+or plain HTTP; a page reloaded onto the other node re-attaches to its
+broadcast; a node that dies is noticed within its time to live and its
+rows are repaired once, but a node only cut off from the bus keeps its
+recordings; a node that starts leaves the other's live rows alone.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from twisted.trial.unittest import TestCase
 from denoisecast.handlers.accounts import utcnow
 from denoisecast.live.rtc.seam import aio
 from tests.bus_support import Nodes
+from tests.test_bus_failures import eventually, stored_key
 from tests.rtc_support import answer, listener, noisy_speech_file, publisher
 from tests.support import Client, RunningServer, finalised_recordings, postgres_url, start_server
 from tests.test_bus import wait_for
@@ -554,6 +555,34 @@ class ClusterTestsMixin:
             reply = await node.client("127.0.0.5").login("victim", "wrong password")
             test.assertEqual((reply.status, reply.error_code), (429, "rate_limited"))
 
+    async def test_token_creations_count_across_nodes(self) -> None:
+        """
+        A user's hourly budget of token creations (30) is one budget on
+        every node: 15 made on node A and 15 on node B, the next is refused
+        429 on either node.
+        """
+        test: Any = self
+        _, a, b = await self.two_nodes()
+        owner = a.client()
+        await owner.register("owner")
+        owner_id = await _id(a, "owner")
+        made = []
+        for n in range(15):
+            reply = await owner.post("/api/tokens", {"name": f"a{n}", "scope": "listen"})
+            test.assertEqual(reply.status, 201, reply)
+            made.append(reply.body["token"]["id"])
+        for token in made[:10]:  # room for more tokens, not more creations
+            test.assertEqual((await owner.delete(f"/api/tokens/{token}")).status, 204)
+        await wait_for(lambda: len(b.server.tokens._creations._failures.get(owner_id, ())) == 15, 5.0)
+        on_b = self.on(owner, b)
+        for n in range(15):
+            reply = await on_b.post("/api/tokens", {"name": f"b{n}", "scope": "listen"})
+            test.assertEqual(reply.status, 201, reply)
+        await wait_for(lambda: a.server.tokens._creations.retry_after(owner_id) is not None, 5.0)
+        for client in (owner, on_b):
+            reply = await client.post("/api/tokens", {"name": "one more", "scope": "listen"})
+            test.assertEqual((reply.status, reply.error_code), (429, "too_many_tokens_made"), reply)
+
     async def test_dead_node_noticed_and_repaired_once(self) -> None:
         """
         Node B dies (no heartbeat): within its time to live (plus a check)
@@ -625,4 +654,31 @@ class InProcessClusterTests(ClusterTestsMixin, TestCase):
 
 class RedisClusterTests(ClusterTestsMixin, TestCase):
     kind = "redis"
+
+    async def test_login_limits_known_to_a_node_started_later(self) -> None:
+        """
+        Wrong passwords on node A, alone, spend the account's budget; node
+        B, started afterwards on the same Redis, refuses the next try 429
+        with a Retry-After within the window, although none of them was
+        made while it ran.  A node started on the in-process bus would not
+        know them: Redis is where they outlive their node.
+        """
+        nodes = Nodes(self, self.kind, ttl=TTL)
+        database = postgres_url(self)
+        a = await start_server(self, database, bus=nodes.bus("node-a"))
+        await a.client().register("victim")
+        for _ in range(5):
+            reply = await a.client("127.0.0.5").login("victim", "wrong password")
+            self.assertEqual(reply.status, 401, reply)
+        reply = await a.client("127.0.0.5").login("victim", "wrong password")
+        self.assertEqual((reply.status, reply.error_code), (429, "rate_limited"))
+        await eventually(nodes.url, "zcard", stored_key(nodes, "login-account", "victim"), 5)
+        b = await start_server(self, database, bus=nodes.bus("node-b"))
+        account = b.server.login_guard.limiters()["login-account"]
+        await wait_for(lambda: account.retry_after("victim") is not None, 5.0)
+        reply = await b.client("127.0.0.6").login("victim", "wrong password")
+        self.assertEqual((reply.status, reply.error_code), (429, "rate_limited"), reply)
+        self.assertTrue(1 <= int(reply.header("Retry-After") or 0) <= 300, reply.header("Retry-After"))
+        # The owner, from the address that registered, still gets in.
+        self.assertEqual((await b.client().login("victim")).status, 200)
 

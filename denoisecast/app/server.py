@@ -196,11 +196,16 @@ class DenoiseCastServer:
         return Access(self.store)
 
     @cached_property
-    def accounts(self) -> Accounts:
-        per_hour = self.config.registrations_per_hour
-        # Every limit holds across nodes: failures are shared over the live bus.
+    def login_guard(self) -> LoginGuard:
+        # Every limit holds across nodes: failures are shared over the live bus
+        # and, with Redis, stored there (a node started later knows them).
         guard = LoginGuard(self.reactor)
         share_login_guard(self.bus, guard)
+        return guard
+
+    @cached_property
+    def accounts(self) -> Accounts:
+        per_hour = self.config.registrations_per_hour
         registrations = FailureLimiter(self.reactor, per_hour, 3600.0) if per_hour else None
         password_checks = FailureLimiter(self.reactor, PASSWORD_CHECK_FAILURES, PASSWORD_CHECK_WINDOW_SECONDS)
         share_limits(self.bus, {"password-check": password_checks})
@@ -210,7 +215,7 @@ class DenoiseCastServer:
             self.store,
             self.clock,
             self.password_queue,
-            guard,
+            self.login_guard,
             registrations,
             password_checks,
             self.password_hasher,
@@ -279,9 +284,9 @@ class DenoiseCastServer:
 
     @cached_property
     def tokens(self) -> Tokens:
-        return Tokens(
-            self.store, self.clock, self.access, FailureLimiter(self.reactor, CREATIONS_PER_HOUR, 3600.0)
-        )
+        creations = FailureLimiter(self.reactor, CREATIONS_PER_HOUR, 3600.0)
+        share_limits(self.bus, {"token-creation": creations})
+        return Tokens(self.store, self.clock, self.access, creations)
 
     @cached_property
     def recorder(self) -> Recorder:

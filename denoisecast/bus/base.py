@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from denoisecast.bus.failures import FailureStore
 from denoisecast.runtime.jsontext import json_default
 from denoisecast.runtime.logs import logger
 
@@ -107,6 +108,9 @@ class LiveBus(ABC):
         self.events_dropped = 0
         self.events_sent = 0
         self.events_received = 0
+        #: Where rate-limit failures outlive this node (L{denoisecast.live.cluster.share_limits}):
+        #: none for the in-process bus.
+        self.failures: FailureStore | None = None
 
     @property
     def node_id(self) -> str:

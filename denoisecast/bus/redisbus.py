@@ -7,11 +7,13 @@ Keys and channels, under the prefix (C{--redis-prefix}):
 - C{PREFIX:events}: every event, to every node;
 - C{PREFIX:to:NODE}: requests to NODE and answers to NODE's requests;
 - C{PREFIX:node:NODE}: NODE's announcement (JSON L{NodeInfo}), set every
-  C{ttl / 3} seconds with a time to live of C{ttl}.
+  C{ttl / 3} seconds with a time to live of C{ttl};
+- C{PREFIX:limit:LIMITER:KEY}: the rate limits' failures
+  (L{denoisecast.bus.redisfailures}).
 
 The client is the C{redis} package's asyncio one, which runs on the same
 event loop as Twisted (the asyncio reactor); the Twisted/asyncio seam is
-crossed in L{_on_loop} only.  Redis going away is expected trouble: the
+crossed in L{denoisecast.bus.seam.on_loop} only.  Redis going away is expected trouble: the
 node keeps serving its own users, publishes are counted as dropped, one
 warning says so (then one every L{WARN_EVERY} seconds at most), and a
 reader task reconnects with a growing pause; once back, the node announces
@@ -24,16 +26,15 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from twisted.internet.defer import Deferred
 
 from denoisecast.bus.base import DEFAULT_NODE_TTL, BusRequestFailed, Event, LiveBus, NodeInfo, encode
-
-T = TypeVar("T")
+from denoisecast.bus.redisfailures import RedisFailureStore
+from denoisecast.bus.seam import on_loop
 
 #: Seconds between warnings about an unreachable Redis.
 WARN_EVERY = 30.0
@@ -41,11 +42,6 @@ WARN_EVERY = 30.0
 MAX_BACKOFF = 2.0
 #: Events waiting to be sent before more are dropped.
 SEND_QUEUE = 10_000
-
-
-def _on_loop(coroutine: Coroutine[Any, Any, T]) -> "Deferred[T]":
-    """Run an asyncio coroutine (the redis client's) and wait for it from Twisted code."""
-    return Deferred.fromFuture(asyncio.ensure_future(coroutine))
 
 
 class RedisBus(LiveBus):
@@ -67,6 +63,7 @@ class RedisBus(LiveBus):
         self._start_over = False
         #: Times the bus lost Redis (for the metrics).
         self.disconnections = 0
+        self.failures = self.limit_store = RedisFailureStore(self._redis, prefix, lambda: self.connected, self._trouble)
 
     # names ----------------------------------------------------------------
 
@@ -125,11 +122,14 @@ class RedisBus(LiveBus):
     async def start(self) -> None:
         self._running = True
         loop = asyncio.get_event_loop()
-        self._tasks = [loop.create_task(self._read()), loop.create_task(self._beat()), loop.create_task(self._sender())]
+        self._tasks = [
+            loop.create_task(self._read()), loop.create_task(self._beat()), loop.create_task(self._sender()),
+            loop.create_task(self.limit_store.run()),
+        ]
 
     async def stop(self) -> None:
         self._running = False
-        await _on_loop(self._stop())
+        await on_loop(self._stop())
 
     async def kill(self) -> None:
         """
@@ -138,7 +138,7 @@ class RedisBus(LiveBus):
         """
         self._running = False
         self._since = None
-        await _on_loop(self._stop(withdraw=False))
+        await on_loop(self._stop(withdraw=False))
 
     async def _stop(self, withdraw: bool = True) -> None:
         for task in self._tasks:
@@ -266,7 +266,7 @@ class RedisBus(LiveBus):
             self._trouble("reply", error)
 
     async def _remote_request(self, node_id: str, method: str, body: str, timeout: float) -> dict[str, Any]:
-        return await _on_loop(self._ask(node_id, method, body, timeout))
+        return await on_loop(self._ask(node_id, method, body, timeout))
 
     async def _ask(self, node_id: str, method: str, body: str, timeout: float) -> dict[str, Any]:
         request_id = uuid.uuid4().hex
@@ -292,7 +292,7 @@ class RedisBus(LiveBus):
     async def alive_nodes(self) -> dict[str, NodeInfo]:
         """The announced nodes; none while Redis cannot be read (then nothing is judged dead)."""
         try:
-            return await _on_loop(self._alive_nodes())
+            return await on_loop(self._alive_nodes())
         except (RedisError, OSError) as error:
             self._trouble("registry", error)
             return {}

@@ -21,9 +21,13 @@ systems:
 
 Kept in memory, like the other limits, and shared with the other nodes
 over the live bus (failures, resets and clients becoming known:
-L{denoisecast.live.cluster.share_login_guard}): after a restart of every
-node the owner meets the ordinary account budget until they next log in,
-which slows them at worst, never locks them out for longer than the window.
+L{denoisecast.live.cluster.share_login_guard}).  With Redis, both are also
+stored there, so a node started later, or restarted, knows the failures
+and the owner's clients alike (were the failures alone stored, an attacker's
+guesses would lock the owner out of such a node).  Without Redis, after a
+restart the owner meets the ordinary account budget until they next log
+in, which slows them at worst, never locks them out for longer than the
+window.
 """
 
 from __future__ import annotations
@@ -50,6 +54,9 @@ WINDOW_SECONDS = 300.0
 #: Known devices and addresses remembered per account, and accounts remembered.
 KNOWN_PER_ACCOUNT = 16
 KNOWN_ACCOUNTS = 100_000
+#: The device cookie's lifetime (renewed at each login), and how long a
+#: known client is remembered where it outlives a node.
+DEVICE_LIFETIME_SECONDS = 365 * 24 * 3600
 
 
 def address_key(address: str) -> str:
@@ -113,6 +120,10 @@ class KnownClients:
         known = self._known.get(account)
         return known is not None and entry in known
 
+    def entries(self, account: str) -> list[str]:
+        """The account's known clients, oldest first."""
+        return list(self._known.get(account, ()))
+
 
 class LoginGuard:
     log = logger()
@@ -136,9 +147,16 @@ class LoginGuard:
         """The budgets, by name (for sharing them between nodes)."""
         return {"login-account": self._accounts, "login-address": self._addresses, "login-device": self._devices}
 
-    def remember(self, account: str, address: str, device: str) -> None:
-        """A client another node came to know (see L{succeeded})."""
-        self._known.remember(account, address, device)
+    def remember(self, account: str, *entries: str) -> None:
+        """
+        Clients (addresses and device digests, oldest first) another node
+        came to know (see L{succeeded}), or loaded from where they outlive a node.
+        """
+        self._known.remember(account, *entries)
+
+    def known(self, account: str) -> list[str]:
+        """The clients the account knows (addresses and device digests), oldest first."""
+        return self._known.entries(account)
 
     def check(self, username: str, address: str, device_token: str | None) -> LoginAttempt:
         """

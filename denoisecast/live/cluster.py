@@ -6,7 +6,9 @@ Friendships beginning or ending and sessions ending are published on the
 live bus, and every node (this one first, before C{publish} returns) runs
 its observers: the presence hub's and the live manager's friend sets, the
 WebSocket factory's closing of sockets whose session ended (a logout or a
-password change on node A closes the user's sockets on node B).
+password change on node A closes the user's sockets on node B).  Rate
+limits are shared the same way, and also stored in Redis when there is one
+(L{share_limits}), so a node started later knows the failures before it.
 
 L{NodeWatch} looks at the node registry every second: a node that holds
 users or unfinished recordings but whose heartbeat has expired cannot be
@@ -31,14 +33,15 @@ from twisted.internet.task import LoopingCall
 
 from denoisecast.bus.base import Event, LiveBus
 from denoisecast.handlers.accounts import EndedSessions
-from denoisecast.handlers.loginguard import LoginGuard
+from denoisecast.handlers.loginguard import DEVICE_LIFETIME_SECONDS, KNOWN_PER_ACCOUNT, LoginGuard
 from denoisecast.handlers.presence import PresenceHub
 from denoisecast.recordings.recorder import Recorder
 from denoisecast.runtime.logs import logger
-from denoisecast.runtime.ratelimit import FailureLimiter
+from denoisecast.runtime.ratelimit import ChangeObserver, FailureLimiter, key_from_text, key_text
 from denoisecast.storage.store import Store, User
 
 FriendshipObserver = Callable[[User, User, bool], None]
+_log = logger()
 
 
 def _who(user: User) -> dict[str, Any]:
@@ -87,41 +90,133 @@ def route_ended_sessions(bus: LiveBus, close: Callable[[EndedSessions], None]) -
     return publish
 
 
+#: The known clients' name in the store (no limiter has it).
+KNOWN_CLIENTS = "login-known"
+
+
 def share_limits(bus: LiveBus, limiters: dict[str, FailureLimiter]) -> None:
     """
-    Every node's limiters of the same name count the same failures: each
-    failure or reset made on one node is made on the others (at the moment
-    it reaches them; a node started later does not know earlier ones, and
-    each window is at most minutes long).
+    Every node's limiters of the same name count the same failures, and,
+    where the bus has a store (Redis), a node started later or restarted
+    knows the earlier ones.
+
+    Each failure or reset made on one node is published, and made on the
+    others as it reaches them; it is also written to the store.  When the
+    bus connects (at start, and again after an outage, in which events were
+    missed both ways) the node loads the stored failures of these limiters
+    into memory, and writes back those it counted that the store lacks.
+    Checks stay in memory: a login never waits on Redis (and in the
+    milliseconds between a node's start and its load, it knows what the
+    bus tells it).
     """
-    def teller(name: str) -> Callable[[str, Hashable], None]:
-        return lambda change, key: bus.publish("ratelimit", limiter=name, change=change, key=key)
+    store = bus.failures
+    for name in limiters:
+        if ":" in name or name == KNOWN_CLIENTS:
+            raise ValueError(f"a limiter's name is part of a Redis key, without ':': {name!r}")
+
+    def teller(name: str, limiter: FailureLimiter) -> ChangeObserver:
+        def tell(change: str, key: Hashable, failure_id: str) -> None:
+            text = key_text(key)
+            bus.publish("ratelimit", limiter=name, change=change, key=text, id=failure_id)
+            if store is not None and change == "reset":
+                store.clear(name, text)
+            elif store is not None:
+                store.add(name, text, failure_id, 0.0, limiter.window, limiter.max_failures)
+
+        return tell
 
     for name, limiter in limiters.items():
-        limiter.observers.append(teller(name))
+        limiter.observers.append(teller(name, limiter))
 
     def received(event: Event) -> None:
         limiter = limiters.get(str(event.get("limiter")))
         if limiter is None or event["node"] == bus.node_id:
             return  # unknown here, or made here already
-        key = event.get("key")
-        limiter.apply(str(event.get("change")), tuple(key) if isinstance(key, list) else key)
+        limiter.apply(str(event.get("change")), key_from_text(str(event.get("key"))), str(event.get("id") or ""))
 
     bus.on("ratelimit", received)
 
+    def loaded(name: str, stored: dict[Hashable, dict[str, float]]) -> None:
+        limiter = limiters[name]
+        assert store is not None
+        for key, failure_id, age in limiter.merge(stored):
+            store.add(name, key_text(key), failure_id, age, limiter.window, limiter.max_failures)
+
+    _load_when_connected(bus, list(limiters), loaded)
+
 
 def share_login_guard(bus: LiveBus, guard: LoginGuard) -> None:
-    """The login guard's budgets, and the clients each account knows, on every node."""
+    """
+    The login guard's budgets, and the clients each account knows, on
+    every node; with a store (Redis) on nodes started later too, for as
+    long as the device cookie lives.
+    """
     share_limits(bus, guard.limiters())
-    guard.known_observers.append(
-        lambda account, address, device: bus.publish("known_client", account=account, address=address, device=device)
-    )
+    store = bus.failures
+
+    def tell(account: str, address: str, device: str) -> None:
+        bus.publish("known_client", account=account, address=address, device=device)
+        if store is not None:
+            for entry in (address, device):
+                store.add(KNOWN_CLIENTS, key_text(account), entry, 0.0, DEVICE_LIFETIME_SECONDS, KNOWN_PER_ACCOUNT)
+
+    guard.known_observers.append(tell)
 
     def received(event: Event) -> None:
         if event["node"] != bus.node_id:
             guard.remember(str(event["account"]), str(event["address"]), str(event["device"]))
 
     bus.on("known_client", received)
+
+    def loaded(_: str, stored: dict[Hashable, dict[str, float]]) -> None:
+        for account, entries in stored.items():
+            oldest_first = sorted(entries, key=lambda entry: -entries[entry])
+            guard.remember(str(account), *oldest_first)
+        # What Redis lost (a restart without persistence) is written back
+        # where it matters: for the accounts being guessed at, lest a node
+        # started later keep their owners out with the others.
+        assert store is not None
+        for account in guard.limiters()["login-account"].keys():
+            have = stored.get(account, {})
+            for entry in guard.known(str(account)):
+                if entry not in have:
+                    store.add(KNOWN_CLIENTS, key_text(account), entry, 0.0, DEVICE_LIFETIME_SECONDS, KNOWN_PER_ACCOUNT)
+
+    _load_when_connected(bus, [KNOWN_CLIENTS], loaded)
+
+
+def _load_when_connected(
+    bus: LiveBus, names: list[str], loaded: Callable[[str, dict[Hashable, dict[str, float]]], None]
+) -> None:
+    """
+    Each time the bus connects (and now, if it is connected), load what its
+    store holds under C{names} and give it to C{loaded}, name by name (key
+    -> entry -> age); nothing without a store.
+    """
+    store = bus.failures
+    if store is None:
+        return
+
+    async def load() -> None:
+        assert store is not None
+        stored = await store.load(names)
+        if stored is None:
+            return  # Redis went away again: the next connection loads
+        for name in names:
+            keys: dict[Hashable, dict[str, float]] = {}
+            for text, entries in stored.get(name, {}).items():
+                try:
+                    keys[key_from_text(text)] = entries
+                except ValueError:
+                    continue  # not a key this code wrote
+            loaded(name, keys)
+
+    def connected() -> None:
+        ensureDeferred(load()).addErrback(lambda failure: _log.failure("Loading the rate limits failed", failure))
+
+    bus.connected_observers.append(connected)
+    if bus.connected:
+        connected()  # shared after the bus connected: load now
 
 
 class NodeWatch(Service):

@@ -9,6 +9,7 @@ from typing import Any
 from twisted.web.server import Request
 
 from denoisecast.handlers.accounts import SESSION_LIFETIME, Accounts
+from denoisecast.handlers.loginguard import DEVICE_LIFETIME_SECONDS
 from denoisecast.handlers.passwords import PASSWORD_MAX, PASSWORD_MIN
 from denoisecast.protocols.messages import USERNAME_MAX
 from denoisecast.storage.store import User
@@ -47,9 +48,8 @@ def clear_session(request: Request) -> None:
 
 
 #: Marks a browser as known to the accounts that logged in from it
-#: (L{denoisecast.handlers.loginguard}); a year, renewed at each login.
+#: (L{denoisecast.handlers.loginguard}), for DEVICE_LIFETIME_SECONDS, renewed at each login.
 DEVICE_COOKIE = b"dc_device"
-DEVICE_LIFETIME_SECONDS = 365 * 24 * 3600
 
 
 def device_token(request: Request) -> str | None:
