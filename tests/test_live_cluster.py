@@ -181,21 +181,11 @@ class ClusterTestsMixin:
         refusal B gives its own (403 not_friends) and B makes no
         connection; a friend on A writing the name in capitals is heard.
         """
-        import aioice.ice
-
         test: Any = self
-        test.patch(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else [])
-        _, a, b = await self.two_nodes(ice_allow_networks=(ip_network("127.0.0.0/8"),))
-        c = await self.friends(a, b)
+        a, b, c = await self.loopback_nodes()
         carol = a.client()
         await carol.register("carol")
-        alice_b = b.client()
-        await alice_b.login("alice")
-        alice_ws = await connect_ws(test, b.base, alice_b)
-        pc, offer = await publisher(test, noisy_speech_file(test))
-        reply = await alice_ws.request({"v": 1, "type": "publish", "sdp": offer})
-        test.assertEqual(reply["type"], "answer", reply)
-        await answer(pc, reply["sdp"])
+        await self.go_live(b, c["alice"])
         await wait_for(lambda: a.server.presence.live_node_named("ALICE") == "node-b", 5.0)
         queries = []
         real = a.server.live._access.listenable
