@@ -19,6 +19,8 @@ forward pass then holds exactly ``B`` streams, one chunk each.  It prints:
   and the model's delay (``worker ms``: the part spent in the
   worker thread: gathering states, network, signal path, splitting);
 - ``latency ms``: chunk + model delay + one pass, what a listener hears;
+- with ``--repeats`` above one, a comment line after each row with every
+  run's ``x real time`` and their median (the row is the best run);
 - ``x official``: ``x real time`` divided by the official DeepFilterNet
   runtime's real-time streams on as many processes as torch threads
   times workers,
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import queue
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -230,6 +233,11 @@ def main() -> None:
                         f"| {worker * 1000:.1f} | {latency:.0f} |",
                         flush=True,
                     )
+                    if len(runs) > 1:
+                        # The best run is the row; every run and their median say how much the host moved.
+                        each = ", ".join(f"{r[0]:.1f}" for r in runs)
+                        print(f"<!-- chunk {chunk:g} batch {batch}: runs {each}; "
+                              f"median {statistics.median(r[0] for r in runs):.1f} -->", flush=True)
             for batch in batches:
                 best = max(net_alone(engine, batch) for _ in range(args.repeats))
                 print(f"| net alone, 2 s | {batch} | {best:.1f} | {ratio(best)} | | | |", flush=True)
