@@ -407,6 +407,18 @@ class DenoiseScheduler(Service):
         self._in_flight.add(d)
         self.stats.in_flight_batches = len(self._in_flight)
 
+        released = False
+
+        def release() -> None:
+            # The engine is free again: the next pass may start.
+            nonlocal released
+            if not released:
+                released = True
+                self._in_flight.discard(d)
+                self.stats.in_flight_batches = len(self._in_flight)
+                self._free_engines.append(engine)
+                self.pump()
+
         def done(result: tuple[FloatArray, list["StreamState"], float]) -> None:
             out, new_states, seconds = result
             self.stats.batches += 1
@@ -418,7 +430,13 @@ class DenoiseScheduler(Service):
             for row, (stream, chunk) in enumerate(batch):
                 stream.state = new_states[row]
                 chunk.denoised = out[row]
-                stream.chunk_done()
+                stream.chunk_returned()
+            # The next pass starts before this one's output is delivered
+            # (crossfades, the listeners' and recorder's callbacks), so that
+            # the worker computes while the reactor delivers.
+            release()
+            for stream, _ in batch:
+                stream.deliver()
 
         def failed(failure: Any) -> None:
             self.stats.errors += 1
@@ -429,10 +447,7 @@ class DenoiseScheduler(Service):
                 stream.chunk_done()
 
         def finally_(_: object) -> None:
-            self._in_flight.discard(d)
-            self.stats.in_flight_batches = len(self._in_flight)
-            self._free_engines.append(engine)
-            self.pump()
+            release()
 
         d.addCallbacks(done, failed)
         d.addBoth(finally_)
