@@ -165,7 +165,7 @@ def host_report(threads: int) -> list[str]:
 def make_input(seconds: float, seed: int = 0) -> np.ndarray:
     """A gated tone in white noise at 48 kHz (speed does not depend on the content)."""
     rng = np.random.default_rng(seed)
-    n = int(seconds * SR)
+    n = int(round(seconds * SR))  # round: int(4.1 * 48000) is 196799
     t = np.arange(n) / SR
     voice = 0.3 * np.sin(2 * np.pi * (150 + seed % 50) * t) * (np.sin(2 * np.pi * 1.3 * t) > 0)
     return (voice + 0.05 * rng.standard_normal(n)).astype(np.float32)

@@ -19,6 +19,10 @@ forward pass then holds exactly ``B`` streams, one chunk each.  It prints:
   and the model's delay (``worker ms``: the part spent in the
   worker thread: gathering states, network, signal path, splitting);
 - ``latency ms``: chunk + model delay + one pass, what a listener hears;
+- ``cpu ms``: the process's CPU time per pass, all threads (reactor,
+  workers, their helpers): on a loaded host it moves less than wall time;
+- with ``--repeats`` above one, a comment line after each row with every
+  run's ``x real time`` and their median (the row is the best run);
 - ``x official``: ``x real time`` divided by the official DeepFilterNet
   runtime's real-time streams on as many processes as torch threads
   times workers,
@@ -42,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import queue
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -97,10 +102,10 @@ def load(model: str, device: str, runtime: str | None = None) -> DenoiseEngine:
 
 def full_path(
     engine: DenoiseEngine, chunk: float, batch: int, seconds: float, half: bool, pool: ThreadPool, workers: int = 1
-) -> tuple[float, float, float]:
+) -> tuple[float, float, float, float]:
     """
-    Audio seconds per wall second, the mean wall time of one pass, and of
-    its worker part.  With several workers the ``batch`` streams are spread
+    Audio seconds per wall second, the mean wall time of one pass, of
+    its worker part, and the process's CPU time per pass (all threads).  With several workers the ``batch`` streams are spread
     evenly over them, so each round is ``workers`` concurrent passes.
     """
     reactor = LoopReactor()
@@ -138,15 +143,15 @@ def full_path(
     push_all(audio[:chunk_samples])  # warm-up, not timed
     reactor.run_until(lambda: received[0] == batch * chunk_samples)
     batches_before, model_before = scheduler.stats.batches, scheduler.stats.model_seconds_total
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     push_all(audio[chunk_samples:])
     reactor.run_until(lambda: received[0] == batch * chunk_samples * (chunks + 1))
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     scheduler.stopService()
     passes = max(scheduler.stats.batches - batches_before, 1)
     model = (scheduler.stats.model_seconds_total - model_before) / passes
     rounds = max(passes // max(min(workers, batch), 1), 1)
-    return batch * chunks * chunk_samples / SR / wall, wall / rounds, model
+    return batch * chunks * chunk_samples / SR / wall, wall / rounds, model, cpu / rounds
 
 
 def net_alone(engine: DenoiseEngine, batch: int, seconds: float = 2.0, repeats: int = 3) -> float:
@@ -214,8 +219,8 @@ def main() -> None:
                 name = f"{name} ({engine.runtime})"
             print(f"\n## {name} on {device}{' fp16' if args.half and device == 'cuda' else ''}, "
                   f"model delay {engine.delay / SR * 1000:.0f} ms")
-            print("| chunk s | batch | x real time | x official | pass ms | worker ms | latency ms |")
-            print("| --- | --- | --- | --- | --- | --- | --- |")
+            print("| chunk s | batch | x real time | x official | pass ms | worker ms | latency ms | cpu ms |")
+            print("| --- | --- | --- | --- | --- | --- | --- | --- |")
             for chunk in (float(c) for c in args.chunks.split(",")):
                 for batch in batches:
                     seconds = max(args.seconds, 2 * chunk)
@@ -223,16 +228,21 @@ def main() -> None:
                         full_path(engine, chunk, batch, seconds, args.half, pool, args.workers)
                         for _ in range(args.repeats)
                     ]
-                    rt, per_pass, worker = max(runs)
+                    rt, per_pass, worker, cpu = max(runs)
                     latency = (chunk + engine.delay / SR + per_pass) * 1000
                     print(
                         f"| {chunk:g} | {batch} | {rt:.1f} | {ratio(rt)} | {per_pass * 1000:.1f} "
-                        f"| {worker * 1000:.1f} | {latency:.0f} |",
+                        f"| {worker * 1000:.1f} | {latency:.0f} | {cpu * 1000:.1f} |",
                         flush=True,
                     )
+                    if len(runs) > 1:
+                        # The best run is the row; every run and their median say how much the host moved.
+                        each = ", ".join(f"{r[0]:.1f}" for r in runs)
+                        print(f"<!-- chunk {chunk:g} batch {batch}: runs {each}; "
+                              f"median {statistics.median(r[0] for r in runs):.1f} -->", flush=True)
             for batch in batches:
                 best = max(net_alone(engine, batch) for _ in range(args.repeats))
-                print(f"| net alone, 2 s | {batch} | {best:.1f} | {ratio(best)} | | | |", flush=True)
+                print(f"| net alone, 2 s | {batch} | {best:.1f} | {ratio(best)} | | | | |", flush=True)
     print(f"# load average after: {load_average()}")
     pool.stop()
 

@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from denoisecast.denoise.scheduler import DenoiseScheduler, SchedulerSettings, run_batch
 
 from tests.dsp_helpers import SR, mix, noise
-from tests.scheduler_helpers import Collector, DelayEngine, ManualPool, start_scheduler
+from tests.scheduler_helpers import Collector, DelayEngine, ManualPool, SynchronousPool, start_scheduler
 
 
 def bundled_engine(device: str = "cpu") -> Any:
@@ -102,6 +102,32 @@ class BatchingTests(SynchronousTestCase):
         self.assertEqual(scheduler.stats.batch_sizes, {1: 1, 3: 1, 2: 1})
         snapshot = scheduler.stats.snapshot()
         self.assertEqual((snapshot["batches"], snapshot["batch_size_max"], snapshot["batch_size_mean"]), (3, 3, 2.0))
+
+    def test_queue_depth_follows_every_change(self) -> None:
+        """
+        The queue depth (kept stream by stream, not recounted) is the sum of
+        the streams' waiting chunks after pushes, passes, pass-throughs and
+        closes, including a stream closed with chunks waiting.
+        """
+        pool = ManualPool()
+        scheduler, _ = start_scheduler(DelayEngine(), pool, chunk_seconds=0.01, max_batch=2, max_waiting_chunks=3)
+        streams = [scheduler.open_stream(f"s{i}", Collector()) for i in range(3)]
+
+        def waiting() -> int:
+            return sum(s.waiting for s in streams if not s.closed)
+
+        for _ in range(5):  # the fifth round passes chunks through (more than 3 waiting)
+            for s in streams:
+                s.push(np.zeros(480, np.float32))
+            self.assertEqual(scheduler.stats.queue_depth, waiting())
+        self.assertGreater(scheduler.stats.fallback_chunks, 0)
+        streams[1].close()
+        self.assertEqual(scheduler.stats.queue_depth, waiting())
+        on_result, f, args = pool.jobs.pop(0)  # one pass returns; the next starts
+        SynchronousPool.callInThreadWithCallback(pool, on_result, f, *args)
+        self.assertEqual(scheduler.stats.queue_depth, waiting())
+        pool.run_all()
+        self.assertEqual(scheduler.stats.queue_depth, 0)
 
     def test_waiting_streams_spread_over_free_workers(self) -> None:
         """With two idle workers, waiting streams are split into two even passes instead of one full one."""

@@ -169,3 +169,24 @@ class SplitTests(SynchronousTestCase):
         joined = StreamState.concat(parts)
         torch.testing.assert_close(joined.overlap, state.overlap)
         torch.testing.assert_close(joined.net.c0_ctx, state.net.c0_ctx)
+
+    def test_concat_of_a_whole_split_reuses_the_batch(self) -> None:
+        """
+        concat() of all rows of one split batch, in their order, is that
+        batch itself (no copies); any other selection or order is copied,
+        with the same values as joining the rows one by one.
+        """
+        path = bundled_path()
+        audio = torch.from_numpy(np.stack([s[:4800] for s in signals()[:3]]))
+        _, _, state = path.process(audio, StreamState.initial(3, path.config))
+        parts = state.split()
+        self.assertIs(StreamState.concat(parts), state)
+        for rows in ([2, 0, 1], [0, 1], [0, 1, 2, 0]):
+            joined = StreamState.concat([parts[i] for i in rows])
+            self.assertIsNot(joined, state)
+            torch.testing.assert_close(joined.history, state.history[rows])
+            torch.testing.assert_close(joined.net.h_enc, state.net.h_enc[:, rows])
+        fresh = StreamState.initial(1, path.config)
+        mixed = StreamState.concat([*parts, fresh])
+        self.assertEqual(mixed.history.shape[0], 4)
+        torch.testing.assert_close(mixed.norm.mean[:3], state.norm.mean)

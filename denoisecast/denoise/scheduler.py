@@ -119,6 +119,11 @@ class DenoiseScheduler(Service):
         self._pool = threadpool
         self._free_engines: list[DenoiseEngine] = []
         self._streams: dict[str, StreamHandle] = {}
+        # Each open stream's waiting chunks as last counted, and their sum
+        # (the queue depth), kept up to date stream by stream: recounting
+        # every stream whenever one changed cost O(streams) per chunk.
+        self._waiting_counts: dict[str, int] = {}
+        self._waiting_total = 0
         # Streams with a waiting chunk and none in flight, in the order they became ready.
         self._ready: OrderedDict[str, StreamHandle] = OrderedDict()
         self._in_flight: set[defer.Deferred[Any]] = set()
@@ -275,7 +280,8 @@ class DenoiseScheduler(Service):
         self._ready.pop(stream.stream_id, None)
         self._behind_logged.discard(stream.stream_id)
         self.stats.streams = len(self._streams)
-        self._count_queue()
+        self._waiting_total -= self._waiting_counts.pop(stream.stream_id, 0)
+        self.stats.queue_depth = self._waiting_total
 
     def queue_changed(self, stream: StreamHandle) -> None:
         """A stream with waiting chunks and none in flight becomes ready for a batch."""
@@ -283,11 +289,19 @@ class DenoiseScheduler(Service):
             if not self._ready and self.settings.gather_seconds:
                 self._ready_since = self.reactor.seconds()
             self._ready[stream.stream_id] = stream
-        self._count_queue()
+        self._count_queue(stream)
 
-    def _count_queue(self) -> None:
-        """The queue depth, counted here only: chunks waiting for a worker, all streams."""
-        self.stats.queue_depth = sum(stream.waiting for stream in self._streams.values())
+    def _count_queue(self, *streams: StreamHandle) -> None:
+        """
+        The queue depth, counted here only: chunks waiting for a worker, all
+        streams.  ``streams`` are those whose waiting chunks may have changed.
+        """
+        for stream in streams:
+            if self._streams.get(stream.stream_id) is stream:
+                now = stream.waiting
+                self._waiting_total += now - self._waiting_counts.get(stream.stream_id, 0)
+                self._waiting_counts[stream.stream_id] = now
+        self.stats.queue_depth = self._waiting_total
 
     # -- the shared chunk clock ------------------------------------------
 
@@ -344,7 +358,7 @@ class DenoiseScheduler(Service):
         return True
 
     def passed_through(self, handle: StreamHandle, reason: str) -> None:
-        self._count_queue()
+        self._count_queue(handle)
         self.stats.fallback_chunks += 1
         if handle.stream_id not in self._behind_logged:
             self._behind_logged.add(handle.stream_id)
@@ -383,7 +397,7 @@ class DenoiseScheduler(Service):
 
     def _submit(self, batch: list[tuple[StreamHandle, Chunk]]) -> None:
         assert self._pool is not None
-        self._count_queue()
+        self._count_queue(*(stream for stream, _ in batch))
         engine = self._free_engines.pop()
         # A chunk given to the engine still has its audio (only passed-through chunks lose it).
         audio = np.stack([chunk.audio for _, chunk in batch])  # type: ignore[misc]
@@ -392,6 +406,18 @@ class DenoiseScheduler(Service):
         d = deferToThreadPool(self.reactor, self._pool, run_batch, engine, audio, states, limits)
         self._in_flight.add(d)
         self.stats.in_flight_batches = len(self._in_flight)
+
+        released = False
+
+        def release() -> None:
+            # The engine is free again: the next pass may start.
+            nonlocal released
+            if not released:
+                released = True
+                self._in_flight.discard(d)
+                self.stats.in_flight_batches = len(self._in_flight)
+                self._free_engines.append(engine)
+                self.pump()
 
         def done(result: tuple[FloatArray, list["StreamState"], float]) -> None:
             out, new_states, seconds = result
@@ -404,7 +430,13 @@ class DenoiseScheduler(Service):
             for row, (stream, chunk) in enumerate(batch):
                 stream.state = new_states[row]
                 chunk.denoised = out[row]
-                stream.chunk_done()
+                stream.chunk_returned()
+            # The next pass starts before this one's output is delivered
+            # (crossfades, the listeners' and recorder's callbacks), so that
+            # the worker computes while the reactor delivers.
+            release()
+            for stream, _ in batch:
+                stream.deliver()
 
         def failed(failure: Any) -> None:
             self.stats.errors += 1
@@ -415,10 +447,7 @@ class DenoiseScheduler(Service):
                 stream.chunk_done()
 
         def finally_(_: object) -> None:
-            self._in_flight.discard(d)
-            self.stats.in_flight_batches = len(self._in_flight)
-            self._free_engines.append(engine)
-            self.pump()
+            release()
 
         d.addCallbacks(done, failed)
         d.addBoth(finally_)

@@ -185,9 +185,21 @@ class StreamHandle:
 
     def chunk_done(self) -> None:
         """The chunk in flight is back (reactor thread): denoised, or given up as raw."""
+        self.chunk_returned()
+        self.deliver()
+
+    def chunk_returned(self) -> None:
+        """
+        The chunk in flight is back, and the stream may join the next pass;
+        its output waits for ``deliver`` (the scheduler starts the next pass
+        first, so that the worker does not wait for the deliveries).
+        """
         self.in_flight = False
         if not self.closed:
             self._scheduler.queue_changed(self)
+
+    def deliver(self) -> None:
+        """Hand the chunks that are complete to the listener, in order."""
         self._deliver()
 
     def delay_changed(self, samples: int) -> None:

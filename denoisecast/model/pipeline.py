@@ -25,7 +25,7 @@ count, so it never triggers there.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -117,6 +117,10 @@ class StreamState:
     # DeepFilterNet2 only: masked frames and coefficients awaiting their lookahead.
     masked: Tensor | None = None  # [B, df_order - 1, F] complex
     pending_coefs: Tensor | None = None  # [B, df_lookahead, nb_df, df_order] complex
+    #: The batch state this one is a row of (``split``) and the row, so that
+    #: ``concat`` of all rows of one batch in their order is that batch again,
+    #: without copying: a live pass usually holds the same streams as the last.
+    origin: "tuple[StreamState, int] | None" = field(default=None, repr=False, compare=False)
 
     @classmethod
     def initial(cls, batch: int, config: ModelConfig, device: torch.device | str = "cpu") -> "StreamState":
@@ -158,8 +162,9 @@ class StreamState:
     def split(self) -> "list[StreamState]":
         """
         One state per stream, as views of this batch's tensors: splitting a
-        large batch after every pass costs no copies (the next ``concat``
-        copies once).
+        large batch after every pass costs no copies, and the next
+        ``concat`` copies only if the streams of the next batch are not
+        these, in this order.
         """
         count = self.history.shape[0]
 
@@ -177,13 +182,30 @@ class StreamState:
             rows(self.pending_coefs),
         )
         return [
-            StreamState(hop, overlap, NormState(mean, unit), history, net, masked, pending)
-            for hop, overlap, mean, unit, history, net, masked, pending in fields
+            StreamState(hop, overlap, NormState(mean, unit), history, net, masked, pending, origin=(self, row))
+            for row, (hop, overlap, mean, unit, history, net, masked, pending) in enumerate(fields)
         ]
+
+    @staticmethod
+    def _rejoined(states: "list[StreamState]") -> "StreamState | None":
+        """The batch that ``states`` were split from, when they are all its rows in order; else None."""
+        origin = states[0].origin if states else None
+        if origin is None:
+            return None
+        whole = origin[0]
+        if whole.history.shape[0] != len(states):
+            return None
+        for row, state in enumerate(states):
+            if state.origin is None or state.origin[0] is not whole or state.origin[1] != row:
+                return None
+        return whole
 
     @staticmethod
     def concat(states: "list[StreamState]") -> "StreamState":
         """Streams from several batches as one batch, in order (e.g. a stream joining a running batch)."""
+        whole = StreamState._rejoined(states)
+        if whole is not None:
+            return whole
 
         def cat(values: list[Tensor | None]) -> Tensor | None:
             if all(v is None for v in values):
