@@ -154,11 +154,16 @@ def share_login_guard(bus: LiveBus, guard: LoginGuard) -> None:
     share_limits(bus, guard.limiters())
     store = bus.failures
 
+    def store_known(account: str, entry: str) -> None:
+        """Keep one known client of C{account} in the store, for the device cookie's lifetime."""
+        assert store is not None
+        store.add(KNOWN_CLIENTS, key_text(account), entry, 0.0, DEVICE_LIFETIME_SECONDS, KNOWN_PER_ACCOUNT)
+
     def tell(account: str, address: str, device: str) -> None:
         bus.publish("known_client", account=account, address=address, device=device)
         if store is not None:
-            for entry in (address, device):
-                store.add(KNOWN_CLIENTS, key_text(account), entry, 0.0, DEVICE_LIFETIME_SECONDS, KNOWN_PER_ACCOUNT)
+            store_known(account, address)
+            store_known(account, device)
 
     guard.known_observers.append(tell)
 
@@ -175,12 +180,11 @@ def share_login_guard(bus: LiveBus, guard: LoginGuard) -> None:
         # What Redis lost (a restart without persistence) is written back
         # where it matters: for the accounts being guessed at, lest a node
         # started later keep their owners out with the others.
-        assert store is not None
         for account in guard.limiters()["login-account"].keys():
             have = stored.get(account, {})
             for entry in guard.known(str(account)):
                 if entry not in have:
-                    store.add(KNOWN_CLIENTS, key_text(account), entry, 0.0, DEVICE_LIFETIME_SECONDS, KNOWN_PER_ACCOUNT)
+                    store_known(str(account), entry)
 
     _load_when_connected(bus, [KNOWN_CLIENTS], loaded)
 
