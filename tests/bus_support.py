@@ -18,7 +18,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 from twisted.internet import reactor
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.interfaces import IListeningPort
+from twisted.protocols.portforward import ProxyFactory, ProxyServer
 from twisted.trial.unittest import SkipTest, TestCase
 
 from denoisecast.bus.base import LiveBus, NodeInfo
@@ -64,14 +66,17 @@ class Nodes:
         self.prefix = unique_prefix()
         self.url = redis_url() if kind == "redis" else ""
 
-    def bus(self, node_id: str, url: str = "") -> LiveBus:
-        """A bus for node C{node_id}, not yet started, stopped when the test ends."""
+    def bus(self, node_id: str, url: str = "", redis: str = "") -> LiveBus:
+        """
+        A bus for node C{node_id}, not yet started, stopped when the test
+        ends; on Redis through C{redis} where given (a L{CuttableLink}).
+        """
         info = NodeInfo(node_id, url or f"http://{node_id}.test", reactor.seconds())
         bus: Any
         if self.kind == "redis":
             from denoisecast.bus.redisbus import RedisBus
 
-            bus = RedisBus(self.url, self.prefix, info, self.ttl)
+            bus = RedisBus(redis or self.url, self.prefix, info, self.ttl)
         else:
             bus = InProcessBus(self.broker, info, self.ttl)
         self.testcase.addCleanup(lambda: ensureDeferred(bus.stop()))
@@ -107,6 +112,63 @@ class PrivateRedis:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(10)
+
+
+class CuttableLink:
+    """
+    A TCP relay on loopback in front of a Redis server, to cut one node off
+    it (as a broken network link does) while the server runs on and every
+    other node still reaches it, and to mend the link.
+
+    @ivar url: the Redis URL that goes through the link.
+    """
+
+    def __init__(self, test: TestCase, url: str) -> None:
+        parsed = urlparse(url)
+        self._factory = _TrackingProxyFactory(parsed.hostname or "127.0.0.1", parsed.port or 6379)
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}{parsed.path or '/0'}"
+        self._listening: IListeningPort | None = None
+        test.addCleanup(self.cut)
+        self.mend()
+
+    def mend(self) -> None:
+        """Accept connections again, on the same port."""
+        if self._listening is None:
+            self._listening = reactor.listenTCP(self.port, self._factory, interface="127.0.0.1")
+
+    def cut(self) -> Deferred[Any]:
+        """Refuse new connections and drop the open ones, both ways."""
+        for relay in list(self._factory.relays):
+            relay.transport.abortConnection()
+            if relay.peer is not None:
+                relay.peer.transport.abortConnection()
+        listening, self._listening = self._listening, None
+        return succeed(None) if listening is None else Deferred.fromCoroutine(_stop(listening))
+
+
+async def _stop(port: IListeningPort) -> None:
+    await port.stopListening()
+
+
+class _TrackingRelay(ProxyServer):
+    factory: _TrackingProxyFactory
+
+    def connectionMade(self) -> None:
+        self.factory.relays.add(self)
+        super().connectionMade()
+
+    def connectionLost(self, reason: Any) -> None:
+        self.factory.relays.discard(self)
+        super().connectionLost(reason)
+
+
+class _TrackingProxyFactory(ProxyFactory):
+    protocol = _TrackingRelay
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(host, port)
+        self.relays: set[_TrackingRelay] = set()
 
 
 def nodes_on_private_redis(test: TestCase, ttl: float = 2.0) -> tuple[PrivateRedis, Nodes]:

@@ -22,7 +22,7 @@ from denoisecast.errors import DenoiseCastError
 from denoisecast.handlers.loginguard import LoginGuard
 from denoisecast.live.cluster import share_limits, share_login_guard
 from denoisecast.runtime.ratelimit import FailureLimiter, key_text
-from tests.bus_support import Nodes, logged, nodes_on_private_redis
+from tests.bus_support import CuttableLink, Nodes, logged, nodes_on_private_redis
 from tests.test_bus import wait_for
 
 
@@ -40,10 +40,12 @@ async def redis_command(url: str, command: str, *args: Any) -> Any:
         await on_loop(client.aclose())
 
 
-async def eventually(url: str, command: str, key: str, expected: Any, timeout: float = 5.0) -> None:
-    """Wait until C{command key} answers C{expected}."""
+async def eventually(
+    url: str, command: str, key: str, expected: Any, timeout: float = 5.0, args: tuple[Any, ...] = ()
+) -> None:
+    """Wait until C{command key *args} answers C{expected}."""
     start = time.monotonic()
-    while (found := await redis_command(url, command, key)) != expected:
+    while (found := await redis_command(url, command, key, *args)) != expected:
         if time.monotonic() - start > timeout:
             raise AssertionError(f"{command} {key}: {found!r}, not {expected!r} within {timeout} s")
         await deferLater(reactor, 0.02)
@@ -55,9 +57,12 @@ class StoredLimitTests(TestCase):
     def setUp(self) -> None:
         self.nodes = Nodes(self, "redis")
 
-    async def node(self, name: str) -> tuple[LiveBus, dict[str, FailureLimiter]]:
-        """A node started now: an account budget (3 a minute) and a short one (2 per 0.5 s)."""
-        bus = self.nodes.bus(name)
+    async def node(self, name: str, redis: str = "") -> tuple[LiveBus, dict[str, FailureLimiter]]:
+        """
+        A node started now: an account budget (3 a minute) and a short one
+        (2 per 0.5 s); on Redis through C{redis} where given.
+        """
+        bus = self.nodes.bus(name, redis=redis)
         limiters = {"login-account": FailureLimiter(reactor, 3, 60.0), "short": FailureLimiter(reactor, 2, 0.5)}
         share_limits(bus, limiters)
         await bus.start()
@@ -70,8 +75,8 @@ class StoredLimitTests(TestCase):
     async def redis(self, command: str, *args: Any) -> Any:
         return await redis_command(self.nodes.url, command, *args)
 
-    async def eventually(self, command: str, key: str, expected: Any) -> None:
-        await eventually(self.nodes.url, command, key, expected)
+    async def eventually(self, command: str, key: str, expected: Any, *args: Any) -> None:
+        await eventually(self.nodes.url, command, key, expected, args=args)
 
     async def test_a_later_node_knows_earlier_failures(self) -> None:
         """
@@ -123,6 +128,39 @@ class StoredLimitTests(TestCase):
         await wait_for(lambda: "other" in c["login-account"]._failures, 5.0)
         self.assertIsNone(c["login-account"].retry_after("victim"))
         self.assertNotIn("victim", c["login-account"]._failures)
+
+    async def test_a_reset_made_while_away_holds_after_the_reconnect(self) -> None:
+        """
+        Node A, cut off from a Redis that runs on (a broken link), resets a
+        key with failures stored there (its owner logged in), then counts
+        one more failure: once the link is mended the failures from before
+        the reset are gone from Redis and from node B, which stayed
+        connected and never heard the reset; the one after it is kept
+        everywhere, and a node started afterwards does not refuse the key.
+        """
+        link = CuttableLink(self, self.nodes.url)
+        a_bus, a = await self.node("a", redis=link.url)
+        _, b = await self.node("b")
+        for _ in range(3):
+            b["login-account"].record_failure("victim")
+        await self.eventually("zcard", self.stored_key("login-account", "victim"), 3)
+        await wait_for(lambda: a["login-account"].retry_after("victim") is not None, 5.0)
+        await link.cut()
+        await wait_for(lambda: not a_bus.connected, 5.0)
+        a["login-account"].reset("victim")
+        a["login-account"].record_failure("victim")
+        (after,) = [failure_id for _, failure_id in a["login-account"]._failures["victim"]]
+        self.assertEqual(len(b["login-account"]._failures["victim"]), 3)
+        link.mend()
+        await wait_for(lambda: a_bus.connected, 10.0)
+        await self.eventually("zrange", self.stored_key("login-account", "victim"), [after.encode()], 0, -1)
+        await wait_for(lambda: [i for _, i in b["login-account"]._failures.get("victim", ())] == [after], 5.0)
+        self.assertIsNone(b["login-account"].retry_after("victim"))
+        self.assertEqual([i for _, i in a["login-account"]._failures["victim"]], [after])
+        _, c = await self.node("c")
+        await wait_for(lambda: "victim" in c["login-account"]._failures, 5.0)
+        self.assertEqual([i for _, i in c["login-account"]._failures["victim"]], [after])
+        self.assertIsNone(c["login-account"].retry_after("victim"))
 
     async def test_expired_windows_are_gone(self) -> None:
         """

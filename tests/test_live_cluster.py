@@ -502,6 +502,10 @@ class ClusterTestsMixin:
         test.assertGreater(value(text, "denoisecast_bus_events_sent_total") or 0, 0)
         test.assertGreater(value(text, "denoisecast_bus_events_received_total") or 0, 0)  # the friendship, from B
         test.assertEqual(value(text, "denoisecast_bus_events_dropped_total"), 0.0)
+        test.assertEqual(value(text, "denoisecast_node_lease_held"), 1.0)
+        test.assertGreaterEqual(value(text, "denoisecast_node_lease_renewals_total") or 0, 1)
+        test.assertEqual(value(text, "denoisecast_node_lease_renewals_failed_total"), 0.0)
+        test.assertEqual(value(text, "denoisecast_bus_limit_writes_dropped_total"), 0.0)
 
     async def test_recording_events_cross_nodes(self) -> None:
         """

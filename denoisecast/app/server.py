@@ -329,7 +329,7 @@ class DenoiseCastServer:
 
     @cached_property
     def bus_metrics(self) -> BusMetrics:
-        return BusMetrics(self.metrics_registry, self.bus, lambda: self.node_watch.alive)
+        return BusMetrics(self.metrics_registry, self.bus, lambda: self.node_watch.alive, self.node_lease)
 
     @cached_property
     def metrics_site(self) -> Site:

@@ -28,7 +28,12 @@ class FailureStore(ABC):
     failure (a login) must not slow down or fail because the store is slow
     or away.  What could not be written is written back after the next
     load (L{denoisecast.runtime.ratelimit.FailureLimiter.merge}).
+
+    @ivar dropped: writes not made (the store away, or too slow), for the
+        metrics.
     """
+
+    dropped = 0
 
     @abstractmethod
     def add(self, limiter: str, key: str, failure_id: str, age: float, window: float, keep: int) -> None:

@@ -113,10 +113,18 @@ def share_limits(bus: LiveBus, limiters: dict[str, FailureLimiter]) -> None:
     for name in limiters:
         if ":" in name or name == KNOWN_CLIENTS:
             raise ValueError(f"a limiter's name is part of a Redis key, without ':': {name!r}")
+    # Resets made while the bus was away (limiter -> key -> when, on the
+    # limiter's clock): neither the store nor the other nodes heard of them.
+    # The next load skips the key's stored failures from before, clears the
+    # stored key, and tells the reset again, followed by the key's failures
+    # since (the other nodes count each id once).
+    unheard_resets: dict[str, dict[Hashable, float]] = {name: {} for name in limiters}
 
     def teller(name: str, limiter: FailureLimiter) -> ChangeObserver:
         def tell(change: str, key: Hashable, failure_id: str) -> None:
             text = key_text(key)
+            if change == "reset" and not bus.connected:
+                unheard_resets[name][key] = limiter.now()
             bus.publish("ratelimit", limiter=name, change=change, key=text, id=failure_id)
             if store is not None and change == "reset":
                 store.clear(name, text)
@@ -132,15 +140,27 @@ def share_limits(bus: LiveBus, limiters: dict[str, FailureLimiter]) -> None:
         limiter = limiters.get(str(event.get("limiter")))
         if limiter is None or event["node"] == bus.node_id:
             return  # unknown here, or made here already
-        limiter.apply(str(event.get("change")), key_from_text(str(event.get("key"))), str(event.get("id") or ""))
+        age = event.get("age")
+        limiter.apply(
+            str(event.get("change")), key_from_text(str(event.get("key"))), str(event.get("id") or ""),
+            float(age) if isinstance(age, (int, float)) and 0 <= age < limiter.window else 0.0,
+        )
 
     bus.on("ratelimit", received)
 
     def loaded(name: str, stored: dict[Hashable, dict[str, float]]) -> None:
         limiter = limiters[name]
         assert store is not None
-        for key, failure_id, age in limiter.merge(stored):
-            store.add(name, key_text(key), failure_id, age, limiter.window, limiter.max_failures)
+        resets, unheard_resets[name] = unheard_resets[name], {}
+        for key in resets:
+            text = key_text(key)
+            store.clear(name, text)
+            bus.publish("ratelimit", limiter=name, change="reset", key=text, id="")
+        for key, failure_id, age in limiter.merge(stored, resets):
+            text = key_text(key)
+            store.add(name, text, failure_id, age, limiter.window, limiter.max_failures)
+            if key in resets:
+                bus.publish("ratelimit", limiter=name, change="failure", key=text, id=failure_id, age=age)
 
     _load_when_connected(bus, list(limiters), loaded)
 

@@ -31,6 +31,8 @@ class NodeLease(Service):
     recordings are finished.
 
     @ivar renewals: leases renewed so far (metrics and tests).
+    @ivar failed_renewals: renewals the database refused or never answered
+        (metrics).
     """
 
     log = logger()
@@ -43,6 +45,17 @@ class NodeLease(Service):
         self._renewing: Deferred[None] | None = None
         self._failing = False
         self.renewals = 0
+        self.failed_renewals = 0
+
+    @property
+    def held(self) -> bool | None:
+        """
+        Whether the last renewal succeeded; C{None} where this node keeps no
+        lease (a bus no other node shares) or none was tried yet.
+        """
+        if not self._bus.shared or (self.renewals == 0 and self.failed_renewals == 0):
+            return None
+        return not self._failing
 
     def startService(self) -> None:
         super().startService()
@@ -86,6 +99,7 @@ class NodeLease(Service):
             self.log.info("This node's lease is renewed in the database again", log_id="bus.lease_back")
 
     def _failed(self, failure: Failure) -> None:
+        self.failed_renewals += 1
         if not self._failing:
             self._failing = True
             self.log.warn(

@@ -129,24 +129,38 @@ class FailureLimiter:
         elif change == "failure":
             self._add(key, self._clock.seconds() - age, failure_id or new_failure_id())
 
-    def merge(self, stored: Mapping[Hashable, Mapping[str, float]]) -> list[tuple[Hashable, str, float]]:
+    def merge(
+        self, stored: Mapping[Hashable, Mapping[str, float]], reset_at: Mapping[Hashable, float] | None = None
+    ) -> list[tuple[Hashable, str, float]]:
         """
         Add the failures loaded from a store (key -> failure id -> age in
         seconds) to those in memory, and return the ones in memory the
         store lacks, as (key, id, age): failures counted while the store
         was unreachable, to be written back.
+
+        @param reset_at: keys reset here while the store was unreachable,
+            with when (this limiter's clock, L{now}): their stored failures
+            from before the reset are not loaded, and all their failures in
+            memory are returned, since the caller clears the store's copy
+            of them before writing back.
         """
+        reset_at = reset_at or {}
+        now = self._clock.seconds()
         for key, failures in stored.items():
             for failure_id, age in failures.items():
-                self.apply("failure", key, failure_id, age)
-        now = self._clock.seconds()
+                if now - age > reset_at.get(key, -math.inf):
+                    self.apply("failure", key, failure_id, age)
         missing = []
         for key in list(self._failures):
-            known = stored.get(key, {})
+            known = {} if key in reset_at else stored.get(key, {})
             for at, failure_id in self._recent(key) or ():
                 if failure_id not in known:
                     missing.append((key, failure_id, now - at))
         return missing
+
+    def now(self) -> float:
+        """This limiter's clock, for L{merge}'s C{reset_at}."""
+        return self._clock.seconds()
 
     def _add(self, key: Hashable, at: float, failure_id: str) -> None:
         if at <= self._clock.seconds() - self.window:
