@@ -5,7 +5,9 @@ ports).  A second node leaves the first one's live broadcast and recording
 alone; presence and live status cross nodes within a second; a node killed
 mid-broadcast is noticed within its time to live, its broadcast ended for
 everyone and its partial recording repaired (it plays); Redis killed and
-restarted under two live broadcasts: both nodes recover by themselves.
+restarted under two live broadcasts: both nodes recover by themselves; a
+node cut off from Redis alone (its link broken, the database reachable)
+keeps recording, and is neither repaired nor forgotten for good.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from denoisecast.recordings.files import decode
-from tests.bus_support import PrivateRedis, redis_url, unique_prefix
+from tests.bus_support import CuttableLink, PrivateRedis, redis_url, unique_prefix
 from tests.rtc_support import answer, noisy_speech, publisher
 from tests.support import Client, postgres_url
 from tests.test_twistd import TwistdProcess
@@ -46,11 +48,12 @@ class Cluster:
         test.addCleanup(shutil.rmtree, self.workdir, True)
         self.data = self.workdir / "shared-data"
 
-    def node(self, name: str) -> TwistdProcess:
+    def node(self, name: str, redis: str = "") -> TwistdProcess:
+        """Node C{name}, on the cluster's Redis, or through C{redis} (a L{CuttableLink}'s URL)."""
         return TwistdProcess(
             self.test, self.workdir,
             "--database-url", self.database, "--data-dir", str(self.data),
-            "--redis-url", self.redis, "--redis-prefix", self.prefix,
+            "--redis-url", redis or self.redis, "--redis-prefix", self.prefix,
             "--node-id", name, "--node-ttl", str(TTL),
             "--advertise-url", f"http://{name}.test",
             "--silence-timeout", "30", "--reconnect-grace", "0",
@@ -309,3 +312,80 @@ class NodesTests(TestCase):
             log = node.output()
             self.assertLessEqual(log.count("cannot reach Redis"), 3, log[-5000:])
             self.assertNotIn("Traceback", log)
+
+    async def test_node_cut_off_from_redis_keeps_recording(self) -> None:
+        """
+        Node B loses its link to Redis (Redis and PostgreSQL run on) while
+        alice broadcasts through it: within the time to live node A takes
+        her offline for bob (it cannot reach B), but leaves her recording
+        to B, which still renews its database lease: it stays
+        C{recording}, never C{interrupted}.  B says the bus is unreachable
+        in /api/health and holds its lease in /metrics.  The link mended,
+        B comes back by itself, bob sees alice live again, and when she
+        stops, her recording completes with what she sent during the cut
+        and plays through node A.
+        """
+        from tests.test_server_metrics import value
+
+        cluster = Cluster(self, redis_url())
+        link = CuttableLink(self, cluster.redis)
+        a, b = cluster.node("node-a"), cluster.node("node-b", redis=link.url)
+        await a.ready(timeout=90)
+        await b.ready(timeout=90)
+        c = await self.people(a, "alice", "bob")
+        bob_ws = await connect_ws(self, a.base, c["bob"])
+        await bob_ws.expect("presence")
+        noisy, clean, _ = noisy_speech(cluster.workdir, seconds_pause=4.0)
+        alice_b = self.on(c["alice"], b)
+        alice_ws = await self.go_live(b, alice_b, noisy)
+        went_live = time.monotonic()
+
+        async def alice_live(live: bool, seconds: float) -> None:
+            while True:
+                update = await bob_ws.expect("friend", timeout=seconds)
+                if update["friend"]["username"] == "alice" and update["friend"]["live"] == live:
+                    return
+
+        await alice_live(True, 2.0)
+        await deferLater(reactor, 2.0)
+        await link.cut()
+        await alice_live(False, TTL + 3.0)
+
+        async def bus_is(node: TwistdProcess, bus: str) -> bool:
+            return (await Client(node.base).get("/api/health")).body.get("bus") == bus
+
+        await until(lambda: bus_is(b, "unreachable"), 10.0, "node B reports the bus unreachable")
+
+        async def spared() -> bool:
+            return "is cut off from the live bus but renews its database lease" in a.output()
+
+        await until(spared, 10.0, "node A sees node B's lease")
+        await deferLater(reactor, 2.0)  # node A checks again, twice or more
+        rows = (await c["alice"].get("/api/recordings")).body["recordings"]
+        self.assertEqual([r["status"] for r in rows], ["recording"], a.output()[-3000:])
+        self.assertNotIn("no heartbeat, no database lease", a.output())
+        metrics = (await Client(b.base).get("/metrics")).body.decode()
+        self.assertEqual(value(metrics, "denoisecast_node_lease_held"), 1.0)
+        self.assertEqual(value(metrics, "denoisecast_bus_connected"), 0.0)
+        link.mend()
+        await alice_live(True, 15.0)
+        await until(lambda: bus_is(b, "redis"), 10.0, "node B reconnects")
+        self.assertTrue((await c["bob"].get("/api/streams/alice")).body["live"])
+        await deferLater(reactor, max(0.0, went_live + len(clean) / RATE + 1.0 - time.monotonic()))
+        self.assertEqual((await alice_ws.request({"v": 1, "type": "stop"}))["type"], "stopped")
+
+        async def complete() -> bool:
+            rows = (await c["bob"].get("/api/recordings")).body["recordings"]
+            return bool(rows) and rows[0]["status"] == "complete"
+
+        await until(complete, 20.0, "the recording completes")
+        (row,) = (await c["bob"].get("/api/recordings")).body["recordings"]
+        # All she sent, the cut included (under load the first second or two may go to ICE).
+        self.assertGreater(row["duration_seconds"], len(clean) / RATE - 3.0)
+        audio = await c["bob"].get(f"/api/recordings/{row['id']}/audio?track=denoised")
+        self.assertEqual(audio.status, 200)
+        path = cluster.workdir / "cut-off.ogg"
+        path.write_bytes(audio.body)
+        self.assertLess(abs(len(decode(path)) / RATE - row["duration_seconds"]), 0.1)
+        for node in (a, b):
+            self.assertNotIn("Traceback", node.output())
