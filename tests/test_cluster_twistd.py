@@ -73,6 +73,17 @@ async def until(predicate: Any, seconds: float, what: str) -> float:
     return time.monotonic() - start
 
 
+async def bus_is(node: TwistdProcess, bus: str) -> bool:
+    """Whether the node's /api/health names this bus (C{redis}, C{unreachable})."""
+    return (await Client(node.base).get("/api/health")).body.get("bus") == bus
+
+
+async def first_recording_is(client: Client, status: str) -> bool:
+    """Whether the newest recording in the client's list has this status."""
+    rows = (await client.get("/api/recordings")).body["recordings"]
+    return bool(rows) and rows[0]["status"] == status
+
+
 class NodesTests(TestCase):
     timeout = 240
 
@@ -102,6 +113,21 @@ class NodesTests(TestCase):
         self.assertEqual(reply["type"], "answer", (reply, node.output()[-3000:]))
         await answer(pc, reply["sdp"])
         return ws
+
+    async def alice_on_b_bob_on_a(
+        self, cluster: Cluster, b_redis: str = ""
+    ) -> tuple[TwistdProcess, TwistdProcess, dict[str, Client], WsClient]:
+        """
+        Nodes A and B started (B through C{b_redis} where given), alice and
+        bob friends, bob's page open on node A.
+        """
+        a, b = cluster.node("node-a"), cluster.node("node-b", redis=b_redis)
+        await a.ready(timeout=90)
+        await b.ready(timeout=90)
+        c = await self.people(a, "alice", "bob")
+        bob_ws = await connect_ws(self, a.base, c["bob"])
+        await bob_ws.expect("presence")
+        return a, b, c, bob_ws
 
     def on(self, client: Client, node: TwistdProcess) -> Client:
         """The same session (a database row) used on another node."""
@@ -148,11 +174,7 @@ class NodesTests(TestCase):
         while update["friend"]["username"] != "alice" or update["friend"]["live"]:
             update = await bob_ws.expect("friend", timeout=2.0)
 
-        async def complete() -> bool:
-            rows = (await bob_b.get("/api/recordings")).body["recordings"]
-            return bool(rows) and rows[0]["status"] == "complete"
-
-        await until(complete, 20.0, "the recording completes")
+        await until(lambda: first_recording_is(bob_b, "complete"), 20.0, "the recording completes")
         (row,) = (await bob_b.get("/api/recordings")).body["recordings"]
         audio = await bob_b.get(f"/api/recordings/{row['id']}/audio?track=denoised")
         self.assertEqual(audio.status, 200)
@@ -221,12 +243,7 @@ class NodesTests(TestCase):
         node A, and plays through node A.
         """
         cluster = Cluster(self, redis_url())
-        a, b = cluster.node("node-a"), cluster.node("node-b")
-        await a.ready(timeout=90)
-        await b.ready(timeout=90)
-        c = await self.people(a, "alice", "bob")
-        bob_ws = await connect_ws(self, a.base, c["bob"])
-        await bob_ws.expect("presence")
+        a, b, c, bob_ws = await self.alice_on_b_bob_on_a(cluster)
         noisy, _, _ = noisy_speech(cluster.workdir, seconds_pause=1.0)
         await self.go_live(b, self.on(c["alice"], b), noisy)
         update = await bob_ws.expect("friend", timeout=2.0)
@@ -244,11 +261,7 @@ class NodesTests(TestCase):
         self.assertLess(time.monotonic() - killed, TTL + 2.0)
         self.assertFalse((await c["bob"].get("/api/streams/alice")).body["live"])
 
-        async def repaired() -> bool:
-            rows = (await c["alice"].get("/api/recordings")).body["recordings"]
-            return bool(rows) and rows[0]["status"] == "interrupted"
-
-        await until(repaired, 10.0, "node A repairs node B's recording")
+        await until(lambda: first_recording_is(c["alice"], "interrupted"), 10.0, "node A repairs node B's recording")
         ready = await bob_ws.expect("recording_ready", timeout=5.0)
         self.assertEqual((ready["recording"]["owner"], ready["recording"]["status"]), ("alice", "interrupted"))
         (row,) = (await c["alice"].get("/api/recordings")).body["recordings"]
@@ -281,17 +294,14 @@ class NodesTests(TestCase):
         await self.go_live(b, self.on(c["carol"], b), noisy)
         server.kill()
 
-        async def health(node: TwistdProcess, bus: str) -> bool:
-            return (await Client(node.base).get("/api/health")).body.get("bus") == bus
-
         for node in (a, b):
-            await until(lambda node=node: health(node, "unreachable"), 10.0, "the bus reported unreachable")
+            await until(lambda node=node: bus_is(node, "unreachable"), 10.0, "the bus reported unreachable")
         reply = await Client(a.base).get("/api/health")
         self.assertEqual((reply.status, reply.body["status"]), (200, "degraded"))
         await deferLater(reactor, 2.0)
         server.start()
         for node in (a, b):
-            await until(lambda node=node: health(node, "redis"), 15.0, "the bus reconnected")
+            await until(lambda node=node: bus_is(node, "redis"), 15.0, "the bus reconnected")
         bob_ws = await connect_ws(self, a.base, c["bob"])
 
         async def both_live() -> bool:
@@ -329,12 +339,7 @@ class NodesTests(TestCase):
 
         cluster = Cluster(self, redis_url())
         link = CuttableLink(self, cluster.redis)
-        a, b = cluster.node("node-a"), cluster.node("node-b", redis=link.url)
-        await a.ready(timeout=90)
-        await b.ready(timeout=90)
-        c = await self.people(a, "alice", "bob")
-        bob_ws = await connect_ws(self, a.base, c["bob"])
-        await bob_ws.expect("presence")
+        a, b, c, bob_ws = await self.alice_on_b_bob_on_a(cluster, link.url)
         noisy, clean, _ = noisy_speech(cluster.workdir, seconds_pause=4.0)
         alice_b = self.on(c["alice"], b)
         alice_ws = await self.go_live(b, alice_b, noisy)
@@ -350,9 +355,6 @@ class NodesTests(TestCase):
         await deferLater(reactor, 2.0)
         await link.cut()
         await alice_live(False, TTL + 3.0)
-
-        async def bus_is(node: TwistdProcess, bus: str) -> bool:
-            return (await Client(node.base).get("/api/health")).body.get("bus") == bus
 
         await until(lambda: bus_is(b, "unreachable"), 10.0, "node B reports the bus unreachable")
 
@@ -374,11 +376,7 @@ class NodesTests(TestCase):
         await deferLater(reactor, max(0.0, went_live + len(clean) / RATE + 1.0 - time.monotonic()))
         self.assertEqual((await alice_ws.request({"v": 1, "type": "stop"}))["type"], "stopped")
 
-        async def complete() -> bool:
-            rows = (await c["bob"].get("/api/recordings")).body["recordings"]
-            return bool(rows) and rows[0]["status"] == "complete"
-
-        await until(complete, 20.0, "the recording completes")
+        await until(lambda: first_recording_is(c["bob"], "complete"), 20.0, "the recording completes")
         (row,) = (await c["bob"].get("/api/recordings")).body["recordings"]
         # All she sent, the cut included (under load the first second or two may go to ICE).
         self.assertGreater(row["duration_seconds"], len(clean) / RATE - 3.0)
